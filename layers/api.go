@@ -1,0 +1,195 @@
+package layers
+
+// This file is the contract between layers and its consumers (fs, nbd,
+// cmd/strata). Signatures here are fixed; bodies are filled in by the layers
+// implementation. Change a signature only together with every caller.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-backup/strata/store/chunk"
+)
+
+// Errors callers branch on. fs maps them to errno in one place; nbd to NBD
+// error replies; cmd/strata to messages and exit codes.
+var (
+	ErrNotFound        = errors.New("not found")                   // ENOENT
+	ErrExists          = errors.New("already exists")              // EEXIST
+	ErrNotDir          = errors.New("not a directory")             // ENOTDIR
+	ErrIsDir           = errors.New("is a directory")              // EISDIR
+	ErrNotEmpty        = errors.New("directory not empty")         // ENOTEMPTY
+	ErrReadOnly        = errors.New("read-only")                   // EROFS / NBD EPERM
+	ErrNoSpace         = errors.New("no space left in repository") // ENOSPC
+	ErrInvalid         = errors.New("invalid argument")            // EINVAL
+	ErrNoXattr         = errors.New("no such attribute")           // ENODATA
+	ErrNameTooLong     = errors.New("name too long")               // ENAMETOOLONG
+	ErrRange           = errors.New("result too large")            // ERANGE
+	ErrUnknownVolume   = errors.New("unknown volume")
+	ErrWrongType       = errors.New("wrong volume type")
+	ErrVolumeExists    = errors.New("volume already exists")
+	ErrNoRevisions     = errors.New("volume has no revisions")
+	ErrUnknownRevision = errors.New("unknown revision")
+)
+
+// ChunkStore is what layers needs from the extent store. *store.Store
+// satisfies it.
+type ChunkStore interface {
+	// Put stores data (if not already present) and adds one reference to
+	// it. Callers never pass all-zero data: that is a hole.
+	Put(ctx context.Context, kind chunk.Kind, data []byte) (id chunk.ID, added bool, err error)
+	// Get returns the plaintext of a chunk.
+	Get(ctx context.Context, id chunk.ID) ([]byte, error)
+	// Release drops one reference from each id (once per occurrence).
+	Release(ctx context.Context, ids []chunk.ID) error
+	// Flush makes every Put that returned before it durable.
+	Flush(ctx context.Context) error
+}
+
+// Options configure Open. The zero value is usable except for SpoolDir.
+type Options struct {
+	Logger   *slog.Logger     // nil discards
+	Now      func() time.Time // nil means time.Now
+	SpoolDir string           // local directory for staging write buffers (REPO/spool)
+}
+
+// VolumeType is "fs" (a file tree) or "block" (a fixed-size disk image).
+type VolumeType string
+
+const (
+	TypeFS    VolumeType = "fs"
+	TypeBlock VolumeType = "block"
+)
+
+// VolumeSpec describes a volume at creation. Size and BlockSize are for
+// block volumes; BlockSize 0 means the default.
+type VolumeSpec struct {
+	Type      VolumeType
+	Size      int64
+	BlockSize int
+}
+
+// VolumeInfo describes a volume.
+type VolumeInfo struct {
+	Name      string
+	Type      VolumeType
+	Size      int64 // block volumes: device size
+	BlockSize int   // block volumes
+	Created   time.Time
+	Revisions int
+}
+
+// Revision is an immutable committed state of a volume.
+type Revision struct {
+	Volume    string
+	ID        string // random, hex; unique prefixes resolve
+	Seq       uint64 // layer sequence number sealed by this revision
+	Time      time.Time
+	Tags      []string
+	Message   string
+	Size      int64         // logical bytes visible in the revision
+	Added     int64         // bytes newly stored by this commit after dedup and compression
+	Files     int64         // fs volumes: inodes in the revision
+	Duration  time.Duration // staging period: previous commit to this one
+	Protected bool
+}
+
+// CommitOptions set what a commit records. Zero Time means now.
+type CommitOptions struct {
+	Time    time.Time
+	Tags    []string
+	Message string
+}
+
+// Ino is an inode number, stable across revisions of a volume. The root
+// directory is RootIno.
+type Ino uint64
+
+// RootIno is the root directory of every fs volume.
+const RootIno Ino = 1
+
+// Attr are the attributes of an inode. Mode carries the file type bits
+// (syscall.S_IFREG, S_IFDIR, ...) and permission bits.
+type Attr struct {
+	Ino   Ino
+	Mode  uint32
+	Uid   uint32
+	Gid   uint32
+	Size  int64
+	Nlink uint32
+	Rdev  uint64
+	Atime time.Time
+	Mtime time.Time
+	Ctime time.Time
+}
+
+// Dirent is one directory entry.
+type Dirent struct {
+	Name string
+	Ino  Ino
+	Mode uint32 // type bits only are guaranteed
+}
+
+// SetAttr says which attributes to change; nil fields stay.
+type SetAttr struct {
+	Mode  *uint32 // permission bits only
+	Uid   *uint32
+	Gid   *uint32
+	Size  *int64
+	Atime *time.Time
+	Mtime *time.Time
+}
+
+// Rename flags, as renameat2(2).
+const (
+	RenameNoReplace uint32 = 1
+	RenameExchange  uint32 = 2
+)
+
+// StatFS reports repository capacity for statfs(2).
+type StatFS struct {
+	TotalBytes, FreeBytes, AvailBytes uint64
+	Files, FreeFiles                  uint64
+}
+
+// Extent is a run of a block device or file that is all data or all hole.
+type Extent struct {
+	Off, Len int64
+	Hole     bool
+}
+
+// DiffEntry is one changed path between two revisions.
+type DiffEntry struct {
+	Path    string
+	Change  byte // '+' added, '-' removed, 'M' content changed, 'T' type changed, 'A' attributes only
+	OldSize int64
+	NewSize int64
+}
+
+// Repo is the versioned metadata of every volume in a repository.
+// Methods are safe for concurrent use.
+type Repo struct{ stub }
+
+// Open opens the metadata model kept in db (keys under the "l/" prefix are
+// layers'), storing data through cs.
+func Open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Repo, error) {
+	return nil, errStub
+}
+
+// Tree is a read-only view of an fs volume at one revision (or, as part of
+// Staging, the staging head). Reads never load a whole directory or file
+// into memory.
+type Tree struct{ stub }
+
+// Staging is the writable head of an fs volume. It has every Tree method
+// (via Tree()) plus writes. Writes are buffered in the spool and chunked off
+// the request path; FlushFile and Sync make them durable.
+type Staging struct{ stub }
+
+// Disk is a block volume at one revision (read-only), its staging head
+// (read-write) or a throwaway overlay over a revision.
+type Disk struct{ stub }
