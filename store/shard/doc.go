@@ -1,0 +1,14 @@
+// Package shard stores shard files: the per-failure-domain pieces of
+// erasure-coded segments. A Backend is one shard directory (later also an
+// object store bucket); the store keeps one Backend per shard index.
+//
+// Invariants every Backend keeps (checked by shardtest.Run):
+//   - Put is atomic and durable: once it returns nil, a crash leaves the
+//     whole object under its name; before that, no object or the old one.
+//   - GetRange reads exactly len(p) bytes or fails: ErrNotFound for a
+//     missing object, io.ErrUnexpectedEOF for a range past its end.
+//   - Delete of a missing object succeeds (GC retries after crashes).
+//
+// Backends are safe for concurrent use. Errors from the operating system
+// (for example syscall.ENOSPC) stay in the chain, so errors.Is works.
+package shard

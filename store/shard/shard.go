@@ -1,0 +1,46 @@
+package shard
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotFound means the named object does not exist.
+var ErrNotFound = errors.New("shard not found")
+
+// Info describes one stored object.
+type Info struct {
+	Name string
+	Size int64
+}
+
+// Backend stores named, immutable objects. See the package doc for the
+// invariants. Names are plain file names without slashes.
+type Backend interface {
+	// Put stores data under name, replacing any object of that name,
+	// atomically and durably.
+	Put(ctx context.Context, name string, data []byte) error
+	// GetRange fills p from the object's bytes at off. A missing object
+	// gives ErrNotFound; fewer than len(p) bytes gives io.ErrUnexpectedEOF.
+	GetRange(ctx context.Context, name string, off int64, p []byte) error
+	// Delete removes the object; deleting a missing object is not an error.
+	Delete(ctx context.Context, name string) error
+	// List calls fn for every object, in no particular order. An error
+	// from fn stops the listing and is returned.
+	List(ctx context.Context, fn func(Info) error) error
+	// Stat describes one object; ErrNotFound if missing.
+	Stat(ctx context.Context, name string) (Info, error)
+}
+
+// Space is the capacity of the storage behind a backend.
+type Space struct {
+	Total, Free uint64
+	// Device identifies the filesystem, so callers can tell when several
+	// backends share one (their free space is then shared too).
+	Device string
+}
+
+// Spacer is implemented by backends that know their capacity.
+type Spacer interface {
+	Space(ctx context.Context) (Space, error)
+}
