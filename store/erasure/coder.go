@@ -1,0 +1,86 @@
+package erasure
+
+import (
+	"fmt"
+
+	"github.com/klauspost/reedsolomon"
+)
+
+// Coder encodes segments into shard files and reconstructs lost shards.
+type Coder struct {
+	k, m int
+	enc  reedsolomon.Encoder
+}
+
+// New returns a Coder for k data and m parity shards.
+func New(k, m int) (*Coder, error) {
+	c := &Coder{k: k, m: m}
+	if m > 0 {
+		enc, err := reedsolomon.New(k, m)
+		if err != nil {
+			return nil, fmt.Errorf("erasure coder %d+%d: %w", k, m, err)
+		}
+		c.enc = enc
+	}
+	return c, nil
+}
+
+// K returns the number of data shards.
+func (c *Coder) K() int { return c.k }
+
+// M returns the number of parity shards.
+func (c *Coder) M() int { return c.m }
+
+// Encode splits segment seg (id segID) into K+M complete shard files.
+func (c *Coder) Encode(segID uint64, seg []byte) ([][]byte, error) {
+	segLen := int64(len(seg))
+	L := ShardLen(segLen, c.k)
+	size := FileSize(L)
+	files := make([][]byte, c.k+c.m)
+	regions := make([][]byte, c.k+c.m)
+	for i := range files {
+		files[i] = make([]byte, size)
+		regions[i] = files[i][HeaderSize : HeaderSize+L]
+		if i < c.k {
+			lo := min(int64(i)*L, segLen)
+			hi := min(lo+L, segLen)
+			copy(regions[i], seg[lo:hi])
+		}
+	}
+	if c.m > 0 && L > 0 {
+		if err := c.enc.Encode(regions); err != nil {
+			return nil, fmt.Errorf("encode segment %x: %w", segID, err)
+		}
+	}
+	for i := range files {
+		finish(files[i], Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L})
+	}
+	return files, nil
+}
+
+// Reconstruct fills in the nil entries of shards (K+M equal-length slices
+// of the same shard-local byte range; parity may be recomputed only for
+// full ranges). dataOnly restores just the data shards, which is all a read
+// needs. It fails if fewer than K entries are present.
+func (c *Coder) Reconstruct(shards [][]byte, dataOnly bool) error {
+	present := 0
+	for _, s := range shards {
+		if s != nil {
+			present++
+		}
+	}
+	if present < c.k {
+		return fmt.Errorf("reconstruct: %d of %d shards good, need %d", present, c.k+c.m, c.k)
+	}
+	if c.m == 0 {
+		return nil
+	}
+	if dataOnly {
+		return c.enc.ReconstructData(shards)
+	}
+	return c.enc.Reconstruct(shards)
+}
+
+// Finish writes header, checksums and footer around a shard file whose data
+// region (file[HeaderSize:HeaderSize+L]) is filled, as after a repair.
+func Finish(file []byte, h Header) { finish(file, h) }

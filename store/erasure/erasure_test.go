@@ -1,0 +1,102 @@
+package erasure
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+)
+
+func segment(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestEncodeSystematicAndVerify(t *testing.T) {
+	for _, tt := range []struct{ k, m, n int }{{4, 2, 1_000_003}, {4, 2, 1}, {1, 0, 70000}, {3, 3, 3 * BlockSize}, {4, 2, 0}} {
+		c, err := New(tt.k, tt.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg := segment(tt.n, uint64(tt.n))
+		files, err := c.Encode(9, seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		L := ShardLen(int64(tt.n), tt.k)
+		var joined []byte
+		for i := 0; i < tt.k; i++ {
+			joined = append(joined, files[i][HeaderSize:HeaderSize+L]...)
+		}
+		if !bytes.Equal(joined[:tt.n], seg) {
+			t.Fatalf("%+v: data shards are not the segment bytes", tt)
+		}
+		for i, f := range files {
+			ch := Verify(f, 9, i, int64(tt.n), tt.k)
+			if ch.Err != nil || len(ch.Bad) != 0 {
+				t.Fatalf("%+v shard %d: Verify = %+v", tt, i, ch)
+			}
+			if ch := Verify(f, 10, i, int64(tt.n), tt.k); ch.Err == nil {
+				t.Fatalf("%+v shard %d: verified as another segment", tt, i)
+			}
+		}
+	}
+}
+
+func TestLocateAndReconstruct(t *testing.T) {
+	const k, m = 4, 2
+	c, _ := New(k, m)
+	seg := segment(5*BlockSize*k+123, 3)
+	files, _ := c.Encode(1, seg)
+	L := ShardLen(int64(len(seg)), k)
+	files[1][HeaderSize+2*BlockSize+5] ^= 0x40 // block 2 of shard 1
+	files[4][HeaderSize+0] ^= 1                 // block 0 of shard 4 (parity)
+	for i, want := range map[int][]int{1: {2}, 4: {0}, 0: nil} {
+		ch := Verify(files[i], 1, i, int64(len(seg)), k)
+		if ch.Err != nil || len(ch.Bad) != len(want) || (len(want) > 0 && ch.Bad[0] != want[0]) {
+			t.Fatalf("shard %d: Bad = %v, %v; want %v", i, ch.Bad, ch.Err, want)
+		}
+	}
+	// Reconstruct the range of block 2 with shards 1 and 3 treated as bad.
+	lo, hi := int64(2*BlockSize), int64(3*BlockSize)
+	shards := make([][]byte, k+m)
+	for i := range shards {
+		if i != 1 && i != 3 {
+			shards[i] = append([]byte(nil), files[i][HeaderSize+lo:HeaderSize+hi]...)
+		}
+	}
+	if err := c.Reconstruct(shards, true); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(shards[1], seg[L+lo:L+hi]) || !bytes.Equal(shards[3], seg[3*L+lo:3*L+hi]) {
+		t.Fatal("reconstructed range differs from the segment")
+	}
+	shards[0], shards[2], shards[5] = nil, nil, nil
+	if err := c.Reconstruct(shards, true); err == nil {
+		t.Fatal("reconstruct with 3 of 6 shards succeeded")
+	}
+}
+
+func TestTruncatedAndDamagedFiles(t *testing.T) {
+	c, _ := New(2, 1)
+	files, _ := c.Encode(5, segment(200_000, 1))
+	if ch := Verify(files[0][:len(files[0])-1], 5, 0, 200_000, 2); ch.Err == nil {
+		t.Fatal("truncated file verified")
+	}
+	f := append([]byte(nil), files[0]...)
+	f[len(f)-FooterSize-1] ^= 1 // table
+	if ch := Verify(f, 5, 0, 200_000, 2); ch.Err == nil {
+		t.Fatal("damaged table verified")
+	}
+	f = append([]byte(nil), files[0]...)
+	f[3] ^= 1 // header: data still checks against the expected identity
+	if ch := Verify(f, 5, 0, 200_000, 2); len(ch.Bad) != 0 {
+		t.Fatalf("damaged header: Bad = %v", ch.Bad)
+	}
+	if _, err := ParseHeader(f); err == nil {
+		t.Fatal("damaged header parsed")
+	}
+}
