@@ -1,0 +1,200 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/strata-backup/strata/layers"
+)
+
+// Options configure a mount. The zero value is usable.
+type Options struct {
+	Logger *slog.Logger     // nil discards
+	Now    func() time.Time // nil means time.Now; used for utimens(UTIME_NOW) and synthetic times
+	// Repo supplies statfs figures (Repo.StatFS). Nil reports a large
+	// unknown capacity so writers do not refuse to start.
+	Repo *layers.Repo
+	// AllowOther lets users other than the mounting one use the mount
+	// (permissions are still checked by the kernel: default_permissions).
+	AllowOther bool
+	// Debug logs every FUSE request through Logger at debug level.
+	Debug bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// ErrMountpoint is returned when the mountpoint is missing, not a directory
+// or not empty.
+var ErrMountpoint = errors.New("unusable mountpoint")
+
+// Mount is a mounted filesystem served by this process.
+type Mount struct {
+	dir    string
+	srv    *fuse.Server
+	flush  func(context.Context) error // makes writes durable; nil for read-only mounts
+	logger *slog.Logger
+
+	done chan struct{} // closed when serving ended and the final flush ran
+
+	mu       sync.Mutex // guards flushErr
+	flushErr error
+}
+
+// Dir is the mountpoint.
+func (m *Mount) Dir() string { return m.dir }
+
+// Unmount makes every write durable (Staging.Sync or Disk.Flush), unmounts
+// and waits for serving to end. It fails (and stays mounted) while files are
+// open on the mount.
+func (m *Mount) Unmount() error {
+	if m.flush != nil {
+		if err := m.flush(context.Background()); err != nil {
+			return fmt.Errorf("flush before unmount of %s: %w", m.dir, err)
+		}
+	}
+	if err := m.srv.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	}
+	<-m.done
+	return m.Err()
+}
+
+// Wait blocks until the filesystem is unmounted (by Unmount or by a plain
+// umount(8)) and the final flush has run.
+func (m *Mount) Wait() { <-m.done }
+
+// Err reports the error of the flush that ran when serving ended.
+func (m *Mount) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.flushErr
+}
+
+// mountParams are what the Mount* functions choose per filesystem kind.
+type mountParams struct {
+	readOnly bool
+	name     string
+	flush    func(context.Context) error
+}
+
+func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options, p mountParams) (*Mount, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := prepareMountpoint(dir, opts.Logger); err != nil {
+		return nil, err
+	}
+	flags := uintptr(syscall.MS_NOSUID | syscall.MS_NODEV)
+	mopts := []string{"default_permissions"}
+	if p.readOnly {
+		// The kernel then refuses every write with EROFS before it
+		// reaches us; the handlers refuse too, as a second line.
+		flags |= syscall.MS_RDONLY
+		mopts = append(mopts, "ro")
+	}
+	mo := &fuse.MountOptions{
+		AllowOther:       opts.AllowOther,
+		Options:          mopts,
+		FsName:           "strata",
+		Name:             "strata",
+		DirectMount:      true,
+		DirectMountFlags: flags,
+		// 1 MiB requests: the kernel here accepts max_pages 256
+		// (machine-notes.md), and fewer round trips is what makes a
+		// transforming filesystem fast.
+		MaxWrite:     1 << 20,
+		MaxReadAhead: 1 << 20,
+		// 64 background requests keep readahead and async writes in
+		// flight on a 2-core box without starving synchronous ops.
+		MaxBackground: 64,
+		Debug:         opts.Debug,
+		Logger:        log.New(io.Discard, "", 0),
+	}
+	if opts.Debug {
+		mo.Logger = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
+	}
+	srv, err := fuse.NewServer(raw, dir, mo)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s at %s: %w", p.name, dir, err)
+	}
+	m := &Mount{dir: dir, srv: srv, flush: p.flush, logger: opts.Logger, done: make(chan struct{})}
+	go m.serve()
+	if err := srv.WaitMount(); err != nil {
+		_ = srv.Unmount()
+		<-m.done
+		return nil, fmt.Errorf("mount %s at %s: %w", p.name, dir, err)
+	}
+	return m, nil
+}
+
+// serve runs the FUSE loop; when it ends (Unmount or an external umount)
+// it flushes, so a plain umount(8) also leaves staging durable.
+func (m *Mount) serve() {
+	defer close(m.done)
+	m.srv.Serve()
+	if m.flush == nil {
+		return
+	}
+	if err := m.flush(context.Background()); err != nil {
+		m.logger.Error("fuse: flush after unmount", "dir", m.dir, "err", err)
+		m.mu.Lock()
+		m.flushErr = fmt.Errorf("flush after unmount of %s: %w", m.dir, err)
+		m.mu.Unlock()
+	}
+}
+
+// prepareMountpoint clears a stale mount left by a killed server and
+// refuses a missing, non-directory or non-empty mountpoint.
+func prepareMountpoint(dir string, logger *slog.Logger) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, syscall.ENOTCONN) {
+		// "Transport endpoint is not connected": a FUSE server died with
+		// its mount still in place. A lazy unmount detaches it even if
+		// some process still has a file open there.
+		logger.Warn("fuse: clearing stale mount", "dir", dir)
+		if uerr := syscall.Unmount(dir, syscall.MNT_DETACH); uerr != nil {
+			return fmt.Errorf("clear stale mount at %s: %w", dir, uerr)
+		}
+		fi, err = os.Stat(dir)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("mountpoint %s does not exist: %w", dir, ErrMountpoint)
+	}
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory: %w", dir, ErrMountpoint)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("mountpoint %s is not empty: %w", dir, ErrMountpoint)
+	}
+	return nil
+}

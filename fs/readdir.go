@@ -1,0 +1,171 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/strata-backup/strata/layers"
+)
+
+// dirHandle is the cursor of one open directory. Directory offsets count
+// entries: "." is offset 0, ".." 1, then the names in order. Only the
+// resume point (offset and last name) and the names of the last reply are
+// kept, so memory does not grow with the directory: a 100,000-entry
+// directory streams through Tree.ReadDir's `after` cursor.
+type dirHandle struct {
+	ino layers.Ino
+
+	mu     sync.Mutex        // guards the fields below
+	off    uint64            // offset of the next entry to return
+	after  string            // name at off-1 ("" before the first name)
+	recent map[uint64]string // offsets of the last reply -> the name before them
+}
+
+// readdirBatch is how many entries one Tree.ReadDir call fetches; a 4 KiB
+// READDIR reply holds ~100 short names, a READDIRPLUS reply ~25.
+const readdirBatch = 128
+
+func (f *treeFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	ino := f.ino(in.NodeId)
+	a, err := f.tree.GetAttr(newCtx(cancel), ino)
+	if err != nil {
+		return f.status("opendir", err)
+	}
+	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return fuse.ENOTDIR
+	}
+	out.Fh = f.dirs.add(&dirHandle{ino: ino})
+	if f.cache.keepCache {
+		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR
+	}
+	return fuse.OK
+}
+
+func (f *treeFS) ReleaseDir(in *fuse.ReleaseIn) { f.dirs.remove(in.Fh) }
+
+func (f *treeFS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	if f.st == nil {
+		return fuse.OK
+	}
+	return f.status("fsyncdir", f.st.Sync(newCtx(cancel)))
+}
+
+func (f *treeFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return f.readDir(newCtx(cancel), in, out, false)
+}
+
+func (f *treeFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return f.readDir(newCtx(cancel), in, out, true)
+}
+
+func (f *treeFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	h, ok := f.dirs.get(in.Fh)
+	if !ok {
+		return fuse.EBADF
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := f.seekDir(ctx, h, in.Offset); err != nil {
+		return f.status("readdir", err)
+	}
+	recent := make(map[uint64]string, 32)
+	add := func(e fuse.DirEntry, a *layers.Attr) bool {
+		e.Off = h.off + 1
+		if !plus {
+			return out.AddDirEntry(e)
+		}
+		eo := out.AddDirLookupEntry(e)
+		if eo == nil {
+			return false
+		}
+		if a != nil {
+			f.fillEntry(*a, eo)
+		}
+		return true
+	}
+	// "." and "..": their ino only shows in d_ino; the kernel resolves
+	// them itself.
+	for h.off < 2 {
+		name := "."
+		if h.off == 1 {
+			name = ".."
+		}
+		if !add(fuse.DirEntry{Name: name, Ino: f.node(h.ino), Mode: syscall.S_IFDIR}, nil) {
+			h.recent = recent
+			return fuse.OK
+		}
+		h.off++
+		recent[h.off] = ""
+	}
+	for {
+		batch := make([]layers.Dirent, 0, readdirBatch)
+		err := f.tree.ReadDir(ctx, h.ino, h.after, func(d layers.Dirent) bool {
+			batch = append(batch, d)
+			return len(batch) < readdirBatch
+		})
+		if err != nil {
+			return f.status("readdir", err)
+		}
+		for _, d := range batch {
+			var ap *layers.Attr
+			if plus {
+				// Attributes are read outside the ReadDir callback so
+				// layers never has a lookup nested in an iteration.
+				if a, err := f.tree.GetAttr(ctx, d.Ino); err == nil {
+					ap = &a
+				}
+				// On error (entry removed meanwhile) NodeId stays 0 and the
+				// kernel just does not cache it.
+			}
+			if !add(fuse.DirEntry{Name: d.Name, Ino: f.node(d.Ino), Mode: d.Mode}, ap) {
+				h.recent = recent
+				return fuse.OK
+			}
+			h.off++
+			h.after = d.Name
+			recent[h.off] = d.Name
+		}
+		if len(batch) < readdirBatch {
+			h.recent = recent
+			return fuse.OK
+		}
+	}
+}
+
+// seekDir moves the cursor to off. Sequential reads continue where the last
+// reply ended; a reply the kernel consumed partially resumes from the
+// names of that reply; any other offset (seekdir) rescans from the start.
+func (f *treeFS) seekDir(ctx context.Context, h *dirHandle, off uint64) error {
+	if off == h.off {
+		return nil
+	}
+	if name, ok := h.recent[off]; ok {
+		h.off, h.after = off, name
+		return nil
+	}
+	h.off, h.after = 0, ""
+	if off <= 2 {
+		h.off = off
+		return nil
+	}
+	h.off = 2
+	for h.off < off {
+		n := 0
+		err := f.tree.ReadDir(ctx, h.ino, h.after, func(d layers.Dirent) bool {
+			h.off++
+			h.after = d.Name
+			n++
+			return h.off < off
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break // past the end: the next read returns nothing
+		}
+	}
+	return nil
+}

@@ -1,0 +1,232 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/strata-backup/strata/layers"
+)
+
+// Write operations of treeFS. On a read-only view (st nil) every one
+// fails with EROFS; the kernel normally refuses them first (MS_RDONLY).
+
+var errROFS = fuse.Status(syscall.EROFS)
+
+func (f *treeFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	var sa layers.SetAttr
+	if m, ok := in.GetMode(); ok {
+		m &= 07777
+		sa.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		sa.Uid = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		sa.Gid = &g
+	}
+	if s, ok := in.GetSize(); ok {
+		sz := int64(s)
+		sa.Size = &sz
+	}
+	// go-fuse's GetATime/GetMTime read the wall clock for UTIME_NOW; we
+	// use Options.Now so tests control time.
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_ATIME_NOW) != 0 {
+		t := f.opts.Now()
+		if in.Valid&fuse.FATTR_ATIME_NOW == 0 {
+			t = time.Unix(int64(in.Atime), int64(in.Atimensec))
+		}
+		sa.Atime = &t
+	}
+	if in.Valid&(fuse.FATTR_MTIME|fuse.FATTR_MTIME_NOW) != 0 {
+		t := f.opts.Now()
+		if in.Valid&fuse.FATTR_MTIME_NOW == 0 {
+			t = time.Unix(int64(in.Mtime), int64(in.Mtimensec))
+		}
+		sa.Mtime = &t
+	}
+	a, err := f.st.SetAttr(newCtx(cancel), f.ino(in.NodeId), sa)
+	if err != nil {
+		return f.status("setattr", err)
+	}
+	out.SetTimeout(f.cache.attr)
+	f.fillAttr(a, &out.Attr)
+	return fuse.OK
+}
+
+func (f *treeFS) entryResult(op string, a layers.Attr, err error, out *fuse.EntryOut) fuse.Status {
+	if err != nil {
+		return f.status(op, err)
+	}
+	f.fillEntry(a, out)
+	return fuse.OK
+}
+
+func (f *treeFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	a, err := f.st.Create(newCtx(cancel), f.ino(in.NodeId), name, in.Mode, in.Uid, in.Gid, uint64(in.Rdev))
+	return f.entryResult("mknod", a, err, out)
+}
+
+func (f *treeFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	a, err := f.st.Mkdir(newCtx(cancel), f.ino(in.NodeId), name, in.Mode&07777, in.Uid, in.Gid)
+	return f.entryResult("mkdir", a, err, out)
+}
+
+func (f *treeFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	a, err := f.st.Symlink(newCtx(cancel), f.ino(h.NodeId), name, target, h.Uid, h.Gid)
+	return f.entryResult("symlink", a, err, out)
+}
+
+func (f *treeFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	a, err := f.st.Link(newCtx(cancel), f.ino(in.Oldnodeid), f.ino(in.NodeId), name)
+	return f.entryResult("link", a, err, out)
+}
+
+func (f *treeFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	return f.status("unlink", f.st.Unlink(newCtx(cancel), f.ino(h.NodeId), name))
+}
+
+func (f *treeFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	return f.status("rmdir", f.st.Rmdir(newCtx(cancel), f.ino(h.NodeId), name))
+}
+
+func (f *treeFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	// renameat2 flag values are the layers constants; RENAME_WHITEOUT
+	// (overlayfs) has no meaning here.
+	if in.Flags&^(layers.RenameNoReplace|layers.RenameExchange) != 0 {
+		return fuse.EINVAL
+	}
+	err := f.st.Rename(newCtx(cancel), f.ino(in.NodeId), oldName, f.ino(in.Newdir), newName, in.Flags)
+	return f.status("rename", err)
+}
+
+func (f *treeFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	mode := in.Mode&07777 | syscall.S_IFREG
+	a, err := f.st.Create(newCtx(cancel), f.ino(in.NodeId), name, mode, in.Uid, in.Gid, 0)
+	if err != nil {
+		return f.status("create", err)
+	}
+	f.fillEntry(a, &out.EntryOut)
+	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		out.Fh = fhWritable
+	}
+	return fuse.OK
+}
+
+func (f *treeFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	if f.st == nil {
+		return 0, errROFS
+	}
+	n, err := f.st.WriteAt(newCtx(cancel), f.ino(in.NodeId), data, int64(in.Offset))
+	if err != nil {
+		return uint32(n), f.status("write", err)
+	}
+	return uint32(n), fuse.OK
+}
+
+// Flush runs on every close(2): start chunking the file's buffered writes
+// (layers does it off the request path), so a close does not wait for the
+// store.
+func (f *treeFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	if f.st == nil || in.Fh != fhWritable {
+		return fuse.OK
+	}
+	return f.status("flush", f.st.FlushFile(newCtx(cancel), f.ino(in.NodeId), false))
+}
+
+func (f *treeFS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	if f.st == nil {
+		return fuse.OK
+	}
+	return f.status("fsync", f.st.FlushFile(newCtx(cancel), f.ino(in.NodeId), true))
+}
+
+func (f *treeFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name string, value []byte) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	return f.status("setxattr", f.st.SetXattr(newCtx(cancel), f.ino(in.NodeId), name, value, in.Flags))
+}
+
+func (f *treeFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	return f.status("removexattr", f.st.RemoveXattr(newCtx(cancel), f.ino(h.NodeId), name))
+}
+
+// Fallocate supports what sparse files need: plain allocation only grows
+// the size (holes cost nothing, so there is nothing to reserve), KEEP_SIZE
+// is a no-op, and PUNCH_HOLE writes zeros, which layers stores as holes.
+func (f *treeFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	if f.st == nil {
+		return errROFS
+	}
+	const keepSize, punchHole = 0x1, 0x2
+	ctx := newCtx(cancel)
+	ino := f.ino(in.NodeId)
+	off, n := int64(in.Offset), int64(in.Length)
+	switch in.Mode {
+	case 0:
+		a, err := f.tree.GetAttr(ctx, ino)
+		if err != nil {
+			return f.status("fallocate", err)
+		}
+		if end := off + n; end > a.Size {
+			_, err = f.st.SetAttr(ctx, ino, layers.SetAttr{Size: &end})
+		}
+		return f.status("fallocate", err)
+	case keepSize:
+		return fuse.OK
+	case punchHole | keepSize:
+		return f.status("fallocate", f.punch(ctx, ino, off, n))
+	default:
+		return fuse.Status(syscall.EOPNOTSUPP)
+	}
+}
+
+func (f *treeFS) punch(ctx context.Context, ino layers.Ino, off, n int64) error {
+	a, err := f.tree.GetAttr(ctx, ino)
+	if err != nil {
+		return err
+	}
+	end := min(off+n, a.Size)
+	zero := make([]byte, min(end-off, 1<<20))
+	for off < end {
+		k := min(int64(len(zero)), end-off)
+		if _, err := f.st.WriteAt(ctx, ino, zero[:k], off); err != nil {
+			return err
+		}
+		off += k
+	}
+	return nil
+}

@@ -1,0 +1,39 @@
+package fs
+
+import (
+	"context"
+	"time"
+
+	"github.com/strata-backup/strata/layers"
+)
+
+// Staging cache lifetimes. We are the only writer of a staging head and
+// every change passes through this mount, so the kernel's copy stays
+// right; one second bounds the damage should that ever not hold. No
+// negative entries: rsync creates a temp file and renames it over the
+// target, and a cached "no such file" must never outlive a create made by
+// another path (a commit-time reopen, say).
+var stagingCache = cacheTimes{entry: time.Second, attr: time.Second}
+
+// MountStaging mounts the writable head of an fs volume at dir.
+// Close/flush start chunking a file's writes, fsync makes them durable,
+// and Unmount (or an external umount) runs Staging.Sync.
+func MountStaging(ctx context.Context, dir string, st *layers.Staging, opts Options) (*Mount, error) {
+	opts = opts.withDefaults()
+	errs := &errLog{logger: opts.Logger, now: opts.Now}
+	raw := newTreeFS(st.Tree(), st, 0, stagingCache, opts, errs)
+	return mount(ctx, dir, raw, opts, mountParams{name: "staging", flush: st.Sync})
+}
+
+// Revision cache lifetimes: nothing changes under a revision, so the
+// kernel may keep everything as long as it likes.
+var revisionCache = cacheTimes{entry: time.Hour, attr: time.Hour, negative: time.Hour, keepCache: true}
+
+// MountTree mounts a read-only view of an fs volume (a revision) at dir.
+// Every write fails with EROFS.
+func MountTree(ctx context.Context, dir string, t *layers.Tree, opts Options) (*Mount, error) {
+	opts = opts.withDefaults()
+	errs := &errLog{logger: opts.Logger, now: opts.Now}
+	raw := newTreeFS(t, nil, 0, revisionCache, opts, errs)
+	return mount(ctx, dir, raw, opts, mountParams{name: "revision", readOnly: true})
+}
