@@ -20,6 +20,8 @@ var errnoTable = []struct {
 	errno syscall.Errno
 }{
 	{layers.ErrNotFound, syscall.ENOENT},
+	{layers.ErrUnknownVolume, syscall.ENOENT},
+	{layers.ErrUnknownRevision, syscall.ENOENT},
 	{layers.ErrExists, syscall.EEXIST},
 	{layers.ErrNotDir, syscall.ENOTDIR},
 	{layers.ErrIsDir, syscall.EISDIR},

@@ -1,0 +1,60 @@
+// Package fs serves strata volumes over FUSE (go-fuse v2): the writable
+// staging head of an fs volume (MountStaging), a read-only revision
+// (MountTree), a block volume as one file disk.img (MountDisk), and every
+// volume and revision of a repository at once (MountBrowse).
+//
+// # Why the raw API
+//
+// The filesystems implement go-fuse's fuse.RawFileSystem directly instead
+// of its node-tree fs package. layers is already inode-numbered, holds all
+// state (attributes, entries, extents) and keeps inode numbers stable, so
+// a FUSE node id is simply the layers inode number (root 1 ==
+// layers.RootIno). The node API would keep a second in-memory tree of
+// every inode the kernel knows, with its own locking and lookup counts,
+// which for an rsync of 60k files is memory and lock traffic for nothing;
+// Forget is a no-op here. Browse mounts put a view number above bit 40 of
+// the node id (view 0 = the synthetic VOLUME/, tags/, latest nodes).
+//
+// # Invariants
+//
+//   - Node ids are never reused for a different object: layers inode
+//     numbers are stable, browse view numbers are never recycled.
+//   - File handles carry no state (reads and writes go by inode); only
+//     open directories hold a cursor: the offset and the last name
+//     returned, resumed through Tree.ReadDir's `after`, so listing a
+//     directory of any size keeps O(1) state per handle.
+//   - Staging: close(2) (FLUSH) calls Staging.FlushFile(ino, false), which
+//     starts chunking; fsync calls FlushFile(ino, true); unmount (ours or
+//     an external umount) calls Staging.Sync / Disk.Flush.
+//   - Revisions are mounted MS_RDONLY, so the kernel refuses writes with
+//     EROFS; the handlers refuse them too.
+//
+// # Caching
+//
+// Staging: entry and attribute timeouts of one second (we are the only
+// writer, every change passes through the kernel), no negative entries,
+// no writeback cache (the kernel would then own size and mtime, and a
+// commit could miss pages still dirty in it), no keep_cache. Revisions and
+// browse views: one hour for entries, attributes and negative entries,
+// FOPEN_KEEP_CACHE on files and FOPEN_CACHE_DIR on directories. All
+// mounts use 1 MiB requests (MaxWrite) and readahead.
+//
+// # Concurrency
+//
+// go-fuse calls the handlers from many goroutines; layers is safe for
+// concurrent use and every mutable field here is guarded by a mutex named
+// in its struct. A FUSE interrupt cancels the request's context
+// (context.Canceled maps to EINTR).
+//
+// # Errors
+//
+// Errno maps errors to errno with errors.Is over layers' sentinels (go-fuse's
+// ToStatus would turn a wrapped error into ENOSYS); anything unknown is EIO,
+// logged with its cause through Options.Logger, rate-limited.
+//
+// # Not supported
+//
+// File locks are local to the kernel (no EnableLocks); an unlinked file
+// that is still open cannot be read once layers drops its inode; mmap
+// writes work through the page cache like write(2).
+package fs
