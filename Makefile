@@ -1,0 +1,40 @@
+# strata — see README.md.
+GO      ?= go
+BIN     := bin/strata
+PKGS    := ./...
+# The suite drives real FUSE mounts, rsync, NBD clients and qemu; CI has 2 cores.
+TESTFLAGS ?= -count=1 -timeout 20m
+
+.PHONY: all build deps test race demo bench vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/strata
+
+deps:
+	contrib/install-deps.sh test
+
+vet:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+test: deps build vet
+	STRATA_BIN=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) $(PKGS)
+
+# Packages with concurrency, under the race detector.
+race:
+	$(GO) test -race -count=1 -timeout 20m ./store/... ./layers/... ./nbd/...
+
+demo: deps build
+	contrib/demo.sh
+
+bench: build
+	contrib/install-deps.sh bench
+	STRATA_BIN=$(CURDIR)/$(BIN) contrib/bench.sh
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
