@@ -29,8 +29,8 @@ type conn struct {
 	exp        *openExport
 	flags      uint16 // transmission flags sent to the client
 
-	wmu     sync.Mutex // serialises replies; guards werr
-	werr    error      // first reply write error; later replies are dropped
+	wmu     sync.Mutex          // serialises replies; guards werr
+	werr    error               // first reply write error; later replies are dropped
 	mem     *semaphore.Weighted // payload bytes in flight
 	workers chan struct{}       // one token per running request
 	running sync.WaitGroup      // requests in flight

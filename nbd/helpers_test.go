@@ -23,11 +23,11 @@ import (
 
 // *layers.Disk is the export strata serves: it must have every feature.
 var (
-	_ nbd.Export     = (*layers.Disk)(nil)
-	_ nbd.Flusher    = (*layers.Disk)(nil)
-	_ nbd.Zeroer     = (*layers.Disk)(nil)
-	_ nbd.Extenter   = (*layers.Disk)(nil)
-	_ nbd.BlockSizer = (*layers.Disk)(nil)
+	_ nbd.Export                 = (*layers.Disk)(nil)
+	_ nbd.Flusher                = (*layers.Disk)(nil)
+	_ nbd.Zeroer                 = (*layers.Disk)(nil)
+	_ nbd.Extenter               = (*layers.Disk)(nil)
+	_ nbd.BlockSizer             = (*layers.Disk)(nil)
 	_ interface{ Close() error } = (*layers.Disk)(nil)
 )
 
