@@ -8,8 +8,8 @@ import (
 
 // Hanoi is s3napback's decaying "Tower of Hanoi" rotation over Discs slots.
 type Hanoi struct {
-	Discs   int      `json:"discs"`           // number of slots, 1..40
-	Every   Duration `json:"every,omitzero"`  // backup period; zero = 1d
+	Discs   int      `json:"discs"`             // number of slots, 1..40
+	Every   Duration `json:"every,omitzero"`    // backup period; zero = 1d
 	Archive bool     `json:"archive,omitempty"` // keep every revision of the last disc
 }
 

@@ -80,13 +80,13 @@ type Decision struct {
 
 // SpaceReport says what the space goal asked for and what the plan gives.
 type SpaceReport struct {
-	Goal     string `json:"goal"`      // human form, e.g. "repository ≤ 10.0 GiB"
-	Need     int64  `json:"need"`      // bytes to free to meet the goal (0 = met already)
-	Freed    int64  `json:"freed"`     // estimated bytes the planned removals free
-	Met      bool   `json:"met"`       // Freed ≥ Need
-	Guarded  bool   `json:"guarded"`   // the sudden-growth guard stopped the space rule
-	MinFree  int64  `json:"min_free"`  // resolved free-space target (0 = none)
-	MaxSize  int64  `json:"max_size"`  // repository size limit (0 = none)
+	Goal    string `json:"goal"`     // human form, e.g. "repository ≤ 10.0 GiB"
+	Need    int64  `json:"need"`     // bytes to free to meet the goal (0 = met already)
+	Freed   int64  `json:"freed"`    // estimated bytes the planned removals free
+	Met     bool   `json:"met"`      // Freed ≥ Need
+	Guarded bool   `json:"guarded"`  // the sudden-growth guard stopped the space rule
+	MinFree int64  `json:"min_free"` // resolved free-space target (0 = none)
+	MaxSize int64  `json:"max_size"` // repository size limit (0 = none)
 }
 
 // Plan is the result of Apply: one Decision per revision, newest first.
