@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/strata-backup/strata/layers"
+)
+
+type commitCmd struct {
+	Volume   string   `arg:"" help:"Volume to commit."`
+	Tag      []string `sep:"," help:"Tags for the revision (comma separated or repeated)."`
+	Message  string   `short:"m" help:"A note stored with the revision."`
+	Time     string   `placeholder:"T" help:"Revision time (RFC 3339 or YYYY-MM-DD[ HH:MM:SS]); default now. For imports and tests."`
+	Schedule string   `placeholder:"S" help:"Tag the revision with every interval of schedule S that is due."`
+}
+
+type commitArgs struct {
+	Volume   string    `json:"volume"`
+	Tags     []string  `json:"tags,omitempty"`
+	Message  string    `json:"message,omitempty"`
+	Time     time.Time `json:"time,omitempty"`
+	Schedule string    `json:"schedule,omitempty"`
+}
+
+func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
+	a := commitArgs{Volume: c.Volume, Tags: c.Tag, Message: c.Message, Schedule: c.Schedule}
+	if c.Time != "" {
+		t, err := parseTime(c.Time)
+		if err != nil {
+			return fail(exitUsage, "use RFC 3339 (2026-11-20T10:00:00Z) or YYYY-MM-DD[ HH:MM:SS] (UTC)", "--time: %v", err)
+		}
+		a.Time = t
+	}
+	var rev layers.Revision
+	if err := call(ctx, g, "commit", a, &rev); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(rev)
+	}
+	fmt.Println(rev.ID)
+	tags := ""
+	if len(rev.Tags) > 0 {
+		tags = ", tags " + strings.Join(rev.Tags, ",")
+	}
+	files := ""
+	if rev.Files > 0 {
+		files = fmt.Sprintf("%d files, ", rev.Files)
+	}
+	fmt.Fprintf(stderr(), "committed %s@%s: %s%s, %s added%s\n", rev.Volume, rev.ID[:8], files, humanBytes(rev.Size), humanBytes(rev.Added), tags)
+	return nil
+}
+
+func opCommit(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+	a, err := decode[commitArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	tags := a.Tags
+	if a.Schedule != "" {
+		due, err := scheduleTags(ctx, env.repo, a.Volume, a.Schedule, a.Time)
+		if err != nil {
+			return nil, err
+		}
+		tags = append(tags, due...)
+	}
+	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message})
+	if err != nil {
+		return nil, volumeErr(err, a.Volume)
+	}
+	return rev, nil
+}
+
+// parseTime accepts RFC 3339 and a few plain forms, in UTC.
+func parseTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("cannot read %q as a time", s)
+}

@@ -1,0 +1,70 @@
+// Command strata keeps backups as live mounts: rsync or dd into a staging
+// mount or NBD device, commit, and mount or serve any revision read-only.
+//
+// Every command is a client of one repository server. If a server answers
+// on REPO/strata.sock the command runs there; otherwise one-shot commands
+// open the repository in this process and long-lived ones (mount, nbd
+// serve) start a server in the background first.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// cli is the whole command line. One file per command holds its struct.
+type cli struct {
+	Globals
+
+	Init      initCmd      `cmd:"" help:"Create a repository."`
+	Key       keyCmd       `cmd:"" help:"Manage the passphrases and public keys that unlock the repository."`
+	Volume    volumeCmd    `cmd:"" help:"Create, list and remove volumes."`
+	Mount     mountCmd     `cmd:"" help:"Mount staging (read-write), a revision (read-only) or every revision (--all)."`
+	Umount    umountCmd    `cmd:"" help:"Unmount a strata mount, flushing everything written to it."`
+	Commit    commitCmd    `cmd:"" help:"Turn a volume's staging area into an immutable revision."`
+	List      listCmd      `cmd:"" help:"List revisions."`
+	Diff      diffCmd      `cmd:"" help:"Show what changed between two revisions."`
+	Restore   restoreCmd   `cmd:"" help:"Copy a revision (or a path in it) out to a directory, file or stdout."`
+	Nbd       nbdCmd       `cmd:"" name:"nbd" help:"Serve block volumes over NBD."`
+	Prune     pruneCmd     `cmd:"" help:"Remove revisions by retention policy and give the space back."`
+	Protect   protectCmd   `cmd:"" help:"Protect a revision from prune."`
+	Unprotect unprotectCmd `cmd:"" help:"Remove a revision's protection from prune."`
+	Scrub     scrubCmd     `cmd:"" help:"Verify shards and chunks; --repair restores lost redundancy."`
+	Repair    repairCmd    `cmd:"" help:"Rebuild the index from the shards alone."`
+	Check     checkCmd     `cmd:"" help:"Monitoring check: Nagios-style line and exit code 0/1/2/3."`
+	Status    statusCmd    `cmd:"" help:"Volumes, mounts, exports and repository health."`
+	Serve     serveCmd     `cmd:"" help:"Run the repository server in the foreground (for systemd)."`
+	Stop      stopCmd      `cmd:"" help:"Stop the repository server: flush, unmount everything, exit."`
+}
+
+// Globals are the options every command takes.
+type Globals struct {
+	Repo           string `env:"STRATA_REPO" placeholder:"DIR" help:"Repository directory (env STRATA_REPO)."`
+	PassphraseFile string `type:"path" placeholder:"FILE" help:"Read the passphrase from FILE (or set STRATA_PASSPHRASE)."`
+	Identity       string `type:"path" placeholder:"KEY.asc" help:"Unlock with an OpenPGP secret key instead of a passphrase."`
+	JSON           bool   `name:"json" help:"Print results as JSON."`
+	Verbose        int    `short:"v" type:"counter" help:"More logging (-v, -vv)."`
+
+	// passphraseFD is how a parent strata hands the passphrase to the
+	// background server it starts, so it never appears in argv or env.
+	PassphraseFD int `hidden:"" default:"-1"`
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	var c cli
+	k := kong.Parse(&c,
+		kong.BindTo(ctx, (*context.Context)(nil)),
+		kong.Name("strata"),
+		kong.Description("Backups as live mounts: rsync or dd into staging, commit, mount or serve any revision."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	err := k.Run(&c.Globals)
+	stop()
+	os.Exit(report(os.Stderr, err))
+}

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/strata-backup/strata/fs"
+	"github.com/strata-backup/strata/layers"
+)
+
+type mountCmd struct {
+	Target     string `arg:"" optional:"" help:"NAME (staging, read-write) or NAME@REV (a revision, read-only)."`
+	Mountpoint string `arg:"" optional:"" type:"path" help:"An existing empty directory."`
+	All        bool   `help:"Mount every volume and revision read-only: VOLUME/<time>_<id>/, VOLUME/tags/<tag>/, VOLUME/latest."`
+}
+
+type mountArgs struct {
+	Target     string `json:"target,omitempty"`
+	Mountpoint string `json:"mountpoint"`
+	All        bool   `json:"all,omitempty"`
+}
+
+// mountInfo describes one mount for status and for the mount command's answer.
+type mountInfo struct {
+	Mountpoint string    `json:"mountpoint"`
+	Target     string    `json:"target"`
+	Revision   string    `json:"revision,omitempty"`
+	ReadOnly   bool      `json:"read_only"`
+	Since      time.Time `json:"since"`
+}
+
+type mountEntry struct {
+	mountInfo
+	volume string
+	m      *fs.Mount
+	// flush makes staging durable after an unmount done with plain umount(8).
+	flush func(context.Context) error
+	close func() error
+}
+
+func (e *mountEntry) unmount() error {
+	return e.m.Unmount()
+}
+
+func (c *mountCmd) Run(ctx context.Context, g *Globals) error {
+	a := mountArgs{Target: c.Target, Mountpoint: c.Mountpoint, All: c.All}
+	if c.All {
+		if c.Mountpoint != "" {
+			return fail(exitUsage, "", "with --all give only the mountpoint: strata mount --all MNT")
+		}
+		a.Target, a.Mountpoint = "", c.Target
+	}
+	if a.Mountpoint == "" {
+		return fail(exitUsage, "strata mount NAME[@REV] MNT, or strata mount --all MNT", "missing mountpoint")
+	}
+	abs, err := filepath.Abs(a.Mountpoint)
+	if err != nil {
+		return err
+	}
+	a.Mountpoint = abs
+	if err := checkMountpoint(abs); err != nil {
+		return err
+	}
+	var info mountInfo
+	if err := call(ctx, g, "mount", a, &info); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(info)
+	}
+	mode := "read-write"
+	if info.ReadOnly {
+		mode = "read-only"
+	}
+	what := info.Target
+	if info.Revision != "" {
+		what += "@" + info.Revision[:min(8, len(info.Revision))]
+	}
+	fmt.Printf("mounted %s at %s (%s); 'strata umount %s' when done\n", what, info.Mountpoint, mode, info.Mountpoint)
+	return nil
+}
+
+// checkMountpoint refuses a missing or non-empty mountpoint before anything
+// starts. A stale strata mount (its server died) is cleared.
+func checkMountpoint(dir string) error {
+	var st syscall.Stat_t
+	err := syscall.Stat(dir, &st)
+	if errors.Is(err, syscall.ENOTCONN) {
+		syscall.Unmount(dir, syscall.MNT_DETACH)
+		err = syscall.Stat(dir, &st)
+	}
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return fail(exitUsage, "create it with 'mkdir -p "+dir+"'", "mountpoint %s does not exist", dir)
+		}
+		return fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return fail(exitUsage, "", "mountpoint %s is not a directory", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read mountpoint %s: %w", dir, err)
+	}
+	if len(ents) > 0 {
+		return fail(exitUsage, "mount on an empty directory so nothing is hidden", "mountpoint %s is not empty", dir)
+	}
+	return nil
+}
+
+func opMount(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+	a, err := decode[mountArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	s := env.srv
+	s.mu.Lock()
+	_, busy := s.mounts[a.Mountpoint]
+	s.mu.Unlock()
+	if busy {
+		return nil, fail(exitError, "", "%s is already a strata mount", a.Mountpoint)
+	}
+	if err := checkMountpoint(a.Mountpoint); err != nil {
+		return nil, err
+	}
+	lr := env.repo.layers
+	opts := fs.Options{Logger: s.log}
+	e := &mountEntry{mountInfo: mountInfo{Mountpoint: a.Mountpoint, Target: a.Target, ReadOnly: true, Since: now()}}
+	if a.All {
+		e.Target = "--all"
+		e.m, err = fs.MountBrowse(ctx, a.Mountpoint, lr, opts)
+		if err != nil {
+			return nil, fmt.Errorf("mount all revisions: %w", err)
+		}
+		return s.addMount(e), nil
+	}
+	vol, rev, _ := splitTarget(a.Target)
+	e.volume, e.Target = vol, vol
+	info, err := lr.Volume(ctx, vol)
+	if err != nil {
+		return nil, volumeErr(err, vol)
+	}
+	switch {
+	case info.Type == layers.TypeFS && rev == "":
+		st, err := lr.Staging(ctx, vol)
+		if err != nil {
+			return nil, volumeErr(err, vol)
+		}
+		e.ReadOnly = false
+		e.flush = st.Sync
+		e.m, err = fs.MountStaging(ctx, a.Mountpoint, st, opts)
+		if err != nil {
+			return nil, fmt.Errorf("mount staging of %s: %w", vol, err)
+		}
+	case info.Type == layers.TypeFS:
+		r, err := resolve(ctx, lr, vol, rev)
+		if err != nil {
+			return nil, err
+		}
+		t, err := lr.Snapshot(ctx, vol, r.ID)
+		if err != nil {
+			return nil, volumeErr(err, vol)
+		}
+		e.Revision = r.ID
+		e.m, err = fs.MountTree(ctx, a.Mountpoint, t, opts)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s@%s: %w", vol, r.ID, err)
+		}
+	case rev == "":
+		d, err := lr.StagingDisk(ctx, vol)
+		if err != nil {
+			return nil, volumeErr(err, vol)
+		}
+		e.ReadOnly = false
+		e.flush = d.Flush
+		e.m, err = fs.MountDisk(ctx, a.Mountpoint, d, opts)
+		if err != nil {
+			return nil, fmt.Errorf("mount staging disk of %s: %w", vol, err)
+		}
+	default:
+		r, err := resolve(ctx, lr, vol, rev)
+		if err != nil {
+			return nil, err
+		}
+		d, err := lr.RevisionDisk(ctx, vol, r.ID)
+		if err != nil {
+			return nil, volumeErr(err, vol)
+		}
+		e.Revision = r.ID
+		e.close = d.Close
+		e.m, err = fs.MountDisk(ctx, a.Mountpoint, d, opts)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("mount %s@%s: %w", vol, r.ID, err)
+		}
+	}
+	return s.addMount(e), nil
+}
+
+// addMount records a live mount and watches for its end, however it ends
+// (strata umount, plain umount, server shutdown).
+func (s *server) addMount(e *mountEntry) mountInfo {
+	s.mu.Lock()
+	s.mounts[e.Mountpoint] = e
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		e.m.Wait()
+		if e.flush != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			if err := e.flush(ctx); err != nil {
+				s.log.Error("flush after unmount", "mountpoint", e.Mountpoint, "err", err)
+			}
+			cancel()
+		}
+		if e.close != nil {
+			e.close()
+		}
+		s.mu.Lock()
+		delete(s.mounts, e.Mountpoint)
+		s.mu.Unlock()
+		s.log.Info("unmounted", "mountpoint", e.Mountpoint)
+		s.maybeExit()
+	}()
+	return e.mountInfo
+}
+
+// volumeInUse reports whether a volume is mounted or exported.
+func (s *server) volumeInUse(vol string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.mounts {
+		if m.volume == vol || m.Target == "--all" {
+			return true
+		}
+	}
+	return len(s.nbds) > 0 && s.nbdServes(vol)
+}
+
+// mountList returns the live mounts sorted by mountpoint.
+func (s *server) mountList() []mountInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]mountInfo, 0, len(s.mounts))
+	for _, m := range s.mounts {
+		out = append(out, m.mountInfo)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Mountpoint < out[j].Mountpoint })
+	return out
+}
+
+type umountCmd struct {
+	Mountpoint string `arg:"" type:"path" help:"The mountpoint to unmount."`
+}
+
+type umountArgs struct {
+	Mountpoint string `json:"mountpoint"`
+}
+
+func (c *umountCmd) Run(ctx context.Context, g *Globals) error {
+	abs, err := filepath.Abs(c.Mountpoint)
+	if err != nil {
+		return err
+	}
+	if err := call(ctx, g, "umount", umountArgs{abs}, nil); err != nil {
+		return err
+	}
+	if !g.JSON {
+		fmt.Printf("unmounted %s\n", abs)
+	}
+	return nil
+}
+
+func opUmount(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+	a, err := decode[umountArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	if env.srv == nil {
+		return nil, opUmountOrphan(ctx, a)
+	}
+	s := env.srv
+	s.mu.Lock()
+	e, ok := s.mounts[a.Mountpoint]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fail(exitError, "'strata status' lists the mounts", "%s is not a strata mount of this repository", a.Mountpoint)
+	}
+	if err := e.unmount(); err != nil {
+		return nil, fmt.Errorf("unmount %s: %w", a.Mountpoint, err)
+	}
+	// Wait for the watcher to flush and forget it, so "unmounted" means done.
+	for i := 0; i < 6000; i++ {
+		s.mu.Lock()
+		_, still := s.mounts[a.Mountpoint]
+		s.mu.Unlock()
+		if !still {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil, nil
+}
+
+// opUmountOrphan clears a mount whose server is gone (killed): the kernel
+// still lists it but nobody answers.
+func opUmountOrphan(ctx context.Context, args any) error {
+	var mp string
+	switch a := args.(type) {
+	case umountArgs:
+		mp = a.Mountpoint
+	}
+	if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+		return fail(exitError, "", "no strata server runs for this repository and %s could not be unmounted: %v", mp, err)
+	}
+	return nil
+}

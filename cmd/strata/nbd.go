@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/nbd"
+)
+
+type nbdCmd struct {
+	Serve nbdServeCmd `cmd:"" help:"Serve block volumes: export NAME is staging (read-write), NAME@REV a revision (read-only)."`
+	Stop  nbdStopCmd  `cmd:"" help:"Stop serving on an address."`
+}
+
+type nbdServeCmd struct {
+	Listen  string   `default:"tcp://127.0.0.1:10809" help:"Where to listen: tcp://HOST:PORT or unix:PATH."`
+	Export  []string `placeholder:"NAME" help:"Only these export names (NAME or NAME@REV); default every block volume."`
+	Overlay bool     `help:"Revision exports accept writes into a throwaway layer (dropped when serving stops), so a VM can boot from a backup."`
+}
+
+type nbdServeArgs struct {
+	Listen  string   `json:"listen"`
+	Exports []string `json:"exports,omitempty"`
+	Overlay bool     `json:"overlay,omitempty"`
+}
+
+type nbdInfo struct {
+	Listen  string   `json:"listen"`
+	Exports []string `json:"exports,omitempty"`
+	Overlay bool     `json:"overlay,omitempty"`
+}
+
+func (c *nbdServeCmd) Run(ctx context.Context, g *Globals) error {
+	listen := c.Listen
+	if strings.HasPrefix(listen, "unix:") {
+		p := strings.TrimPrefix(strings.TrimPrefix(listen, "unix:"), "//")
+		if !strings.HasPrefix(p, "/") {
+			wd, _ := os.Getwd()
+			p = wd + "/" + p
+		}
+		listen = "unix:" + p
+	}
+	var info nbdInfo
+	if err := call(ctx, g, "nbd.serve", nbdServeArgs{listen, c.Export, c.Overlay}, &info); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(info)
+	}
+	fmt.Printf("serving NBD on %s; 'strata nbd stop --listen %s' to stop\n", info.Listen, info.Listen)
+	return nil
+}
+
+type nbdStopCmd struct {
+	Listen string `default:"tcp://127.0.0.1:10809" help:"The address given to nbd serve."`
+}
+
+func (c *nbdStopCmd) Run(ctx context.Context, g *Globals) error {
+	return call(ctx, g, "nbd.stop", nbdServeArgs{Listen: c.Listen}, nil)
+}
+
+// nbdEntry is one listening NBD server inside the repository server.
+type nbdEntry struct {
+	nbdInfo
+	srv *nbd.Server
+	res *nbdResolver
+	l   net.Listener
+}
+
+func (n *nbdEntry) close() error {
+	err := n.srv.Close()
+	n.res.closeAll()
+	return err
+}
+
+func listenNBD(addr string) (net.Listener, error) {
+	switch {
+	case strings.HasPrefix(addr, "tcp://"):
+		return net.Listen("tcp", strings.TrimPrefix(addr, "tcp://"))
+	case strings.HasPrefix(addr, "unix:"):
+		p := strings.TrimPrefix(addr, "unix:")
+		if c, err := net.Dial("unix", p); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("something already listens on %s", p)
+		}
+		os.Remove(p)
+		return net.Listen("unix", p)
+	}
+	return nil, fail(exitUsage, "use tcp://HOST:PORT or unix:PATH", "bad --listen %q", addr)
+}
+
+func opNBDServe(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+	a, err := decode[nbdServeArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	s := env.srv
+	s.mu.Lock()
+	_, dup := s.nbds[a.Listen]
+	s.mu.Unlock()
+	if dup {
+		return nil, fail(exitError, "", "already serving NBD on %s", a.Listen)
+	}
+	l, err := listenNBD(a.Listen)
+	if err != nil {
+		return nil, err
+	}
+	res := &nbdResolver{repo: env.repo.layers, only: a.Exports, overlay: a.Overlay, open: map[string]*layers.Disk{}}
+	srv := nbd.NewServer(res, nbd.Options{Logger: s.log})
+	e := &nbdEntry{nbdInfo: nbdInfo{Listen: a.Listen, Exports: a.Exports, Overlay: a.Overlay}, srv: srv, res: res, l: l}
+	s.mu.Lock()
+	s.nbds[a.Listen] = e
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		// Serve's context is the server's lifetime, not this request's.
+		if err := srv.Serve(context.Background(), l); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Error("nbd serve", "listen", a.Listen, "err", err)
+		}
+		s.mu.Lock()
+		delete(s.nbds, a.Listen)
+		s.mu.Unlock()
+		s.maybeExit()
+	}()
+	return e.nbdInfo, nil
+}
+
+func opNBDStop(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+	a, err := decode[nbdServeArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	s := env.srv
+	s.mu.Lock()
+	e, ok := s.nbds[a.Listen]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fail(exitError, "'strata status' lists what is served", "not serving NBD on %s", a.Listen)
+	}
+	return nil, e.close()
+}
+
+// nbdServes reports whether some NBD server may export vol. Callers hold s.mu.
+func (s *server) nbdServes(vol string) bool {
+	for _, n := range s.nbds {
+		if len(n.Exports) == 0 {
+			return true
+		}
+		for _, x := range n.Exports {
+			if name, _, _ := splitTarget(x); name == vol {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// nbdResolver maps export names to disks: NAME → staging, NAME@REV → a
+// revision (read-only, or a throwaway overlay with --overlay). Overlays
+// live as long as the NBD server, so a VM can reconnect to its changes.
+type nbdResolver struct {
+	repo    *layers.Repo
+	only    []string
+	overlay bool
+
+	mu   sync.Mutex
+	open map[string]*layers.Disk // guarded by mu; overlays by export name
+}
+
+func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error) {
+	if len(r.only) > 0 && !slices.Contains(r.only, name) {
+		return nil, nbd.ErrUnknownExport
+	}
+	vol, rev, _ := splitTarget(name)
+	info, err := r.repo.Volume(ctx, vol)
+	if err != nil || info.Type != layers.TypeBlock {
+		return nil, nbd.ErrUnknownExport
+	}
+	if rev == "" {
+		d, err := r.repo.StagingDisk(ctx, vol)
+		if err != nil {
+			return nil, err
+		}
+		return noClose{d}, nil
+	}
+	rv, err := resolve(ctx, r.repo, vol, rev)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
+	}
+	if !r.overlay {
+		d, err := r.repo.RevisionDisk(ctx, vol, rv.ID)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil // closed by the nbd server when the connection ends
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d, ok := r.open[name]; ok {
+		return noClose{d}, nil
+	}
+	base, err := r.repo.RevisionDisk(ctx, vol, rv.ID)
+	if err != nil {
+		return nil, err
+	}
+	ov, err := base.Overlay(ctx)
+	if err != nil {
+		base.Close()
+		return nil, err
+	}
+	r.open[name] = ov
+	return noClose{ov}, nil
+}
+
+func (r *nbdResolver) List(ctx context.Context) ([]string, error) {
+	if len(r.only) > 0 {
+		return r.only, nil
+	}
+	vols, err := r.repo.Volumes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, v := range vols {
+		if v.Type == layers.TypeBlock {
+			out = append(out, v.Name)
+		}
+	}
+	return out, nil
+}
+
+func (r *nbdResolver) closeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, d := range r.open {
+		d.Close()
+		delete(r.open, name)
+	}
+}
+
+// noClose hides Close from the nbd server for disks that outlive a
+// connection (staging, overlays).
+type noClose struct{ *layers.Disk }
+
+func (n noClose) Close() error { return nil }

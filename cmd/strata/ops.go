@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+)
+
+// opEnv is what an operation runs with: the open repository and, inside the
+// server process, the server (for mounts and exports).
+type opEnv struct {
+	repo     *repository
+	srv      *server // nil in a one-shot process
+	dir      string  // the client's working directory
+	progress func(progress)
+}
+
+// opFunc runs one operation. Arguments and results are JSON so the same
+// function serves the socket and in-process calls.
+type opFunc func(ctx context.Context, env *opEnv, args json.RawMessage) (any, error)
+
+type opSpec struct {
+	fn opFunc
+	// needsServer: the operation leaves something running (a mount, an
+	// export), so it must run in a server process.
+	needsServer bool
+}
+
+// operations is the table of everything a client can ask for.
+func operations() map[string]opSpec {
+	return map[string]opSpec{
+		"volume.create": {fn: opVolumeCreate},
+		"volume.list":   {fn: opVolumeList},
+		"volume.rm":     {fn: opVolumeRemove},
+		"commit":        {fn: opCommit},
+		"list":          {fn: opList},
+		"diff":          {fn: opDiff},
+		"protect":       {fn: opProtect},
+		"mount":         {fn: opMount, needsServer: true},
+		"umount":        {fn: opUmount},
+		"nbd.serve":     {fn: opNBDServe, needsServer: true},
+		"nbd.stop":      {fn: opNBDStop},
+		"scrub":         {fn: opScrub},
+		"repair":        {fn: opRepair},
+		"status":        {fn: opStatus},
+		"prune":         {fn: opPrune},
+		"restore":       {fn: opRestore},
+		"stop":          {fn: opStop},
+	}
+}
+
+// decode unmarshals op arguments.
+func decode[T any](raw json.RawMessage) (T, error) {
+	var v T
+	if len(raw) == 0 {
+		return v, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("decode arguments: %w", err)
+	}
+	return v, nil
+}
+
+// call runs op with args wherever it must run — on a server that answers
+// the socket, in a server started for it, or in this process — and decodes
+// the result into out.
+func call(ctx context.Context, g *Globals, op string, args any, out any) error {
+	spec, ok := operations()[op]
+	if !ok {
+		return fmt.Errorf("unknown operation %q", op)
+	}
+	dir, err := g.repoDir()
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return fmt.Errorf("encode arguments: %w", err)
+	}
+	wd, _ := os.Getwd()
+	req := wireRequest{Op: op, Args: raw, Dir: wd}
+	pr := newProgressPrinter(os.Stderr, g.JSON)
+	defer pr.finish()
+
+	conn, err := dialServer(dir)
+	if err == nil {
+		return remoteCall(ctx, conn, req, out, pr.update)
+	}
+	if spec.needsServer {
+		if err := startServer(ctx, g, dir); err != nil {
+			return err
+		}
+		conn, err := dialServer(dir)
+		if err != nil {
+			return fmt.Errorf("connect to the server just started: %w", err)
+		}
+		return remoteCall(ctx, conn, req, out, pr.update)
+	}
+	if op == "stop" || op == "umount" || op == "nbd.stop" {
+		if op == "umount" {
+			return opUmountOrphan(ctx, args)
+		}
+		return fail(exitError, "", "no strata server is running for %s", dir)
+	}
+	log := g.logger()
+	repo, err := openRepository(ctx, g, log)
+	if err != nil {
+		return err
+	}
+	res, opErr := spec.fn(ctx, &opEnv{repo: repo, dir: wd, progress: pr.update}, raw)
+	if err := repo.Close(); err != nil && opErr == nil {
+		opErr = fmt.Errorf("close repository: %w", err)
+	}
+	if opErr != nil {
+		return opErr
+	}
+	if out != nil && res != nil {
+		b, err := json.Marshal(res)
+		if err != nil {
+			return fmt.Errorf("encode result: %w", err)
+		}
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// isNoServer reports whether a dial error means nobody is listening.
+func isNoServer(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
+}

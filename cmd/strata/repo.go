@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/store"
+	"github.com/strata-backup/strata/store/crypt"
+	"github.com/strata-backup/strata/store/format"
+	"github.com/strata-backup/strata/store/key"
+)
+
+// repository is a repository opened in this process: the store holding the
+// badger lock and the layers model on top of it.
+type repository struct {
+	dir    string
+	cfg    format.Config
+	store  *store.Store
+	layers *layers.Repo
+	log    *slog.Logger
+}
+
+// repoDir returns the absolute repository directory or a usage error.
+func (g *Globals) repoDir() (string, error) {
+	if g.Repo == "" {
+		return "", fail(exitUsage, "pass --repo DIR or set STRATA_REPO", "no repository given")
+	}
+	return filepath.Abs(g.Repo)
+}
+
+func (g *Globals) logger() *slog.Logger {
+	level := slog.LevelWarn
+	switch {
+	case g.Verbose >= 2:
+		level = slog.LevelDebug
+	case g.Verbose == 1:
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// openRepository unlocks and opens the repository in this process.
+func openRepository(ctx context.Context, g *Globals, log *slog.Logger) (*repository, error) {
+	dir, err := g.repoDir()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := format.Load(dir)
+	if err != nil {
+		var ve *format.VersionError
+		switch {
+		case errors.Is(err, format.ErrNotRepository):
+			return nil, &userError{msg: fmt.Sprintf("%s is not a strata repository", dir), hint: "create one with 'strata init --repo " + dir + "'", code: exitNoRepository, err: err}
+		case errors.As(err, &ve):
+			return nil, &userError{msg: "repository format is newer than this strata", hint: "upgrade strata; nothing was changed", code: exitError, err: err}
+		}
+		return nil, fmt.Errorf("load repository config: %w", err)
+	}
+	master, err := unlock(g, dir)
+	if err != nil {
+		return nil, err
+	}
+	keys := crypt.NewKeys([32]byte(master))
+	st, err := store.Open(ctx, dir, cfg, keys, store.Options{Logger: log})
+	if err != nil {
+		var le *store.LockedError
+		if errors.As(err, &le) {
+			return nil, &userError{msg: "repository is in use", hint: fmt.Sprintf("another strata (PID %d) holds it; if it is a server, its socket should answer — check 'strata status', or stop it with 'strata stop'", le.PID), code: exitLocked, err: err}
+		}
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	lr, err := layers.Open(ctx, st.DB(), st, layers.Options{Logger: log, SpoolDir: filepath.Join(dir, "spool")})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("open volumes: %w", err)
+	}
+	return &repository{dir: dir, cfg: cfg, store: st, layers: lr, log: log}, nil
+}
+
+// unlock finds the master key with whatever credentials the user gave.
+func unlock(g *Globals, dir string) (key.Master, error) {
+	ring, err := key.OpenRing(filepath.Join(dir, "keys"))
+	if err != nil {
+		return key.Master{}, fmt.Errorf("open key ring: %w", err)
+	}
+	c, err := g.credentials(dir)
+	if err != nil {
+		return key.Master{}, err
+	}
+	m, _, err := ring.Unlock(key.Credentials{Passphrase: c.passphrase, Identity: c.identity, IdentityPassphrase: c.passphrase})
+	return m, unlockErr(err)
+}
+
+// Close flushes and closes everything.
+func (r *repository) Close() error {
+	err := r.layers.Close()
+	if e := r.store.Close(); err == nil {
+		err = e
+	}
+	return err
+}
+
+func now() time.Time { return time.Now() }

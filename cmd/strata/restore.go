@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-backup/strata/layers"
+)
+
+type restoreCmd struct {
+	Target string `arg:"" help:"NAME@REV[:PATH] — a revision, or a path inside an fs revision."`
+	Dest   string `arg:"" help:"fs volumes: a directory (created if missing). Block volumes: a file or device, or '-' for stdout."`
+}
+
+type restoreArgs struct {
+	Volume string `json:"volume"`
+	Rev    string `json:"rev"`
+	Path   string `json:"path,omitempty"`
+	Dest   string `json:"dest"`
+}
+
+type restoreResult struct {
+	Revision string `json:"revision"`
+	Files    int64  `json:"files"`
+	Bytes    int64  `json:"bytes"`
+	Skipped  int64  `json:"skipped"` // already present and identical (resumed)
+}
+
+func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
+	vol, rev, p := splitTarget(c.Target)
+	if rev == "" {
+		rev = "latest"
+	}
+	a := restoreArgs{Volume: vol, Rev: rev, Path: p, Dest: c.Dest}
+	if c.Dest != "-" {
+		abs, err := filepath.Abs(c.Dest)
+		if err != nil {
+			return err
+		}
+		a.Dest = abs
+	} else if _, err := dialServer(mustAbs(g.Repo)); err == nil {
+		return fail(exitError, "restore to a file, or mount the revision ('strata mount "+vol+"@"+rev+" MNT') and read MNT/disk.img", "restore to stdout needs the repository to itself, but a strata server holds it")
+	}
+	var res restoreResult
+	if err := call(ctx, g, "restore", a, &res); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(res)
+	}
+	if c.Dest != "-" {
+		fmt.Fprintf(os.Stderr, "restored %s@%s to %s: %d files, %s", vol, res.Revision[:8], a.Dest, res.Files, humanBytes(res.Bytes))
+		if res.Skipped > 0 {
+			fmt.Fprintf(os.Stderr, " (%d already there)", res.Skipped)
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+	return nil
+}
+
+func mustAbs(p string) string {
+	a, _ := filepath.Abs(p)
+	return a
+}
+
+func opRestore(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+	a, err := decode[restoreArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	lr := env.repo.layers
+	info, err := lr.Volume(ctx, a.Volume)
+	if err != nil {
+		return nil, volumeErr(err, a.Volume)
+	}
+	r, err := resolve(ctx, lr, a.Volume, a.Rev)
+	if err != nil {
+		return nil, err
+	}
+	res := restoreResult{Revision: r.ID}
+	if info.Type == layers.TypeBlock {
+		d, err := lr.RevisionDisk(ctx, a.Volume, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		n, err := restoreDisk(ctx, d, a.Dest, env.progress)
+		res.Bytes, res.Files = n, 1
+		return res, err
+	}
+	t, err := lr.Snapshot(ctx, a.Volume, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	rs := &treeRestorer{t: t, progress: env.progress, links: map[layers.Ino]string{}, total: r.Size}
+	err = rs.restore(ctx, a.Path, a.Dest)
+	res.Files, res.Bytes, res.Skipped = rs.files, rs.bytes, rs.skipped
+	return res, err
+}
+
+// restoreDisk copies a block revision to a file, device or stdout. Holes
+// are skipped (seeked over) on files, so the copy stays sparse.
+func restoreDisk(ctx context.Context, d *layers.Disk, dest string, prog func(progress)) (int64, error) {
+	var w *os.File
+	sparse := false
+	if dest == "-" {
+		w = os.Stdout
+	} else {
+		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE, 0o600)
+		if err != nil {
+			return 0, fmt.Errorf("open %s: %w", dest, err)
+		}
+		defer f.Close()
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(f.Fd()), &st); err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+			if err := f.Truncate(0); err != nil {
+				return 0, err
+			}
+			if err := f.Truncate(d.Size()); err != nil {
+				return 0, fmt.Errorf("size %s: %w", dest, err)
+			}
+			sparse = true
+		}
+		w = f
+	}
+	size := d.Size()
+	buf := make([]byte, 4<<20)
+	var done int64
+	const step = 1 << 30
+	zero := make([]byte, len(buf))
+	for off := int64(0); off < size; off += step {
+		exts, err := d.Extents(ctx, off, min(step, size-off))
+		if err != nil {
+			return done, fmt.Errorf("map blocks: %w", err)
+		}
+		for _, e := range exts {
+			for p := e.Off; p < e.Off+e.Len; {
+				n := min(int64(len(buf)), e.Off+e.Len-p)
+				if e.Hole {
+					if !sparse {
+						if _, err := w.Write(zero[:n]); err != nil {
+							return done, fmt.Errorf("write %s: %w", dest, err)
+						}
+					}
+				} else {
+					if _, err := d.ReadAt(ctx, buf[:n], p); err != nil {
+						return done, fmt.Errorf("read at %d: %w", p, err)
+					}
+					if sparse {
+						_, err = w.WriteAt(buf[:n], p)
+					} else {
+						_, err = w.Write(buf[:n])
+					}
+					if err != nil {
+						return done, fmt.Errorf("write %s: %w", dest, err)
+					}
+				}
+				p += n
+				done += n
+				if prog != nil {
+					prog(progress{Phase: "restore", Done: done, Total: size, Unit: "bytes"})
+				}
+			}
+		}
+	}
+	if dest != "-" {
+		return done, w.Sync()
+	}
+	return done, nil
+}
+
+// treeRestorer copies a revision's tree out, as `cp -a` from the mount
+// would: owners, modes, times, xattrs, hard links, holes. Files already at
+// the destination with the same size and mtime are skipped, so an
+// interrupted restore resumes.
+type treeRestorer struct {
+	t        *layers.Tree
+	progress func(progress)
+	links    map[layers.Ino]string // first path restored for each multiply-linked inode
+	files    int64
+	bytes    int64
+	skipped  int64
+	total    int64
+	last     time.Time
+}
+
+func (r *treeRestorer) restore(ctx context.Context, sub, dest string) error {
+	ino, attr := layers.RootIno, layers.Attr{}
+	var err error
+	attr, err = r.t.GetAttr(ctx, ino)
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Split(strings.Trim(path.Clean("/"+sub), "/"), "/") {
+		if name == "" {
+			continue
+		}
+		attr, err = r.t.Lookup(ctx, ino, name)
+		if err != nil {
+			return fail(exitError, "", "%s: no such path in the revision", sub)
+		}
+		ino = attr.Ino
+	}
+	if attr.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		if err := os.MkdirAll(dest, 0o700); err != nil {
+			return err
+		}
+		return r.dir(ctx, ino, attr, dest)
+	}
+	if st, err := os.Stat(dest); err == nil && st.IsDir() {
+		dest = filepath.Join(dest, path.Base(sub))
+	}
+	return r.entry(ctx, attr, dest)
+}
+
+func (r *treeRestorer) dir(ctx context.Context, ino layers.Ino, attr layers.Attr, dest string) error {
+	var ents []layers.Dirent
+	after := ""
+	for {
+		// Batches bound memory for huge directories.
+		batch := 0
+		err := r.t.ReadDir(ctx, ino, after, func(d layers.Dirent) bool {
+			ents = append(ents, d)
+			after = d.Name
+			batch++
+			return batch < 4096
+		})
+		if err != nil {
+			return err
+		}
+		for _, d := range ents {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			a, err := r.t.GetAttr(ctx, d.Ino)
+			if err != nil {
+				return fmt.Errorf("%s: %w", filepath.Join(dest, d.Name), err)
+			}
+			if err := r.entry(ctx, a, filepath.Join(dest, d.Name)); err != nil {
+				return err
+			}
+		}
+		ents = ents[:0]
+		if batch < 4096 {
+			break
+		}
+	}
+	return r.meta(ctx, attr, dest)
+}
+
+func (r *treeRestorer) entry(ctx context.Context, a layers.Attr, p string) error {
+	mode := a.Mode & syscall.S_IFMT
+	if mode != syscall.S_IFDIR && a.Nlink > 1 {
+		if first, ok := r.links[a.Ino]; ok {
+			os.Remove(p)
+			return os.Link(first, p)
+		}
+		r.links[a.Ino] = p
+	}
+	switch mode {
+	case syscall.S_IFDIR:
+		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		return r.dir(ctx, a.Ino, a, p)
+	case syscall.S_IFREG:
+		if err := r.file(ctx, a, p); err != nil {
+			return err
+		}
+	case syscall.S_IFLNK:
+		target, err := r.t.Readlink(ctx, a.Ino)
+		if err != nil {
+			return err
+		}
+		os.Remove(p)
+		if err := os.Symlink(target, p); err != nil {
+			return err
+		}
+	default:
+		os.Remove(p)
+		if err := unix.Mknod(p, a.Mode, int(a.Rdev)); err != nil {
+			return fmt.Errorf("mknod %s: %w", p, err)
+		}
+	}
+	r.files++
+	return r.meta(ctx, a, p)
+}
+
+func (r *treeRestorer) file(ctx context.Context, a layers.Attr, p string) error {
+	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && st.Size() == a.Size && st.ModTime().Equal(a.Mtime) {
+		r.skipped++
+		return nil
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(a.Size); err != nil {
+		return err
+	}
+	exts, err := r.t.Extents(ctx, a.Ino, 0, a.Size)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for _, e := range exts {
+		if e.Hole {
+			continue
+		}
+		for off := e.Off; off < e.Off+e.Len; {
+			n := min(int64(len(buf)), e.Off+e.Len-off)
+			got, err := r.t.ReadAt(ctx, a.Ino, buf[:n], off)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read %s: %w", p, err)
+			}
+			if got == 0 {
+				break
+			}
+			if _, err := f.WriteAt(buf[:got], off); err != nil {
+				return fmt.Errorf("write %s: %w", p, err)
+			}
+			off += int64(got)
+			r.bytes += int64(got)
+			if r.progress != nil && time.Since(r.last) > 200*time.Millisecond {
+				r.last = time.Now()
+				r.progress(progress{Phase: "restore", Done: r.bytes, Total: r.total, Unit: "bytes"})
+			}
+		}
+	}
+	return nil
+}
+
+// meta applies owner, mode, xattrs and times (last, since writing changes mtime).
+func (r *treeRestorer) meta(ctx context.Context, a layers.Attr, p string) error {
+	if err := os.Lchown(p, int(a.Uid), int(a.Gid)); err != nil && !errors.Is(err, syscall.EPERM) {
+		return err
+	}
+	if a.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		if err := unix.Chmod(p, a.Mode&0o7777); err != nil {
+			return err
+		}
+	}
+	if names, err := r.t.ListXattr(ctx, a.Ino); err == nil {
+		for _, n := range names {
+			v, err := r.t.GetXattr(ctx, a.Ino, n)
+			if err != nil {
+				continue
+			}
+			if err := unix.Lsetxattr(p, n, v, 0); err != nil && !errors.Is(err, syscall.ENOTSUP) {
+				return fmt.Errorf("set xattr %s on %s: %w", n, p, err)
+			}
+		}
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(a.Atime.UnixNano()), unix.NsecToTimespec(a.Mtime.UnixNano())}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+}

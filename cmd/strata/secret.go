@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+)
+
+// credentials gathers what unlocks the repository, in the order the user
+// expects: --identity, --passphrase-file, STRATA_PASSPHRASE, a passphrase
+// handed over by a parent strata, then a terminal prompt.
+type credentials struct {
+	passphrase []byte
+	identity   []byte // armored OpenPGP secret key
+}
+
+func (g *Globals) credentials(purpose string) (credentials, error) {
+	var c credentials
+	if g.Identity != "" {
+		b, err := os.ReadFile(g.Identity)
+		if err != nil {
+			return c, fail(exitWrongKey, "pass an armored OpenPGP secret key (gpg --export-secret-keys --armor)", "read identity %s: %v", g.Identity, err)
+		}
+		c.identity = b
+		// A passphrase, if given too, unlocks a protected secret key.
+	}
+	switch {
+	case g.PassphraseFD >= 0:
+		f := os.NewFile(uintptr(g.PassphraseFD), "passphrase")
+		b, err := readAllClose(f)
+		if err != nil {
+			return c, fmt.Errorf("read passphrase from parent: %w", err)
+		}
+		c.passphrase = b
+	case g.PassphraseFile != "":
+		b, err := os.ReadFile(g.PassphraseFile)
+		if err != nil {
+			return c, fail(exitWrongKey, "", "read passphrase file: %v", err)
+		}
+		c.passphrase = bytes.TrimRight(b, "\r\n")
+	case os.Getenv("STRATA_PASSPHRASE") != "":
+		c.passphrase = []byte(os.Getenv("STRATA_PASSPHRASE"))
+	case c.identity == nil:
+		p, err := prompt(fmt.Sprintf("Passphrase for %s: ", purpose))
+		if err != nil {
+			return c, err
+		}
+		c.passphrase = p
+	}
+	return c, nil
+}
+
+// newPassphrase asks for a new passphrase (twice on a terminal) unless one
+// was given by file or environment.
+func (g *Globals) newPassphrase(what string) ([]byte, error) {
+	switch {
+	case g.PassphraseFile != "":
+		b, err := os.ReadFile(g.PassphraseFile)
+		if err != nil {
+			return nil, fail(exitError, "", "read passphrase file: %v", err)
+		}
+		b = bytes.TrimRight(b, "\r\n")
+		if len(b) == 0 {
+			return nil, fail(exitUsage, "", "passphrase file %s is empty", g.PassphraseFile)
+		}
+		return b, nil
+	case os.Getenv("STRATA_PASSPHRASE") != "":
+		return []byte(os.Getenv("STRATA_PASSPHRASE")), nil
+	}
+	p1, err := prompt(fmt.Sprintf("New passphrase for %s: ", what))
+	if err != nil {
+		return nil, err
+	}
+	if len(p1) == 0 {
+		return nil, fail(exitUsage, "", "empty passphrase")
+	}
+	p2, err := prompt("Repeat passphrase: ")
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(p1, p2) {
+		return nil, fail(exitUsage, "", "passphrases do not match")
+	}
+	return p1, nil
+}
+
+var errNoTerminal = errors.New("no passphrase: set STRATA_PASSPHRASE, use --passphrase-file or --identity, or run on a terminal")
+
+func prompt(msg string) ([]byte, error) {
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return nil, &userError{msg: errNoTerminal.Error(), code: exitWrongKey}
+	}
+	fmt.Fprint(os.Stderr, msg)
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	}
+	return []byte(strings.TrimRight(string(b), "\r\n")), nil
+}
+
+func readAllClose(f *os.File) ([]byte, error) {
+	defer f.Close()
+	var buf bytes.Buffer
+	_, err := buf.ReadFrom(f)
+	return buf.Bytes(), err
+}

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// server is the repository server: it owns the open repository, every
+// mount and NBD export, and answers the control socket.
+type server struct {
+	repo *repository
+	log  *slog.Logger
+	// autoExit: started on demand by a client; exit once the last mount or
+	// export is gone.
+	autoExit bool
+	stop     context.CancelFunc
+
+	mu     sync.Mutex
+	mounts map[string]*mountEntry // guarded by mu; by absolute mountpoint
+	nbds   map[string]*nbdEntry   // guarded by mu; by listen address
+	wg     sync.WaitGroup         // connection handlers and mount waiters
+}
+
+type serveCmd struct {
+	Config   string `type:"path" placeholder:"FILE" help:"Server config (mounts and exports to start). Optional."`
+	AutoExit bool   `hidden:"" help:"Exit when the last mount or export is gone (servers started on demand)."`
+	ReadyFD  int    `hidden:"" default:"-1" help:"Write 'ok' or an error to this fd once listening."`
+}
+
+func (c *serveCmd) Run(ctx context.Context, g *Globals) error {
+	ready := func(err error) {}
+	if c.ReadyFD >= 0 {
+		f := os.NewFile(uintptr(c.ReadyFD), "ready")
+		ready = func(err error) {
+			if err != nil {
+				fmt.Fprintln(f, toJSONLine(toWireError(err)))
+			} else {
+				fmt.Fprintln(f, "ok")
+			}
+			f.Close()
+		}
+	}
+	err := runServer(ctx, g, c.AutoExit, ready)
+	if err != nil && c.ReadyFD >= 0 {
+		ready(err)
+	}
+	return err
+}
+
+func toJSONLine(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// runServer opens the repository, listens on its socket and serves until
+// ctx ends (SIGTERM/SIGINT), a stop request, or — with autoExit — the last
+// mount or export going away. Shutdown flushes and unmounts everything.
+func runServer(ctx context.Context, g *Globals, autoExit bool, ready func(error)) error {
+	log := g.logger()
+	dir, err := g.repoDir()
+	if err != nil {
+		return err
+	}
+	sock := socketPath(dir)
+	if conn, err := dialServer(dir); err == nil {
+		conn.Close()
+		return fail(exitLocked, "use it (commands find it by itself) or stop it with 'strata stop'", "a strata server is already running for %s", dir)
+	}
+	repo, err := openRepository(ctx, g, log)
+	if err != nil {
+		return err
+	}
+	// The repository lock is ours, so a socket file left behind is stale.
+	os.Remove(sock)
+	old := syscall.Umask(0o077)
+	l, err := net.Listen("unix", sock)
+	syscall.Umask(old)
+	if err != nil {
+		repo.Close()
+		return fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	os.Chmod(sock, 0o600)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &server{repo: repo, log: log, autoExit: autoExit, stop: cancel,
+		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}}
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	log.Info("server listening", "socket", sock, "pid", os.Getpid())
+	ready(nil)
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("accept", "err", err)
+			}
+			break
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(ctx, conn)
+		}()
+	}
+	return s.shutdown(sock)
+}
+
+// shutdown unmounts and stops everything, then closes the repository.
+func (s *server) shutdown(sock string) error {
+	s.mu.Lock()
+	mounts := make([]*mountEntry, 0, len(s.mounts))
+	for _, m := range s.mounts {
+		mounts = append(mounts, m)
+	}
+	nbds := make([]*nbdEntry, 0, len(s.nbds))
+	for _, n := range s.nbds {
+		nbds = append(nbds, n)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, m := range mounts {
+		if err := m.unmount(); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m.Mountpoint, err))
+		}
+	}
+	for _, n := range nbds {
+		if err := n.close(); err != nil {
+			errs = append(errs, fmt.Errorf("stop nbd %s: %w", n.Listen, err))
+		}
+	}
+	s.wg.Wait()
+	os.Remove(sock)
+	if err := s.repo.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close repository: %w", err))
+	}
+	s.log.Info("server stopped")
+	return errors.Join(errs...)
+}
+
+// handle serves one client connection: one request, progress, one answer.
+// The operation's context ends when the client hangs up.
+func (s *server) handle(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	var req wireRequest
+	r := bufio.NewReader(conn)
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return
+	}
+	if err := json.Unmarshal(line, &req); err != nil {
+		s.log.Warn("bad request on control socket", "err", err)
+		return
+	}
+	spec, ok := operations()[req.Op]
+	var enc sync.Mutex
+	send := func(m wireMessage) {
+		enc.Lock()
+		defer enc.Unlock()
+		conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		json.NewEncoder(conn).Encode(m)
+	}
+	if !ok {
+		send(wireMessage{Error: &wireError{Msg: "unknown operation " + req.Op, Code: exitUsage}})
+		return
+	}
+	opCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// A client that goes away cancels its operation.
+	go func() {
+		io.Copy(io.Discard, r)
+		cancel()
+	}()
+	env := &opEnv{repo: s.repo, srv: s, dir: req.Dir, progress: func(p progress) { send(wireMessage{Progress: &p}) }}
+	res, err := spec.fn(opCtx, env, req.Args)
+	if err != nil {
+		send(wireMessage{Error: toWireError(err)})
+		return
+	}
+	raw, err := json.Marshal(res)
+	if err != nil {
+		send(wireMessage{Error: toWireError(err)})
+		return
+	}
+	send(wireMessage{Result: raw, Done: true})
+}
+
+// maybeExit stops an on-demand server once nothing is mounted or served.
+func (s *server) maybeExit() {
+	if !s.autoExit {
+		return
+	}
+	s.mu.Lock()
+	idle := len(s.mounts) == 0 && len(s.nbds) == 0
+	s.mu.Unlock()
+	if idle {
+		s.log.Info("nothing mounted or served any more; server exits")
+		s.stop()
+	}
+}
+
+// startServer starts `strata serve` in the background for dir and returns
+// once it listens. The passphrase travels over a pipe, never argv or env.
+func startServer(ctx context.Context, g *Globals, dir string) error {
+	creds, err := g.credentials(dir)
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find strata executable: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open server log: %w", err)
+	}
+	defer logf.Close()
+	passR, passW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	args := []string{"--repo", dir, "--passphrase-fd", "3"}
+	if g.Identity != "" {
+		args = append(args, "--identity", g.Identity)
+	}
+	for i := 0; i < g.Verbose; i++ {
+		args = append(args, "-v")
+	}
+	args = append(args, "serve", "--auto-exit", "--ready-fd", "4")
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{passR, readyW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	env := []string{}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "STRATA_PASSPHRASE=") {
+			env = append(env, e)
+		}
+	}
+	cmd.Env = env
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start server: %w", err)
+	}
+	passR.Close()
+	readyW.Close()
+	passW.Write(creds.passphrase)
+	passW.Close()
+	go cmd.Wait() // reap if it dies while we still run
+
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(readyR).ReadString('\n')
+		ch <- answer{strings.TrimSpace(line), err}
+	}()
+	select {
+	case a := <-ch:
+		readyR.Close()
+		if a.line == "ok" {
+			return nil
+		}
+		var we wireError
+		if json.Unmarshal([]byte(a.line), &we) == nil && we.Msg != "" {
+			return &userError{msg: we.Msg, hint: we.Hint, code: we.Code}
+		}
+		return fmt.Errorf("server did not start (see %s)", filepath.Join(dir, "server.log"))
+	case <-time.After(2 * time.Minute):
+		return fmt.Errorf("server did not become ready within 2 minutes (see %s)", filepath.Join(dir, "server.log"))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type stopCmd struct{}
+
+func (c *stopCmd) Run(ctx context.Context, g *Globals) error {
+	return call(ctx, g, "stop", struct{}{}, nil)
+}
+
+func opStop(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
+	if env.srv == nil {
+		return nil, errors.New("no server to stop")
+	}
+	// Answer first; the shutdown runs after this handler returns.
+	go env.srv.stop()
+	return map[string]string{"status": "stopping"}, nil
+}

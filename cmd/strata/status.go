@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/store"
+)
+
+type statusCmd struct{}
+
+type volumeStatus struct {
+	layers.VolumeInfo
+	Last *layers.Revision `json:"last,omitempty"`
+}
+
+type statusResult struct {
+	Repo    string         `json:"repo"`
+	Server  bool           `json:"server"`
+	Volumes []volumeStatus `json:"volumes"`
+	Mounts  []mountInfo    `json:"mounts"`
+	Exports []nbdInfo      `json:"exports"`
+	Store   store.Stats    `json:"store"`
+}
+
+func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
+	var st statusResult
+	if err := call(ctx, g, "status", struct{}{}, &st); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(st)
+	}
+	server := "no server running"
+	if st.Server {
+		server = "server running"
+	}
+	fmt.Printf("repository %s (%s)\n", st.Repo, server)
+	fmt.Printf("stored %s in %d chunks, %d segments; shard filesystems: %s free\n",
+		humanBytes(st.Store.StoredBytes), st.Store.Chunks, st.Store.Segments, humanBytes(int64(st.Store.FreeBytes)))
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VOLUME\tTYPE\tREVISIONS\tLAST BACKUP (UTC)\tAGE")
+	for _, v := range st.Volumes {
+		last, age := "never", "-"
+		if v.Last != nil {
+			last = v.Last.Time.UTC().Format("2006-01-02 15:04:05")
+			age = time.Since(v.Last.Time).Round(time.Minute).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", v.Name, v.Type, v.Revisions, last, age)
+	}
+	tw.Flush()
+	for _, m := range st.Mounts {
+		what := m.Target
+		if m.Revision != "" {
+			what += "@" + m.Revision[:8]
+		}
+		mode := "rw"
+		if m.ReadOnly {
+			mode = "ro"
+		}
+		fmt.Printf("mount %s %s (%s)\n", m.Mountpoint, what, mode)
+	}
+	for _, n := range st.Exports {
+		fmt.Printf("nbd %s\n", n.Listen)
+	}
+	return nil
+}
+
+func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
+	st := statusResult{Repo: env.repo.dir, Server: env.srv != nil, Mounts: []mountInfo{}, Exports: []nbdInfo{}}
+	vols, err := env.repo.layers.Volumes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		vs := volumeStatus{VolumeInfo: v}
+		if revs, err := env.repo.layers.Revisions(ctx, v.Name); err == nil && len(revs) > 0 {
+			last := revs[len(revs)-1]
+			vs.Last = &last
+		}
+		st.Volumes = append(st.Volumes, vs)
+	}
+	if st.Store, err = env.repo.store.Stats(ctx); err != nil {
+		return nil, err
+	}
+	if env.srv != nil {
+		st.Mounts = env.srv.mountList()
+		env.srv.mu.Lock()
+		for _, n := range env.srv.nbds {
+			st.Exports = append(st.Exports, n.nbdInfo)
+		}
+		env.srv.mu.Unlock()
+	}
+	return st, nil
+}
+
+// checkCmd is a Nagios-style monitoring check.
+type checkCmd struct {
+	Warn string `default:"26h" help:"Warn when a volume's latest revision is older than this."`
+	Crit string `default:"50h" help:"Critical when older than this (or a volume has none)."`
+}
+
+func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
+	warn, err1 := time.ParseDuration(c.Warn)
+	crit, err2 := time.ParseDuration(c.Crit)
+	if err1 != nil || err2 != nil {
+		fmt.Println("STRATA UNKNOWN - bad --warn/--crit (use Go durations like 26h)")
+		return &exitStatus{code: 3}
+	}
+	var st statusResult
+	if err := call(ctx, g, "status", struct{}{}, &st); err != nil {
+		fmt.Printf("STRATA UNKNOWN - %v\n", err)
+		return &exitStatus{code: 3}
+	}
+	code, worst := 0, ""
+	var msgs []string
+	for _, v := range st.Volumes {
+		if v.Last == nil {
+			msgs = append(msgs, v.Name+": no revisions")
+			code = 2
+			continue
+		}
+		age := time.Since(v.Last.Time)
+		switch {
+		case age > crit:
+			code = 2
+			worst = v.Name
+		case age > warn && code < 1:
+			code = 1
+			worst = v.Name
+		}
+		msgs = append(msgs, fmt.Sprintf("%s: %s old", v.Name, age.Round(time.Minute)))
+	}
+	_ = worst
+	label := []string{"OK", "WARNING", "CRITICAL"}[code]
+	fmt.Printf("STRATA %s - %d volumes; %v | stored=%dB free=%dB\n", label, len(st.Volumes), msgs, st.Store.StoredBytes, st.Store.FreeBytes)
+	if code != 0 {
+		return &exitStatus{code: code}
+	}
+	return nil
+}

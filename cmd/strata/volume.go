@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/strata-backup/strata/layers"
+)
+
+type volumeCmd struct {
+	Create volumeCreateCmd `cmd:"" help:"Create a volume: a file tree (default) or, with --block SIZE, a disk image."`
+	List   volumeListCmd   `cmd:"" help:"List volumes."`
+	Rm     volumeRmCmd     `cmd:"" help:"Remove a volume (with --force also its revisions)."`
+}
+
+type volumeCreateCmd struct {
+	Name      string `arg:"" help:"Volume name: letters, digits, '.', '_', '-'."`
+	Block     string `placeholder:"SIZE" help:"Make a block volume of SIZE (e.g. 20G, 512MiB)."`
+	BlockSize string `placeholder:"N" help:"Block size of a block volume (default chosen for small incremental backups)."`
+}
+
+type volumeCreateArgs struct {
+	Name      string `json:"name"`
+	Size      int64  `json:"size,omitempty"`
+	BlockSize int    `json:"block_size,omitempty"`
+}
+
+func (c *volumeCreateCmd) Run(ctx context.Context, g *Globals) error {
+	a := volumeCreateArgs{Name: c.Name}
+	if c.Block != "" {
+		n, err := parseSize(c.Block)
+		if err != nil {
+			return fail(exitUsage, "sizes look like 20G, 512MiB, 1T", "--block: %v", err)
+		}
+		a.Size = n
+	}
+	if c.BlockSize != "" {
+		if c.Block == "" {
+			return fail(exitUsage, "", "--block-size needs --block SIZE")
+		}
+		n, err := parseSize(c.BlockSize)
+		if err != nil || n <= 0 || n&(n-1) != 0 || n < 4096 || n > 16<<20 {
+			return fail(exitUsage, "", "--block-size must be a power of two between 4K and 16M")
+		}
+		a.BlockSize = int(n)
+	}
+	var info layers.VolumeInfo
+	if err := call(ctx, g, "volume.create", a, &info); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(info)
+	}
+	if info.Type == layers.TypeBlock {
+		fmt.Printf("created block volume %s (%s, %s blocks)\n", info.Name, humanBytes(info.Size), humanBytes(int64(info.BlockSize)))
+	} else {
+		fmt.Printf("created volume %s\n", info.Name)
+	}
+	return nil
+}
+
+func opVolumeCreate(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+	a, err := decode[volumeCreateArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	spec := layers.VolumeSpec{Type: layers.TypeFS}
+	if a.Size > 0 {
+		spec = layers.VolumeSpec{Type: layers.TypeBlock, Size: a.Size, BlockSize: a.BlockSize}
+	}
+	info, err := env.repo.layers.CreateVolume(ctx, a.Name, spec)
+	switch {
+	case errors.Is(err, layers.ErrVolumeExists):
+		return nil, fail(exitError, "'strata volume list' shows the volumes", "volume %s already exists", a.Name)
+	case errors.Is(err, layers.ErrInvalid):
+		return nil, &userError{msg: "invalid volume", hint: "names use letters, digits, '.', '_' and '-', up to 64 characters", code: exitUsage, err: err}
+	}
+	return info, err
+}
+
+type volumeListCmd struct{}
+
+func (c *volumeListCmd) Run(ctx context.Context, g *Globals) error {
+	var vols []layers.VolumeInfo
+	if err := call(ctx, g, "volume.list", struct{}{}, &vols); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(vols)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tTYPE\tSIZE\tREVISIONS\tCREATED")
+	for _, v := range vols {
+		size := "-"
+		if v.Type == layers.TypeBlock {
+			size = humanBytes(v.Size)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", v.Name, v.Type, size, v.Revisions, v.Created.UTC().Format("2006-01-02 15:04:05"))
+	}
+	return tw.Flush()
+}
+
+func opVolumeList(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
+	vols, err := env.repo.layers.Volumes(ctx)
+	if vols == nil {
+		vols = []layers.VolumeInfo{}
+	}
+	return vols, err
+}
+
+type volumeRmCmd struct {
+	Name  string `arg:""`
+	Force bool   `help:"Also remove every revision of the volume."`
+}
+
+type volumeRmArgs struct {
+	Name  string `json:"name"`
+	Force bool   `json:"force"`
+}
+
+func (c *volumeRmCmd) Run(ctx context.Context, g *Globals) error {
+	if err := call(ctx, g, "volume.rm", volumeRmArgs{c.Name, c.Force}, nil); err != nil {
+		return err
+	}
+	if !g.JSON {
+		fmt.Printf("removed volume %s\n", c.Name)
+	}
+	return nil
+}
+
+func opVolumeRemove(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+	a, err := decode[volumeRmArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	if env.srv != nil && env.srv.volumeInUse(a.Name) {
+		return nil, fail(exitError, "unmount it first ('strata status' lists mounts and exports)", "volume %s is mounted or exported", a.Name)
+	}
+	err = env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
+	var hr *layers.HasRevisionsError
+	if errors.As(err, &hr) {
+		return nil, fail(exitError, "pass --force to remove them too (this cannot be undone)", "volume %s has %d revisions", a.Name, hr.Revisions)
+	}
+	return nil, volumeErr(err, a.Name)
+}
+
+// volumeErr turns layers' volume errors into messages that say what to do.
+func volumeErr(err error, name string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, layers.ErrUnknownVolume):
+		return &userError{msg: fmt.Sprintf("no volume named %q", name), hint: "'strata volume list' shows the volumes; 'strata volume create NAME' makes one", code: exitError, err: err}
+	case errors.Is(err, layers.ErrNoRevisions):
+		return &userError{msg: fmt.Sprintf("volume %s has no revisions yet", name), hint: "'strata commit " + name + "' makes one", code: exitError, err: err}
+	case errors.Is(err, layers.ErrWrongType):
+		return &userError{msg: fmt.Sprintf("volume %s is not of the right type for this", name), code: exitError, err: err}
+	}
+	return err
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
