@@ -85,7 +85,7 @@
 //
 // Schedule.Due tells `strata commit --schedule NAME` which tags a commit at
 // time t carries: an interval is due unless a revision carrying its tag
-// lies within the interval, less DueTolerance (5%) of it, before or after
+// lies within the interval, less DueTolerance (5% of it, at most an hour), before or after
 // t. The tolerance lets a daily job that starts a minute early still be
 // daily. After missed runs each interval is due once; nothing is
 // back-filled, so a week of downtime yields one daily (and, if due, one

@@ -26,9 +26,14 @@ type Interval struct {
 }
 
 // DueTolerance is the share of an interval by which a run may come early
-// and still be due: a daily job at 02:00 that runs at 01:59 the next day
-// is due, one that runs again at 14:00 the same day is not.
-const DueTolerance = 0.05
+// and still be due, capped at DueToleranceMax: a daily job at 02:00 that
+// finishes at 01:59 the next day is due, one that runs again at 14:00 the
+// same day is not. The cap keeps long intervals exact (a 30d interval is
+// not due after 29 days); an hour covers the jitter of backup run times.
+const (
+	DueTolerance    = 0.05
+	DueToleranceMax = time.Hour
+)
 
 // Tags returns the schedule's tag names in order.
 func (s Schedule) Tags() []string {
@@ -50,7 +55,8 @@ func (s Schedule) String() string {
 
 // Due returns the tags of s that a commit at time t should carry, given the
 // existing revisions: an interval is due unless a revision carrying its tag
-// lies less than the interval (minus DueTolerance of it) before or after t.
+// lies less than the interval (minus the tolerance, see DueTolerance)
+// before or after t.
 // After missed runs an interval is simply due once; nothing is back-filled.
 // Looking both ways keeps back-dated commits (strata commit --time) right.
 func (s Schedule) Due(revs []Revision, t time.Time, loc *time.Location) []string {
@@ -60,7 +66,7 @@ func (s Schedule) Due(revs []Revision, t time.Time, loc *time.Location) []string
 	var due []string
 	for _, in := range s.Intervals {
 		length := t.Sub(in.Every.Before(t, loc))
-		window := length - time.Duration(float64(length)*DueTolerance)
+		window := length - min(time.Duration(float64(length)*DueTolerance), DueToleranceMax)
 		found := false
 		for _, r := range revs {
 			d := r.Time.Sub(t)
