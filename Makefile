@@ -29,8 +29,11 @@ race:
 demo: deps build
 	contrib/demo.sh
 
+# Package benchmarks (pipeline throughput, planning time, ...) then the
+# side-by-side run against a plain disk, restic, borg and qemu-nbd.
 bench: build
 	contrib/install-deps.sh bench
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/... ./retention/... ./layers/... ./nbd/...
 	STRATA_BIN=$(CURDIR)/$(BIN) contrib/bench.sh
 
 fmt:

@@ -14,7 +14,7 @@ declare -A pkgs=(
   [nbdkit]=nbdkit [mkfs.ext4]=e2fsprogs [gpg]=gnupg [cmp]=diffutils
 )
 if [ "$want" = bench ]; then
-  pkgs[restic]=restic; pkgs[borg]=borgbackup; pkgs[hyperfine]=hyperfine
+  pkgs[restic]=restic; pkgs[borg]=borgbackup; pkgs[/usr/bin/time]=time; pkgs[bc]=bc
 fi
 if [ "$want" = vm ] || [ "$want" = test ]; then
   pkgs[qemu-system-x86_64]=qemu-system-x86; pkgs[busybox]=busybox-static

@@ -189,6 +189,9 @@ func (f *diskFS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.Lseek
 	}
 	off, err := seekExtents(newCtx(cancel), f.disk.Size(), int64(in.Offset), in.Whence == seekData,
 		func(ctx context.Context, off, n int64) ([]layers.Extent, error) { return f.disk.Extents(ctx, off, n) })
+	if err == errENXIO {
+		return fuse.Status(syscall.ENXIO)
+	}
 	if err != nil {
 		return f.errs.status("lseek disk", err)
 	}

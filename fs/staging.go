@@ -136,9 +136,8 @@ func (f *treeFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 		return f.status("create", err)
 	}
 	f.fillEntry(a, &out.EntryOut)
-	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		out.Fh = fhWritable
-	}
+	writable := in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	out.Fh = f.files.add(&fileHandle{ino: a.Ino, writable: writable, attr: a})
 	return fuse.OK
 }
 
@@ -157,7 +156,10 @@ func (f *treeFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 // (layers does it off the request path), so a close does not wait for the
 // store.
 func (f *treeFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	if f.st == nil || in.Fh != fhWritable {
+	if f.st == nil {
+		return fuse.OK
+	}
+	if h, ok := f.files.get(in.Fh); !ok || !h.writable {
 		return fuse.OK
 	}
 	return f.status("flush", f.st.FlushFile(newCtx(cancel), f.ino(in.NodeId), false))

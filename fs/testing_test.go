@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,7 +132,15 @@ func unmountOnCleanup(t testing.TB, m *Mount) {
 }
 
 func testOpts(t testing.TB, r *layers.Repo) Options {
-	return Options{Repo: r}
+	return Options{Repo: r, Logger: slog.New(slog.NewTextHandler(tWriter{t}, nil))}
+}
+
+// tWriter sends log lines to t.Log.
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // run runs a command in a child process (touching our own mount from

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,19 @@ type treeFS struct {
 	opts  Options
 	errs  *errLog
 	dirs  handles[*dirHandle]
+	files handles[*fileHandle]
+}
+
+// fileHandle is an open file. Reads and writes go by inode; the handle
+// remembers the last attributes seen so fstat(2) on a file unlinked while
+// open still answers (with nlink 0), as POSIX wants, after layers has
+// dropped the inode.
+type fileHandle struct {
+	ino      layers.Ino
+	writable bool
+
+	mu   sync.Mutex // guards attr
+	attr layers.Attr
 }
 
 func newTreeFS(tree *layers.Tree, st *layers.Staging, base uint64, cache cacheTimes, opts Options, errs *errLog) *treeFS {
@@ -116,7 +130,21 @@ func (f *treeFS) Forget(nodeid, nlookup uint64) {}
 
 func (f *treeFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	a, err := f.tree.GetAttr(newCtx(cancel), f.ino(in.NodeId))
-	if err != nil {
+	var fh *fileHandle
+	if in.Flags()&fuse.FUSE_GETATTR_FH != 0 {
+		fh, _ = f.files.get(in.Fh())
+	}
+	switch {
+	case err == nil && fh != nil:
+		fh.mu.Lock()
+		fh.attr = a
+		fh.mu.Unlock()
+	case errors.Is(err, layers.ErrNotFound) && fh != nil:
+		fh.mu.Lock()
+		a = fh.attr
+		fh.mu.Unlock()
+		a.Nlink = 0
+	case err != nil:
 		return f.status("getattr", err)
 	}
 	out.SetTimeout(f.cache.attr)
@@ -132,11 +160,6 @@ func (f *treeFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fus
 	return []byte(target), fuse.OK
 }
 
-// File handles carry no state: reads and writes go by inode. Fh is 1 for
-// handles opened for writing, so flush knows whether there is anything
-// to chunk.
-const fhWritable = 1
-
 func (f *treeFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	writable := in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	if writable && f.st == nil {
@@ -149,9 +172,7 @@ func (f *treeFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return fuse.Status(syscall.EISDIR)
 	}
-	if writable {
-		out.Fh = fhWritable
-	}
+	out.Fh = f.files.add(&fileHandle{ino: a.Ino, writable: writable, attr: a})
 	if f.cache.keepCache {
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
 	}
@@ -183,6 +204,9 @@ func (f *treeFS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.Lseek
 		func(ctx context.Context, off, n int64) ([]layers.Extent, error) {
 			return f.tree.Extents(ctx, ino, off, n)
 		})
+	if err == errENXIO {
+		return fuse.Status(syscall.ENXIO)
+	}
 	if err != nil {
 		return f.status("lseek", err)
 	}
@@ -190,11 +214,14 @@ func (f *treeFS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.Lseek
 	return fuse.OK
 }
 
+// errENXIO is seekExtents' "no data/hole past here", answered as ENXIO.
+var errENXIO = errors.New("seek past end")
+
 // seekExtents implements SEEK_DATA (data=true) and SEEK_HOLE over an extent
 // query. Past the end is ENXIO; the end of file counts as a hole.
 func seekExtents(ctx context.Context, size, off int64, data bool, extents func(context.Context, int64, int64) ([]layers.Extent, error)) (int64, error) {
 	if off < 0 || off >= size {
-		return 0, syscall.ENXIO
+		return 0, errENXIO
 	}
 	exts, err := extents(ctx, off, size-off)
 	if err != nil {
@@ -209,13 +236,15 @@ func seekExtents(ctx context.Context, size, off int64, data bool, extents func(c
 		}
 	}
 	if data {
-		return 0, syscall.ENXIO
+		return 0, errENXIO
 	}
 	return size, nil
 }
 
 func (f *treeFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	if in.Fh == fhWritable && f.st != nil {
+	h, ok := f.files.get(in.Fh)
+	f.files.remove(in.Fh)
+	if ok && h.writable && f.st != nil {
 		// flush already started chunking; this catches handles whose
 		// last flush failed or raced with another writer.
 		if err := f.st.FlushFile(newCtx(cancel), f.ino(in.NodeId), false); err != nil {

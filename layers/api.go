@@ -172,24 +172,24 @@ type DiffEntry struct {
 
 // Repo is the versioned metadata of every volume in a repository.
 // Methods are safe for concurrent use.
-type Repo struct{ stub }
+type Repo struct{ repo }
 
 // Open opens the metadata model kept in db (keys under the "l/" prefix are
 // layers'), storing data through cs.
 func Open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Repo, error) {
-	return nil, errStub
+	return open(ctx, db, cs, opts)
 }
 
 // Tree is a read-only view of an fs volume at one revision (or, as part of
 // Staging, the staging head). Reads never load a whole directory or file
 // into memory.
-type Tree struct{ stub }
+type Tree struct{ tree }
 
 // Staging is the writable head of an fs volume. It has every Tree method
 // (via Tree()) plus writes. Writes are buffered in the spool and chunked off
 // the request path; FlushFile and Sync make them durable.
-type Staging struct{ stub }
+type Staging struct{ staging }
 
 // Disk is a block volume at one revision (read-only), its staging head
 // (read-write) or a throwaway overlay over a revision.
-type Disk struct{ stub }
+type Disk struct{ disk }

@@ -131,7 +131,7 @@ func opMount(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) 
 		return nil, err
 	}
 	lr := env.repo.layers
-	opts := fs.Options{Logger: s.log}
+	opts := fs.Options{Logger: s.log, Repo: lr, AllowOther: true}
 	e := &mountEntry{mountInfo: mountInfo{Mountpoint: a.Mountpoint, Target: a.Target, ReadOnly: true, Since: now()}}
 	if a.All {
 		e.Target = "--all"

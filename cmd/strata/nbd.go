@@ -81,22 +81,6 @@ func (n *nbdEntry) close() error {
 	return err
 }
 
-func listenNBD(addr string) (net.Listener, error) {
-	switch {
-	case strings.HasPrefix(addr, "tcp://"):
-		return net.Listen("tcp", strings.TrimPrefix(addr, "tcp://"))
-	case strings.HasPrefix(addr, "unix:"):
-		p := strings.TrimPrefix(addr, "unix:")
-		if c, err := net.Dial("unix", p); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("something already listens on %s", p)
-		}
-		os.Remove(p)
-		return net.Listen("unix", p)
-	}
-	return nil, fail(exitUsage, "use tcp://HOST:PORT or unix:PATH", "bad --listen %q", addr)
-}
-
 func opNBDServe(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
 	a, err := decode[nbdServeArgs](raw)
 	if err != nil {
@@ -109,9 +93,9 @@ func opNBDServe(ctx context.Context, env *opEnv, raw json.RawMessage) (any, erro
 	if dup {
 		return nil, fail(exitError, "", "already serving NBD on %s", a.Listen)
 	}
-	l, err := listenNBD(a.Listen)
+	l, err := nbd.Listen(ctx, a.Listen)
 	if err != nil {
-		return nil, err
+		return nil, fail(exitError, "use tcp://HOST:PORT or unix:PATH, and an address nothing else listens on", "nbd serve: %v", err)
 	}
 	res := &nbdResolver{repo: env.repo.layers, only: a.Exports, overlay: a.Overlay, open: map[string]*layers.Disk{}}
 	srv := nbd.NewServer(res, nbd.Options{Logger: s.log})
