@@ -1,0 +1,283 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/strata-backup/strata/store/chunk"
+	"github.com/strata-backup/strata/store/erasure"
+	"github.com/strata-backup/strata/store/index"
+)
+
+// Get returns the plaintext of chunk id: ErrNotFound if there is none, a
+// *DamageError if more shards of its segment are bad than parity covers.
+// A healthy read takes the sealed bytes straight from the data shard(s);
+// if that fails or does not authenticate, the covering blocks of every
+// shard are read, checked and the damaged ones reconstructed.
+func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if m, ok := s.mem[id]; ok {
+		if m.plain != nil {
+			p := bytes.Clone(m.plain)
+			s.mu.Unlock()
+			return p, nil
+		}
+		sealed := m.seg.buf[m.off : m.off+m.n]
+		s.mu.Unlock()
+		return s.keys.Open(nil, sealed, id)
+	}
+	s.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		loc, seg, err := s.locate(id)
+		if err != nil {
+			return nil, err
+		}
+		plain, err := s.readChunk(ctx, id, loc, seg)
+		if err == nil || attempt > 0 {
+			return plain, err
+		}
+		// GC may have moved the chunk between locate and read.
+		if again, _, lerr := s.locate(id); lerr != nil || again == loc {
+			return nil, err
+		}
+	}
+}
+
+// Has reports whether a chunk with id is stored.
+func (s *Store) Has(ctx context.Context, id chunk.ID) (bool, error) {
+	s.mu.Lock()
+	_, ok := s.mem[id]
+	s.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	_, _, err := s.locate(id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (s *Store) locate(id chunk.ID) (index.Chunk, index.Segment, error) {
+	var c index.Chunk
+	var seg index.Segment
+	err := s.db.View(func(txn *badger.Txn) error {
+		var found bool
+		var err error
+		if c, found, err = index.GetChunk(txn, id); err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("chunk %s: %w", id.Short(), ErrNotFound)
+		}
+		if seg, found, err = index.GetSegment(txn, c.Segment); err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("chunk %s: segment %016x not in index: %w", id.Short(), c.Segment, ErrNotFound)
+		}
+		return nil
+	})
+	return c, seg, err
+}
+
+func (s *Store) readChunk(ctx context.Context, id chunk.ID, loc index.Chunk, seg index.Segment) ([]byte, error) {
+	sealed := make([]byte, loc.Length)
+	err := s.readHealthy(ctx, loc.Segment, seg, int64(loc.Offset), sealed)
+	if err == nil {
+		plain, oerr := s.keys.Open(nil, sealed, id)
+		if oerr == nil {
+			return plain, nil
+		}
+		err = oerr
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	bad, verr := s.readVerified(ctx, loc.Segment, seg, int64(loc.Offset), sealed)
+	if verr != nil {
+		var de *DamageError
+		if errors.As(verr, &de) {
+			de.Chunk = id
+		}
+		return nil, verr
+	}
+	plain, oerr := s.keys.Open(nil, sealed, id)
+	if oerr != nil {
+		return nil, &DamageError{Segment: loc.Segment, Chunk: id, Bad: bad, K: seg.K, M: seg.M, Err: oerr}
+	}
+	s.noteDamage(loc.Segment, bad, err)
+	return plain, nil
+}
+
+// noteDamage logs a segment that needed reconstruction, once per segment.
+func (s *Store) noteDamage(seg uint64, bad []int, cause error) {
+	s.mu.Lock()
+	s.stats.DegradedReads++
+	first := !s.damaged[seg]
+	s.damaged[seg] = true
+	s.mu.Unlock()
+	if first {
+		s.log.Warn("segment damaged, read reconstructed from parity; run scrub --repair", "segment", segName(seg), "bad_shards", bad, "cause", cause)
+	}
+}
+
+// readHealthy reads segment bytes [off, off+len(p)) from the data shards.
+func (s *Store) readHealthy(ctx context.Context, segID uint64, seg index.Segment, off int64, p []byte) error {
+	L := erasure.ShardLen(seg.SegLen, seg.K)
+	for len(p) > 0 {
+		i := int(off / L)
+		local := off % L
+		n := min(int64(len(p)), L-local)
+		if err := s.backends[i].GetRange(ctx, segName(segID), erasure.HeaderSize+local, p[:n]); err != nil {
+			return fmt.Errorf("read shard %d of segment %016x: %w", i, segID, err)
+		}
+		p, off = p[n:], off+n
+	}
+	return nil
+}
+
+// shardPiece is one shard's checked slice of a block-aligned range.
+type shardPiece struct {
+	data []byte
+	bad  map[int]bool // bad block numbers; nil data means all bad
+}
+
+// readVerified fills p with segment bytes [off, off+len(p)), checking every
+// block it reads and reconstructing bad ones from parity. It returns the
+// shards found bad.
+func (s *Store) readVerified(ctx context.Context, segID uint64, seg index.Segment, off int64, p []byte) ([]int, error) {
+	L := erasure.ShardLen(seg.SegLen, seg.K)
+	n := seg.K + seg.M
+	badShards := map[int]bool{}
+	for len(p) > 0 {
+		d := int(off / L)
+		local := off % L
+		cnt := min(int64(len(p)), L-local)
+		first := int(local / erasure.BlockSize)
+		last := int((local + cnt - 1) / erasure.BlockSize)
+		lo := int64(first) * erasure.BlockSize
+		hi := min(int64(last+1)*erasure.BlockSize, L)
+		pieces := make([]shardPiece, n)
+		// The data shard alone is enough when its blocks check out.
+		pieces[d] = s.readPiece(ctx, segID, d, L, first, lo, hi)
+		if pieces[d].data == nil || len(pieces[d].bad) > 0 {
+			g, gctx := errgroup.WithContext(ctx)
+			for j := range n {
+				if j != d {
+					g.Go(func() error {
+						pieces[j] = s.readPiece(gctx, segID, j, L, first, lo, hi)
+						return nil
+					})
+				}
+			}
+			g.Wait()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			for j, pc := range pieces {
+				if pc.data == nil || len(pc.bad) > 0 {
+					badShards[j] = true
+				}
+			}
+			if err := s.reconstructRange(pieces, first, lo, hi, true); err != nil {
+				return nil, &DamageError{Segment: segID, Bad: sortedKeys(badShards), K: seg.K, M: seg.M, Err: err}
+			}
+		}
+		copy(p[:cnt], pieces[d].data[local-lo:])
+		p, off = p[cnt:], off+cnt
+	}
+	return sortedKeys(badShards), nil
+}
+
+func sortedKeys(m map[int]bool) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// readPiece reads shard j's data bytes [lo, hi) and the checksums of blocks
+// first.. and checks them.
+func (s *Store) readPiece(ctx context.Context, segID uint64, j int, L int64, first int, lo, hi int64) shardPiece {
+	data := make([]byte, hi-lo)
+	nb := erasure.Blocks(hi-lo) // lo is block aligned
+	table := make([]byte, 4*nb)
+	name := segName(segID)
+	if err := s.backends[j].GetRange(ctx, name, erasure.HeaderSize+lo, data); err != nil {
+		return shardPiece{}
+	}
+	if err := s.backends[j].GetRange(ctx, name, erasure.TableOffset(L)+4*int64(first), table); err != nil {
+		return shardPiece{}
+	}
+	bad := map[int]bool{}
+	for _, b := range erasure.BadBlocks(segID, j, first, data, table) {
+		bad[b] = true
+	}
+	return shardPiece{data: data, bad: bad}
+}
+
+// reconstructRange repairs, in place, the bad blocks of every piece of a
+// block-aligned shard range [lo, hi) starting at block first. Blocks are
+// reconstructed row by row when different shards fail in different rows.
+func (s *Store) reconstructRange(pieces []shardPiece, first int, lo, hi int64, dataOnly bool) error {
+	n := len(pieces)
+	union := map[int]bool{}
+	for j, pc := range pieces {
+		if pc.data == nil || len(pc.bad) > 0 {
+			union[j] = true
+		}
+	}
+	rows := [][2]int64{{lo, hi}} // one pass over the whole range when possible
+	if n-len(union) < s.k {
+		rows = rows[:0]
+		for b := lo; b < hi; b += erasure.BlockSize {
+			rows = append(rows, [2]int64{b, min(b+erasure.BlockSize, hi)})
+		}
+	}
+	for _, r := range rows {
+		shards := make([][]byte, n)
+		var missing []int
+		for j, pc := range pieces {
+			ok := pc.data != nil
+			if ok && len(rows) == 1 {
+				ok = len(pc.bad) == 0
+			} else if ok {
+				ok = !pc.bad[first+int((r[0]-lo)/erasure.BlockSize)]
+			}
+			if ok {
+				shards[j] = pc.data[r[0]-lo : r[1]-lo]
+			} else {
+				missing = append(missing, j)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if err := s.coder.Reconstruct(shards, dataOnly); err != nil {
+			return fmt.Errorf("shard bytes %d..%d: %w", r[0], r[1], err)
+		}
+		for _, j := range missing {
+			if shards[j] == nil {
+				continue // parity not restored on a data-only read
+			}
+			if pieces[j].data == nil {
+				pieces[j].data = make([]byte, hi-lo)
+			}
+			copy(pieces[j].data[r[0]-lo:], shards[j])
+		}
+	}
+	return nil
+}

@@ -1,0 +1,335 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-backup/strata/store/chunk"
+	"github.com/strata-backup/strata/store/index"
+)
+
+// memChunk is a chunk that is not (yet) in the index: being sealed, in the
+// open segment, or in a segment being sealed. Fields guarded by Store.mu.
+type memChunk struct {
+	kind  chunk.Kind
+	refs  int64
+	plain []byte  // while the chunk is being sealed; nil once appended
+	seg   *segBuf // once appended
+	off   int
+	n     int
+	jRefs int64 // refs as last written to the journal; -1: not journaled
+}
+
+// segBuf is a segment in memory. buf only grows by appending, and the
+// bytes below len(buf) never change, so readers may use them without the
+// lock once they have the slice.
+type segBuf struct {
+	id     uint64
+	buf    []byte     // guarded by Store.mu (the slice header)
+	chunks []segChunk // guarded by Store.mu
+	repack bool       // written by GC: refs come from the index
+	full   []byte     // segment bytes with trailer, built once by seal
+
+	jmu     sync.Mutex // guards the journal fields and the journal file
+	jf      *os.File
+	jOff    int64
+	jChunks int // guarded by Store.mu: chunks written to the journal
+}
+
+type segChunk struct {
+	id   chunk.ID
+	kind chunk.Kind
+	off  uint32
+	n    uint32
+	refs int64 // for replayed segments: refs recorded in the journal
+}
+
+// Put stores data as a chunk of kind (unless a chunk with the same id
+// exists) and adds one reference to it. It returns before the chunk is
+// durable: Flush makes it so. Encryption runs in the background; a full
+// disk found while sealing an earlier segment fails later Puts and Flush
+// with an error matching ErrNoSpace and syscall.ENOSPC.
+func (s *Store) Put(ctx context.Context, kind chunk.Kind, data []byte) (chunk.ID, bool, error) {
+	if kind != chunk.KindData && kind != chunk.KindMeta {
+		return chunk.ID{}, false, fmt.Errorf("put chunk: invalid kind %v", kind)
+	}
+	if err := ctx.Err(); err != nil {
+		return chunk.ID{}, false, err
+	}
+	id := s.keys.ID(data)
+	s.mu.Lock()
+	hasFailed := len(s.failed) > 0
+	s.mu.Unlock()
+	if hasFailed {
+		if err := s.retryFailed(ctx); err != nil {
+			return id, false, fmt.Errorf("put chunk %s: %w", id.Short(), classify(err))
+		}
+	}
+	if dup, err := s.dedup(id); dup || err != nil {
+		return id, false, err
+	}
+	select {
+	case s.workers <- struct{}{}:
+	case <-ctx.Done():
+		return id, false, ctx.Err()
+	}
+	s.mu.Lock()
+	if dup, err := s.dedupLocked(id); dup || err != nil {
+		s.mu.Unlock()
+		<-s.workers
+		return id, false, err
+	}
+	m := &memChunk{kind: kind, refs: 1, plain: bytes.Clone(data), jRefs: -1}
+	s.mem[id] = m
+	s.inflight++
+	s.workWG.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.workWG.Done()
+		defer func() { <-s.workers }()
+		sealed := s.keys.Seal(nil, m.plain, id)
+		s.appendChunk(id, m, sealed)
+	}()
+	return id, true, nil
+}
+
+func (s *Store) dedup(id chunk.ID) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dedupLocked(id)
+}
+
+// dedupLocked adds a reference if id is already stored. Called with mu.
+func (s *Store) dedupLocked(id chunk.ID) (bool, error) {
+	if s.closed {
+		return false, ErrClosed
+	}
+	if m, ok := s.mem[id]; ok {
+		m.refs++
+		return true, nil
+	}
+	var found bool
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		_, found, err = index.GetChunk(txn, id)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("put chunk %s: %w", id.Short(), err)
+	}
+	if found {
+		s.deltas[id]++
+	}
+	return found, nil
+}
+
+// newSegLocked allocates an empty segment buffer. Called with mu.
+func (s *Store) newSegLocked(minCap int) *segBuf {
+	// Slack above SegmentSize lets the chunk that crosses the limit land
+	// without moving the buffer (chunks are at most 8 MiB + overhead).
+	c := max(s.cfg.SegmentSize+(9<<20), minCap)
+	seg := &segBuf{id: s.nextSeg, buf: make([]byte, 0, c)}
+	s.nextSeg++
+	return seg
+}
+
+// appendChunk adds a sealed chunk to the open segment and hands the segment
+// to the sealer when it is full. The hand-off blocks while the sealer is
+// busy, which is what bounds memory under a fast producer.
+func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
+	var handoff []*segBuf
+	s.mu.Lock()
+	for s.pendingSeals >= maxPendingSeals {
+		s.cond.Wait()
+	}
+	if s.open != nil && len(s.open.buf)+len(sealed) > cap(s.open.buf) {
+		handoff = append(handoff, s.open)
+		s.open = nil
+	}
+	if s.open == nil {
+		s.open = s.newSegLocked(len(sealed))
+	}
+	seg := s.open
+	off := len(seg.buf)
+	seg.buf = append(seg.buf, sealed...)
+	seg.chunks = append(seg.chunks, segChunk{id: id, kind: m.kind, off: uint32(off), n: uint32(len(sealed))})
+	m.seg, m.off, m.n, m.plain = seg, off, len(sealed), nil
+	s.inflight--
+	if len(seg.buf) >= s.cfg.SegmentSize {
+		handoff = append(handoff, seg)
+		s.open = nil
+	}
+	s.pendingSeals += len(handoff)
+	for _, h := range handoff {
+		s.sealQ <- h // never blocks: cap(sealQ) > maxPendingSeals
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// maxPendingSeals bounds segments waiting for or in sealing: one being
+// written while the next waits keeps the disk busy, and with the open
+// segment that is three segments of memory.
+const maxPendingSeals = 2
+
+// sealer seals full segments one at a time in the background.
+func (s *Store) sealer() {
+	defer s.sealWG.Done()
+	for seg := range s.sealQ {
+		err := s.sealSegment(context.Background(), seg)
+		s.mu.Lock()
+		if err != nil {
+			s.failed = append(s.failed, seg)
+			s.sealErr = err
+			s.log.Error("seal segment", "segment", fmt.Sprintf("%016x", seg.id), "err", err)
+		}
+		s.pendingSeals--
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	}
+}
+
+// retryFailed seals again the segments whose sealing failed (for example
+// on a full disk that has since been cleared).
+func (s *Store) retryFailed(ctx context.Context) error {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	s.mu.Lock()
+	failed := append([]*segBuf(nil), s.failed...)
+	s.mu.Unlock()
+	for _, seg := range failed {
+		if err := s.sealSegment(ctx, seg); err != nil {
+			s.mu.Lock()
+			s.sealErr = err
+			s.mu.Unlock()
+			return err
+		}
+		s.mu.Lock()
+		for i, f := range s.failed {
+			if f == seg {
+				s.failed = append(s.failed[:i], s.failed[i+1:]...)
+				break
+			}
+		}
+		if len(s.failed) == 0 {
+			s.sealErr = nil
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Release drops one reference per occurrence of each id. A chunk whose
+// count reaches zero is garbage for GC. Like Put, the change is durable at
+// the next Flush.
+func (s *Store) Release(ctx context.Context, ids []chunk.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	for _, id := range ids {
+		if m, ok := s.mem[id]; ok {
+			if m.refs > 0 {
+				m.refs--
+			} else {
+				s.log.Warn("release of unreferenced chunk", "chunk", id.Short())
+			}
+			continue
+		}
+		s.deltas[id]--
+	}
+	return nil
+}
+
+// Flush makes every Put and Release that returned before it durable: it
+// waits for chunks being sealed, for segments being written, retries
+// segments that failed, journals the open segment with fsync and commits
+// reference changes to the index.
+func (s *Store) Flush(ctx context.Context) error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.mu.Lock()
+	for s.inflight > 0 || s.pendingSeals > 0 {
+		s.cond.Wait()
+	}
+	hasFailed := len(s.failed) > 0
+	s.mu.Unlock()
+	if hasFailed {
+		if err := s.retryFailed(ctx); err != nil {
+			return fmt.Errorf("flush: %w", classify(err))
+		}
+	}
+	if err := s.journalOpen(); err != nil {
+		return fmt.Errorf("flush: %w", classify(err))
+	}
+	if err := s.applyDeltas(); err != nil {
+		return fmt.Errorf("flush: %w", classify(err))
+	}
+	return nil
+}
+
+// applyDeltas commits reference changes of indexed chunks.
+func (s *Store) applyDeltas() error {
+	s.idxMu.Lock()
+	defer s.idxMu.Unlock()
+	s.mu.Lock()
+	pending := s.deltas
+	s.deltas = map[chunk.ID]int64{}
+	s.mu.Unlock()
+	if len(pending) == 0 {
+		return nil
+	}
+	ids := make([]chunk.ID, 0, len(pending))
+	for id := range pending {
+		ids = append(ids, id)
+	}
+	requeue := func(rest []chunk.ID) {
+		s.mu.Lock()
+		for _, id := range rest {
+			s.deltas[id] += pending[id]
+		}
+		s.mu.Unlock()
+	}
+	// Small transactions, each committed before its ids leave pending,
+	// so a failure re-queues exactly what was not applied.
+	const per = 1000
+	for len(ids) > 0 {
+		part := ids[:min(per, len(ids))]
+		err := s.db.Update(func(txn *badger.Txn) error {
+			for _, id := range part {
+				c, found, err := index.GetChunk(txn, id)
+				if err != nil {
+					return err
+				}
+				if !found {
+					s.log.Warn("reference change for unknown chunk", "chunk", id.Short(), "delta", pending[id])
+					continue
+				}
+				c.Refs += pending[id]
+				if c.Refs < 0 {
+					s.log.Warn("chunk released more often than referenced", "chunk", id.Short())
+					c.Refs = 0
+				}
+				if err := txn.Set(index.ChunkKey(id), c.Marshal()); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			requeue(ids)
+			return fmt.Errorf("commit reference counts: %w", err)
+		}
+		ids = ids[len(part):]
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync index: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/strata-backup/strata/store/chunk"
+	"github.com/strata-backup/strata/store/crypt"
+	"github.com/strata-backup/strata/store/erasure"
+	"github.com/strata-backup/strata/store/index"
+)
+
+// A segment is its chunks' sealed bytes back to back, then a trailer that
+// lets RebuildIndex work from the shards alone:
+//
+//	sealed trailer | trailer length (4, LE) | "STRT"
+//
+// The trailer plaintext is a count and one entry per chunk (id 32, kind 1,
+// offset 4, length 4), sealed with the chunk keys under an id derived from
+// the segment id, so it is encrypted, authenticated and bound to its
+// segment.
+const (
+	trailerEntry = 41
+	tailLen      = 8
+)
+
+var trailerMagic = []byte("STRT")
+
+func segName(id uint64) string { return fmt.Sprintf("%016x", id) }
+
+func (s *Store) trailerID(seg uint64) chunk.ID {
+	var id chunk.ID
+	copy(id[:], s.keys.MAC("strata segment trailer", binary.BigEndian.AppendUint64(nil, seg)))
+	return id
+}
+
+// buildFull returns the segment bytes with the trailer, building them once
+// so retries write identical shards.
+func (s *Store) buildFull(seg *segBuf) []byte {
+	if seg.full != nil {
+		return seg.full
+	}
+	s.mu.Lock()
+	buf, chunks := seg.buf, seg.chunks
+	s.mu.Unlock()
+	plain := make([]byte, 4, 4+trailerEntry*len(chunks))
+	binary.LittleEndian.PutUint32(plain, uint32(len(chunks)))
+	for _, c := range chunks {
+		plain = append(plain, c.id[:]...)
+		plain = append(plain, byte(c.kind))
+		plain = binary.LittleEndian.AppendUint32(plain, c.off)
+		plain = binary.LittleEndian.AppendUint32(plain, c.n)
+	}
+	sealed := s.keys.Seal(nil, plain, s.trailerID(seg.id))
+	// Appending into buf's spare capacity is safe: nobody reads beyond
+	// len(buf), and the chunks below it are not touched.
+	full := append(buf[:len(buf):cap(buf)], sealed...)
+	full = binary.LittleEndian.AppendUint32(full, uint32(len(sealed)))
+	full = append(full, trailerMagic...)
+	seg.full = full
+	return full
+}
+
+// parseTrailer decodes a segment's trailer entries, given its last bytes
+// via read(off, n).
+func (s *Store) parseTrailer(segID uint64, segLen int64, read func(off int64, n int) ([]byte, error)) ([]segChunk, error) {
+	if segLen < tailLen+crypt.Overhead {
+		return nil, fmt.Errorf("segment %016x: %d bytes, too short for a trailer", segID, segLen)
+	}
+	tail, err := read(segLen-tailLen, tailLen)
+	if err != nil {
+		return nil, err
+	}
+	if string(tail[4:]) != string(trailerMagic) {
+		return nil, fmt.Errorf("segment %016x: trailer magic missing", segID)
+	}
+	n := int64(binary.LittleEndian.Uint32(tail))
+	if n > segLen-tailLen {
+		return nil, fmt.Errorf("segment %016x: trailer length %d out of range", segID, n)
+	}
+	sealed, err := read(segLen-tailLen-n, int(n))
+	if err != nil {
+		return nil, err
+	}
+	plain, err := s.keys.Open(nil, sealed, s.trailerID(segID))
+	if err != nil {
+		return nil, fmt.Errorf("segment %016x trailer: %w", segID, err)
+	}
+	if len(plain) < 4 {
+		return nil, fmt.Errorf("segment %016x: trailer too short", segID)
+	}
+	count := int(binary.LittleEndian.Uint32(plain))
+	plain = plain[4:]
+	if len(plain) != count*trailerEntry {
+		return nil, fmt.Errorf("segment %016x: trailer has %d bytes for %d entries", segID, len(plain), count)
+	}
+	out := make([]segChunk, count)
+	for i := range out {
+		e := plain[i*trailerEntry:]
+		copy(out[i].id[:], e[:32])
+		out[i].kind = chunk.Kind(e[32])
+		out[i].off = binary.LittleEndian.Uint32(e[33:])
+		out[i].n = binary.LittleEndian.Uint32(e[37:])
+		if int64(out[i].off)+int64(out[i].n) > segLen-tailLen-n {
+			return nil, fmt.Errorf("segment %016x: trailer entry %d out of range", segID, i)
+		}
+	}
+	return out, nil
+}
+
+// writeShards encodes segment bytes and writes all K+M shard files.
+func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) error {
+	files, err := s.coder.Encode(segID, full)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for i, f := range files {
+		g.Go(func() error {
+			if err := s.backends[i].Put(gctx, segName(segID), f); err != nil {
+				return fmt.Errorf("write shard %d of segment %016x: %w", i, segID, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// sealSegment writes a segment's shards (durably), then its index entries,
+// then syncs the index, then drops its journal: at every crash point the
+// chunks are either still in the journal or fully indexed.
+func (s *Store) sealSegment(ctx context.Context, seg *segBuf) error {
+	full := s.buildFull(seg)
+	if err := s.writeShards(ctx, seg.id, full); err != nil {
+		return classify(err)
+	}
+	if err := s.commitSegment(seg, int64(len(full))); err != nil {
+		return classify(err)
+	}
+	if err := s.db.Sync(); err != nil {
+		return classify(fmt.Errorf("sync index: %w", err))
+	}
+	s.removeJournal(seg)
+	return nil
+}
+
+func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
+	s.idxMu.Lock()
+	defer s.idxMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := index.NewBatch(s.db)
+	defer b.Discard()
+	for _, c := range seg.chunks {
+		rec := index.Chunk{Segment: seg.id, Offset: c.off, Length: c.n, Kind: c.kind, Refs: c.refs}
+		old, found, err := index.GetChunk(b.Txn(), c.id)
+		if err != nil {
+			return err
+		}
+		switch m := s.mem[c.id]; {
+		case m != nil && m.seg == seg:
+			rec.Refs = m.refs
+		case seg.repack:
+			if !found {
+				continue // freed since the repack read it
+			}
+			rec.Refs = old.Refs
+		case found && old.Segment == seg.id:
+			// A replay after a partial commit of this segment.
+		case found:
+			// A replayed chunk that is indexed elsewhere already:
+			// keep that copy and add the journaled references.
+			old.Refs += c.refs
+			rec = old
+		}
+		if err := b.Set(index.ChunkKey(c.id), rec.Marshal()); err != nil {
+			return err
+		}
+	}
+	next := s.nextSeg
+	if next <= seg.id {
+		next = seg.id + 1
+	}
+	if err := b.Set(index.NextSegmentKey, binary.BigEndian.AppendUint64(nil, next)); err != nil {
+		return err
+	}
+	// The segment record goes last: replay takes its presence to mean
+	// every chunk entry is in.
+	rec := index.Segment{SegLen: segLen, K: s.k, M: s.m, Chunks: len(seg.chunks)}
+	if err := b.Set(index.SegmentKey(seg.id), rec.Marshal()); err != nil {
+		return err
+	}
+	if err := b.Commit(); err != nil {
+		return err
+	}
+	added := 0
+	for _, c := range seg.chunks {
+		if m := s.mem[c.id]; m != nil && m.seg == seg {
+			delete(s.mem, c.id)
+			added++
+		} else if !seg.repack {
+			added++
+		}
+	}
+	s.stats.Chunks += int64(added)
+	s.stats.Segments++
+	s.stats.SegmentBytes += segLen
+	s.stats.ShardBytes += int64(s.k+s.m) * erasure.FileSize(erasure.ShardLen(segLen, s.k))
+	return nil
+}
+
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }

@@ -1,0 +1,148 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/strata-backup/strata/store/chunk"
+	"github.com/strata-backup/strata/store/crypt"
+)
+
+func checkAll(t *testing.T, s *Store, want map[[32]byte][]byte) {
+	t.Helper()
+	for id, b := range want {
+		got, err := s.Get(context.Background(), id)
+		if err != nil {
+			t.Fatalf("Get %x: %v", id[:4], err)
+		}
+		if !bytes.Equal(got, b) {
+			t.Fatalf("Get %x: %d bytes differ from the %d put", id[:4], len(got), len(b))
+		}
+	}
+}
+
+func TestRoundTripAndReopen(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 4, 2)
+	s := openStore(t, dir, cfg, Options{})
+	want := putRandom(t, s, 1, 60, 200_000)
+	checkAll(t, s, want) // from memory and sealed segments
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, s, want)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, cfg, Options{})
+	checkAll(t, s, want)
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Chunks != int64(len(want)) || st.Segments < 2 || st.Capacity == 0 || st.Free == 0 {
+		t.Fatalf("Stats = %+v, want %d chunks in several segments", st, len(want))
+	}
+	if _, err := s.Get(ctx, chunk.ID{9}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get unknown = %v, want ErrNotFound", err)
+	}
+	if ok, err := s.Has(ctx, chunk.ID{9}); ok || err != nil {
+		t.Fatalf("Has unknown = %v, %v", ok, err)
+	}
+}
+
+func TestDedup(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	data := bytes.Repeat([]byte("strata dedup "), 50_000)
+	id1, added1, err := s.Put(ctx, chunk.KindData, data)
+	if err != nil || !added1 {
+		t.Fatalf("first Put: added=%v err=%v", added1, err)
+	}
+	id2, added2, err := s.Put(ctx, chunk.KindData, data)
+	if err != nil || added2 || id1 != id2 {
+		t.Fatalf("second Put: id equal=%v added=%v err=%v", id1 == id2, added2, err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, added3, _ := s.Put(ctx, chunk.KindData, data); added3 {
+		t.Fatal("Put after Flush stored a duplicate")
+	}
+	s.Close()
+	s = openStore(t, dir, cfg, Options{})
+	if _, added, _ := s.Put(ctx, chunk.KindData, data); added {
+		t.Fatal("Put after reopen stored a duplicate")
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := refsOf(t, s, id1); r != 4 {
+		t.Fatalf("refs = %d, want 4", r)
+	}
+	st, _ := s.Stats(ctx)
+	if st.Chunks != 1 {
+		t.Fatalf("Stats.Chunks = %d, want 1", st.Chunks)
+	}
+}
+
+func refsOf(t *testing.T, s *Store, id chunk.ID) int64 {
+	t.Helper()
+	s.mu.Lock()
+	if m, ok := s.mem[id]; ok {
+		defer s.mu.Unlock()
+		return m.refs
+	}
+	s.mu.Unlock()
+	loc, _, err := s.locate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc.Refs
+}
+
+func TestLocked(t *testing.T) {
+	dir, cfg := testRepo(t, 2, 1)
+	openStore(t, dir, cfg, Options{})
+	_, err := Open(context.Background(), dir, cfg, crypt.NewKeys(testMaster), Options{})
+	var le *LockedError
+	if !errors.As(err, &le) || le.PID != os.Getpid() || !strings.Contains(err.Error(), "repository is locked by PID") {
+		t.Fatalf("second Open = %v, want LockedError with our PID", err)
+	}
+}
+
+func TestCreateRefusesExisting(t *testing.T) {
+	dir, cfg := testRepo(t, 2, 1)
+	if err := Create(context.Background(), dir, cfg); err == nil {
+		t.Fatal("Create over an existing repository succeeded")
+	}
+}
+
+func TestWrongKey(t *testing.T) {
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	putRandom(t, s, 1, 3, 1000)
+	s.Close()
+	_, err := Open(context.Background(), dir, cfg, crypt.NewKeys([32]byte{7}), Options{})
+	if err == nil || !strings.Contains(err.Error(), "key") {
+		t.Fatalf("Open with another key = %v, want a key mismatch", err)
+	}
+}
+
+func TestMissingShardDir(t *testing.T) {
+	dir, cfg := testRepo(t, 2, 1)
+	if err := os.RemoveAll(filepath.Join(dir, "shards", "1")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(context.Background(), dir, cfg, crypt.NewKeys(testMaster), Options{})
+	var se *ShardDirError
+	if !errors.As(err, &se) || se.Index != 1 || !strings.Contains(err.Error(), "scrub --repair") {
+		t.Fatalf("Open with a missing shard dir = %v", err)
+	}
+}
