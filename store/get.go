@@ -213,7 +213,7 @@ func sortedKeys(m map[int]bool) []int {
 // first.. and checks them.
 func (s *Store) readPiece(ctx context.Context, segID uint64, j int, L int64, first int, lo, hi int64) shardPiece {
 	data := make([]byte, hi-lo)
-	nb := erasure.Blocks(hi-lo) // lo is block aligned
+	nb := erasure.Blocks(hi - lo) // lo is block aligned
 	table := make([]byte, 4*nb)
 	name := segName(segID)
 	if err := s.backends[j].GetRange(ctx, name, erasure.HeaderSize+lo, data); err != nil {

@@ -53,7 +53,7 @@ func TestLocateAndReconstruct(t *testing.T) {
 	files, _ := c.Encode(1, seg)
 	L := ShardLen(int64(len(seg)), k)
 	files[1][HeaderSize+2*BlockSize+5] ^= 0x40 // block 2 of shard 1
-	files[4][HeaderSize+0] ^= 1                 // block 0 of shard 4 (parity)
+	files[4][HeaderSize+0] ^= 1                // block 0 of shard 4 (parity)
 	for i, want := range map[int][]int{1: {2}, 4: {0}, 0: nil} {
 		ch := Verify(files[i], 1, i, int64(len(seg)), k)
 		if ch.Err != nil || len(ch.Bad) != len(want) || (len(want) > 0 && ch.Bad[0] != want[0]) {
