@@ -11,7 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	
+
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-backup/strata/layers"

@@ -40,18 +40,74 @@ type treeFS struct {
 	errs  *errLog
 	dirs  handles[*dirHandle]
 	files handles[*fileHandle]
+	open  openInodes
 }
 
-// fileHandle is an open file. Reads and writes go by inode; the handle
-// remembers the last attributes seen so fstat(2) on a file unlinked while
-// open still answers (with nlink 0), as POSIX wants, after layers has
-// dropped the inode.
+// fileHandle is an open file. Reads and writes go by inode.
 type fileHandle struct {
-	ino      layers.Ino
+	oi       *openInode
 	writable bool
+}
 
-	mu   sync.Mutex // guards attr
-	attr layers.Attr
+// openInode remembers the last attributes of an open inode so fstat(2) on
+// a file unlinked while open still answers (nlink 0) after layers dropped
+// the inode, as POSIX wants.
+type openInode struct {
+	ino  layers.Ino
+	refs int         // guarded by openInodes.mu
+	attr layers.Attr // guarded by openInodes.mu
+}
+
+// openInodes tracks the inodes with open file handles.
+type openInodes struct {
+	mu sync.Mutex // guards m and the openInode fields
+	m  map[layers.Ino]*openInode
+}
+
+func (o *openInodes) open(a layers.Attr) *openInode {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = make(map[layers.Ino]*openInode)
+	}
+	oi := o.m[a.Ino]
+	if oi == nil {
+		oi = &openInode{ino: a.Ino}
+		o.m[a.Ino] = oi
+	}
+	oi.refs++
+	oi.attr = a
+	return oi
+}
+
+func (o *openInodes) release(oi *openInode) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if oi.refs--; oi.refs == 0 {
+		delete(o.m, oi.ino)
+	}
+}
+
+// seen records fresh attributes of ino if it is open.
+func (o *openInodes) seen(a layers.Attr) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if oi := o.m[a.Ino]; oi != nil {
+		oi.attr = a
+	}
+}
+
+// orphan returns the last attributes of an open inode layers no longer has.
+func (o *openInodes) orphan(ino layers.Ino) (layers.Attr, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	oi := o.m[ino]
+	if oi == nil {
+		return layers.Attr{}, false
+	}
+	a := oi.attr
+	a.Nlink = 0
+	return a, true
 }
 
 func newTreeFS(tree *layers.Tree, st *layers.Staging, base uint64, cache cacheTimes, opts Options, errs *errLog) *treeFS {
@@ -129,23 +185,15 @@ func (f *treeFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 func (f *treeFS) Forget(nodeid, nlookup uint64) {}
 
 func (f *treeFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-	a, err := f.tree.GetAttr(newCtx(cancel), f.ino(in.NodeId))
-	var fh *fileHandle
-	if in.Flags()&fuse.FUSE_GETATTR_FH != 0 {
-		fh, _ = f.files.get(in.Fh())
-	}
-	switch {
-	case err == nil && fh != nil:
-		fh.mu.Lock()
-		fh.attr = a
-		fh.mu.Unlock()
-	case errors.Is(err, layers.ErrNotFound) && fh != nil:
-		fh.mu.Lock()
-		a = fh.attr
-		fh.mu.Unlock()
-		a.Nlink = 0
-	case err != nil:
-		return f.status("getattr", err)
+	ino := f.ino(in.NodeId)
+	a, err := f.tree.GetAttr(newCtx(cancel), ino)
+	if err == nil {
+		f.open.seen(a)
+	} else {
+		var ok bool
+		if a, ok = f.open.orphan(ino); !ok || !errors.Is(err, layers.ErrNotFound) {
+			return f.status("getattr", err)
+		}
 	}
 	out.SetTimeout(f.cache.attr)
 	f.fillAttr(a, &out.Attr)
@@ -172,7 +220,7 @@ func (f *treeFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return fuse.Status(syscall.EISDIR)
 	}
-	out.Fh = f.files.add(&fileHandle{ino: a.Ino, writable: writable, attr: a})
+	out.Fh = f.files.add(&fileHandle{oi: f.open.open(a), writable: writable})
 	if f.cache.keepCache {
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
 	}
@@ -243,8 +291,12 @@ func seekExtents(ctx context.Context, size, off int64, data bool, extents func(c
 
 func (f *treeFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	h, ok := f.files.get(in.Fh)
+	if !ok {
+		return
+	}
 	f.files.remove(in.Fh)
-	if ok && h.writable && f.st != nil {
+	f.open.release(h.oi)
+	if h.writable && f.st != nil {
 		// flush already started chunking; this catches handles whose
 		// last flush failed or raced with another writer.
 		if err := f.st.FlushFile(newCtx(cancel), f.ino(in.NodeId), false); err != nil {
