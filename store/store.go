@@ -55,7 +55,8 @@ type Store struct {
 	sealWG  sync.WaitGroup
 	workWG  sync.WaitGroup
 
-	flushMu sync.Mutex // serializes Flush, GC, Scrub repair and RebuildIndex
+	flushMu sync.Mutex // serializes Flush
+	maintMu sync.Mutex // serializes Scrub, GC and RebuildIndex
 	idxMu   sync.Mutex // serializes read-modify-write of chunk records
 	retryMu sync.Mutex // serializes retries of failed seals
 

@@ -145,6 +145,9 @@ type Check struct {
 	// footer is unusable, Err is set and Bad is nil.
 	Bad []int
 	Err error
+	// HeaderDamaged means only the header is bad: Bad is still valid, as
+	// checksums are seeded with the expected identity.
+	HeaderDamaged bool
 }
 
 // Verify checks a complete shard file against what the segment record says
@@ -171,7 +174,7 @@ func Verify(file []byte, seg uint64, index int, segLen int64, k int) Check {
 	}
 	bad := BadBlocks(seg, index, 0, file[HeaderSize:tOff], table)
 	if err != nil {
-		return Check{Header: h, Bad: bad, Err: err}
+		return Check{Header: h, Bad: bad, Err: err, HeaderDamaged: true}
 	}
 	return Check{Header: h, Bad: bad}
 }

@@ -1,0 +1,76 @@
+// Package store is strata's extent store: it keeps chunks (pieces of file
+// or block data, and layers' metadata records) deduplicated, compressed,
+// encrypted and Reed–Solomon coded across K+M shard directories, indexed in
+// an encrypted badger database.
+//
+// # Data path
+//
+// Put hashes the plaintext to its id (keyed BLAKE3, store/crypt) and
+// deduplicates by id, adding a reference. New chunks are sealed
+// (compressed if it pays, AES-GCM with the id as associated data) by a
+// pool of workers and appended to the open segment; Put returns as soon as
+// the chunk is queued. A full segment (Config.SegmentSize, 32 MiB by
+// default) goes to a background sealer that appends an encrypted trailer
+// listing its chunks, splits it into K data + M parity shard files
+// (store/erasure; data shards hold the segment bytes verbatim, every 64 KiB
+// block checksummed), writes each to its shard dir with fsync and rename,
+// then commits the chunk and segment records to the index. At most two
+// segments wait for or are in sealing; beyond that appends wait, which
+// bounds memory to a few segments.
+//
+// Get reads the sealed bytes straight from the data shard(s) and opens
+// them; AEAD authentication is the check. If a shard is missing or the
+// chunk does not authenticate, every shard's covering blocks are read and
+// checked against their checksums, bad blocks are reconstructed from any K
+// good ones, and the damage is logged (once per segment) for scrub to
+// repair. With more than M bad shards in a block row Get returns a
+// *DamageError naming segment and chunk; damaged bytes are never returned.
+//
+// # Durability
+//
+// Flush waits for queued chunks and segments being sealed, appends the
+// open segment's new chunks and changed reference counts to its journal
+// (REPO/journal/<segment>) and fsyncs it, then commits pending reference
+// changes of indexed chunks to the index and syncs it. A kill -9 after
+// Flush returns loses nothing: Open replays and seals leftover journals.
+// Sealing writes shards (fsynced) before index entries point at them, and
+// the segment record goes last; a crash at any point leaves at worst
+// orphan shard files, which Scrub reports and GC deletes. A crash while a
+// Flush is writing may leave chunks whose Put was never acknowledged with
+// one reference; they stay until an index rebuild and recount by layers.
+//
+// # References and garbage
+//
+// Every Put adds a reference, Release drops one; both become durable at
+// Flush. A chunk with no references is garbage. GC deletes segments with
+// only garbage, copies the live chunks out of segments whose garbage share
+// exceeds GCOptions.MaxUnused and then deletes them, and deletes orphans.
+// New data is durable before old index entries are removed, and those go
+// before shard files. Chunks that were Put but are not yet referenced by
+// committed metadata still hold their Put reference, so GC never frees
+// in-flight data.
+//
+// # Index rebuild
+//
+// RebuildIndex reconstructs the chunk and segment records from the shards
+// alone, via each segment's encrypted trailer. Reference counts cannot be
+// recovered from shards: every chunk gets one reference, and layers must
+// recount references from its own records afterwards.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use. One process opens a repository at a
+// time: Open takes REPO/lock (flock, with the PID inside for messages) and
+// fails with *LockedError otherwise. Flush calls are serialized; Scrub, GC
+// and RebuildIndex are serialized with each other but run alongside Put
+// and Get.
+//
+// # Errors
+//
+// ErrNotFound for unknown ids; *DamageError when parity cannot cover the
+// damage; *ShardDirError at Open for a missing or unusable shard dir;
+// *LockedError for a second opener; a full filesystem gives errors that
+// match both ErrNoSpace and syscall.ENOSPC, after which the store stays
+// consistent: the failed segment stays in memory and is written again by
+// the next Put or Flush once space is freed.
+package store
