@@ -52,8 +52,11 @@ func Apply(revs []Revision, p Policy, opts Options) (*Plan, error) {
 
 	items := make([]*item, len(revs))
 	backing := make([]item, len(revs))
+	// Most revisions get a few reasons at most: carve them from one slab.
+	const slab = 3
+	why := make([]Reason, slab*len(revs))
 	for i, r := range revs {
-		backing[i] = item{rev: r, st: newStamp(r.Time, loc), idx: i}
+		backing[i] = item{rev: r, st: newStamp(r.Time, loc), idx: i, why: why[i*slab : i*slab : i*slab+slab]}
 		items[i] = &backing[i]
 	}
 	// Newest first; equal times: later in the input counts as newer.

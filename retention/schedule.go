@@ -95,6 +95,7 @@ func applySchedule(items []*item, s Schedule, now time.Time, loc *time.Location)
 	st := make(map[*item]*state)
 	for _, in := range s.Intervals {
 		cut := in.Every.Mul(in.Keep).Before(now, loc)
+		keepS := strconv.Itoa(in.Keep)
 		seen := 0
 		for _, it := range items {
 			if !slices.Contains(it.rev.Tags, in.Tag) {
@@ -108,7 +109,7 @@ func applySchedule(items []*item, s Schedule, now time.Time, loc *time.Location)
 			}
 			switch {
 			case seen <= in.Keep:
-				it.keepFor(reason("schedule", fmt.Sprintf("%s %d/%d", in.Tag, seen, in.Keep)))
+				it.keepFor(reason("schedule", in.Tag+" "+strconv.Itoa(seen)+"/"+keepS))
 			case !it.rev.Time.Before(cut):
 				it.keepFor(reason("schedule", fmt.Sprintf("%s %d/%d, younger than %s", in.Tag, seen, in.Keep, in.Every.Mul(in.Keep))))
 			default:

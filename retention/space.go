@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -117,9 +118,9 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 	}
 	label := func(i int) string {
 		if near[i] != "" {
-			return fmt.Sprintf("#%d (near %s)", rank[i], near[i])
+			return "#" + strconv.Itoa(rank[i]) + " (near " + near[i] + ")"
 		}
-		return fmt.Sprintf("#%d", rank[i])
+		return "#" + strconv.Itoa(rank[i])
 	}
 
 	if rep.Need > 0 && len(items) > 1 {
@@ -162,8 +163,9 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 			}
 			remove[i] = true
 			rep.Freed += it.rev.freeable()
-			it.gone = append(it.gone, Reason{Rule: s.order(), Period: label(i),
-				Text: fmt.Sprintf("space: %s %s, frees ~%s", s.order(), label(i), formatBytes(it.rev.freeable()))})
+			l := label(i)
+			it.gone = append(it.gone, Reason{Rule: s.order(), Period: l,
+				Text: "space: " + s.order() + " " + l + ", frees ~" + formatBytes(it.rev.freeable())})
 		}
 	}
 	rep.Met = rep.Freed >= rep.Need
@@ -171,9 +173,10 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 		warn = append(warn, fmt.Sprintf("space goal %s not met: removing every revision the other rules and safety rails allow frees ~%s of %s needed",
 			rep.Goal, formatBytes(rep.Freed), formatBytes(rep.Need)))
 	}
+	rule := s.order()
 	for i, it := range items {
 		if !remove[i] {
-			it.keepFor(reason(s.order(), label(i)))
+			it.keepFor(reason(rule, label(i)))
 		}
 	}
 	return rep, warn
