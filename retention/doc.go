@@ -3,9 +3,10 @@
 // Decision per revision comes out, with every reason that keeps it or the
 // reason it goes. It imports only the standard library, reads no clock of
 // its own (Options.Now) and keeps no state; everything is safe for
-// concurrent use. cmd/strata maps its flags onto a Policy (FlagHelp is a
-// ready-made help text), calls Apply, prints the Decisions, and removes
-// Plan.Removed() — this package deletes nothing.
+// concurrent use. cmd/strata embeds Flags in its prune command (kong tags
+// included), turns them into a Policy with Flags.Policy, calls Apply, prints
+// the Decisions, and removes Plan.Removed() — this package deletes nothing.
+// FlagHelp is a ready-made help text of the flags.
 //
 // # Combining rules
 //
@@ -85,9 +86,9 @@
 //
 // Schedule.Due tells `strata commit --schedule NAME` which tags a commit at
 // time t carries: an interval is due unless a revision carrying its tag
-// lies within the interval, less DueTolerance (5% of it, at most an hour), before or after
-// t. The tolerance lets a daily job that starts a minute early still be
-// daily. After missed runs each interval is due once; nothing is
+// lies within the interval, less a tolerance (DueTolerance: 5% of it, at
+// most an hour), before or after t. The tolerance lets a daily job that
+// finishes a few minutes earlier than yesterday still be daily. After missed runs each interval is due once; nothing is
 // back-filled, so a week of downtime yields one daily (and, if due, one
 // weekly) revision.
 //
