@@ -77,6 +77,11 @@ func (s Space) validate() []error {
 	if o := s.order(); o != "importance" && o != "age" {
 		errs = append(errs, &PolicyError{"--space-order", fmt.Sprintf("unknown order %q; use importance or age", o)})
 	}
+	for _, t := range s.Targets {
+		if t.Years < 0 || t.Months < 0 || t.Weeks < 0 || t.Days < 0 || t.Hours < 0 {
+			errs = append(errs, &PolicyError{"--space-targets", fmt.Sprintf("negative target age %s", t)})
+		}
+	}
 	if s.GuardFactor > 0 && s.GuardFactor <= 1 {
 		errs = append(errs, &PolicyError{"--space-guard", fmt.Sprintf("factor %g must be above 1 (or negative to disable)", s.GuardFactor)})
 	}
@@ -111,7 +116,7 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 		}
 	} else {
 		targets := s.Targets
-		if targets == nil {
+		if len(targets) == 0 {
 			targets = DefaultTargets
 		}
 		rankImportance(items, targets, now, loc, rank, near)
@@ -150,7 +155,7 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 	for i := range order {
 		order[i] = i
 	}
-	sort.Slice(order, func(a, b int) bool { return rank[order[a]] > rank[order[b]] })
+	slices.SortFunc(order, func(a, b int) int { return rank[b] - rank[a] })
 	remove := make([]bool, len(items))
 	if !rep.Guarded {
 		for _, i := range order {
@@ -185,8 +190,9 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 // rankImportance implements byteback's ordering: in rounds, each target age
 // in turn claims the not yet ranked revision closest to now minus that age
 // (ties go to the newer); claims are ranked 1, 2, 3, … in that order.
-// A doubly linked "next alive" structure over the time-sorted revisions
-// makes each claim O(log n) instead of byteback's O(n).
+// Union-find "nearest unranked neighbour" links over the time-sorted
+// revisions make each claim O(log n) instead of byteback's O(n), which took
+// about a minute for 900 snapshots by its own account.
 func rankImportance(items []*item, targets []Duration, now time.Time, loc *time.Location, rank []int, near []string) {
 	n := len(items)
 	// asc[k] = index in items of the k-th oldest revision.
@@ -199,14 +205,6 @@ func rankImportance(items []*item, targets []Duration, now time.Time, loc *time.
 	left, right := make([]int, n+2), make([]int, n+2) // union-find over positions, shifted by 1
 	for i := range left {
 		left[i], right[i] = i, i
-	}
-	var find func(p []int, x int) int
-	find = func(p []int, x int) int {
-		for p[x] != x {
-			p[x] = p[p[x]]
-			x = p[x]
-		}
-		return x
 	}
 	tt := make([]int64, len(targets))
 	names := make([]string, len(targets))
@@ -242,4 +240,13 @@ func rankImportance(items []*item, targets []Duration, now time.Time, loc *time.
 			left[pick+1] = pick
 		}
 	}
+}
+
+// find returns the representative of x with path halving.
+func find(p []int, x int) int {
+	for p[x] != x {
+		p[x] = p[p[x]]
+		x = p[x]
+	}
+	return x
 }

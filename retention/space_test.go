@@ -164,3 +164,22 @@ func TestSpaceAgeOrder(t *testing.T) {
 	sameSet(t, "removed", got, []string{"a7", "a6", "a5"})
 	hasReason(t, p, "a4", "age #5")
 }
+
+// Custom target ages; an empty list means the defaults.
+func TestSpaceTargets(t *testing.T) {
+	now, revs := dailyAges(t, 8)
+	opts := retention.Options{Now: now, Usage: retention.Usage{RepoSize: 80}}
+	// Targets 0d, 5d: ranks a0, a5 | a1, a4 (tie a4/a6 → newer) | a2, a6 | a3, a7.
+	p := apply(t, revs, retention.Policy{Space: &retention.Space{MaxSize: 50, Targets: []retention.Duration{retention.Days(0), retention.Days(5)}}}, opts)
+	var got []string
+	for _, r := range p.Removed() {
+		got = append(got, r.ID)
+	}
+	sameSet(t, "removed", got, []string{"a7", "a3", "a6"})
+	p = apply(t, revs, retention.Policy{Space: &retention.Space{MaxSize: 50, Targets: []retention.Duration{}}}, opts)
+	got = got[:0]
+	for _, r := range p.Removed() {
+		got = append(got, r.ID)
+	}
+	sameSet(t, "defaults", got, []string{"a4", "a5", "a6"})
+}
