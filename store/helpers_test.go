@@ -66,3 +66,14 @@ func putRandom(t testing.TB, s *Store, seed uint64, count, maxSize int) map[[32]
 	}
 	return out
 }
+
+func newKeys() *crypt.Keys { return crypt.NewKeys(testMaster) }
+
+func mustLoad(t testing.TB, dir string) format.Config {
+	t.Helper()
+	c, err := format.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

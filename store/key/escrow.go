@@ -15,12 +15,18 @@ import (
 // be empty/nil, not both. It uses iterated+salted S2K and SEIPD v1 with
 // MDC, which GnuPG 2.2 reads (it knows neither Argon2 nor AEAD packets).
 func ExportEscrow(w io.Writer, m Master, repoID string, pass []byte, armoredPublicKeys io.Reader) error {
-	return exportEscrow(w, m, repoID, pass, armoredPublicKeys, time.Now)
+	return exportEscrow(w, m, repoID, pass, armoredPublicKeys, time.Now, escrowS2KCount)
 }
 
-func exportEscrow(w io.Writer, m Master, repoID string, pass []byte, armoredPublicKeys io.Reader, now func() time.Time) error {
+// escrowS2KCount is the highest iteration count OpenPGP can encode: an
+// escrow file sits offline for years and is opened rarely, so make
+// guessing its passphrase as slow as the format allows (~0.3 s to open).
+const escrowS2KCount = 65011712
+
+func exportEscrow(w io.Writer, m Master, repoID string, pass []byte, armoredPublicKeys io.Reader, now func() time.Time, s2kCount int) error {
 	body := encodeBody(m, repoID)
 	cfg := gpg22Config(now)
+	cfg.S2KConfig.S2KCount = s2kCount
 	var to openpgp.EntityList
 	if armoredPublicKeys != nil {
 		var err error

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 )
@@ -32,10 +33,11 @@ func escrow(t testing.TB, m Master, pass []byte, pub []byte) []byte {
 		keys = bytes.NewReader(pub)
 	}
 	var err error
+	// A cheap S2K count keeps tests fast; the real one is checked with gpg.
 	if keys != nil {
-		err = ExportEscrow(&buf, m, "repo-1234", pass, keys)
+		err = exportEscrow(&buf, m, "repo-1234", pass, keys, time.Now, 65536)
 	} else {
-		err = ExportEscrow(&buf, m, "repo-1234", pass, nil)
+		err = exportEscrow(&buf, m, "repo-1234", pass, nil, time.Now, 65536)
 	}
 	if err != nil {
 		t.Fatalf("ExportEscrow: %v", err)
@@ -96,7 +98,11 @@ func TestEscrowOpenedByGnuPG(t *testing.T) {
 	wantBody := encodeBody(m, "repo-1234")
 
 	t.Run("passphrase", func(t *testing.T) {
-		msg := escrow(t, m, []byte("escrow pass"), nil)
+		var buf bytes.Buffer
+		if err := ExportEscrow(&buf, m, "repo-1234", []byte("escrow pass"), nil); err != nil {
+			t.Fatal(err)
+		}
+		msg := buf.Bytes()
 		out, _ := g.run(msg, false, "--pinentry-mode", "loopback", "--passphrase", "escrow pass", "--decrypt")
 		if !bytes.Equal(out, wantBody) {
 			t.Fatalf("gpg decrypted %q, want %q", out, wantBody)
@@ -117,6 +123,15 @@ func TestEscrowOpenedByGnuPG(t *testing.T) {
 		got, _, err := LoadEscrow(bytes.NewReader(msg), Credentials{Identity: id.secret})
 		if err != nil || got != m {
 			t.Fatalf("LoadEscrow with gpg-exported key: %v", err)
+		}
+	})
+
+	t.Run("passphrase and key, opened by passphrase", func(t *testing.T) {
+		id := newIdentity(t, "Officer", nil) // not in gpg's keyring
+		msg := escrow(t, m, []byte("both"), id.public)
+		out, _ := g.run(msg, false, "--pinentry-mode", "loopback", "--passphrase", "both", "--decrypt")
+		if !bytes.Equal(out, wantBody) {
+			t.Fatalf("gpg decrypted %q, want %q", out, wantBody)
 		}
 	})
 

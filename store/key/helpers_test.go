@@ -90,6 +90,13 @@ func newGnuPG(t testing.TB) *gnupg {
 		t.Fatal(err)
 	}
 	os.Chmod(home, 0o700)
+	// gpg-agent calibrates key protection to ~100 ms of hashing per
+	// operation, which made key generation and export take seconds here.
+	for _, f := range []string{"gpg.conf", "gpg-agent.conf"} {
+		if err := os.WriteFile(filepath.Join(home, f), []byte("s2k-count 65536\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	g := &gnupg{t: t, home: home}
 	t.Cleanup(func() {
 		cmd := exec.Command("gpgconf", "--kill", "all")

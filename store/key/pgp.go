@@ -65,14 +65,13 @@ func passphraseConfig(a Argon2, now func() time.Time) *packet.Config {
 }
 
 // gpg22Config is for files stock GnuPG 2.2 must open: iterated+salted
-// SHA-256 S2K at the highest count OpenPGP can encode, SEIPD v1 with MDC
-// (AEADConfig nil), AES-256.
+// SHA-256 S2K, SEIPD v1 with MDC (AEADConfig nil), AES-256.
 func gpg22Config(now func() time.Time) *packet.Config {
 	return &packet.Config{
 		Time:          now,
 		DefaultCipher: packet.CipherAES256,
 		DefaultHash:   crypto.SHA256,
-		S2KConfig:     &s2k.Config{S2KMode: s2k.IteratedSaltedS2K, Hash: crypto.SHA256, S2KCount: 65011712},
+		S2KConfig:     &s2k.Config{S2KMode: s2k.IteratedSaltedS2K, Hash: crypto.SHA256, S2KCount: escrowS2KCount},
 	}
 }
 
