@@ -1,0 +1,238 @@
+package nbd_test
+
+import (
+	"encoding/json"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/strata-backup/strata/nbd"
+	"github.com/strata-backup/strata/nbd/nbdtest"
+)
+
+// BenchmarkNBD compares this server with `qemu-nbd -f raw` serving a plain
+// file, both over unix sockets, with real clients:
+//
+//	copy-in:  nbdcopy of a mixed image (1 MiB runs, about 1/3 random data,
+//	          the rest zeros) from a local sparse file into the export
+//	copy-out: nbdcopy of the export to null: (read-only exports)
+//	randread: fio --ioengine=nbd, random 4 KiB reads at queue depth 32
+//
+// Backends: "mem" (nbdtest.Mem), "file" (nbdtest.File on a sparse file,
+// like qemu-nbd's). Sizes: STRATA_NBD_BENCH_SIZE bytes (default 1 GiB).
+//
+//	go test ./nbd -run '^$' -bench NBD -benchtime 1x
+func BenchmarkNBD(b *testing.B) {
+	needTools(b, "nbdcopy", "qemu-nbd")
+	size := int64(1 << 30)
+	if s := os.Getenv("STRATA_NBD_BENCH_SIZE"); s != "" {
+		var err error
+		if size, err = strconv.ParseInt(s, 10, 64); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dir := b.TempDir()
+	src := filepath.Join(dir, "src.img")
+	makeBenchImage(b, src, size)
+
+	type target struct {
+		name  string
+		start func(b *testing.B, readOnly bool) (uri string, stop func())
+	}
+	strata := func(backend string) func(b *testing.B, readOnly bool) (string, func()) {
+		return func(b *testing.B, readOnly bool) (string, func()) {
+			var e nbd.Export
+			var release func()
+			switch backend {
+			case "mem":
+				m := nbdtest.NewMem(size, nbdtest.MemOptions{ReadOnly: readOnly})
+				if readOnly {
+					fillMem(b, m, src)
+				}
+				e, release = m, func() {}
+			case "file":
+				path := filepath.Join(dir, "strata.img")
+				prepareTarget(b, path, src, size, readOnly)
+				f, err := nbdtest.OpenFile(path, readOnly)
+				if err != nil {
+					b.Fatal(err)
+				}
+				e, release = f, func() { f.Release(); os.Remove(path) }
+			}
+			ts := startServer(b, nbdtest.NewResolver(map[string]nbd.Export{"d": e}), nbd.Options{Logger: discard()})
+			return ts.unixURI("d"), func() { ts.srv.Close(); release() }
+		}
+	}
+	qemu := func(b *testing.B, readOnly bool) (string, func()) {
+		path := filepath.Join(dir, "qemu.img")
+		prepareTarget(b, path, src, size, readOnly)
+		sock := filepath.Join(dir, "qemu.sock")
+		args := []string{"-f", "raw", "-k", sock, "-t", "-e", "16", "--cache=writeback", "--aio=threads"}
+		if readOnly {
+			args = append(args, "-r")
+		}
+		cmd := exec.Command("qemu-nbd", append(args, path)...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		for i := 0; ; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			if i > 500 {
+				b.Fatal("qemu-nbd did not create its socket")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return "nbd+unix:///?socket=" + sock, func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			os.Remove(path)
+			os.Remove(sock)
+		}
+	}
+	targets := []target{{"strata-mem", strata("mem")}, {"strata-file", strata("file")}, {"qemu-nbd", qemu}}
+
+	for _, tg := range targets {
+		b.Run("copy-in/"+tg.name, func(b *testing.B) {
+			b.SetBytes(size)
+			for range b.N {
+				b.StopTimer()
+				uri, stop := tg.start(b, false)
+				b.StartTimer()
+				run(b, "nbdcopy", src, uri)
+				b.StopTimer()
+				stop()
+				b.StartTimer()
+			}
+		})
+	}
+	for _, tg := range targets {
+		b.Run("copy-out/"+tg.name, func(b *testing.B) {
+			b.StopTimer()
+			uri, stop := tg.start(b, true)
+			defer stop()
+			b.SetBytes(size)
+			b.StartTimer()
+			for range b.N {
+				run(b, "nbdcopy", uri, "null:")
+			}
+		})
+	}
+	if _, err := exec.LookPath("fio"); err != nil {
+		b.Logf("fio not installed: no random read benchmark")
+		return
+	}
+	for _, tg := range targets {
+		b.Run("randread/"+tg.name, func(b *testing.B) {
+			b.StopTimer()
+			uri, stop := tg.start(b, true)
+			defer stop()
+			b.StartTimer()
+			var iops, bw float64
+			for range b.N {
+				iops, bw = fioRandRead(b, uri, 5)
+			}
+			b.ReportMetric(iops, "IOPS")
+			b.ReportMetric(bw/1e6, "MB/s")
+		})
+	}
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// makeBenchImage writes a sparse image of 1 MiB runs: about a third random
+// data, the rest holes.
+func makeBenchImage(b *testing.B, path string, size int64) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(11, 11))
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if rng.IntN(3) != 0 {
+			continue
+		}
+		for i := 0; i < len(buf); i += 8 {
+			v := rng.Uint64()
+			for j := range 8 {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if _, err := f.WriteAt(buf[:min(int64(len(buf)), size-off)], off); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// prepareTarget makes path a copy of src (read-only targets) or an empty
+// sparse file of the same size.
+func prepareTarget(b *testing.B, path, src string, size int64, copyData bool) {
+	b.Helper()
+	os.Remove(path)
+	if copyData {
+		run(b, "cp", "--sparse=always", src, path)
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+}
+
+func fillMem(b *testing.B, m *nbdtest.Mem, src string) {
+	b.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4<<20)
+	for off := int64(0); off < m.Size(); off += int64(len(buf)) {
+		n, err := f.ReadAt(buf, off)
+		if n == 0 && err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Fill(buf[:n], off); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// fioRandRead runs random 4 KiB reads at queue depth 32 for secs seconds
+// and returns IOPS and bytes per second.
+func fioRandRead(b *testing.B, uri string, secs int) (iops, bw float64) {
+	b.Helper()
+	out := run(b, "fio", "--name=randread", "--ioengine=nbd", "--uri="+uri, "--rw=randread", "--bs=4k",
+		"--iodepth=32", "--runtime="+strconv.Itoa(secs), "--time_based", "--randseed=12",
+		"--output-format=json")
+	var res struct {
+		Jobs []struct {
+			Read struct {
+				IOPS float64 `json:"iops"`
+				BW   float64 `json:"bw_bytes"`
+			} `json:"read"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(out[max(0, strings.IndexByte(out, '{')):]), &res); err != nil || len(res.Jobs) == 0 {
+		b.Fatalf("fio output: %v\n%s", err, out)
+	}
+	return res.Jobs[0].Read.IOPS, res.Jobs[0].Read.BW
+}
