@@ -91,38 +91,50 @@ func (s Schedule) Due(revs []Revision, t time.Time, loc *time.Location) []string
 // commits flushing history). Revisions without schedule tags are left to
 // the other rules.
 func applySchedule(items []*item, s Schedule, now time.Time, loc *time.Location) {
-	type state struct{ live, dead []string }
-	st := make(map[*item]*state)
-	for _, in := range s.Intervals {
+	// Per revision: whether it carries any schedule tag, and a bit per
+	// interval whose tag expired on it (validate caps intervals at 64).
+	tagged := make([]bool, len(items))
+	dead := make([]uint64, len(items))
+	for bit, in := range s.Intervals {
 		cut := in.Every.Mul(in.Keep).Before(now, loc)
 		keepS := strconv.Itoa(in.Keep)
 		seen := 0
-		for _, it := range items {
+		for i, it := range items {
 			if !slices.Contains(it.rev.Tags, in.Tag) {
 				continue
 			}
 			seen++
-			x := st[it]
-			if x == nil {
-				x = &state{}
-				st[it] = x
-			}
+			tagged[i] = true
 			switch {
 			case seen <= in.Keep:
 				it.keepFor(reason("schedule", in.Tag+" "+strconv.Itoa(seen)+"/"+keepS))
 			case !it.rev.Time.Before(cut):
 				it.keepFor(reason("schedule", fmt.Sprintf("%s %d/%d, younger than %s", in.Tag, seen, in.Keep, in.Every.Mul(in.Keep))))
 			default:
-				x.dead = append(x.dead, in.Tag)
+				dead[i] |= 1 << bit
 			}
 		}
 	}
-	for _, it := range items {
-		if x := st[it]; x == nil {
-			it.gone = append(it.gone, Reason{Rule: "schedule", Text: "no schedule tag"})
-		} else if len(x.dead) > 0 && !it.keep {
-			it.gone = append(it.gone, Reason{Rule: "schedule", Period: strings.Join(x.dead, ","),
-				Text: "schedule tags expired: " + strings.Join(x.dead, ", ")})
+	untagged := Reason{Rule: "schedule", Text: "no schedule tag"}
+	expired := map[uint64]Reason{}
+	for i, it := range items {
+		switch {
+		case it.keep:
+		case !tagged[i]:
+			it.gone = append(it.gone, untagged)
+		case dead[i] != 0:
+			r, ok := expired[dead[i]]
+			if !ok {
+				var tags []string
+				for bit, in := range s.Intervals {
+					if dead[i]&(1<<bit) != 0 {
+						tags = append(tags, in.Tag)
+					}
+				}
+				r = Reason{Rule: "schedule", Period: strings.Join(tags, ","), Text: "schedule tags expired: " + strings.Join(tags, ", ")}
+				expired[dead[i]] = r
+			}
+			it.gone = append(it.gone, r)
 		}
 	}
 }
@@ -135,6 +147,9 @@ func (s Schedule) validate() []error {
 	}
 	if len(s.Intervals) == 0 {
 		errs = append(errs, &PolicyError{opt, "schedule has no intervals"})
+	}
+	if len(s.Intervals) > 64 {
+		errs = append(errs, &PolicyError{opt, fmt.Sprintf("%d intervals; at most 64", len(s.Intervals))})
 	}
 	seen := map[string]bool{}
 	for _, in := range s.Intervals {
