@@ -135,9 +135,10 @@
 // revision closest to now minus the age (ties go to the newer revision); the
 // order of claims is the importance rank, #1 most important. So the
 // revision nearest to now is the last to go, the one nearest "1 day ago"
-// the second last, and so on; history stays spread out instead of being
-// cut from the old end. Order "age" ranks newest first instead (byteback's
-// age method: the oldest goes first).
+// the second last, and so on: recent history stays dense, older history
+// thins out around the target ages, and revisions far older than the last
+// target (112 days) go first. Order "age" ranks newest first instead
+// (byteback's age method: the oldest goes first).
 //
 // The space rule walks from the least important revision and removes each
 // one that no other rule keeps and that is not newest, protected or
