@@ -91,6 +91,7 @@ func (m *Mount) Err() error {
 // mountParams are what the Mount* functions choose per filesystem kind.
 type mountParams struct {
 	readOnly bool
+	acl      bool // the filesystem stores ACL xattrs (fs volumes)
 	name     string
 	flush    func(context.Context) error
 }
@@ -125,8 +126,16 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		// 64 background requests keep readahead and async writes in
 		// flight on a 2-core box without starving synchronous ops.
 		MaxBackground: 64,
-		Debug:         opts.Debug,
-		Logger:        log.New(io.Discard, "", 0),
+		// POSIX ACLs: the kernel enforces them and keeps mode and ACL in
+		// step; see acl.go.
+		EnableAcl: p.acl,
+		Debug:     opts.Debug,
+		Logger:    log.New(io.Discard, "", 0),
+	}
+	if p.acl && !p.readOnly {
+		// The kernel then leaves the umask to us, so a default ACL can
+		// replace it as POSIX says (treeFS.inherit).
+		mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
 	}
 	if opts.Debug {
 		mo.Logger = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)

@@ -17,6 +17,7 @@ import (
 // directory streams through Tree.ReadDir's `after` cursor.
 type dirHandle struct {
 	ino layers.Ino
+	oi  *openInode // fstat after rmdir or rename over it still answers
 
 	mu     sync.Mutex        // guards the fields below
 	off    uint64            // offset of the next entry to return
@@ -37,14 +38,19 @@ func (f *treeFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return fuse.ENOTDIR
 	}
-	out.Fh = f.dirs.add(&dirHandle{ino: ino})
+	out.Fh = f.dirs.add(&dirHandle{ino: ino, oi: f.open.open(a)})
 	if f.cache.keepCache {
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR
 	}
 	return fuse.OK
 }
 
-func (f *treeFS) ReleaseDir(in *fuse.ReleaseIn) { f.dirs.remove(in.Fh) }
+func (f *treeFS) ReleaseDir(in *fuse.ReleaseIn) {
+	if h, ok := f.dirs.get(in.Fh); ok {
+		f.dirs.remove(in.Fh)
+		f.open.release(h.oi)
+	}
+}
 
 func (f *treeFS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	if f.st == nil {

@@ -50,7 +50,11 @@ func (f *treeFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 		}
 		sa.Mtime = &t
 	}
-	a, err := f.st.SetAttr(newCtx(cancel), f.ino(in.NodeId), sa)
+	ctx := newCtx(cancel)
+	a, err := f.st.SetAttr(ctx, f.ino(in.NodeId), sa)
+	if err == nil && sa.Mode != nil && a.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		err = f.chmodACL(ctx, a.Ino, *sa.Mode)
+	}
 	if err != nil {
 		return f.status("setattr", err)
 	}
@@ -71,7 +75,16 @@ func (f *treeFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, ou
 	if f.st == nil {
 		return errROFS
 	}
-	a, err := f.st.Create(newCtx(cancel), f.ino(in.NodeId), name, in.Mode, in.Uid, in.Gid, uint64(in.Rdev))
+	ctx := newCtx(cancel)
+	parent := f.ino(in.NodeId)
+	mode, xattrs, err := f.inherit(ctx, parent, in.Mode, in.Umask, false)
+	if err != nil {
+		return f.status("mknod", err)
+	}
+	a, err := f.st.Create(ctx, parent, name, mode, in.Uid, in.Gid, uint64(in.Rdev))
+	if err == nil {
+		err = f.setInherited(ctx, a.Ino, xattrs)
+	}
 	return f.entryResult("mknod", a, err, out)
 }
 
@@ -79,7 +92,16 @@ func (f *treeFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 	if f.st == nil {
 		return errROFS
 	}
-	a, err := f.st.Mkdir(newCtx(cancel), f.ino(in.NodeId), name, in.Mode&07777, in.Uid, in.Gid)
+	ctx := newCtx(cancel)
+	parent := f.ino(in.NodeId)
+	mode, xattrs, err := f.inherit(ctx, parent, in.Mode&07777, in.Umask, true)
+	if err != nil {
+		return f.status("mkdir", err)
+	}
+	a, err := f.st.Mkdir(ctx, parent, name, mode, in.Uid, in.Gid)
+	if err == nil {
+		err = f.setInherited(ctx, a.Ino, xattrs)
+	}
 	return f.entryResult("mkdir", a, err, out)
 }
 
@@ -130,8 +152,16 @@ func (f *treeFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	if f.st == nil {
 		return errROFS
 	}
-	mode := in.Mode&07777 | syscall.S_IFREG
-	a, err := f.st.Create(newCtx(cancel), f.ino(in.NodeId), name, mode, in.Uid, in.Gid, 0)
+	ctx := newCtx(cancel)
+	parent := f.ino(in.NodeId)
+	mode, xattrs, err := f.inherit(ctx, parent, in.Mode&07777|syscall.S_IFREG, in.Umask, false)
+	if err != nil {
+		return f.status("create", err)
+	}
+	a, err := f.st.Create(ctx, parent, name, mode, in.Uid, in.Gid, 0)
+	if err == nil {
+		err = f.setInherited(ctx, a.Ino, xattrs)
+	}
 	if err != nil {
 		return f.status("create", err)
 	}
@@ -176,7 +206,11 @@ func (f *treeFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name stri
 	if f.st == nil {
 		return errROFS
 	}
-	return f.status("setxattr", f.st.SetXattr(newCtx(cancel), f.ino(in.NodeId), name, value, in.Flags))
+	ctx := newCtx(cancel)
+	if name == aclAccess {
+		return f.status("setxattr", f.setAccessACL(ctx, f.ino(in.NodeId), value, in.Flags))
+	}
+	return f.status("setxattr", f.st.SetXattr(ctx, f.ino(in.NodeId), name, value, in.Flags))
 }
 
 func (f *treeFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {

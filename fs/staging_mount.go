@@ -22,7 +22,7 @@ func MountStaging(ctx context.Context, dir string, st *layers.Staging, opts Opti
 	opts = opts.withDefaults()
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
 	raw := newTreeFS(st.Tree(), st, 0, stagingCache, opts, errs)
-	return mount(ctx, dir, raw, opts, mountParams{name: "staging", flush: st.Sync})
+	return mount(ctx, dir, raw, opts, mountParams{name: "staging", acl: true, flush: st.Sync})
 }
 
 // Revision cache lifetimes: nothing changes under a revision, so the
@@ -35,5 +35,5 @@ func MountTree(ctx context.Context, dir string, t *layers.Tree, opts Options) (*
 	opts = opts.withDefaults()
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
 	raw := newTreeFS(t, nil, 0, revisionCache, opts, errs)
-	return mount(ctx, dir, raw, opts, mountParams{name: "revision", readOnly: true})
+	return mount(ctx, dir, raw, opts, mountParams{name: "revision", acl: true, readOnly: true})
 }

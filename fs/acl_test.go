@@ -1,0 +1,57 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestACLSemantics: umask applies without a default ACL; a default ACL is
+// inherited (and the umask ignored); setfacl changes the mode; chmod
+// changes the ACL mask.
+func TestACLSemantics(t *testing.T) {
+	r := testRepo(t)
+	st := testStaging(t, r, "acl")
+	mnt := mountDir(t)
+	m, err := MountStaging(context.Background(), mnt, st, testOpts(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	mode := func(p string) string {
+		t.Helper()
+		return strings.TrimSpace(run(t, "stat", "-c", "%a", filepath.Join(mnt, p)))
+	}
+	run(t, "sh", "-c", "cd "+mnt+" && umask 027 && touch f && mkdir d")
+	if got := mode("f"); got != "640" {
+		t.Errorf("file with umask 027: mode %s, want 640", got)
+	}
+	if got := mode("d"); got != "750" {
+		t.Errorf("dir with umask 027: mode %s, want 750", got)
+	}
+
+	run(t, "setfacl", "-d", "-m", "u:1234:rwx", filepath.Join(mnt, "d"))
+	run(t, "sh", "-c", "cd "+mnt+"/d && umask 077 && touch g && mkdir sub")
+	if got := mode("d/g"); got != "660" {
+		t.Errorf("file under default ACL: mode %s, want 660 (umask ignored)", got)
+	}
+	if out := run(t, "getfacl", "-n", filepath.Join(mnt, "d", "g")); !strings.Contains(out, "user:1234:rwx") {
+		t.Errorf("file did not inherit the default ACL:\n%s", out)
+	}
+	if out := run(t, "getfacl", "-n", filepath.Join(mnt, "d", "sub")); !strings.Contains(out, "default:user:1234:rwx") {
+		t.Errorf("directory did not inherit the default ACL as its default:\n%s", out)
+	}
+
+	run(t, "setfacl", "-m", "u:99:rw,m::rw", filepath.Join(mnt, "f"))
+	if got := mode("f"); got != "660" {
+		t.Errorf("after setfacl m::rw: mode %s, want 660", got)
+	}
+	if err := os.Chmod(filepath.Join(mnt, "f"), 0o604); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(t, "getfacl", "-n", filepath.Join(mnt, "f")); !strings.Contains(out, "mask::---") {
+		t.Errorf("chmod 604 did not set the mask to ---:\n%s", out)
+	}
+}
