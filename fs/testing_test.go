@@ -2,74 +2,39 @@ package fs
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/strata-backup/strata/layers"
-	"github.com/strata-backup/strata/store/chunk"
+	"github.com/strata-backup/strata/store"
+	"github.com/strata-backup/strata/store/crypt"
+	"github.com/strata-backup/strata/store/format"
 )
 
-// memStore is an in-memory layers.ChunkStore for tests: ids are SHA-256 of
-// the data, references counted.
-type memStore struct {
-	mu   sync.Mutex // guards data and refs
-	data map[chunk.ID][]byte
-	refs map[chunk.ID]int
-}
+// testMaster is the master key of test repositories.
+var testMaster = [32]byte{7, 7, 7}
 
-func newMemStore() *memStore {
-	return &memStore{data: map[chunk.ID][]byte{}, refs: map[chunk.ID]int{}}
-}
-
-func (m *memStore) Put(ctx context.Context, kind chunk.Kind, data []byte) (chunk.ID, bool, error) {
-	id := chunk.ID(sha256.Sum256(data))
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, had := m.data[id]
-	if !had {
-		m.data[id] = append([]byte(nil), data...)
-	}
-	m.refs[id]++
-	return id, !had, nil
-}
-
-func (m *memStore) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, ok := m.data[id]
-	if !ok {
-		return nil, layers.ErrNotFound
-	}
-	return d, nil
-}
-
-func (m *memStore) Release(ctx context.Context, ids []chunk.ID) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, id := range ids {
-		m.refs[id]--
-	}
-	return nil
-}
-
-func (m *memStore) Flush(ctx context.Context) error { return nil }
-
-// testRepo opens a layers.Repo on a fresh badger in t.TempDir.
+// testRepo creates a real repository (store + badger index) in t.TempDir
+// and opens layers on it.
 func testRepo(t testing.TB) *layers.Repo {
 	t.Helper()
+	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := badger.Open(badger.DefaultOptions(filepath.Join(dir, "index")).WithLogger(nil))
+	if err := store.Create(ctx, dir, format.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := format.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(ctx, dir, cfg, crypt.NewKeys(testMaster), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,16 +42,18 @@ func testRepo(t testing.TB) *layers.Repo {
 	if err := os.Mkdir(spool, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	r, err := layers.Open(context.Background(), db, newMemStore(), layers.Options{SpoolDir: spool})
+	r, err := layers.Open(ctx, s.DB(), s, layers.Options{SpoolDir: spool})
 	if err != nil {
-		db.Close()
+		s.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := r.Close(); err != nil {
-			t.Errorf("close repo: %v", err)
+			t.Errorf("close layers: %v", err)
 		}
-		db.Close()
+		if err := s.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
 	})
 	return r
 }
