@@ -219,9 +219,9 @@ func unlockErr(err error) error {
 	case err == nil:
 		return nil
 	case err == key.ErrWrongPassphrase || strings.Contains(err.Error(), key.ErrWrongPassphrase.Error()):
-		return &userError{msg: "wrong passphrase", hint: "no key entry of this repository opens with it; 'strata key list' shows the entries", code: exitWrongKey, err: err}
+		return &userError{msg: "wrong passphrase: no key entry of this repository opens with it", hint: "'strata key list' shows the entries; check STRATA_PASSPHRASE or --passphrase-file", code: exitWrongKey}
 	case err == key.ErrNoMatchingKey || strings.Contains(err.Error(), key.ErrNoMatchingKey.Error()):
-		return &userError{msg: "the identity does not match any recipient of this repository", hint: "'strata key list' shows the recipients' fingerprints", code: exitWrongKey, err: err}
+		return &userError{msg: "the identity does not match any recipient of this repository", hint: "'strata key list' shows the recipients' fingerprints", code: exitWrongKey}
 	}
 	return fmt.Errorf("unlock repository: %w", err)
 }

@@ -6,42 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/strata-backup/strata/layers"
 	"github.com/strata-backup/strata/retention"
 )
 
 type pruneCmd struct {
 	Volumes []string `arg:"" optional:"" help:"Volumes to prune (default: all)."`
 	DryRun  bool     `short:"n" help:"Only show what would be removed and why."`
-
-	KeepLast          string   `placeholder:"N" help:"Keep the N newest revisions."`
-	KeepHourly        string   `placeholder:"N" help:"Keep the newest revision of each of the N newest hours."`
-	KeepDaily         string   `placeholder:"N" help:"... of the N newest days."`
-	KeepWeekly        string   `placeholder:"N" help:"... of the N newest ISO weeks."`
-	KeepMonthly       string   `placeholder:"N" help:"... of the N newest months."`
-	KeepYearly        string   `placeholder:"N" help:"... of the N newest years."`
-	KeepWithin        string   `placeholder:"D" help:"Keep every revision newer than the newest minus D (e.g. 7d, 36h, 1y2m)."`
-	KeepWithinHourly  string   `placeholder:"D" help:"Keep the newest revision of every hour within D."`
-	KeepWithinDaily   string   `placeholder:"D" help:"... of every day within D."`
-	KeepWithinWeekly  string   `placeholder:"D" help:"... of every week within D."`
-	KeepWithinMonthly string   `placeholder:"D" help:"... of every month within D."`
-	KeepWithinYearly  string   `placeholder:"D" help:"... of every year within D."`
-	KeepTag           []string `placeholder:"T[,T2]" help:"Keep revisions carrying all of these tags; repeatable."`
-	Schedule          string   `placeholder:"NAME|SPEC" help:"backy tag lifetimes: a schedule name from REPO/schedules.json or a spec like daily=1d:7,weekly=1w:4."`
-	Hanoi             int      `placeholder:"N" help:"Tower-of-Hanoi rotation over N discs."`
-	HanoiEvery        string   `placeholder:"D" help:"Hanoi period (default 1d)."`
-	HanoiArchive      bool     `help:"Keep every revision of the last Hanoi disc."`
-	MaxSize           string   `placeholder:"SIZE" help:"Remove least important revisions until the repository fits SIZE."`
-	MinFree           string   `placeholder:"SIZE|auto" help:"... until the shard filesystems have SIZE free (auto: 1.5x recent average added)."`
-	SpaceOrder        string   `enum:"importance,age" default:"importance" help:"Which revisions a space goal removes first."`
-	SpaceGuard        float64  `placeholder:"F" help:"Stop the space goal when the newest revision added more than F times the recent median (default 3, <0 off)."`
-	TZ                string   `env:"TZ" placeholder:"ZONE" help:"Time zone of the calendar rules (default UTC)."`
-	Force             bool     `help:"Allow a policy that keeps no revision by any rule (the newest stays anyway)."`
-	MaxUnused         string   `default:"5%" placeholder:"PCT" help:"Repack segments whose unused share exceeds PCT."`
+	retention.Flags
+	TZ        string `env:"TZ" placeholder:"ZONE" help:"Time zone of the calendar rules (default UTC)."`
+	Force     bool   `help:"Allow a policy that keeps no revision by any rule (the newest stays anyway)."`
+	MaxUnused string `default:"5%" placeholder:"PCT" help:"Repack segments whose unused share exceeds PCT."`
 }
 
 type pruneArgs struct {
@@ -68,96 +47,20 @@ type pruneResult struct {
 	DryRun     bool        `json:"dry_run"`
 }
 
-func (c *pruneCmd) policy() (retention.Policy, error) {
-	var p retention.Policy
-	var errs []error
-	count := func(flag, s string, dst *int) {
-		if s == "" {
-			return
-		}
-		n, err := retention.ParseCount(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", flag, err))
-		}
-		*dst = n
-	}
-	dur := func(flag, s string, dst *retention.Duration) {
-		if s == "" {
-			return
-		}
-		d, err := retention.ParseDuration(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", flag, err))
-		}
-		*dst = d
-	}
-	count("--keep-last", c.KeepLast, &p.Last)
-	count("--keep-hourly", c.KeepHourly, &p.Hourly)
-	count("--keep-daily", c.KeepDaily, &p.Daily)
-	count("--keep-weekly", c.KeepWeekly, &p.Weekly)
-	count("--keep-monthly", c.KeepMonthly, &p.Monthly)
-	count("--keep-yearly", c.KeepYearly, &p.Yearly)
-	dur("--keep-within", c.KeepWithin, &p.Within)
-	dur("--keep-within-hourly", c.KeepWithinHourly, &p.WithinHourly)
-	dur("--keep-within-daily", c.KeepWithinDaily, &p.WithinDaily)
-	dur("--keep-within-weekly", c.KeepWithinWeekly, &p.WithinWeekly)
-	dur("--keep-within-monthly", c.KeepWithinMonthly, &p.WithinMonthly)
-	dur("--keep-within-yearly", c.KeepWithinYearly, &p.WithinYearly)
-	for _, t := range c.KeepTag {
-		var set []string
-		if t != "" {
-			set = strings.Split(t, ",")
-		}
-		p.KeepTags = append(p.KeepTags, set)
-	}
-	if c.Hanoi != 0 || c.HanoiEvery != "" || c.HanoiArchive {
-		h := retention.Hanoi{Discs: c.Hanoi, Archive: c.HanoiArchive}
-		dur("--hanoi-every", c.HanoiEvery, &h.Every)
-		p.Hanoi = &h
-	}
-	if c.MaxSize != "" || c.MinFree != "" {
-		sp := retention.Space{Order: c.SpaceOrder, GuardFactor: c.SpaceGuard}
-		if c.MaxSize != "" {
-			n, err := retention.ParseSize(c.MaxSize)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("--max-size: %w", err))
-			}
-			sp.MaxSize = n
-		}
-		if c.MinFree == "auto" {
-			sp.AutoFree = true
-		} else if c.MinFree != "" {
-			n, err := retention.ParseSize(c.MinFree)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("--min-free: %w", err))
-			}
-			sp.MinFree = n
-		}
-		p.Space = &sp
-	}
-	if len(errs) > 0 {
-		return p, errors.Join(errs...)
-	}
-	return p, nil
-}
-
 func (c *pruneCmd) Run(ctx context.Context, g *Globals) error {
-	p, err := c.policy()
+	dir, err := g.repoDir()
 	if err != nil {
-		return &userError{msg: "bad retention option", hint: "see 'strata prune --help'", code: exitUsage, err: err}
+		return err
 	}
-	a := pruneArgs{Volumes: c.Volumes, DryRun: c.DryRun, TZ: c.TZ, Force: c.Force}
-	if c.Schedule != "" {
-		s, err := loadSchedule(g, c.Schedule)
-		if err != nil {
-			return err
-		}
-		p.Schedule = &s
+	schedules, err := loadSchedules(dir)
+	if err != nil {
+		return err
 	}
-	if err := p.Validate(); err != nil {
+	p, err := c.Flags.Policy(schedules)
+	if err != nil {
 		return &userError{msg: "bad retention policy", hint: "see 'strata prune --help'", code: exitUsage, err: err}
 	}
-	a.Policy = p
+	a := pruneArgs{Volumes: c.Volumes, DryRun: c.DryRun, TZ: c.TZ, Force: c.Force, Policy: p}
 	mu := strings.TrimSuffix(c.MaxUnused, "%")
 	if _, err := fmt.Sscanf(mu, "%g", &a.MaxUnused); err != nil || a.MaxUnused < 0 || a.MaxUnused > 100 {
 		return fail(exitUsage, "", "--max-unused: want a percentage like 5%%, got %q", c.MaxUnused)
@@ -240,7 +143,7 @@ func opPrune(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) 
 	res := pruneResult{DryRun: a.DryRun}
 	var usage retention.Usage
 	if st, err := env.repo.store.Stats(ctx); err == nil {
-		usage = retention.Usage{RepoSize: st.StoredBytes, Free: int64(st.FreeBytes)}
+		usage = retention.Usage{RepoSize: st.SegmentBytes + st.OpenBytes, Free: int64(st.Free)}
 	}
 	for _, vol := range vols {
 		revs, err := lr.Revisions(ctx, vol)
@@ -309,56 +212,36 @@ func (s *server) revisionMounted(vol, id string) bool {
 	return false
 }
 
-// loadSchedule finds a schedule by name in REPO/schedules.json, or parses
-// an inline spec like daily=1d:7,weekly=1w:4.
-func loadSchedule(g *Globals, s string) (retention.Schedule, error) {
-	if strings.Contains(s, "=") {
-		sc, err := retention.ParseScheduleSpec(s)
-		if err != nil {
-			return sc, &userError{msg: "bad schedule", hint: "e.g. daily=1d:7,weekly=1w:4,monthly=30d:12", code: exitUsage, err: err}
-		}
-		return sc, nil
-	}
-	dir, err := g.repoDir()
-	if err != nil {
-		return retention.Schedule{}, err
-	}
-	return scheduleByName(dir, s)
-}
-
-func scheduleByName(dir, name string) (retention.Schedule, error) {
-	path := dir + "/schedules.json"
+// loadSchedules reads the named schedules of REPO/schedules.json, e.g.
+// {"nightly": {"daily": {"interval": "1d", "keep": 7}, "weekly": {"interval": "1w", "keep": 4}}}.
+// A repository without the file has none.
+func loadSchedules(dir string) (map[string]retention.Schedule, error) {
+	path := filepath.Join(dir, "schedules.json")
 	b, err := os.ReadFile(path)
-	if err != nil {
-		return retention.Schedule{}, fail(exitUsage, "define schedules in "+path+` as {"NAME": {"daily": {"interval": "1d", "keep": 7}}}, or pass a spec like daily=1d:7`, "no schedule named %q", name)
-	}
-	all, err := retention.ParseSchedules(b)
-	if err != nil {
-		return retention.Schedule{}, fmt.Errorf("read %s: %w", path, err)
-	}
-	sc, ok := all[name]
-	if !ok {
-		var names []string
-		for n := range all {
-			names = append(names, n)
-		}
-		return sc, fail(exitUsage, "schedules in "+path+": "+strings.Join(names, ", "), "no schedule named %q", name)
-	}
-	return sc, nil
-}
-
-// scheduleTags returns the schedule's tags due for a commit at t.
-func scheduleTags(ctx context.Context, r *repository, vol, spec string, t time.Time) ([]string, error) {
-	var sc retention.Schedule
-	var err error
-	if strings.Contains(spec, "=") {
-		sc, err = retention.ParseScheduleSpec(spec)
-	} else {
-		sc, err = scheduleByName(r.dir, spec)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	all, err := retention.ParseSchedules(b)
+	if err != nil {
+		return nil, &userError{msg: "bad schedules file " + path, code: exitUsage, err: err}
+	}
+	return all, nil
+}
+
+// scheduleTags returns the schedule's tags due for a commit at t.
+func scheduleTags(ctx context.Context, r *repository, vol, spec string, t time.Time) ([]string, error) {
+	schedules, err := loadSchedules(r.dir)
+	if err != nil {
+		return nil, err
+	}
+	p, err := retention.Flags{Schedule: spec}.Policy(schedules)
+	if err != nil {
+		return nil, &userError{msg: "bad --schedule", hint: "name a schedule from REPO/schedules.json or give a spec like daily=1d:7,weekly=1w:4", code: exitUsage, err: err}
+	}
+	sc := *p.Schedule
 	revs, err := r.layers.Revisions(ctx, vol)
 	if err != nil {
 		return nil, volumeErr(err, vol)
@@ -373,4 +256,5 @@ func scheduleTags(ctx context.Context, r *repository, vol, spec string, t time.T
 	return sc.Due(in, t, time.UTC), nil
 }
 
-var _ = layers.Revision{}
+// Help is shown under `strata prune --help`: every policy in full.
+func (c *pruneCmd) Help() string { return retention.FlagHelp() }

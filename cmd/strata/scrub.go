@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -33,22 +34,96 @@ func (c *scrubCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		a.ReadData = f
 	}
-	var rep store.ScrubReport
+	var rep scrubResult
 	err := call(ctx, g, "scrub", a, &rep)
 	if err != nil {
 		return err
 	}
 	if g.JSON {
-		return printJSON(rep)
+		if err := printJSON(rep); err != nil {
+			return err
+		}
+	} else {
+		printScrub(rep, a)
 	}
-	fmt.Println(scrubSummary(rep))
-	for _, d := range rep.Damaged {
-		fmt.Printf("  %s\n", d)
-	}
-	if !rep.Healthy() {
+	if !rep.OK {
 		return &exitStatus{code: exitError}
 	}
 	return nil
+}
+
+// scrubResult is store.ScrubReport in a form that survives JSON.
+type scrubResult struct {
+	Segments      int64          `json:"segments"`
+	Shards        int64          `json:"shards"`
+	BytesRead     int64          `json:"bytes_read"`
+	ChunksChecked int64          `json:"chunks_checked"`
+	Damaged       []damageResult `json:"damaged"`
+	Orphans       int            `json:"orphans"`
+	OK            bool           `json:"ok"`
+}
+
+type damageResult struct {
+	Segment   string `json:"segment"`
+	Missing   []int  `json:"missing_shards,omitempty"`
+	Corrupt   []int  `json:"corrupt_shards,omitempty"`
+	BadChunks int    `json:"bad_chunks,omitempty"`
+	Lost      bool   `json:"lost"`
+	Repaired  bool   `json:"repaired"`
+	Error     string `json:"error,omitempty"`
+}
+
+func toScrubResult(r store.ScrubReport) scrubResult {
+	out := scrubResult{Segments: r.Segments, Shards: r.Shards, BytesRead: r.BytesRead, ChunksChecked: r.ChunksChecked,
+		Orphans: len(r.Orphans), OK: r.OK(), Damaged: []damageResult{}}
+	for _, d := range r.Damaged {
+		dr := damageResult{Segment: fmt.Sprintf("%016x", d.Segment), Missing: d.Missing, BadChunks: len(d.BadChunks), Lost: d.Lost, Repaired: d.Repaired}
+		for i := range d.Corrupt {
+			dr.Corrupt = append(dr.Corrupt, i)
+		}
+		dr.Corrupt = append(dr.Corrupt, d.Unusable...)
+		sort.Ints(dr.Corrupt)
+		if d.Err != nil {
+			dr.Error = d.Err.Error()
+		}
+		out.Damaged = append(out.Damaged, dr)
+	}
+	return out
+}
+
+func printScrub(r scrubResult, a scrubArgs) {
+	fmt.Printf("checked %d segments, %d shards, %s", r.Segments, r.Shards, humanBytes(r.BytesRead))
+	if a.ReadData > 0 {
+		fmt.Printf(", decrypted %d chunks (%g%%)", r.ChunksChecked, a.ReadData)
+	}
+	fmt.Println()
+	for _, d := range r.Damaged {
+		state := "damaged, redundancy reduced"
+		switch {
+		case d.Repaired:
+			state = "repaired"
+		case d.Lost:
+			state = "LOST: more shards damaged than parity covers"
+		}
+		fmt.Printf("  segment %s: missing shards %v, corrupt shards %v, bad chunks %d: %s", d.Segment, d.Missing, d.Corrupt, d.BadChunks, state)
+		if d.Error != "" {
+			fmt.Printf(" (%s)", d.Error)
+		}
+		fmt.Println()
+	}
+	if r.Orphans > 0 {
+		fmt.Printf("%d orphaned segments (left by an interrupted write); prune's garbage collection removes them\n", r.Orphans)
+	}
+	switch {
+	case r.OK && len(r.Damaged) == 0:
+		fmt.Println("no damage found")
+	case r.OK:
+		fmt.Println("all damage repaired: full redundancy restored")
+	case a.Repair:
+		fmt.Println("some damage could not be repaired (see above)")
+	default:
+		fmt.Println("damage found: run 'strata scrub --repair' to restore full redundancy")
+	}
 }
 
 func opScrub(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
@@ -59,10 +134,14 @@ func opScrub(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) 
 	opts := store.ScrubOptions{ReadData: a.ReadData, Repair: a.Repair}
 	if env.progress != nil {
 		opts.Progress = func(done, total int64) {
-			env.progress(progress{Phase: "scrub", Done: done, Total: total, Unit: "bytes"})
+			env.progress(progress{Phase: "scrub: segments", Done: done, Total: total})
 		}
 	}
-	return env.repo.store.Scrub(ctx, opts)
+	rep, err := env.repo.store.Scrub(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return toScrubResult(rep), nil
 }
 
 type repairCmd struct {

@@ -42,7 +42,7 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Printf("repository %s (%s)\n", st.Repo, server)
 	fmt.Printf("stored %s in %d chunks, %d segments; shard filesystems: %s free\n",
-		humanBytes(st.Store.StoredBytes), st.Store.Chunks, st.Store.Segments, humanBytes(int64(st.Store.FreeBytes)))
+		humanBytes(st.Store.ShardBytes), st.Store.Chunks, st.Store.Segments, humanBytes(int64(st.Store.Free)))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VOLUME\tTYPE\tREVISIONS\tLAST BACKUP (UTC)\tAGE")
 	for _, v := range st.Volumes {
@@ -138,7 +138,7 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	_ = worst
 	label := []string{"OK", "WARNING", "CRITICAL"}[code]
-	fmt.Printf("STRATA %s - %d volumes; %v | stored=%dB free=%dB\n", label, len(st.Volumes), msgs, st.Store.StoredBytes, st.Store.FreeBytes)
+	fmt.Printf("STRATA %s - %d volumes; %v | stored=%dB free=%dB\n", label, len(st.Volumes), msgs, st.Store.ShardBytes, st.Store.Free)
 	if code != 0 {
 		return &exitStatus{code: code}
 	}
