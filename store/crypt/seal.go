@@ -45,6 +45,10 @@ const (
 // space is worth.
 func worthIt(n, c int) bool { return c < n-n/32 }
 
+// MaxSealedLen returns the most bytes Seal can produce for n bytes of
+// plaintext, for callers that preallocate dst.
+func MaxSealedLen(n int) int { return n + Overhead }
+
 // Seal compresses plain when that pays, encrypts it with AES-256-GCM under a
 // random nonce with (header, id) as associated data, and appends the result
 // to dst. plain is not modified. Random 96-bit nonces keep the collision
