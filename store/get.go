@@ -92,7 +92,9 @@ func (s *Store) locate(id chunk.ID) (index.Chunk, index.Segment, error) {
 }
 
 func (s *Store) readChunk(ctx context.Context, id chunk.ID, loc index.Chunk, seg index.Segment) ([]byte, error) {
-	sealed := make([]byte, loc.Length)
+	// The sealed bytes never leave this function: reuse their buffer.
+	sealed := s.chunkBuf(int(loc.Length))[:loc.Length]
+	defer s.putChunkBuf(sealed)
 	err := s.readHealthy(ctx, loc.Segment, seg, int64(loc.Offset), sealed)
 	if err == nil {
 		plain, oerr := s.keys.Open(nil, sealed, id)

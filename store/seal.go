@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -113,10 +114,12 @@ func (s *Store) parseTrailer(segID uint64, segLen int64, read func(off int64, n 
 
 // writeShards encodes segment bytes and writes all K+M shard files.
 func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) error {
-	files, err := s.coder.Encode(segID, full)
+	bufs, _ := s.shardBufs.Get().([][]byte)
+	files, err := s.coder.EncodeInto(bufs, segID, full)
 	if err != nil {
 		return err
 	}
+	defer s.shardBufs.Put(files)
 	g, gctx := errgroup.WithContext(ctx)
 	for i, f := range files {
 		g.Go(func() error {
@@ -133,10 +136,12 @@ func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) erro
 // then syncs the index, then drops its journal: at every crash point the
 // chunks are either still in the journal or fully indexed.
 func (s *Store) sealSegment(ctx context.Context, seg *segBuf) error {
+	t0 := time.Now()
 	full := s.buildFull(seg)
 	if err := s.writeShards(ctx, seg.id, full); err != nil {
 		return classify(err)
 	}
+	t1 := time.Now()
 	if err := s.commitSegment(seg, int64(len(full))); err != nil {
 		return classify(err)
 	}
@@ -144,6 +149,8 @@ func (s *Store) sealSegment(ctx context.Context, seg *segBuf) error {
 		return classify(fmt.Errorf("sync index: %w", err))
 	}
 	s.removeJournal(seg)
+	s.log.Debug("sealed segment", "segment", segName(seg.id), "bytes", len(full), "chunks", len(seg.chunks),
+		"write", t1.Sub(t0), "index", time.Since(t1))
 	return nil
 }
 

@@ -50,7 +50,9 @@ type Store struct {
 	lockFile *os.File
 	k, m     int
 
-	workers chan struct{} // semaphore: chunk seals in flight
+	workers   chan struct{} // semaphore: chunk seals in flight
+	shardBufs sync.Pool     // [][]byte: shard file buffers for writeShards
+	chunkBufs sync.Pool     // *[]byte: chunk-sized scratch for Put
 	sealQ   chan *segBuf  // full segments to the sealer goroutine
 	sealWG  sync.WaitGroup
 	workWG  sync.WaitGroup
@@ -185,8 +187,10 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	if err := s.replayJournals(ctx); err != nil {
 		return nil, err
 	}
-	s.sealWG.Add(1)
-	go s.sealer()
+	for range sealers {
+		s.sealWG.Add(1)
+		go s.sealer()
+	}
 	ok = true
 	return s, nil
 }

@@ -33,18 +33,30 @@ func (c *Coder) M() int { return c.m }
 
 // Encode splits segment seg (id segID) into K+M complete shard files.
 func (c *Coder) Encode(segID uint64, seg []byte) ([][]byte, error) {
+	return c.EncodeInto(nil, segID, seg)
+}
+
+// EncodeInto is Encode reusing the buffers of dst (as returned by an
+// earlier call) when they are large enough, which spares a large
+// allocation and its page faults per segment.
+func (c *Coder) EncodeInto(dst [][]byte, segID uint64, seg []byte) ([][]byte, error) {
 	segLen := int64(len(seg))
 	L := ShardLen(segLen, c.k)
 	size := FileSize(L)
 	files := make([][]byte, c.k+c.m)
 	regions := make([][]byte, c.k+c.m)
 	for i := range files {
-		files[i] = make([]byte, size)
+		if i < len(dst) && int64(cap(dst[i])) >= size {
+			files[i] = dst[i][:size]
+		} else {
+			files[i] = make([]byte, size)
+		}
 		regions[i] = files[i][HeaderSize : HeaderSize+L]
 		if i < c.k {
 			lo := min(int64(i)*L, segLen)
 			hi := min(lo+L, segLen)
-			copy(regions[i], seg[lo:hi])
+			n := copy(regions[i], seg[lo:hi])
+			clear(regions[i][n:]) // padding of the last data shard
 		}
 	}
 	if c.m > 0 && L > 0 {

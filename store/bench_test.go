@@ -1,0 +1,180 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/strata-backup/strata/store/chunk"
+	"github.com/strata-backup/strata/store/format"
+)
+
+// Benchmarks run the store at its defaults (4+2, 32 MiB segments) with
+// 1 MiB chunks, one stream, and measure a plain file doing the same I/O in
+// the same run; see README.md in this directory for figures.
+
+const benchChunk = 1 << 20
+
+// benchPool returns 64 MiB of random or text data to cut chunks from.
+func benchPool(b *testing.B, kind string) []byte {
+	b.Helper()
+	if kind == "random" {
+		return randBytes(rand.New(rand.NewPCG(1, 2)), 64<<20)
+	}
+	var pool []byte
+	for _, p := range goSource(b, 64<<20) {
+		t, err := os.ReadFile(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pool = append(pool, t...)
+	}
+	return pool
+}
+
+// benchChunkData fills buf with chunk i: a slice of the pool made unique by
+// a counter, so nothing deduplicates.
+func benchChunkData(pool, buf []byte, i int) {
+	off := (i * 4099 * 16) % (len(pool) - benchChunk)
+	copy(buf, pool[off:off+benchChunk])
+	binary.LittleEndian.PutUint64(buf, uint64(i))
+	binary.LittleEndian.PutUint64(buf[benchChunk/2:], uint64(i))
+}
+
+func benchRepo(b *testing.B) (string, format.Config) {
+	b.Helper()
+	dir := b.TempDir()
+	if err := Create(context.Background(), dir, format.Config{}); err != nil {
+		b.Fatal(err)
+	}
+	return dir, mustLoad(b, dir)
+}
+
+// plainWrite writes n chunks to a plain file with fsync at the end, as the
+// baseline for Put; it returns MB/s.
+func plainWrite(b *testing.B, pool []byte, n int) float64 {
+	b.Helper()
+	f, err := os.Create(filepath.Join(b.TempDir(), "plain"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, benchChunk)
+	start := time.Now()
+	for i := range n {
+		benchChunkData(pool, buf, i)
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	return float64(n*benchChunk) / time.Since(start).Seconds() / 1e6
+}
+
+func BenchmarkPut(b *testing.B) {
+	for _, kind := range []string{"random", "text"} {
+		b.Run(kind, func(b *testing.B) {
+			ctx := context.Background()
+			pool := benchPool(b, kind)
+			dir, cfg := benchRepo(b)
+			s := openStore(b, dir, cfg, Options{})
+			buf := make([]byte, benchChunk)
+			b.SetBytes(benchChunk)
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				benchChunkData(pool, buf, i)
+				if _, _, err := s.Put(ctx, chunk.KindData, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := s.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			storeMB := float64(b.N*benchChunk) / time.Since(start).Seconds() / 1e6
+			b.StopTimer()
+			fileMB := plainWrite(b, pool, b.N)
+			b.ReportMetric(storeMB, "store-MB/s")
+			b.ReportMetric(fileMB, "file-MB/s")
+			b.ReportMetric(storeMB/fileMB, "ratio")
+		})
+	}
+}
+
+// getSetup stores n chunks, reopens the store and writes the same bytes
+// to a plain file.
+func getSetup(b *testing.B, kind string, n int) (*Store, []chunk.ID, *os.File, string, format.Config) {
+	b.Helper()
+	ctx := context.Background()
+	pool := benchPool(b, kind)
+	dir, cfg := benchRepo(b)
+	s := openStore(b, dir, cfg, Options{})
+	buf := make([]byte, benchChunk)
+	ids := make([]chunk.ID, n)
+	f, err := os.Create(filepath.Join(b.TempDir(), "plain"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	for i := range n {
+		benchChunkData(pool, buf, i)
+		if ids[i], _, err = s.Put(ctx, chunk.KindData, buf); err != nil {
+			b.Fatal(err)
+		}
+		f.Write(buf)
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return s, ids, f, dir, cfg
+}
+
+func benchGet(b *testing.B, kind string, lose []int) {
+	ctx := context.Background()
+	const n = 256
+	_, ids, f, dir, cfg := getSetup(b, kind, n)
+	for _, i := range lose {
+		os.RemoveAll(filepath.Join(dir, "shards", string(rune('0'+i))))
+		os.Mkdir(filepath.Join(dir, "shards", string(rune('0'+i))), 0o700)
+	}
+	s := openStore(b, dir, cfg, Options{})
+	b.SetBytes(benchChunk)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if _, err := s.Get(ctx, ids[i%n]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	storeMB := float64(b.N*benchChunk) / time.Since(start).Seconds() / 1e6
+	b.StopTimer()
+	buf := make([]byte, benchChunk)
+	start = time.Now()
+	for i := range b.N {
+		if _, err := f.ReadAt(buf, int64(i%n)*benchChunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fileMB := float64(b.N*benchChunk) / time.Since(start).Seconds() / 1e6
+	b.ReportMetric(storeMB, "store-MB/s")
+	b.ReportMetric(fileMB, "file-MB/s")
+	b.ReportMetric(storeMB/fileMB, "ratio")
+}
+
+func BenchmarkGet(b *testing.B) {
+	for _, kind := range []string{"random", "text"} {
+		b.Run(kind, func(b *testing.B) { benchGet(b, kind, nil) })
+	}
+}
+
+// BenchmarkGetDegraded reads with two data shard dirs emptied, so every
+// chunk on shards 0 and 1 is reconstructed from the other four.
+func BenchmarkGetDegraded(b *testing.B) {
+	b.Run("random", func(b *testing.B) { benchGet(b, "random", []int{0, 1}) })
+}
