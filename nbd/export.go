@@ -71,8 +71,8 @@ var (
 )
 
 // errno maps an Export error to the NBD error value sent to the client.
-// ok reports whether the error was expected (a client mistake or a full
-// repository) rather than an I/O failure worth logging.
+// expected reports whether the error is a client mistake, a full repository
+// or a shutdown rather than an I/O failure worth logging.
 func errno(err error) (code uint32, expected bool) {
 	switch {
 	case errors.Is(err, layers.ErrReadOnly), errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EPERM):

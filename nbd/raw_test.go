@@ -74,8 +74,10 @@ func dialRaw(t testing.TB, ts *testServer) *rawClient {
 	}
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	t.Cleanup(func() { c.Close() })
-	return &rawClient{t: t, c: c, r: bufio.NewReader(c)}
+	return &rawClient{t: t, c: c, r: newReader(c)}
 }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 
 func (rc *rawClient) write(parts ...any) {
 	rc.t.Helper()

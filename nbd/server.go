@@ -34,6 +34,11 @@ type Options struct {
 	// the flag promises, provided the Export's Flush covers every write.
 	// Read-only exports always advertise it.
 	WritableMultiConn bool
+	// KeepOpen keeps an export open from its first use until Close instead
+	// of closing it after its last connection: an overlay export then keeps
+	// its writes across reconnects, and a name like vm@latest stays bound to
+	// the revision it first resolved to.
+	KeepOpen bool
 }
 
 const (
@@ -185,6 +190,14 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.closeCancel()
 	s.wg.Wait()
+	// Only exports kept open by Options.KeepOpen remain.
+	s.mu.Lock()
+	kept := s.exports
+	s.exports = make(map[string]*openExport)
+	s.mu.Unlock()
+	for name, e := range kept {
+		s.closeExport(name, e.exp)
+	}
 	return nil
 }
 
@@ -217,11 +230,12 @@ func (s *Server) acquire(ctx context.Context, name string) (*openExport, error) 
 	return e, nil
 }
 
-// release drops one user of e and closes it after the last.
+// release drops one user of e and closes it after the last (unless
+// Options.KeepOpen).
 func (s *Server) release(e *openExport) {
 	s.mu.Lock()
 	e.refs--
-	last := e.refs == 0
+	last := e.refs == 0 && !s.opts.KeepOpen
 	if last {
 		delete(s.exports, e.name)
 	}
