@@ -13,6 +13,8 @@ import (
 	"github.com/strata-backup/strata/layers"
 )
 
+func x(off, n int64, hole bool) layers.Extent { return layers.Extent{Off: off, Len: n, Hole: hole} }
+
 func TestDescriptors(t *testing.T) {
 	const H, D = stateHole | stateZero, uint32(0)
 	for _, tc := range []struct {
@@ -22,16 +24,16 @@ func TestDescriptors(t *testing.T) {
 		want        []uint32
 	}{
 		{"no extents: all data", nil, 0, 100, []uint32{100, D}},
-		{"exact", []layers.Extent{{0, 10, true}, {10, 20, false}}, 0, 30, []uint32{10, H, 20, D}},
-		{"clipped both ends", []layers.Extent{{0, 10, true}, {10, 20, false}, {30, 10, true}}, 5, 30,
+		{"exact", []layers.Extent{x(0, 10, true), x(10, 20, false)}, 0, 30, []uint32{10, H, 20, D}},
+		{"clipped both ends", []layers.Extent{x(0, 10, true), x(10, 20, false), x(30, 10, true)}, 5, 30,
 			[]uint32{5, H, 20, D, 5, H}},
-		{"merged neighbours", []layers.Extent{{0, 10, true}, {10, 10, true}, {20, 5, false}, {25, 5, false}}, 0, 30,
+		{"merged neighbours", []layers.Extent{x(0, 10, true), x(10, 10, true), x(20, 5, false), x(25, 5, false)}, 0, 30,
 			[]uint32{20, H, 10, D}},
-		{"gaps are data", []layers.Extent{{10, 10, true}, {30, 10, true}}, 0, 40, []uint32{10, D, 10, H, 10, D, 10, H}},
-		{"unsorted", []layers.Extent{{10, 10, false}, {0, 10, true}}, 0, 20, []uint32{10, H, 10, D}},
-		{"short extents: tail is data", []layers.Extent{{0, 10, true}}, 0, 40, []uint32{10, H, 30, D}},
-		{"overlapping", []layers.Extent{{0, 20, true}, {10, 20, false}}, 0, 30, []uint32{20, H, 10, D}},
-		{"outside the range", []layers.Extent{{100, 10, true}}, 0, 50, []uint32{50, D}},
+		{"gaps are data", []layers.Extent{x(10, 10, true), x(30, 10, true)}, 0, 40, []uint32{10, D, 10, H, 10, D, 10, H}},
+		{"unsorted", []layers.Extent{x(10, 10, false), x(0, 10, true)}, 0, 20, []uint32{10, H, 10, D}},
+		{"short extents: tail is data", []layers.Extent{x(0, 10, true)}, 0, 40, []uint32{10, H, 30, D}},
+		{"overlapping", []layers.Extent{x(0, 20, true), x(10, 20, false)}, 0, 30, []uint32{20, H, 10, D}},
+		{"outside the range", []layers.Extent{x(100, 10, true)}, 0, 50, []uint32{50, D}},
 	} {
 		got := descriptors(tc.exts, tc.off, tc.length)
 		if !slices.Equal(got, tc.want) {
