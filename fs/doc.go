@@ -31,9 +31,10 @@
 //
 // # Caching
 //
-// Staging: entry and attribute timeouts of one second (we are the only
-// writer, every change passes through the kernel), no negative entries,
-// no writeback cache (the kernel would then own size and mtime, and a
+// Staging: entry, negative-entry and attribute timeouts of one second (we
+// are the only writer and every change passes through the kernel, which
+// updates its own dentries on create and rename), FOPEN_NOFLUSH on
+// read-only opens, no writeback cache (the kernel would then own size and mtime, and a
 // commit could miss pages still dirty in it), no keep_cache. Revisions and
 // browse views: one hour for entries, attributes and negative entries,
 // FOPEN_KEEP_CACHE on files and FOPEN_CACHE_DIR on directories. All

@@ -137,6 +137,7 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		// replace it as POSIX says (treeFS.inherit).
 		mo.ExtraCapabilities |= fuse.CAP_DONT_MASK
 	}
+
 	if opts.Debug {
 		mo.Logger = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
 	}

@@ -175,7 +175,8 @@ func (f *treeFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 	if f.st == nil {
 		return 0, errROFS
 	}
-	n, err := f.st.WriteAt(newCtx(cancel), f.ino(in.NodeId), data, int64(in.Offset))
+	ctx := newCtx(cancel)
+	n, err := f.st.WriteAt(ctx, f.ino(in.NodeId), data, int64(in.Offset))
 	if err != nil {
 		return uint32(n), f.status("write", err)
 	}

@@ -221,6 +221,11 @@ func (f *treeFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		return fuse.Status(syscall.EISDIR)
 	}
 	out.Fh = f.files.add(&fileHandle{oi: f.open.open(a), writable: writable})
+	if !writable {
+		// Nothing to do on close of a read-only handle: skip the FLUSH
+		// round trip.
+		out.OpenFlags |= fuse.FOPEN_NOFLUSH
+	}
 	if f.cache.keepCache {
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
 	}
