@@ -89,10 +89,10 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		if repack == nil || len(repack.chunks) == 0 {
 			return nil
 		}
+		full := int64(len(s.buildFull(repack)))
 		if err := s.sealSegment(ctx, repack); err != nil {
 			return fmt.Errorf("gc: write repacked segment: %w", err)
 		}
-		full := int64(len(repack.full))
 		st.BytesFreed -= int64(s.k+s.m) * erasure.FileSize(erasure.ShardLen(full, s.k))
 		repack = nil
 		return nil

@@ -32,8 +32,11 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 			s.mu.Unlock()
 			return p, nil
 		}
-		sealed := m.seg.buf[m.off : m.off+m.n]
+		// Copy under the lock: the segment buffer is recycled once
+		// the segment is sealed.
+		sealed := append(s.chunkBuf(m.n), m.seg.buf[m.off:m.off+m.n]...)
 		s.mu.Unlock()
+		defer s.putChunkBuf(sealed)
 		return s.keys.Open(nil, sealed, id)
 	}
 	s.mu.Unlock()

@@ -95,6 +95,9 @@ func (s *Store) journalOpen() error {
 
 	seg.jmu.Lock()
 	defer seg.jmu.Unlock()
+	if seg.sealed {
+		return nil // sealed meanwhile: durable in shards, body slices stale
+	}
 	if seg.jf == nil {
 		f, err := os.OpenFile(s.journalPath(seg.id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
@@ -146,6 +149,7 @@ func (s *Store) journalOpen() error {
 func (s *Store) removeJournal(seg *segBuf) {
 	seg.jmu.Lock()
 	defer seg.jmu.Unlock()
+	seg.sealed = true
 	if seg.jf != nil {
 		seg.jf.Close()
 		seg.jf = nil

@@ -36,6 +36,7 @@ type segBuf struct {
 	full   []byte     // segment bytes with trailer, built once by seal
 
 	jmu     sync.Mutex // guards the journal fields and the journal file
+	sealed  bool       // the segment is sealed: journal removed, buffer recycled
 	jf      *os.File
 	jOff    int64
 	jChunks int // guarded by Store.mu: chunks written to the journal
@@ -150,7 +151,15 @@ func (s *Store) newSegLocked(minCap int) *segBuf {
 	// Slack above SegmentSize lets the chunk that crosses the limit land
 	// without moving the buffer (chunks are at most 8 MiB + overhead).
 	c := max(s.cfg.SegmentSize+(9<<20), minCap)
-	seg := &segBuf{id: s.nextSeg, buf: make([]byte, 0, c)}
+	var buf []byte
+	select {
+	case buf = <-s.segBufs:
+	default:
+	}
+	if cap(buf) < c {
+		buf = make([]byte, 0, c)
+	}
+	seg := &segBuf{id: s.nextSeg, buf: buf}
 	s.nextSeg++
 	return seg
 }

@@ -114,12 +114,21 @@ func (s *Store) parseTrailer(segID uint64, segLen int64, read func(off int64, n 
 
 // writeShards encodes segment bytes and writes all K+M shard files.
 func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) error {
-	bufs, _ := s.shardBufs.Get().([][]byte)
+	var bufs [][]byte
+	select {
+	case bufs = <-s.shardBufs:
+	default:
+	}
 	files, err := s.coder.EncodeInto(bufs, segID, full)
 	if err != nil {
 		return err
 	}
-	defer s.shardBufs.Put(files)
+	defer func() {
+		select {
+		case s.shardBufs <- files:
+		default:
+		}
+	}()
 	g, gctx := errgroup.WithContext(ctx)
 	for i, f := range files {
 		g.Go(func() error {
@@ -151,6 +160,17 @@ func (s *Store) sealSegment(ctx context.Context, seg *segBuf) error {
 	s.removeJournal(seg)
 	s.log.Debug("sealed segment", "segment", segName(seg.id), "bytes", len(full), "chunks", len(seg.chunks),
 		"write", t1.Sub(t0), "index", time.Since(t1))
+	// Nobody reads the buffer any more: Get copies under mu and the
+	// chunks left mem in commitSegment; journal writers hold jmu, which
+	// removeJournal took after them.
+	s.mu.Lock()
+	buf := seg.buf
+	seg.buf, seg.full = nil, nil
+	s.mu.Unlock()
+	select {
+	case s.segBufs <- buf[:0]:
+	default:
+	}
 	return nil
 }
 

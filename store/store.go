@@ -51,11 +51,12 @@ type Store struct {
 	k, m     int
 
 	workers   chan struct{} // semaphore: chunk seals in flight
-	shardBufs sync.Pool     // [][]byte: shard file buffers for writeShards
+	shardBufs chan [][]byte // free list of shard file buffer sets, one per sealer
+	segBufs   chan []byte   // free list of segment buffers
 	chunkBufs sync.Pool     // *[]byte: chunk-sized scratch for Put
-	sealQ   chan *segBuf  // full segments to the sealer goroutine
-	sealWG  sync.WaitGroup
-	workWG  sync.WaitGroup
+	sealQ     chan *segBuf  // full segments to the sealer goroutine
+	sealWG    sync.WaitGroup
+	workWG    sync.WaitGroup
 
 	flushMu sync.Mutex // serializes Flush
 	maintMu sync.Mutex // serializes Scrub, GC and RebuildIndex
@@ -184,6 +185,10 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	}
 	s.workers = make(chan struct{}, n)
 	s.sealQ = make(chan *segBuf, maxPendingSeals+2)
+	// Reusing these large buffers keeps the garbage collector from
+	// doubling the process's footprint with dead segments.
+	s.shardBufs = make(chan [][]byte, sealers+1)
+	s.segBufs = make(chan []byte, maxPendingSeals+2)
 	if err := s.replayJournals(ctx); err != nil {
 		return nil, err
 	}
