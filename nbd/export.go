@@ -3,6 +3,8 @@ package nbd
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"syscall"
 
 	"github.com/strata-backup/strata/layers"
@@ -66,8 +68,9 @@ var (
 	// ErrUnknownExport is what a Resolver returns (wrapped) for a name it
 	// does not serve; the client gets NBD_REP_ERR_UNKNOWN.
 	ErrUnknownExport = errors.New("unknown export")
-	// ErrServerClosed is returned by Serve after Close.
-	ErrServerClosed = errors.New("nbd server closed")
+	// ErrServerClosed is returned by Serve after Close. It matches
+	// net.ErrClosed too, as the listener is closed.
+	ErrServerClosed = fmt.Errorf("nbd server closed: %w", net.ErrClosed)
 )
 
 // errno maps an Export error to the NBD error value sent to the client.
