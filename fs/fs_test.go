@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -57,15 +58,22 @@ func TestMountpointRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(full, "x")
-	for _, dir := range []string{missing, full, file} {
+	// An empty live mount: mounting over it would hide it.
+	live := mountDir(t)
+	lm, err := MountStaging(ctx, live, testStaging(t, r, "w"), testOpts(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, lm)
+	for _, dir := range []string{missing, full, file, live} {
 		m, err := MountStaging(ctx, dir, st, testOpts(t, r))
 		if err == nil {
 			m.Unmount()
 			t.Errorf("MountStaging(%s) succeeded, want ErrMountpoint", dir)
 			continue
 		}
-		if !strings.Contains(err.Error(), dir) {
-			t.Errorf("error %q does not name %s", err, dir)
+		if !strings.Contains(err.Error(), dir) || !errors.Is(err, ErrMountpoint) {
+			t.Errorf("error %q does not name %s or is not ErrMountpoint", err, dir)
 		}
 	}
 }
@@ -226,3 +234,32 @@ func TestReadDirStream(t *testing.T) {
 }
 
 var _ = time.Second
+
+func TestStatFS(t *testing.T) {
+	r := testRepo(t)
+	st := testStaging(t, r, "v")
+	ctx := context.Background()
+	want, err := r.StatFS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := mountDir(t)
+	m, err := MountStaging(ctx, dir, st, testOpts(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	var got unix.Statfs_t
+	if err := unix.Statfs(dir, &got); err != nil {
+		t.Fatal(err)
+	}
+	if want.TotalBytes == 0 {
+		t.Fatalf("repository reports zero capacity: %+v", want)
+	}
+	if total := got.Blocks * uint64(got.Bsize); total != want.TotalBytes/4096*4096 {
+		t.Errorf("statfs total %d bytes, repository %d", total, want.TotalBytes)
+	}
+	if got.Namelen != 255 {
+		t.Errorf("name length %d", got.Namelen)
+	}
+}

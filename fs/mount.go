@@ -8,6 +8,9 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,6 +68,11 @@ func (m *Mount) Dir() string { return m.dir }
 // and waits for serving to end. It fails (and stays mounted) while files are
 // open on the mount.
 func (m *Mount) Unmount() error {
+	select {
+	case <-m.done: // already unmounted from outside (umount(8))
+		return m.Err()
+	default:
+	}
 	if m.flush != nil {
 		if err := m.flush(context.Background()); err != nil {
 			return fmt.Errorf("flush before unmount of %s: %w", m.dir, err)
@@ -194,6 +202,11 @@ func prepareMountpoint(dir string, logger *slog.Logger) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory: %w", dir, ErrMountpoint)
 	}
+	if mounted, err := isMountpoint(dir); err != nil {
+		return err
+	} else if mounted {
+		return fmt.Errorf("mountpoint %s is already a mount point: %w", dir, ErrMountpoint)
+	}
 	f, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", dir, err)
@@ -207,4 +220,48 @@ func prepareMountpoint(dir string, logger *slog.Logger) error {
 		return fmt.Errorf("mountpoint %s is not empty: %w", dir, ErrMountpoint)
 	}
 	return nil
+}
+
+// isMountpoint reports whether dir is the mount point of a mounted
+// filesystem (an empty live mount would otherwise pass the emptiness
+// check and be stacked over).
+func isMountpoint(dir string) (bool, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false, err
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("read mount table: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// Field 5 is the mount point, with space, tab, newline and
+		// backslash octal-escaped.
+		f := strings.Fields(line)
+		if len(f) >= 5 && unescapeMountinfo(f[4]) == abs {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
