@@ -263,3 +263,39 @@ func TestStatFS(t *testing.T) {
 		t.Errorf("name length %d", got.Namelen)
 	}
 }
+
+func TestRenameFlags(t *testing.T) {
+	r := testRepo(t)
+	st := testStaging(t, r, "v")
+	dir := mountDir(t)
+	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	if err := os.WriteFile(a, []byte("A"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b, []byte("B"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_NOREPLACE); !isErrno(err, syscall.EEXIST) {
+		t.Errorf("RENAME_NOREPLACE over existing: %v, want EEXIST", err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+		t.Fatalf("RENAME_EXCHANGE: %v", err)
+	}
+	for p, want := range map[string]string{a: "B", b: "A"} {
+		if got, err := os.ReadFile(p); err != nil || string(got) != want {
+			t.Errorf("after exchange %s = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	c := filepath.Join(dir, "c")
+	if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, c, unix.RENAME_NOREPLACE); err != nil {
+		t.Errorf("RENAME_NOREPLACE to a new name: %v", err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, c, unix.AT_FDCWD, b, unix.RENAME_WHITEOUT); err == nil {
+		t.Error("RENAME_WHITEOUT succeeded")
+	}
+}
