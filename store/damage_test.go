@@ -196,6 +196,12 @@ func TestRebuildIndex(t *testing.T) {
 	s.Close()
 	s = openStore(t, dir, cfg, Options{})
 	before, _ := s.Stats(ctx)
+	s.Close()
+	// Lose the whole index: a fresh one is created on Open.
+	if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, cfg, Options{})
 	var calls int64
 	if err := s.RebuildIndex(ctx, func(done, total int64) { calls = total }); err != nil {
 		t.Fatal(err)
@@ -250,9 +256,15 @@ func TestGC(t *testing.T) {
 	if err := s.Release(ctx, ids); err != nil {
 		t.Fatal(err)
 	}
-	// An orphan left by a crash between shard write and index commit.
-	if err := os.WriteFile(filepath.Join(dir, "shards", "0", "0000000000000002"+"0"), nil, 0o600); err != nil {
-		t.Fatal(err)
+	// An orphan left by a crash between shard write and index commit
+	// (segment ids start at 1, so 0 is in no index).
+	for _, i := range []string{"0", "2"} {
+		if err := os.WriteFile(filepath.Join(dir, "shards", i, "0000000000000000"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, err := s.Scrub(ctx, ScrubOptions{}); err != nil || !slices.Equal(rep.Orphans, []uint64{0}) {
+		t.Fatalf("scrub orphans = %v, %v; want [0]", rep.Orphans, err)
 	}
 	before, _ := s.Stats(ctx)
 	gs, err := s.GC(ctx, GCOptions{})
@@ -260,7 +272,7 @@ func TestGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	after, _ := s.Stats(ctx)
-	if gs.BytesFreed <= 0 || gs.ChunksFreed != len(drop) || after.ShardBytes >= before.ShardBytes || after.Chunks != int64(len(keep)) {
+	if gs.BytesFreed <= 0 || gs.ChunksFreed != len(drop) || gs.OrphansDeleted != 1 || after.ShardBytes >= before.ShardBytes || after.Chunks != int64(len(keep)) {
 		t.Fatalf("GC = %+v; stats before %+v after %+v", gs, before, after)
 	}
 	for id := range drop {

@@ -28,8 +28,7 @@ func (s *Store) RebuildIndex(ctx context.Context, progress func(done, total int6
 	found := map[uint64]bool{}
 	for i, b := range s.backends {
 		err := b.List(ctx, func(info shard.Info) error {
-			var id uint64
-			if _, err := fmt.Sscanf(info.Name, "%016x", &id); err == nil && len(info.Name) == 16 {
+			if id, ok := parseSegName(info.Name); ok {
 				found[id] = true
 			}
 			return nil

@@ -333,8 +333,8 @@ func (s *Store) orphans(ctx context.Context) ([]uint64, error) {
 	found := map[uint64]bool{}
 	for i, b := range s.backends {
 		err := b.List(ctx, func(info shard.Info) error {
-			var id uint64
-			if _, err := fmt.Sscanf(info.Name, "%016x", &id); err != nil || len(info.Name) != 16 {
+			id, ok := parseSegName(info.Name)
+			if !ok {
 				return nil
 			}
 			if !known[id] && id < limit {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strconv"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -31,6 +32,15 @@ const (
 var trailerMagic = []byte("STRT")
 
 func segName(id uint64) string { return fmt.Sprintf("%016x", id) }
+
+// parseSegName is the inverse of segName.
+func parseSegName(name string) (uint64, bool) {
+	if len(name) != 16 {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(name, 16, 64)
+	return id, err == nil
+}
 
 func (s *Store) trailerID(seg uint64) chunk.ID {
 	var id chunk.ID

@@ -179,6 +179,13 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	if err := s.loadState(); err != nil {
 		return nil, err
 	}
+	if s.stats.Segments == 0 {
+		// A new or lost index: never reuse ids of segments already in
+		// the shard dirs (RebuildIndex would find both under one id).
+		if err := s.skipExistingSegments(ctx); err != nil {
+			return nil, err
+		}
+	}
 	n := opts.Workers
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0) + 1
@@ -222,6 +229,21 @@ func (s *Store) openBackends(ctx context.Context, given []shard.Backend) error {
 			return &ShardDirError{Index: i, Dir: p, Err: err}
 		}
 		s.backends[i] = l
+	}
+	return nil
+}
+
+func (s *Store) skipExistingSegments(ctx context.Context) error {
+	for i, b := range s.backends {
+		err := b.List(ctx, func(info shard.Info) error {
+			if id, ok := parseSegName(info.Name); ok && id >= s.nextSeg {
+				s.nextSeg = id + 1
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list shard dir %d: %w", i, err)
+		}
 	}
 	return nil
 }
