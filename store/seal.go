@@ -2,9 +2,9 @@ package store
 
 import (
 	"context"
-	"strconv"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
