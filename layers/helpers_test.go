@@ -1,0 +1,85 @@
+package layers_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/layers/internal/memstore"
+)
+
+type env struct {
+	repo  *layers.Repo
+	cs    *memstore.Store
+	db    *badger.DB
+	dir   string // badger dir ("" = in memory)
+	spool string
+}
+
+func openDB(t testing.TB, dir string) *badger.DB {
+	t.Helper()
+	opts := badger.DefaultOptions(dir).WithLogger(nil)
+	if dir == "" {
+		opts = opts.WithInMemory(true)
+	}
+	db, err := badger.Open(opts)
+	if err != nil {
+		t.Fatalf("open badger: %v", err)
+	}
+	return db
+}
+
+// newEnv opens a repo over badger (in memory unless onDisk) and a memstore.
+func newEnv(t testing.TB, onDisk bool) *env {
+	t.Helper()
+	e := &env{cs: memstore.New(), spool: t.TempDir()}
+	if onDisk {
+		e.dir = t.TempDir()
+	}
+	e.open(t)
+	return e
+}
+
+func (e *env) open(t testing.TB) {
+	t.Helper()
+	e.db = openDB(t, e.dir)
+	r, err := layers.Open(context.Background(), e.db, e.cs, layers.Options{SpoolDir: e.spool})
+	if err != nil {
+		t.Fatalf("open layers: %v", err)
+	}
+	e.repo = r
+	db := e.db
+	t.Cleanup(func() {
+		_ = r.Close()
+		_ = db.Close()
+	})
+}
+
+// reopen closes repo and DB and opens them again (on-disk envs only).
+func (e *env) reopen(t testing.TB) {
+	t.Helper()
+	if err := e.repo.Close(); err != nil {
+		t.Fatalf("close layers: %v", err)
+	}
+	if err := e.db.Close(); err != nil {
+		t.Fatalf("close badger: %v", err)
+	}
+	e.open(t)
+}
+
+func (e *env) staging(t testing.TB, name string) *layers.Staging {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := e.repo.Volume(ctx, name); err != nil {
+		if _, err := e.repo.CreateVolume(ctx, name, layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
+			t.Fatalf("create volume: %v", err)
+		}
+	}
+	st, err := e.repo.Staging(ctx, name)
+	if err != nil {
+		t.Fatalf("staging: %v", err)
+	}
+	return st
+}

@@ -1,0 +1,426 @@
+package layers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-backup/strata/store/chunk"
+)
+
+// openFile is a staging file with buffered writes: a sparse spool file
+// holding the whole file image. It exists from the first write (or size
+// change) until a flush has chunked the spool into the store; then it is
+// closed and forgotten, and reads go to the extent map again.
+type openFile struct {
+	v   *volume
+	ino Ino
+
+	// dataMu guards the spool's contents, loaded and closed. Writes,
+	// truncates, dirty reads and flushes hold it.
+	dataMu sync.Mutex
+	spool  *os.File
+	path   string
+	loaded bool // the base content is in the spool
+	closed bool // flushed and forgotten; users must look the file up again
+
+	mu     sync.Mutex // guards size, mtime, ctime, dirty: short sections only
+	size   int64
+	mtime  time.Time
+	ctime  time.Time
+	dirty  bool
+	queued atomic.Bool
+}
+
+var spoolSeq atomic.Uint64 // makes spool names unique within the process
+
+func (v *volume) lookupFile(ino Ino) *openFile {
+	v.filesMu.Lock()
+	defer v.filesMu.Unlock()
+	return v.files[ino]
+}
+
+// openFileFor returns ino's open file with dataMu held and its base loaded,
+// creating it if needed. With noBase the caller is about to truncate it to
+// zero, so the base is not copied in.
+func (v *volume) openFileFor(ctx context.Context, ino Ino, noBase bool) (*openFile, error) {
+	for {
+		v.filesMu.Lock()
+		f := v.files[ino]
+		if f == nil {
+			f = &openFile{v: v, ino: ino}
+			v.files[ino] = f
+		}
+		v.filesMu.Unlock()
+		f.dataMu.Lock()
+		if f.closed {
+			f.dataMu.Unlock()
+			continue
+		}
+		if !f.loaded {
+			if err := f.load(ctx, noBase); err != nil {
+				f.forget()
+				f.dataMu.Unlock()
+				return nil, err
+			}
+		}
+		return f, nil
+	}
+}
+
+// load creates the spool and copies the file's stored content into it.
+func (f *openFile) load(ctx context.Context, noBase bool) error {
+	v := f.v
+	var n inode
+	var es []extent
+	err := v.r.db.View(func(txn *badger.Txn) error {
+		var err error
+		seq := v.seq.Load()
+		if n, _, err = v.getInode(txn, f.ino, seq); err != nil {
+			return err
+		}
+		if !isReg(n.Mode) {
+			if isDir(n.Mode) {
+				return ErrIsDir
+			}
+			return ErrInvalid
+		}
+		if !noBase {
+			es, _, err = v.getExtents(txn, f.ino, seq)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if f.spool == nil {
+		f.path = filepath.Join(v.r.opts.SpoolDir, v.rec.ID+"."+strconv.FormatUint(uint64(f.ino), 10)+"."+strconv.FormatUint(spoolSeq.Add(1), 10))
+		sp, err := os.OpenFile(f.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return spoolErr("create spool", err)
+		}
+		f.spool = sp
+	}
+	size := n.Size
+	if noBase {
+		size = 0
+	}
+	for _, e := range es {
+		if e.Off >= size {
+			break
+		}
+		data, err := v.r.getChunk(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := f.spool.WriteAt(data[:min(int64(len(data)), size-e.Off)], e.Off); err != nil {
+			return spoolErr("fill spool", err)
+		}
+	}
+	if err := f.spool.Truncate(size); err != nil {
+		return spoolErr("size spool", err)
+	}
+	f.mu.Lock()
+	f.size, f.mtime, f.ctime = size, n.Mtime, n.Ctime
+	f.dirty = noBase && n.Size != 0
+	f.mu.Unlock()
+	f.loaded = true
+	return nil
+}
+
+func spoolErr(op string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%s: %w", op, ErrNoSpace)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// forget closes the spool and drops the file from its volume; dataMu held.
+func (f *openFile) forget() {
+	f.closed = true
+	if f.spool != nil {
+		_ = f.spool.Close()
+		_ = os.Remove(f.path)
+		f.spool = nil
+	}
+	f.v.filesMu.Lock()
+	if f.v.files[f.ino] == f {
+		delete(f.v.files, f.ino)
+	}
+	f.v.filesMu.Unlock()
+}
+
+func (f *openFile) overlay(a *Attr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mtime.IsZero() {
+		return // not loaded yet: the record is current
+	}
+	a.Size, a.Mtime, a.Ctime = f.size, f.mtime, f.ctime
+}
+
+// writeAt writes into the spool; dataMu held.
+func (f *openFile) writeAt(p []byte, off int64, now time.Time) (int, error) {
+	n, err := f.spool.WriteAt(p, off)
+	f.mu.Lock()
+	if end := off + int64(n); end > f.size {
+		f.size = end
+	}
+	if n > 0 {
+		f.mtime, f.ctime, f.dirty = now, now, true
+	}
+	f.mu.Unlock()
+	if err != nil {
+		return n, spoolErr("write spool", err)
+	}
+	return n, nil
+}
+
+// truncate sets the size; dataMu held.
+func (f *openFile) truncate(size int64, now time.Time) error {
+	if err := f.spool.Truncate(size); err != nil {
+		return spoolErr("truncate spool", err)
+	}
+	f.mu.Lock()
+	f.size, f.mtime, f.ctime, f.dirty = size, now, now, true
+	f.mu.Unlock()
+	return nil
+}
+
+// readAt reads a dirty file from its spool. ok is false when the file
+// was flushed meanwhile and the caller must read the stored version.
+func (f *openFile) readAt(p []byte, off int64) (int, bool, error) {
+	f.dataMu.Lock()
+	defer f.dataMu.Unlock()
+	if f.closed || !f.loaded {
+		return 0, false, nil
+	}
+	f.mu.Lock()
+	size := f.size
+	f.mu.Unlock()
+	if off >= size {
+		return 0, true, nil
+	}
+	if rest := size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := f.spool.ReadAt(p, off)
+	if err == io.EOF {
+		clear(p[n:])
+		n, err = len(p), nil
+	}
+	return n, true, err
+}
+
+// dataRuns calls fn for each run of possibly non-zero data in [off, end)
+// of the spool, found with SEEK_DATA/SEEK_HOLE; dataMu held.
+func (f *openFile) dataRuns(off, end int64, fn func(o, l int64) error) error {
+	fd := int(f.spool.Fd())
+	for off < end {
+		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("seek spool: %w", err)
+		}
+		if d >= end {
+			return nil
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("seek spool: %w", err)
+		}
+		h = min(h, end)
+		if err := fn(d, h-d); err != nil {
+			return err
+		}
+		off = h
+	}
+	return nil
+}
+
+func (f *openFile) extents(off, length int64) ([]Extent, bool, error) {
+	f.dataMu.Lock()
+	defer f.dataMu.Unlock()
+	if f.closed || !f.loaded {
+		return nil, false, nil
+	}
+	f.mu.Lock()
+	end := min(off+length, f.size)
+	f.mu.Unlock()
+	var out []Extent
+	pos := off
+	err := f.dataRuns(off, end, func(o, l int64) error {
+		if o > pos {
+			out = append(out, Extent{Off: pos, Len: o - pos, Hole: true})
+		}
+		out = append(out, Extent{Off: o, Len: l})
+		pos = o + l
+		return nil
+	})
+	if pos < end {
+		out = append(out, Extent{Off: pos, Len: end - pos, Hole: true})
+	}
+	return out, true, err
+}
+
+// flush chunks the spool into the store, writes the extent map and the
+// buffered attributes, and forgets the file; dataMu held.
+func (f *openFile) flush(ctx context.Context) error {
+	if f.closed {
+		return nil
+	}
+	f.mu.Lock()
+	dirty, size := f.dirty, f.size
+	f.mu.Unlock()
+	if !dirty {
+		f.forget()
+		return nil
+	}
+	v := f.v
+	var es []extent
+	put := func(data []byte, off int64) error {
+		if chunk.IsZero(data) {
+			return nil
+		}
+		id, _, err := v.r.cs.Put(ctx, chunk.KindData, data)
+		if err != nil {
+			return fmt.Errorf("store chunk: %w", err)
+		}
+		es = append(es, extent{Off: off, Len: int64(len(data)), ID: id})
+		return nil
+	}
+	err := f.dataRuns(0, size, func(o, l int64) error {
+		return splitData(io.NewSectionReader(f.spool, o, l), o, put)
+	})
+	if err == nil {
+		err = v.commitFile(ctx, f, es, size)
+	}
+	if err != nil {
+		if len(es) > 0 {
+			if rerr := v.r.cs.Release(ctx, extentIDs(es)); rerr != nil {
+				v.r.log.Warn("release chunks of failed flush", "ino", f.ino, "err", rerr)
+			}
+		}
+		if isNotFound(err) {
+			f.forget() // deleted meanwhile
+			return nil
+		}
+		return fmt.Errorf("flush file %d: %w", f.ino, err)
+	}
+	f.forget()
+	return nil
+}
+
+// commitFile writes a flushed file's extent map and attributes into the
+// staging layer, releasing the chunks of an extent map that only the
+// staging layer held.
+func (v *volume) commitFile(ctx context.Context, f *openFile, es []extent, size int64) error {
+	v.mu.Lock()
+	seq := v.seq.Load()
+	var release []chunk.ID
+	err := update(v.r.db, func(txn *badger.Txn) error {
+		release = nil
+		n, _, err := v.getInode(txn, f.ino, seq)
+		if err != nil {
+			return err
+		}
+		old, oseq, err := v.getExtents(txn, f.ino, seq)
+		if err != nil {
+			return err
+		}
+		if oseq == seq {
+			release = extentIDs(old)
+		}
+		f.mu.Lock()
+		n.Size, n.Mtime, n.Ctime = size, f.mtime, f.ctime
+		f.mu.Unlock()
+		w := &writer{txn: txn, vid: v.id, seq: seq}
+		if err := w.put(rkIno(recExtents, uint64(f.ino)), encodeExtents(es)); err != nil {
+			return err
+		}
+		return w.put(rkIno(recAttr, uint64(f.ino)), n.encode())
+	})
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if len(release) > 0 {
+		if err := v.r.cs.Release(ctx, release); err != nil {
+			v.r.log.Warn("release replaced chunks", "ino", f.ino, "err", err)
+		}
+	}
+	return nil
+}
+
+// flushAll flushes every dirty file of the volume.
+func (v *volume) flushAll(ctx context.Context) error {
+	v.filesMu.Lock()
+	fs := make([]*openFile, 0, len(v.files))
+	for _, f := range v.files {
+		fs = append(fs, f)
+	}
+	v.filesMu.Unlock()
+	var first error
+	for _, f := range fs {
+		f.dataMu.Lock()
+		err := f.flush(ctx)
+		f.dataMu.Unlock()
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// enqueue hands a file to the flush workers; it blocks while the queue is
+// full, which bounds the spool files waiting to be chunked.
+func (r *Repo) enqueue(ctx context.Context, f *openFile) error {
+	if f.queued.Swap(true) {
+		return nil
+	}
+	select {
+	case r.jobs <- f:
+		return nil
+	case <-r.done:
+		f.queued.Store(false)
+		return nil // Close flushes it
+	case <-ctx.Done():
+		f.queued.Store(false)
+		return ctx.Err()
+	}
+}
+
+func (r *Repo) flushWorker() {
+	defer r.workers.Done()
+	ctx := context.Background()
+	for {
+		var f *openFile
+		select {
+		case f = <-r.jobs:
+		case <-r.done:
+			return
+		}
+		f.queued.Store(false)
+		f.dataMu.Lock()
+		err := f.flush(ctx)
+		f.dataMu.Unlock()
+		if err != nil {
+			// The file stays dirty: the next Sync, FlushFile or Commit
+			// retries and reports the error to someone who can act.
+			r.log.Warn("background flush", "volume", f.v.rec.Name, "ino", f.ino, "err", err)
+		}
+	}
+}

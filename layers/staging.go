@@ -1,0 +1,790 @@
+package layers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-backup/strata/store/chunk"
+)
+
+// staging is the implementation behind Staging.
+type staging struct {
+	v    *volume
+	tree *Tree
+}
+
+// Tree returns the read view of the staging head (reads see every write
+// that returned).
+func (s *Staging) Tree() *Tree { return s.tree }
+
+// mutation is one metadata change of the staging layer.
+type mutation struct {
+	*writer
+	v       *volume
+	now     time.Time
+	nextIno uint64
+	after   []func() // run once the change is committed, outside the locks
+}
+
+func (m *mutation) inode(ino Ino) (inode, error) {
+	n, _, err := m.v.getInode(m.txn, ino, m.seq)
+	return n, err
+}
+
+func (m *mutation) dir(ino Ino) (inode, error) {
+	n, err := m.inode(ino)
+	if err == nil && !isDir(n.Mode) {
+		err = ErrNotDir
+	}
+	return n, err
+}
+
+func (m *mutation) dirent(parent Ino, name string) (Dirent, error) {
+	return m.v.getDirent(m.txn, parent, name, m.seq)
+}
+
+func (m *mutation) putInode(n *inode) error {
+	return m.put(rkIno(recAttr, uint64(n.Ino)), n.encode())
+}
+
+func (m *mutation) putDirent(parent Ino, name string, child Ino, mode uint32) error {
+	return m.put(rkName(recDirent, uint64(parent), name), encodeDirent(child, mode))
+}
+
+func (m *mutation) delDirent(parent Ino, name string) error {
+	return m.tombstone(rkName(recDirent, uint64(parent), name))
+}
+
+func (m *mutation) alloc() Ino {
+	ino := Ino(m.nextIno)
+	m.nextIno++
+	return ino
+}
+
+func (m *mutation) touchDir(n *inode) {
+	n.Mtime, n.Ctime = m.now, m.now
+}
+
+// mutate runs fn as one atomic change of the staging layer. It holds the
+// volume's commit lock shared (so a commit sees all of it or none) and its
+// metadata lock (so changes apply one at a time, without conflicts).
+func (s *Staging) mutate(ctx context.Context, fn func(m *mutation) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	v := s.v
+	v.commitMu.RLock()
+	defer v.commitMu.RUnlock()
+	return v.mutateLocked(fn)
+}
+
+// mutateLocked is mutate for callers that hold commitMu in either mode.
+func (v *volume) mutateLocked(fn func(m *mutation) error) error {
+	v.mu.Lock()
+	var m *mutation
+	err := update(v.r.db, func(txn *badger.Txn) error {
+		m = &mutation{writer: &writer{txn: txn, vid: v.id, seq: v.seq.Load()}, v: v,
+			now: v.r.now(), nextIno: v.nextIno}
+		if err := fn(m); err != nil {
+			return err
+		}
+		if m.nextIno != v.nextIno {
+			return txn.Set(stateKey(v.id), encodeState(m.nextIno, m.seq))
+		}
+		return nil
+	})
+	if err == nil {
+		v.nextIno = m.nextIno
+	}
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for _, f := range m.after {
+		f()
+	}
+	return nil
+}
+
+func checkName(name string) error {
+	switch {
+	case len(name) > 255:
+		return ErrNameTooLong
+	case name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00"):
+		return ErrInvalid
+	}
+	return nil
+}
+
+// create makes a new inode named name in parent.
+func (s *Staging) create(ctx context.Context, op string, parent Ino, name string, n inode) (Attr, error) {
+	if err := checkName(name); err != nil {
+		return Attr{}, fmt.Errorf("%s %q: %w", op, name, err)
+	}
+	err := s.mutate(ctx, func(m *mutation) error {
+		p, err := m.dir(parent)
+		if err != nil {
+			return err
+		}
+		if _, err := m.dirent(parent, name); err == nil {
+			return ErrExists
+		} else if !isNotFound(err) {
+			return err
+		}
+		n.Ino = m.alloc()
+		n.Atime, n.Mtime, n.Ctime = m.now, m.now, m.now
+		if isDir(n.Mode) {
+			n.Parent = parent
+			p.Nlink++
+		}
+		m.touchDir(&p)
+		if err := m.putInode(&n); err != nil {
+			return err
+		}
+		if err := m.putDirent(parent, name, n.Ino, n.Mode); err != nil {
+			return err
+		}
+		return m.putInode(&p)
+	})
+	if err != nil {
+		return Attr{}, fmt.Errorf("%s %q in %d: %w", op, name, parent, err)
+	}
+	return n.Attr, nil
+}
+
+// Create makes a regular file, fifo, socket or device node (mode carries
+// the type bits; rdev for devices). Errors: ErrExists, ErrNotFound (parent).
+func (s *Staging) Create(ctx context.Context, parent Ino, name string, mode, uid, gid uint32, rdev uint64) (Attr, error) {
+	switch mode & syscall.S_IFMT {
+	case 0:
+		mode |= syscall.S_IFREG
+	case syscall.S_IFREG, syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
+	default:
+		return Attr{}, fmt.Errorf("create %q: type %o: %w", name, mode&syscall.S_IFMT, ErrInvalid)
+	}
+	if mode&syscall.S_IFMT != syscall.S_IFCHR && mode&syscall.S_IFMT != syscall.S_IFBLK {
+		rdev = 0
+	}
+	return s.create(ctx, "create", parent, name, inode{Attr: Attr{Mode: mode, Uid: uid, Gid: gid, Nlink: 1, Rdev: rdev}})
+}
+
+// Mkdir makes a directory.
+func (s *Staging) Mkdir(ctx context.Context, parent Ino, name string, mode, uid, gid uint32) (Attr, error) {
+	return s.create(ctx, "mkdir", parent, name, inode{Attr: Attr{Mode: syscall.S_IFDIR | mode&0o7777, Uid: uid, Gid: gid, Nlink: 2}})
+}
+
+// Symlink makes a symbolic link.
+func (s *Staging) Symlink(ctx context.Context, parent Ino, name, target string, uid, gid uint32) (Attr, error) {
+	if target == "" || len(target) > 4095 {
+		return Attr{}, fmt.Errorf("symlink %q: target length %d: %w", name, len(target), ErrInvalid)
+	}
+	return s.create(ctx, "symlink", parent, name, inode{Attr: Attr{Mode: syscall.S_IFLNK | 0o777, Uid: uid, Gid: gid,
+		Nlink: 1, Size: int64(len(target))}, Target: target})
+}
+
+// Link makes a hard link to ino (not a directory).
+func (s *Staging) Link(ctx context.Context, ino Ino, parent Ino, name string) (Attr, error) {
+	if err := checkName(name); err != nil {
+		return Attr{}, fmt.Errorf("link %q: %w", name, err)
+	}
+	var out inode
+	err := s.mutate(ctx, func(m *mutation) error {
+		p, err := m.dir(parent)
+		if err != nil {
+			return err
+		}
+		n, err := m.inode(ino)
+		if err != nil {
+			return err
+		}
+		if isDir(n.Mode) {
+			return ErrIsDir
+		}
+		if _, err := m.dirent(parent, name); err == nil {
+			return ErrExists
+		} else if !isNotFound(err) {
+			return err
+		}
+		n.Nlink++
+		n.Ctime = m.now
+		m.touchDir(&p)
+		if err := m.putInode(&n); err != nil {
+			return err
+		}
+		if err := m.putDirent(parent, name, ino, n.Mode); err != nil {
+			return err
+		}
+		out = n
+		return m.putInode(&p)
+	})
+	if err != nil {
+		return Attr{}, fmt.Errorf("link %d as %q in %d: %w", ino, name, parent, err)
+	}
+	if f := s.v.lookupFile(ino); f != nil {
+		f.overlay(&out.Attr)
+	}
+	return out.Attr, nil
+}
+
+// dropInode removes an inode whose last link went: its attributes, extent
+// map, xattrs and any buffered writes.
+func (m *mutation) dropInode(n *inode) error {
+	if err := m.tombstone(rkIno(recAttr, uint64(n.Ino))); err != nil {
+		return err
+	}
+	if isReg(n.Mode) {
+		es, eseq, err := m.v.getExtents(m.txn, n.Ino, m.seq)
+		if err != nil {
+			return err
+		}
+		if eseq != 0 {
+			if err := m.tombstone(rkIno(recExtents, uint64(n.Ino))); err != nil {
+				return err
+			}
+		}
+		if eseq == m.seq && len(es) > 0 {
+			ids := extentIDs(es)
+			m.after = append(m.after, func() { m.v.releaseIDs(ids) })
+		}
+		ino := n.Ino
+		m.after = append(m.after, func() {
+			if f := m.v.lookupFile(ino); f != nil {
+				f.dataMu.Lock()
+				f.forget()
+				f.dataMu.Unlock()
+			}
+		})
+	}
+	var names []string
+	err := scanNames(m.txn, m.vid, rkNamePrefix(recXattr, uint64(n.Ino)), m.seq, "", false,
+		func(name string, _ []byte) (bool, error) {
+			names = append(names, name)
+			return true, nil
+		})
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := m.tombstone(rkName(recXattr, uint64(n.Ino), name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *volume) releaseIDs(ids []chunk.ID) {
+	if err := v.r.cs.Release(context.Background(), ids); err != nil {
+		v.r.log.Warn("release chunks", "volume", v.rec.Name, "err", err)
+	}
+}
+
+// unlinkInode drops one link of n (not a directory).
+func (m *mutation) unlinkInode(n *inode) error {
+	n.Nlink--
+	n.Ctime = m.now
+	if n.Nlink == 0 {
+		return m.dropInode(n)
+	}
+	return m.putInode(n)
+}
+
+// emptyDir reports whether directory ino has no entries.
+func (m *mutation) emptyDir(ino Ino) (bool, error) {
+	empty := true
+	err := scanNames(m.txn, m.vid, rkNamePrefix(recDirent, uint64(ino)), m.seq, "", false,
+		func(string, []byte) (bool, error) {
+			empty = false
+			return false, nil
+		})
+	return empty, err
+}
+
+// Unlink removes a non-directory entry.
+func (s *Staging) Unlink(ctx context.Context, parent Ino, name string) error {
+	err := s.mutate(ctx, func(m *mutation) error {
+		p, err := m.dir(parent)
+		if err != nil {
+			return err
+		}
+		d, err := m.dirent(parent, name)
+		if err != nil {
+			return err
+		}
+		n, err := m.inode(d.Ino)
+		if err != nil {
+			return err
+		}
+		if isDir(n.Mode) {
+			return ErrIsDir
+		}
+		if err := m.delDirent(parent, name); err != nil {
+			return err
+		}
+		if err := m.unlinkInode(&n); err != nil {
+			return err
+		}
+		m.touchDir(&p)
+		return m.putInode(&p)
+	})
+	if err != nil {
+		return fmt.Errorf("unlink %q in %d: %w", name, parent, err)
+	}
+	return nil
+}
+
+// Rmdir removes an empty directory. Errors: ErrNotEmpty.
+func (s *Staging) Rmdir(ctx context.Context, parent Ino, name string) error {
+	err := s.mutate(ctx, func(m *mutation) error {
+		p, err := m.dir(parent)
+		if err != nil {
+			return err
+		}
+		d, err := m.dirent(parent, name)
+		if err != nil {
+			return err
+		}
+		n, err := m.inode(d.Ino)
+		if err != nil {
+			return err
+		}
+		if !isDir(n.Mode) {
+			return ErrNotDir
+		}
+		if empty, err := m.emptyDir(n.Ino); err != nil {
+			return err
+		} else if !empty {
+			return ErrNotEmpty
+		}
+		if err := m.delDirent(parent, name); err != nil {
+			return err
+		}
+		if err := m.dropInode(&n); err != nil {
+			return err
+		}
+		p.Nlink--
+		m.touchDir(&p)
+		return m.putInode(&p)
+	})
+	if err != nil {
+		return fmt.Errorf("rmdir %q in %d: %w", name, parent, err)
+	}
+	return nil
+}
+
+// isAncestor reports whether dir a is dir b or one of b's ancestors.
+func (m *mutation) isAncestor(a, b Ino) (bool, error) {
+	for i := 0; i < 1<<16; i++ {
+		if a == b {
+			return true, nil
+		}
+		if b == RootIno {
+			return false, nil
+		}
+		n, err := m.inode(b)
+		if err != nil {
+			return false, err
+		}
+		b = n.Parent
+	}
+	return false, fmt.Errorf("directory parent chain too long: %w", ErrInvalid)
+}
+
+// Rename moves an entry, replacing a target as rename(2) does unless flags
+// has RenameNoReplace; RenameExchange swaps the two.
+func (s *Staging) Rename(ctx context.Context, parent Ino, name string, newParent Ino, newName string, flags uint32) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("rename %q: %w", name, err)
+	}
+	if err := checkName(newName); err != nil {
+		return fmt.Errorf("rename to %q: %w", newName, err)
+	}
+	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return fmt.Errorf("rename %q: flags %#x: %w", name, flags, ErrInvalid)
+	}
+	err := s.mutate(ctx, func(m *mutation) error {
+		pp, err := m.dir(parent)
+		if err != nil {
+			return err
+		}
+		np := &pp
+		var npv inode
+		if newParent != parent {
+			if npv, err = m.dir(newParent); err != nil {
+				return err
+			}
+			np = &npv
+		}
+		src, err := m.dirent(parent, name)
+		if err != nil {
+			return err
+		}
+		dst, derr := m.dirent(newParent, newName)
+		if derr != nil && !isNotFound(derr) {
+			return derr
+		}
+		exists := derr == nil
+		if flags&RenameExchange != 0 {
+			if !exists {
+				return ErrNotFound
+			}
+			return m.exchange(&pp, np, name, newName, src, dst)
+		}
+		if exists && flags&RenameNoReplace != 0 {
+			return ErrExists
+		}
+		if exists && dst.Ino == src.Ino {
+			return nil // same inode (or same entry): rename(2) does nothing
+		}
+		sn, err := m.inode(src.Ino)
+		if err != nil {
+			return err
+		}
+		srcDir := isDir(sn.Mode)
+		if srcDir && newParent != parent {
+			if loop, err := m.isAncestor(sn.Ino, newParent); err != nil {
+				return err
+			} else if loop {
+				return ErrInvalid
+			}
+		}
+		if exists {
+			dn, err := m.inode(dst.Ino)
+			if err != nil {
+				return err
+			}
+			switch {
+			case srcDir && !isDir(dn.Mode):
+				return ErrNotDir
+			case !srcDir && isDir(dn.Mode):
+				return ErrIsDir
+			case srcDir:
+				if empty, err := m.emptyDir(dn.Ino); err != nil {
+					return err
+				} else if !empty {
+					return ErrNotEmpty
+				}
+				if err := m.dropInode(&dn); err != nil {
+					return err
+				}
+				np.Nlink--
+			default:
+				if err := m.unlinkInode(&dn); err != nil {
+					return err
+				}
+			}
+		}
+		if err := m.delDirent(parent, name); err != nil {
+			return err
+		}
+		if err := m.putDirent(newParent, newName, sn.Ino, sn.Mode); err != nil {
+			return err
+		}
+		if srcDir && newParent != parent {
+			pp.Nlink--
+			np.Nlink++
+			sn.Parent = newParent
+		}
+		sn.Ctime = m.now
+		if err := m.putInode(&sn); err != nil {
+			return err
+		}
+		m.touchDir(&pp)
+		m.touchDir(np)
+		if err := m.putInode(&pp); err != nil {
+			return err
+		}
+		if np != &pp {
+			return m.putInode(np)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rename %q in %d to %q in %d: %w", name, parent, newName, newParent, err)
+	}
+	return nil
+}
+
+// exchange swaps two entries (RenameExchange).
+func (m *mutation) exchange(pp, np *inode, name, newName string, src, dst Dirent) error {
+	if src.Ino == dst.Ino {
+		return nil
+	}
+	sn, err := m.inode(src.Ino)
+	if err != nil {
+		return err
+	}
+	dn, err := m.inode(dst.Ino)
+	if err != nil {
+		return err
+	}
+	if pp.Ino != np.Ino {
+		if isDir(sn.Mode) {
+			if loop, err := m.isAncestor(sn.Ino, np.Ino); err != nil || loop {
+				return orInvalid(err)
+			}
+		}
+		if isDir(dn.Mode) {
+			if loop, err := m.isAncestor(dn.Ino, pp.Ino); err != nil || loop {
+				return orInvalid(err)
+			}
+		}
+		if isDir(sn.Mode) {
+			pp.Nlink--
+			np.Nlink++
+			sn.Parent = np.Ino
+		}
+		if isDir(dn.Mode) {
+			np.Nlink--
+			pp.Nlink++
+			dn.Parent = pp.Ino
+		}
+	}
+	if err := m.putDirent(pp.Ino, name, dn.Ino, dn.Mode); err != nil {
+		return err
+	}
+	if err := m.putDirent(np.Ino, newName, sn.Ino, sn.Mode); err != nil {
+		return err
+	}
+	sn.Ctime, dn.Ctime = m.now, m.now
+	m.touchDir(pp)
+	m.touchDir(np)
+	for _, n := range []*inode{&sn, &dn, pp} {
+		if err := m.putInode(n); err != nil {
+			return err
+		}
+	}
+	if np != pp {
+		return m.putInode(np)
+	}
+	return nil
+}
+
+func orInvalid(err error) error {
+	if err != nil {
+		return err
+	}
+	return ErrInvalid
+}
+
+// SetAttr changes attributes; Size truncates or extends (sparse).
+func (s *Staging) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error) {
+	v := s.v
+	v.commitMu.RLock()
+	defer v.commitMu.RUnlock()
+	var f *openFile
+	if in.Size != nil {
+		if *in.Size < 0 {
+			return Attr{}, fmt.Errorf("setattr %d: size %d: %w", ino, *in.Size, ErrInvalid)
+		}
+		var err error
+		f, err = v.openFileFor(ctx, ino, *in.Size == 0)
+		if err != nil {
+			return Attr{}, fmt.Errorf("setattr %d: %w", ino, err)
+		}
+		f.mu.Lock()
+		same := f.size == *in.Size
+		f.mu.Unlock()
+		if !same {
+			err = f.truncate(*in.Size, v.r.now())
+		}
+		f.dataMu.Unlock()
+		if err != nil {
+			return Attr{}, fmt.Errorf("setattr %d: %w", ino, err)
+		}
+	}
+	var out inode
+	err := v.mutateLocked(func(m *mutation) error {
+		n, err := m.inode(ino)
+		if err != nil {
+			return err
+		}
+		if in.Mode != nil {
+			n.Mode = n.Mode&syscall.S_IFMT | *in.Mode&0o7777
+		}
+		if in.Uid != nil {
+			n.Uid = *in.Uid
+		}
+		if in.Gid != nil {
+			n.Gid = *in.Gid
+		}
+		if in.Atime != nil {
+			n.Atime = *in.Atime
+		}
+		if in.Mtime != nil {
+			n.Mtime = *in.Mtime
+		}
+		n.Ctime = m.now
+		// A dirty file's size and times live in its open file until the
+		// flush: keep the two in step.
+		if f == nil {
+			f = v.lookupFile(ino)
+		}
+		if f != nil {
+			f.mu.Lock()
+			if !f.mtime.IsZero() {
+				if in.Mtime != nil {
+					f.mtime = *in.Mtime
+				}
+				f.ctime = m.now
+				n.Size, n.Mtime = f.size, f.mtime
+			}
+			f.mu.Unlock()
+		}
+		out = n
+		return m.putInode(&n)
+	})
+	if err != nil {
+		return Attr{}, fmt.Errorf("setattr %d: %w", ino, err)
+	}
+	return out.Attr, nil
+}
+
+// WriteAt writes file data. It returns once the data is in the spool (not
+// yet durable). Errors: ErrNoSpace.
+func (s *Staging) WriteAt(ctx context.Context, ino Ino, p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) < off {
+		return 0, fmt.Errorf("write %d: offset %d: %w", ino, off, ErrInvalid)
+	}
+	v := s.v
+	v.commitMu.RLock()
+	defer v.commitMu.RUnlock()
+	f, err := v.openFileFor(ctx, ino, false)
+	if err != nil {
+		return 0, fmt.Errorf("write %d: %w", ino, err)
+	}
+	defer f.dataMu.Unlock()
+	n, err := f.writeAt(p, off, v.r.now())
+	if err != nil {
+		return n, fmt.Errorf("write %d: %w", ino, err)
+	}
+	return n, nil
+}
+
+// SetXattr sets an extended attribute (flags as setxattr(2): XATTR_CREATE,
+// XATTR_REPLACE).
+func (s *Staging) SetXattr(ctx context.Context, ino Ino, name string, value []byte, flags uint32) error {
+	const xattrCreate, xattrReplace = 1, 2
+	if name == "" || strings.IndexByte(name, 0) >= 0 {
+		return fmt.Errorf("set xattr %q: %w", name, ErrInvalid)
+	}
+	if len(name) > 255 {
+		return fmt.Errorf("set xattr %q: %w", name, ErrRange)
+	}
+	if len(value) > 64<<10 {
+		return fmt.Errorf("set xattr %q: value of %d bytes: %w", name, len(value), ErrRange)
+	}
+	err := s.mutate(ctx, func(m *mutation) error {
+		n, err := m.inode(ino)
+		if err != nil {
+			return err
+		}
+		rk := rkName(recXattr, uint64(ino), name)
+		_, _, gerr := getVersion(m.txn, m.vid, rk, m.seq)
+		if gerr != nil && !isNotFound(gerr) {
+			return gerr
+		}
+		switch {
+		case flags&xattrCreate != 0 && gerr == nil:
+			return ErrExists
+		case flags&xattrReplace != 0 && gerr != nil:
+			return ErrNoXattr
+		}
+		if err := m.put(rk, append([]byte{valLive}, value...)); err != nil {
+			return err
+		}
+		n.Ctime = m.now
+		return m.putInodeKeepingFile(&n)
+	})
+	if err != nil {
+		return fmt.Errorf("set xattr %q of %d: %w", name, ino, err)
+	}
+	return nil
+}
+
+// putInodeKeepingFile writes n after a change that leaves size and mtime
+// alone, keeping a dirty file's buffered values.
+func (m *mutation) putInodeKeepingFile(n *inode) error {
+	if f := m.v.lookupFile(n.Ino); f != nil {
+		f.mu.Lock()
+		if !f.mtime.IsZero() {
+			f.ctime = n.Ctime
+			n.Size, n.Mtime = f.size, f.mtime
+		}
+		f.mu.Unlock()
+	}
+	return m.putInode(n)
+}
+
+// RemoveXattr removes an extended attribute. Errors: ErrNoXattr.
+func (s *Staging) RemoveXattr(ctx context.Context, ino Ino, name string) error {
+	err := s.mutate(ctx, func(m *mutation) error {
+		n, err := m.inode(ino)
+		if err != nil {
+			return err
+		}
+		rk := rkName(recXattr, uint64(ino), name)
+		if _, _, err := getVersion(m.txn, m.vid, rk, m.seq); err != nil {
+			if isNotFound(err) {
+				return ErrNoXattr
+			}
+			return err
+		}
+		if err := m.tombstone(rk); err != nil {
+			return err
+		}
+		n.Ctime = m.now
+		return m.putInodeKeepingFile(&n)
+	})
+	if err != nil {
+		return fmt.Errorf("remove xattr %q of %d: %w", name, ino, err)
+	}
+	return nil
+}
+
+// FlushFile chunks and stores the buffered writes of ino (called on close);
+// with durable, it also makes them survive a crash (fsync). Without
+// durable the chunking happens in the background.
+func (s *Staging) FlushFile(ctx context.Context, ino Ino, durable bool) error {
+	v := s.v
+	f := v.lookupFile(ino)
+	if !durable {
+		if f == nil {
+			return nil
+		}
+		return v.r.enqueue(ctx, f)
+	}
+	if f != nil {
+		f.dataMu.Lock()
+		err := f.flush(ctx)
+		f.dataMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return v.r.durable(ctx)
+}
+
+// durable makes everything written to the store and the index so far
+// survive a crash.
+func (r *Repo) durable(ctx context.Context) error {
+	if err := r.cs.Flush(ctx); err != nil {
+		return fmt.Errorf("flush store: %w", err)
+	}
+	if err := r.db.Sync(); err != nil {
+		return fmt.Errorf("sync index: %w", err)
+	}
+	return nil
+}
+
+// Sync makes every write that returned durable.
+func (s *Staging) Sync(ctx context.Context) error {
+	if err := s.v.flushAll(ctx); err != nil {
+		return err
+	}
+	return s.v.r.durable(ctx)
+}

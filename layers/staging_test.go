@@ -1,0 +1,299 @@
+package layers_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/strata-backup/strata/layers"
+)
+
+func TestStagingErrors(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, false)
+	st := e.staging(t, "v")
+	f, err := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := st.Mkdir(ctx, layers.RootIno, "d", 0o755, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Create(ctx, d.Ino, "x", 0o644, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		run  func() error
+		want error
+	}{
+		{"lookup missing", func() error { _, err := st.Tree().Lookup(ctx, layers.RootIno, "nope"); return err }, layers.ErrNotFound},
+		{"lookup in file", func() error { _, err := st.Tree().Lookup(ctx, f.Ino, "x"); return err }, layers.ErrNotDir},
+		{"create exists", func() error { _, err := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0); return err }, layers.ErrExists},
+		{"create in file", func() error { _, err := st.Create(ctx, f.Ino, "y", 0o644, 0, 0, 0); return err }, layers.ErrNotDir},
+		{"create in missing", func() error { _, err := st.Create(ctx, 999, "y", 0o644, 0, 0, 0); return err }, layers.ErrNotFound},
+		{"name too long", func() error {
+			_, err := st.Create(ctx, layers.RootIno, strings.Repeat("n", 256), 0o644, 0, 0, 0)
+			return err
+		}, layers.ErrNameTooLong},
+		{"name with slash", func() error { _, err := st.Mkdir(ctx, layers.RootIno, "a/b", 0o755, 0, 0); return err }, layers.ErrInvalid},
+		{"rmdir not empty", func() error { return st.Rmdir(ctx, layers.RootIno, "d") }, layers.ErrNotEmpty},
+		{"rmdir file", func() error { return st.Rmdir(ctx, layers.RootIno, "f") }, layers.ErrNotDir},
+		{"unlink dir", func() error { return st.Unlink(ctx, layers.RootIno, "d") }, layers.ErrIsDir},
+		{"write dir", func() error { _, err := st.WriteAt(ctx, d.Ino, []byte("x"), 0); return err }, layers.ErrIsDir},
+		{"link dir", func() error { _, err := st.Link(ctx, d.Ino, layers.RootIno, "dl"); return err }, layers.ErrIsDir},
+		{"rename into itself", func() error { return st.Rename(ctx, layers.RootIno, "d", d.Ino, "sub", 0) }, layers.ErrInvalid},
+		{"rename noreplace", func() error { return st.Rename(ctx, layers.RootIno, "f", layers.RootIno, "d", layers.RenameNoReplace) }, layers.ErrExists},
+		{"rename file over dir", func() error { return st.Rename(ctx, layers.RootIno, "f", layers.RootIno, "d", 0) }, layers.ErrIsDir},
+		{"exchange missing", func() error { return st.Rename(ctx, layers.RootIno, "f", layers.RootIno, "zz", layers.RenameExchange) }, layers.ErrNotFound},
+		{"get missing xattr", func() error { _, err := st.Tree().GetXattr(ctx, f.Ino, "user.no"); return err }, layers.ErrNoXattr},
+		{"readlink file", func() error { _, err := st.Tree().Readlink(ctx, f.Ino); return err }, layers.ErrInvalid},
+		{"readdir file", func() error { return st.Tree().ReadDir(ctx, f.Ino, "", func(layers.Dirent) bool { return true }) }, layers.ErrNotDir},
+		{"truncate negative", func() error { s := int64(-1); _, err := st.SetAttr(ctx, f.Ino, layers.SetAttr{Size: &s}); return err }, layers.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.run(); !errors.Is(err, tt.want) {
+				t.Errorf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSetAttrTimes(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, false)
+	st := e.staging(t, "v")
+	a, err := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteAt(ctx, a.Ino, []byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Date(2001, 2, 3, 4, 5, 6, 789012345, time.UTC)
+	at := time.Date(1969, 12, 31, 23, 59, 59, 1, time.UTC)
+	mode := uint32(0o4711)
+	before, _ := st.Tree().GetAttr(ctx, a.Ino)
+	got, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Mtime: &mt, Atime: &at, Mode: &mode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(where string, got layers.Attr) {
+		t.Helper()
+		if !got.Mtime.Equal(mt) || !got.Atime.Equal(at) || got.Mode != syscall.S_IFREG|0o4711 || got.Size != 5 {
+			t.Errorf("%s: got mtime %v atime %v mode %o size %d", where, got.Mtime, got.Atime, got.Mode, got.Size)
+		}
+		if got.Ctime.Before(before.Ctime) {
+			t.Errorf("%s: ctime went back: %v < %v", where, got.Ctime, before.Ctime)
+		}
+	}
+	check("setattr result", got)
+	a2, _ := st.Tree().GetAttr(ctx, a.Ino)
+	check("getattr dirty", a2)
+	if err := st.FlushFile(ctx, a.Ino, true); err != nil {
+		t.Fatal(err)
+	}
+	a3, _ := st.Tree().GetAttr(ctx, a.Ino)
+	check("getattr flushed", a3)
+}
+
+func TestSparseFile(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, false)
+	st := e.staging(t, "v")
+	a, err := st.Create(ctx, layers.RootIno, "sparse", 0o644, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const big = 5 << 30 // > 4 GiB
+	if _, err := st.WriteAt(ctx, a.Ino, []byte("tail"), big-4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteAt(ctx, a.Ino, []byte("head"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, durable := range []bool{false, true} {
+		if err := st.FlushFile(ctx, a.Ino, durable); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := st.Tree().GetAttr(ctx, a.Ino)
+		if got.Size != big {
+			t.Fatalf("size %d, want %d", got.Size, int64(big))
+		}
+		ext, err := st.Tree().Extents(ctx, a.Ino, 0, big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ext) != 3 || ext[0].Hole || !ext[1].Hole || ext[2].Hole || ext[2].Off+ext[2].Len != big {
+			t.Fatalf("extents %+v: want data, hole, data", ext)
+		}
+		buf := make([]byte, 8)
+		if n, err := st.Tree().ReadAt(ctx, a.Ino, buf, big-6); err != nil || n != 6 || string(buf[:6]) != "\x00\x00tail" {
+			t.Fatalf("read tail: %d %v %q", n, err, buf)
+		}
+		// extend with a hole, then write in the middle
+		s := int64(big + 1<<20)
+		if _, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Size: &s}); err != nil {
+			t.Fatal(err)
+		}
+		s = big
+		if _, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Size: &s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if chunks, _ := e.cs.Refs(0); chunks != 0 {
+		t.Fatalf("unexpected chunks of kind 0")
+	}
+}
+
+func TestReadDirLarge(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, true)
+	st := e.staging(t, "v")
+	n := 100000
+	if testing.Short() || raceEnabled {
+		n = 20000
+	}
+	d, err := st.Mkdir(ctx, layers.RootIno, "big", 0o755, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := st.Create(ctx, d.Ino, fmt.Sprintf("file-%07d", i), 0o644, 0, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Stream in pages with resume, as FUSE does, and watch the heap.
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapAlloc
+	var peak uint64
+	after, count := "", 0
+	for {
+		page := 0
+		err := st.Tree().ReadDir(ctx, d.Ino, after, func(de layers.Dirent) bool {
+			if want := fmt.Sprintf("file-%07d", count); de.Name != want {
+				t.Fatalf("entry %d: %q, want %q", count, de.Name, want)
+			}
+			count++
+			page++
+			after = de.Name
+			if count%10000 == 0 {
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				peak = max(peak, ms.HeapAlloc)
+			}
+			return page < 1000
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page < 1000 {
+			break
+		}
+	}
+	if count != n {
+		t.Fatalf("listed %d entries, want %d", count, n)
+	}
+	// 100k entries in memory would be several MiB of strings and structs;
+	// streaming keeps the growth to badger's iterator buffers.
+	if peak > base && peak-base > 16<<20 {
+		t.Errorf("heap grew by %d MiB while listing", (peak-base)>>20)
+	}
+}
+
+func TestReopenKeepsSynced(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, true)
+	st := e.staging(t, "v")
+	rng := rand.New(rand.NewSource(7))
+	data := make([]byte, 3<<20+123)
+	rng.Read(data)
+	a, err := st.Create(ctx, layers.RootIno, "synced", 0o600, 5, 6, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteAt(ctx, a.Ino, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetXattr(ctx, a.Ino, "user.k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.Create(ctx, layers.RootIno, "unflushed", 0o600, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteAt(ctx, b.Ino, []byte("closed by Close"), 0); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen(t)
+	st = e.staging(t, "v")
+	for _, c := range []struct {
+		name string
+		want []byte
+	}{{"synced", data}, {"unflushed", []byte("closed by Close")}} {
+		got, err := st.Tree().Lookup(ctx, layers.RootIno, c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(c.want)+10)
+		n, err := st.Tree().ReadAt(ctx, got.Ino, buf, 0)
+		if err != nil || !bytes.Equal(buf[:n], c.want) {
+			t.Fatalf("%s after reopen: %d bytes, %v", c.name, n, err)
+		}
+	}
+	if v, err := st.Tree().GetXattr(ctx, a.Ino, "user.k"); err != nil || string(v) != "v" {
+		t.Fatalf("xattr after reopen: %q %v", v, err)
+	}
+	// New inodes must not reuse numbers after reopen.
+	c, err := st.Create(ctx, layers.RootIno, "new", 0o600, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Ino <= b.Ino {
+		t.Fatalf("inode %d reused after reopen (last was %d)", c.Ino, b.Ino)
+	}
+}
+
+func TestReleaseOnOverwrite(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, false)
+	st := e.staging(t, "v")
+	a, _ := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < 5; i++ {
+		p := make([]byte, 2<<20)
+		rng.Read(p)
+		if _, err := st.WriteAt(ctx, a.Ino, p, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.FlushFile(ctx, a.Ino, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if chunks, refs := e.cs.Refs(1); chunks != 2 || refs != 2 {
+		t.Fatalf("after overwrites: %d chunks, %d refs; want 2, 2", chunks, refs)
+	}
+	if err := st.Unlink(ctx, layers.RootIno, "f"); err != nil {
+		t.Fatal(err)
+	}
+	if chunks, refs := e.cs.Refs(1); chunks != 0 || refs != 0 {
+		t.Fatalf("after unlink: %d chunks, %d refs; want 0", chunks, refs)
+	}
+}

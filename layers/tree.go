@@ -1,0 +1,344 @@
+package layers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// tree is the implementation behind Tree: a volume read at a fixed layer
+// seq (a revision), or at the moving staging seq with the staging spool
+// laid over it.
+type tree struct {
+	v       *volume
+	seq     uint64 // revisions: the sealed layer's seq
+	staging bool   // staging head: read at v.seq, overlay dirty files
+}
+
+func (t *Tree) at() uint64 {
+	if t.staging {
+		return t.v.seq.Load()
+	}
+	return t.seq
+}
+
+func (v *volume) getInode(txn *badger.Txn, ino Ino, seq uint64) (inode, uint64, error) {
+	b, vseq, err := getVersion(txn, v.id, rkIno(recAttr, uint64(ino)), seq)
+	if err != nil {
+		if isNotFound(err) {
+			return inode{}, 0, fmt.Errorf("inode %d: %w", ino, ErrNotFound)
+		}
+		return inode{}, 0, err
+	}
+	n, err := decodeInode(ino, b)
+	return n, vseq, err
+}
+
+func (v *volume) getExtents(txn *badger.Txn, ino Ino, seq uint64) ([]extent, uint64, error) {
+	b, vseq, err := getVersion(txn, v.id, rkIno(recExtents, uint64(ino)), seq)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, vseq, nil
+		}
+		return nil, 0, err
+	}
+	es, err := decodeExtents(b)
+	return es, vseq, err
+}
+
+func (v *volume) getDirent(txn *badger.Txn, parent Ino, name string, seq uint64) (Dirent, error) {
+	b, _, err := getVersion(txn, v.id, rkName(recDirent, uint64(parent), name), seq)
+	if err != nil {
+		return Dirent{}, err
+	}
+	return decodeDirent(name, b)
+}
+
+// attr reads an inode and, on the staging head, lays a dirty file's
+// buffered size and times over it. The open file is looked up before the
+// read: a flush writes the record before it forgets the file, so either
+// the record is current or the overlay is there.
+func (t *Tree) attr(txn *badger.Txn, ino Ino) (inode, error) {
+	var f *openFile
+	if t.staging {
+		f = t.v.lookupFile(ino)
+	}
+	n, _, err := t.v.getInode(txn, ino, t.at())
+	if err != nil {
+		return n, err
+	}
+	if f != nil {
+		f.overlay(&n.Attr)
+	}
+	return n, nil
+}
+
+func (t *Tree) view(fn func(txn *badger.Txn) error) error { return t.v.r.db.View(fn) }
+
+// Lookup finds name in directory parent. Errors: ErrNotFound, ErrNotDir.
+func (t *Tree) Lookup(ctx context.Context, parent Ino, name string) (Attr, error) {
+	var a Attr
+	err := t.view(func(txn *badger.Txn) error {
+		d, err := t.v.getDirent(txn, parent, name, t.at())
+		if err != nil {
+			if !isNotFound(err) {
+				return err
+			}
+			p, err := t.attr(txn, parent)
+			if err != nil {
+				return err
+			}
+			if !isDir(p.Mode) {
+				return ErrNotDir
+			}
+			return ErrNotFound
+		}
+		n, err := t.attr(txn, d.Ino)
+		a = n.Attr
+		return err
+	})
+	if err != nil {
+		return Attr{}, fmt.Errorf("lookup %q in %d: %w", name, parent, err)
+	}
+	return a, nil
+}
+
+// GetAttr returns the attributes of ino.
+func (t *Tree) GetAttr(ctx context.Context, ino Ino) (Attr, error) {
+	var a Attr
+	err := t.view(func(txn *badger.Txn) error {
+		n, err := t.attr(txn, ino)
+		a = n.Attr
+		return err
+	})
+	return a, err
+}
+
+// ReadDir calls fn for the entries of directory ino in name order, starting
+// after name `after` ("" = from the start), until fn returns false. "." and
+// ".." are not included. Memory does not grow with directory size.
+func (t *Tree) ReadDir(ctx context.Context, ino Ino, after string, fn func(Dirent) bool) error {
+	seq := t.at()
+	err := t.view(func(txn *badger.Txn) error {
+		n, _, err := t.v.getInode(txn, ino, seq)
+		if err != nil {
+			return err
+		}
+		if !isDir(n.Mode) {
+			return ErrNotDir
+		}
+		return scanNames(txn, t.v.id, rkNamePrefix(recDirent, uint64(ino)), seq, after, true,
+			func(name string, val []byte) (bool, error) {
+				if err := ctx.Err(); err != nil {
+					return false, err
+				}
+				d, err := decodeDirent(name, val)
+				if err != nil {
+					return false, err
+				}
+				return fn(d), nil
+			})
+	})
+	if err != nil {
+		return fmt.Errorf("read directory %d: %w", ino, err)
+	}
+	return nil
+}
+
+// Readlink returns a symlink's target.
+func (t *Tree) Readlink(ctx context.Context, ino Ino) (string, error) {
+	var target string
+	err := t.view(func(txn *badger.Txn) error {
+		n, _, err := t.v.getInode(txn, ino, t.at())
+		if err != nil {
+			return err
+		}
+		if !isLnk(n.Mode) {
+			return ErrInvalid
+		}
+		target = n.Target
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("readlink %d: %w", ino, err)
+	}
+	return target, nil
+}
+
+// ReadAt reads file data; holes read as zeros; short count only at EOF.
+func (t *Tree) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %d: negative offset: %w", ino, ErrInvalid)
+	}
+	if t.staging {
+		if f := t.v.lookupFile(ino); f != nil {
+			n, ok, err := f.readAt(p, off)
+			if ok {
+				return n, err
+			}
+		}
+	}
+	var size int64
+	var es []extent
+	err := t.view(func(txn *badger.Txn) error {
+		n, _, err := t.v.getInode(txn, ino, t.at())
+		if err != nil {
+			return err
+		}
+		if isDir(n.Mode) {
+			return ErrIsDir
+		}
+		size = n.Size
+		if off >= size {
+			return nil
+		}
+		es, _, err = t.v.getExtents(txn, ino, t.at())
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read %d: %w", ino, err)
+	}
+	if off >= size {
+		return 0, nil
+	}
+	if rest := size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	if err := t.v.r.readExtents(ctx, es, p, off); err != nil {
+		return 0, fmt.Errorf("read %d: %w", ino, err)
+	}
+	return len(p), nil
+}
+
+// readExtents fills p with the data at off described by the sorted extent
+// map es; gaps are zeros.
+func (r *Repo) readExtents(ctx context.Context, es []extent, p []byte, off int64) error {
+	end := off + int64(len(p))
+	i := sort.Search(len(es), func(i int) bool { return es[i].Off+es[i].Len > off })
+	pos := off
+	for ; i < len(es) && es[i].Off < end; i++ {
+		e := es[i]
+		if e.Off > pos {
+			clear(p[pos-off : e.Off-off])
+			pos = e.Off
+		}
+		data, err := r.getChunk(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		if int64(len(data)) != e.Len {
+			return fmt.Errorf("chunk %s: length %d, extent says %d", e.ID.Short(), len(data), e.Len)
+		}
+		n := copy(p[pos-off:], data[pos-e.Off:])
+		pos += int64(n)
+	}
+	if pos < end {
+		clear(p[pos-off:])
+	}
+	return nil
+}
+
+// GetXattr returns one extended attribute. Errors: ErrNoXattr.
+func (t *Tree) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, error) {
+	var val []byte
+	err := t.view(func(txn *badger.Txn) error {
+		if _, _, err := t.v.getInode(txn, ino, t.at()); err != nil {
+			return err
+		}
+		b, _, err := getVersion(txn, t.v.id, rkName(recXattr, uint64(ino), name), t.at())
+		if isNotFound(err) {
+			return ErrNoXattr
+		}
+		val = b
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get xattr %q of %d: %w", name, ino, err)
+	}
+	return val, nil
+}
+
+// ListXattr lists extended attribute names.
+func (t *Tree) ListXattr(ctx context.Context, ino Ino) ([]string, error) {
+	var names []string
+	err := t.view(func(txn *badger.Txn) error {
+		if _, _, err := t.v.getInode(txn, ino, t.at()); err != nil {
+			return err
+		}
+		return scanNames(txn, t.v.id, rkNamePrefix(recXattr, uint64(ino)), t.at(), "", false,
+			func(name string, _ []byte) (bool, error) {
+				names = append(names, name)
+				return true, nil
+			})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list xattrs of %d: %w", ino, err)
+	}
+	return names, nil
+}
+
+// Extents reports data and hole runs of a file in [off, off+len), for
+// SEEK_DATA/SEEK_HOLE and sparse copies. Runs stop at the end of the file.
+func (t *Tree) Extents(ctx context.Context, ino Ino, off, length int64) ([]Extent, error) {
+	if off < 0 || length < 0 {
+		return nil, fmt.Errorf("extents of %d: %w", ino, ErrInvalid)
+	}
+	if t.staging {
+		if f := t.v.lookupFile(ino); f != nil {
+			out, ok, err := f.extents(off, length)
+			if ok {
+				return out, err
+			}
+		}
+	}
+	var size int64
+	var es []extent
+	err := t.view(func(txn *badger.Txn) error {
+		n, _, err := t.v.getInode(txn, ino, t.at())
+		if err != nil {
+			return err
+		}
+		size = n.Size
+		es, _, err = t.v.getExtents(txn, ino, t.at())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("extents of %d: %w", ino, err)
+	}
+	end := min(off+length, size)
+	var out []Extent
+	add := func(o, l int64, hole bool) {
+		if l <= 0 {
+			return
+		}
+		if k := len(out) - 1; k >= 0 && out[k].Hole == hole && out[k].Off+out[k].Len == o {
+			out[k].Len += l
+			return
+		}
+		out = append(out, Extent{Off: o, Len: l, Hole: hole})
+	}
+	pos := off
+	for _, e := range es {
+		if pos >= end {
+			break
+		}
+		if e.Off+e.Len <= pos {
+			continue
+		}
+		if e.Off > pos {
+			add(pos, min(e.Off, end)-pos, true)
+			pos = min(e.Off, end)
+		}
+		if pos < end {
+			l := min(e.Off+e.Len, end) - pos
+			add(pos, l, false)
+			pos += l
+		}
+	}
+	if pos < end {
+		add(pos, end-pos, true)
+	}
+	return out, nil
+}
