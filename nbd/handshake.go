@@ -66,14 +66,17 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		mem:     semaphore.NewWeighted(s.opts.BufferBytes),
 		workers: make(chan struct{}, s.opts.Workers),
 	}
-	if err := c.negotiate(ctx); err != nil {
+	err := c.negotiate(ctx)
+	if c.exp != nil {
+		defer s.release(c.exp)
+	}
+	if err != nil {
 		c.logEnd("nbd handshake", err)
 		return
 	}
-	defer s.release(c.exp)
 	c.log = c.log.With("export", c.exp.name)
 	c.log.Debug("nbd connection", "flags", fmt.Sprintf("%#x", c.flags), "structured", c.structured)
-	err := c.transmit(ctx)
+	err = c.transmit(ctx)
 	c.running.Wait()
 	c.logEnd("nbd connection", err)
 }
@@ -92,7 +95,8 @@ func (c *conn) logEnd(what string, err error) {
 }
 
 // negotiate runs the fixed newstyle handshake until the client picks an
-// export (c.exp set) or leaves.
+// export or leaves. Once c.exp is set, the caller releases it, whatever
+// negotiate returns.
 func (c *conn) negotiate(ctx context.Context) error {
 	if err := c.nc.SetDeadline(c.s.opts.Now().Add(c.s.opts.HandshakeTimeout)); err != nil {
 		return err
@@ -254,16 +258,9 @@ func (c *conn) optExportName(ctx context.Context, name string, noZeroes bool) er
 		b = append(b, make([]byte, 124)...)
 	}
 	if _, err := c.nc.Write(b); err != nil {
-		c.s.release(e)
-		c.exp = nil
 		return fmt.Errorf("send export info: %w", err)
 	}
-	if err := c.nc.SetDeadline(time.Time{}); err != nil {
-		c.s.release(e)
-		c.exp = nil
-		return err
-	}
-	return nil
+	return c.nc.SetDeadline(time.Time{})
 }
 
 // optInfoGo answers NBD_OPT_INFO and NBD_OPT_GO; done reports that GO
