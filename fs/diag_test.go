@@ -12,20 +12,35 @@ import (
 )
 
 type opCounter struct {
-	mu sync.Mutex
-	n  map[string]int
+	mu    sync.Mutex
+	n     map[string]int
+	d     map[string]time.Duration
+	start map[string]time.Time
+	op    map[string]string
 }
 
-var rxRe = regexp.MustCompile(`rx \d+: (\w+)`)
+var (
+	rxRe = regexp.MustCompile(`rx (\d+): (\w+)`)
+	txRe = regexp.MustCompile(`tx (\d+):`)
+)
 
 func (c *opCounter) Write(p []byte) (int, error) {
 	if os.Getenv("DIAG_LOG") != "" {
 		os.Stderr.Write(p)
 	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if m := rxRe.FindSubmatch(p); m != nil {
-		c.mu.Lock()
-		c.n[string(m[1])]++
-		c.mu.Unlock()
+		c.n[string(m[2])]++
+		c.start[string(m[1])] = now
+		c.op[string(m[1])] = string(m[2])
+	} else if m := txRe.FindSubmatch(p); m != nil {
+		id := string(m[1])
+		if t0, ok := c.start[id]; ok {
+			c.d[c.op[id]] += now.Sub(t0)
+			delete(c.start, id)
+		}
 	}
 	return len(p), nil
 }
@@ -38,7 +53,7 @@ func TestDiagOps(t *testing.T) {
 	r := testRepo(t)
 	st := testStaging(t, r, "d")
 	mnt := mountDir(t)
-	c := &opCounter{n: map[string]int{}}
+	c := &opCounter{n: map[string]int{}, d: map[string]time.Duration{}, start: map[string]time.Time{}, op: map[string]string{}}
 	m, err := MountStaging(context.Background(), mnt, st, Options{Repo: r, Debug: true, Logger: slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +68,6 @@ func TestDiagOps(t *testing.T) {
 	}
 	sort.Slice(names, func(i, j int) bool { return c.n[names[i]] > c.n[names[j]] })
 	for _, k := range names {
-		t.Logf("%-12s %6d", k, c.n[k])
+		t.Logf("%-12s %6d %10v %8v/op", k, c.n[k], c.d[k].Round(time.Millisecond), (c.d[k] / time.Duration(c.n[k])).Round(time.Microsecond))
 	}
 }
