@@ -20,7 +20,7 @@ type env struct {
 
 func openDB(t testing.TB, dir string) *badger.DB {
 	t.Helper()
-	opts := badger.DefaultOptions(dir).WithLogger(nil)
+	opts := badger.DefaultOptions(dir).WithLogger(nil).WithBlockCacheSize(8 << 20)
 	if dir == "" {
 		opts = opts.WithInMemory(true)
 	}
