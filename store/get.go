@@ -201,6 +201,11 @@ func (s *Store) readVerified(ctx context.Context, segID uint64, seg index.Segmen
 		}
 		copy(p[:cnt], pieces[d].data[local-lo:])
 		p, off = p[cnt:], off+cnt
+		for _, pc := range pieces {
+			if pc.data != nil {
+				s.putChunkBuf(pc.data)
+			}
+		}
 	}
 	return sortedKeys(badShards), nil
 }
@@ -217,14 +222,16 @@ func sortedKeys(m map[int]bool) []int {
 // readPiece reads shard j's data bytes [lo, hi) and the checksums of blocks
 // first.. and checks them.
 func (s *Store) readPiece(ctx context.Context, segID uint64, j int, L int64, first int, lo, hi int64) shardPiece {
-	data := make([]byte, hi-lo)
+	data := s.chunkBuf(int(hi - lo))[:hi-lo]
 	nb := erasure.Blocks(hi - lo) // lo is block aligned
 	table := make([]byte, 4*nb)
 	name := segName(segID)
 	if err := s.backends[j].GetRange(ctx, name, erasure.HeaderSize+lo, data); err != nil {
+		s.putChunkBuf(data)
 		return shardPiece{}
 	}
 	if err := s.backends[j].GetRange(ctx, name, erasure.TableOffset(L)+4*int64(first), table); err != nil {
+		s.putChunkBuf(data)
 		return shardPiece{}
 	}
 	bad := map[int]bool{}
@@ -271,12 +278,27 @@ func (s *Store) reconstructRange(pieces []shardPiece, first int, lo, hi int64, d
 		if len(missing) == 0 {
 			continue
 		}
+		if len(rows) == 1 {
+			for _, j := range missing {
+				if !dataOnly || j < s.k {
+					// Reconstruct fills zero-length slices with room in place.
+					shards[j] = s.chunkBuf(int(hi - lo))
+				}
+			}
+		}
 		if err := s.coder.Reconstruct(shards, dataOnly); err != nil {
 			return fmt.Errorf("shard bytes %d..%d: %w", r[0], r[1], err)
 		}
 		for _, j := range missing {
 			if shards[j] == nil {
 				continue // parity not restored on a data-only read
+			}
+			if len(rows) == 1 {
+				if dataOnly && pieces[j].data != nil {
+					s.putChunkBuf(pieces[j].data) // scrub's are file slices
+				}
+				pieces[j].data = shards[j]
+				continue
 			}
 			if pieces[j].data == nil {
 				pieces[j].data = make([]byte, hi-lo)
