@@ -8,10 +8,10 @@ import (
 // until store/chunker lands; content-defined chunking replaces it.
 const fileChunkSize = 1 << 20
 
-// splitData cuts the data read from r (which starts at file offset base)
+// splitData cuts the n bytes read from r (which start at file offset base)
 // into chunks and calls put for each. The chunk slice is reused.
-func splitData(r io.Reader, base int64, put func(data []byte, off int64) error) error {
-	buf := make([]byte, fileChunkSize)
+func splitData(r io.Reader, base, n int64, put func(data []byte, off int64) error) error {
+	buf := make([]byte, min(n, fileChunkSize))
 	off := base
 	for {
 		n, err := io.ReadFull(r, buf)

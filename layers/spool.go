@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"golang.org/x/sys/unix"
 
 	"github.com/strata-backup/strata/store/chunk"
 )
@@ -30,8 +26,7 @@ type openFile struct {
 	// dataMu guards the spool's contents, loaded and closed. Writes,
 	// truncates, dirty reads and flushes hold it.
 	dataMu sync.Mutex
-	spool  *os.File
-	path   string
+	buf    *spoolBuf
 	loaded bool // the base content is in the spool
 	closed bool // flushed and forgotten; users must look the file up again
 
@@ -42,8 +37,6 @@ type openFile struct {
 	dirty  bool
 	queued atomic.Bool
 }
-
-var spoolSeq atomic.Uint64 // makes spool names unique within the process
 
 func (v *volume) lookupFile(ino Ino) *openFile {
 	v.filesMu.Lock()
@@ -104,13 +97,8 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 	if err != nil {
 		return err
 	}
-	if f.spool == nil {
-		f.path = filepath.Join(v.r.opts.SpoolDir, v.rec.ID+"."+strconv.FormatUint(uint64(f.ino), 10)+"."+strconv.FormatUint(spoolSeq.Add(1), 10))
-		sp, err := os.OpenFile(f.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return spoolErr("create spool", err)
-		}
-		f.spool = sp
+	if f.buf == nil {
+		f.buf = v.r.newSpoolBuf(v.rec.ID + "." + strconv.FormatUint(uint64(f.ino), 10))
 	}
 	size := n.Size
 	if noBase {
@@ -124,12 +112,12 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 		if err != nil {
 			return err
 		}
-		if _, err := f.spool.WriteAt(data[:min(int64(len(data)), size-e.Off)], e.Off); err != nil {
-			return spoolErr("fill spool", err)
+		if _, err := f.buf.writeAt(data[:min(int64(len(data)), size-e.Off)], e.Off); err != nil {
+			return err
 		}
 	}
-	if err := f.spool.Truncate(size); err != nil {
-		return spoolErr("size spool", err)
+	if err := f.buf.truncate(size); err != nil {
+		return err
 	}
 	f.mu.Lock()
 	f.size, f.mtime, f.ctime = size, n.Mtime, n.Ctime
@@ -149,10 +137,9 @@ func spoolErr(op string, err error) error {
 // forget closes the spool and drops the file from its volume; dataMu held.
 func (f *openFile) forget() {
 	f.closed = true
-	if f.spool != nil {
-		_ = f.spool.Close()
-		_ = os.Remove(f.path)
-		f.spool = nil
+	if f.buf != nil {
+		f.buf.close()
+		f.buf = nil
 	}
 	f.v.filesMu.Lock()
 	if f.v.files[f.ino] == f {
@@ -172,7 +159,7 @@ func (f *openFile) overlay(a *Attr) {
 
 // writeAt writes into the spool; dataMu held.
 func (f *openFile) writeAt(p []byte, off int64, now time.Time) (int, error) {
-	n, err := f.spool.WriteAt(p, off)
+	n, err := f.buf.writeAt(p, off)
 	f.mu.Lock()
 	if end := off + int64(n); end > f.size {
 		f.size = end
@@ -181,16 +168,13 @@ func (f *openFile) writeAt(p []byte, off int64, now time.Time) (int, error) {
 		f.mtime, f.ctime, f.dirty = now, now, true
 	}
 	f.mu.Unlock()
-	if err != nil {
-		return n, spoolErr("write spool", err)
-	}
-	return n, nil
+	return n, err
 }
 
 // truncate sets the size; dataMu held.
 func (f *openFile) truncate(size int64, now time.Time) error {
-	if err := f.spool.Truncate(size); err != nil {
-		return spoolErr("truncate spool", err)
+	if err := f.buf.truncate(size); err != nil {
+		return err
 	}
 	f.mu.Lock()
 	f.size, f.mtime, f.ctime, f.dirty = size, now, now, true
@@ -215,40 +199,7 @@ func (f *openFile) readAt(p []byte, off int64) (int, bool, error) {
 	if rest := size - off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
-	n, err := f.spool.ReadAt(p, off)
-	if err == io.EOF {
-		clear(p[n:])
-		n, err = len(p), nil
-	}
-	return n, true, err
-}
-
-// dataRuns calls fn for each run of possibly non-zero data in [off, end)
-// of the spool, found with SEEK_DATA/SEEK_HOLE; dataMu held.
-func (f *openFile) dataRuns(off, end int64, fn func(o, l int64) error) error {
-	fd := int(f.spool.Fd())
-	for off < end {
-		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if err == unix.ENXIO {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("seek spool: %w", err)
-		}
-		if d >= end {
-			return nil
-		}
-		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return fmt.Errorf("seek spool: %w", err)
-		}
-		h = min(h, end)
-		if err := fn(d, h-d); err != nil {
-			return err
-		}
-		off = h
-	}
-	return nil
+	return len(p), true, f.buf.readAt(p, off)
 }
 
 func (f *openFile) extents(off, length int64) ([]Extent, bool, error) {
@@ -262,7 +213,7 @@ func (f *openFile) extents(off, length int64) ([]Extent, bool, error) {
 	f.mu.Unlock()
 	var out []Extent
 	pos := off
-	err := f.dataRuns(off, end, func(o, l int64) error {
+	err := f.buf.dataRuns(off, end, func(o, l int64) error {
 		if o > pos {
 			out = append(out, Extent{Off: pos, Len: o - pos, Hole: true})
 		}
@@ -302,8 +253,8 @@ func (f *openFile) flush(ctx context.Context) error {
 		es = append(es, extent{Off: off, Len: int64(len(data)), ID: id})
 		return nil
 	}
-	err := f.dataRuns(0, size, func(o, l int64) error {
-		return splitData(io.NewSectionReader(f.spool, o, l), o, put)
+	err := f.buf.dataRuns(0, size, func(o, l int64) error {
+		return splitData(f.buf.section(o, l), o, l, put)
 	})
 	if err == nil {
 		err = v.commitFile(ctx, f, es, size)

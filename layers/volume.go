@@ -30,6 +30,8 @@ type repo struct {
 	now   func() time.Time
 	cache *chunkCache
 
+	memUsed atomic.Int64 // bytes of spool buffers held in memory
+
 	jobs    chan *openFile // files waiting to be chunked
 	done    chan struct{}  // closed by Close: workers stop
 	workers sync.WaitGroup
