@@ -11,6 +11,7 @@ import (
 
 	"github.com/strata-backup/strata/store/chunk"
 	"github.com/strata-backup/strata/store/format"
+	"github.com/strata-backup/strata/store/shard"
 )
 
 // Benchmarks run the store at its defaults (4+2, 32 MiB segments) with
@@ -177,4 +178,38 @@ func BenchmarkGet(b *testing.B) {
 // chunk on shards 0 and 1 is reconstructed from the other four.
 func BenchmarkGetDegraded(b *testing.B) {
 	b.Run("random", func(b *testing.B) { benchGet(b, "random", []int{0, 1}) })
+}
+
+// discard is a shard backend that drops writes, to measure the Put
+// pipeline (hash, compress, encrypt, erasure code, checksum) without disk.
+type discard struct{ shard.Backend }
+
+func (discard) Put(context.Context, string, []byte) error          { return nil }
+func (discard) List(context.Context, func(shard.Info) error) error { return nil }
+
+// BenchmarkPutNoDisk is BenchmarkPut/random with shard writes discarded:
+// the CPU-bound ceiling of the pipeline on this machine.
+func BenchmarkPutNoDisk(b *testing.B) {
+	ctx := context.Background()
+	pool := benchPool(b, "random")
+	dir, cfg := benchRepo(b)
+	bs := make([]shard.Backend, cfg.DataShards+cfg.ParityShards)
+	for i := range bs {
+		bs[i] = discard{}
+	}
+	s := openStore(b, dir, cfg, Options{Backends: bs})
+	buf := make([]byte, benchChunk)
+	b.SetBytes(benchChunk)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		benchChunkData(pool, buf, i)
+		if _, _, err := s.Put(ctx, chunk.KindData, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N*benchChunk)/time.Since(start).Seconds()/1e6, "store-MB/s")
 }
