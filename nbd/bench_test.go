@@ -1,7 +1,9 @@
 package nbd_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,6 +49,7 @@ func BenchmarkNBD(b *testing.B) {
 	type target struct {
 		name  string
 		start func(b *testing.B, readOnly bool) (uri string, stop func())
+		cpu   func() time.Duration // CPU time the server used so far
 	}
 	strata := func(backend string) func(b *testing.B, readOnly bool) (string, func()) {
 		return func(b *testing.B, readOnly bool) (string, func()) {
@@ -71,6 +75,7 @@ func BenchmarkNBD(b *testing.B) {
 			return ts.unixURI("d"), func() { ts.srv.Close(); release() }
 		}
 	}
+	var qemuPID int
 	qemu := func(b *testing.B, readOnly bool) (string, func()) {
 		path := filepath.Join(dir, "qemu.img")
 		prepareTarget(b, path, src, size, readOnly)
@@ -84,6 +89,7 @@ func BenchmarkNBD(b *testing.B) {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
+		qemuPID = cmd.Process.Pid
 		for i := 0; ; i++ {
 			if _, err := os.Stat(sock); err == nil {
 				break
@@ -100,7 +106,8 @@ func BenchmarkNBD(b *testing.B) {
 			os.Remove(sock)
 		}
 	}
-	targets := []target{{"strata-mem", strata("mem")}, {"strata-file", strata("file")}, {"qemu-nbd", qemu}}
+	targets := []target{{"strata-mem", strata("mem"), selfCPU}, {"strata-file", strata("file"), selfCPU},
+		{"qemu-nbd", qemu, func() time.Duration { return procCPU(b, qemuPID) }}}
 
 	for _, tg := range targets {
 		b.Run("copy-in/"+tg.name, func(b *testing.B) {
@@ -145,19 +152,50 @@ func BenchmarkNBD(b *testing.B) {
 		b.StartTimer()
 		const rounds = 3
 		iops := make([][]float64, len(targets))
+		cpu := make([][]float64, len(targets))
 		for range b.N {
 			for range rounds {
-				for i := range targets {
+				for i, tg := range targets {
+					before := tg.cpu()
+					start := time.Now()
 					v, _ := fioRandRead(b, uris[i], 3)
+					used := tg.cpu() - before
 					iops[i] = append(iops[i], v)
+					// Server CPU per request: far steadier than IOPS on
+					// a shared machine.
+					cpu[i] = append(cpu[i], float64(used.Microseconds())/(v*time.Since(start).Seconds()))
 				}
 			}
 		}
 		for i, tg := range targets {
 			slices.Sort(iops[i])
+			slices.Sort(cpu[i])
 			b.ReportMetric(iops[i][len(iops[i])/2], tg.name+"-IOPS")
+			b.ReportMetric(cpu[i][len(cpu[i])/2], tg.name+"-cpu-µs/req")
 		}
 	})
+}
+
+// selfCPU is the CPU time of this process, which runs the strata servers
+// (fio runs in its own).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the CPU time of process pid.
+func procCPU(b *testing.B, pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15, in clock ticks (100 per second on Linux).
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

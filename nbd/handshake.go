@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -29,8 +30,10 @@ type conn struct {
 	exp        *openExport
 	flags      uint16 // transmission flags sent to the client
 
-	wmu     sync.Mutex          // serialises replies; guards werr
+	wmu     sync.Mutex          // serialises replies; guards wbuf and werr
+	wbuf    []byte              // small reply bytes not yet written to nc
 	werr    error               // first reply write error; later replies are dropped
+	sending atomic.Int32        // replies ready to send, waiting for or holding wmu
 	mem     *semaphore.Weighted // payload bytes in flight
 	workers chan struct{}       // one token per running request
 	running sync.WaitGroup      // requests in flight
