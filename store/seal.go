@@ -13,6 +13,7 @@ import (
 	"github.com/strata-backup/strata/store/crypt"
 	"github.com/strata-backup/strata/store/erasure"
 	"github.com/strata-backup/strata/store/index"
+	"github.com/strata-backup/strata/store/shard"
 )
 
 // A segment is its chunks' sealed bytes back to back, then a trailer that
@@ -142,11 +143,37 @@ func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) erro
 	g, gctx := errgroup.WithContext(ctx)
 	for i, f := range files {
 		g.Go(func() error {
-			if err := s.backends[i].Put(gctx, segName(segID), f); err != nil {
+			var err error
+			if b, ok := s.backends[i].(shard.Batcher); ok {
+				err = b.PutBatch(gctx, segName(segID), f)
+			} else {
+				err = s.backends[i].Put(gctx, segName(segID), f)
+			}
+			if err != nil {
 				return fmt.Errorf("write shard %d of segment %016x: %w", i, segID, err)
 			}
 			return nil
 		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return s.dirSync.Sync(ctx)
+}
+
+// syncShardDirs makes the names of every shard written with PutBatch
+// durable (one directory fsync per shard dir for all sealers waiting).
+func (s *Store) syncShardDirs(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for i, b := range s.backends {
+		if bb, ok := b.(shard.Batcher); ok {
+			g.Go(func() error {
+				if err := bb.SyncBatch(gctx); err != nil {
+					return fmt.Errorf("sync shard dir %d: %w", i, err)
+				}
+				return nil
+			})
+		}
 	}
 	return g.Wait()
 }
@@ -164,7 +191,7 @@ func (s *Store) sealSegment(ctx context.Context, seg *segBuf) error {
 	if err := s.commitSegment(seg, int64(len(full))); err != nil {
 		return classify(err)
 	}
-	if err := s.db.Sync(); err != nil {
+	if err := s.indexSync.Sync(ctx); err != nil {
 		return classify(fmt.Errorf("sync index: %w", err))
 	}
 	s.removeJournal(seg)

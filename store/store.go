@@ -58,6 +58,9 @@ type Store struct {
 	sealWG    sync.WaitGroup
 	workWG    sync.WaitGroup
 
+	dirSync   *groupSync // shard dir fsyncs shared by concurrent sealers
+	indexSync *groupSync // index fsyncs shared by concurrent sealers
+
 	flushMu sync.Mutex // serializes Flush
 	maintMu sync.Mutex // serializes Scrub, GC and RebuildIndex
 	idxMu   sync.Mutex // serializes read-modify-write of chunk records
@@ -145,6 +148,8 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 		damaged: map[uint64]bool{},
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.dirSync = newGroupSync(s.syncShardDirs)
+	s.indexSync = newGroupSync(func(context.Context) error { return s.db.Sync() })
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -49,6 +49,14 @@ func (l *Local) path(name string) (string, error) {
 
 // Put implements Backend: temp file, fsync, rename, directory fsync.
 func (l *Local) Put(ctx context.Context, name string, data []byte) error {
+	if err := l.PutBatch(ctx, name, data); err != nil {
+		return err
+	}
+	return l.SyncBatch(ctx)
+}
+
+// PutBatch implements Batcher: Put without the directory fsync.
+func (l *Local) PutBatch(ctx context.Context, name string, data []byte) error {
 	p, err := l.path(name)
 	if err != nil {
 		return err
@@ -80,6 +88,12 @@ func (l *Local) Put(ctx context.Context, name string, data []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("put %s: %w", p, err)
 	}
+	return nil
+}
+
+// SyncBatch implements Batcher: one directory fsync makes every rename
+// before it durable.
+func (l *Local) SyncBatch(ctx context.Context) error {
 	return syncDir(l.dir)
 }
 

@@ -44,3 +44,15 @@ type Space struct {
 type Spacer interface {
 	Space(ctx context.Context) (Space, error)
 }
+
+// Batcher is implemented by backends that can split Put's durability in
+// two: PutBatch makes the object's bytes durable and visible, SyncBatch
+// makes the names of every object put before it durable. One SyncBatch for
+// several PutBatch calls saves a directory fsync each (on ext4 a journal
+// commit: measured 340 MB/s instead of 135 MB/s for 4+2 segment writes).
+// Callers must call SyncBatch before relying on the objects surviving a
+// crash. Safe for concurrent use.
+type Batcher interface {
+	PutBatch(ctx context.Context, name string, data []byte) error
+	SyncBatch(ctx context.Context) error
+}
