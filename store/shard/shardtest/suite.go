@@ -101,6 +101,24 @@ func Run(t *testing.T, newBackend func(t *testing.T) shard.Backend) {
 			}
 		}
 	})
+	t.Run("Batch", func(t *testing.T) {
+		b := newBackend(t)
+		bb, ok := b.(shard.Batcher)
+		if !ok {
+			t.Log("backend is not a shard.Batcher")
+			return
+		}
+		if err := bb.PutBatch(ctx, "a", data[:50]); err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, 50)
+		if err := b.GetRange(ctx, "a", 0, p); err != nil || !bytes.Equal(p, data[:50]) {
+			t.Fatalf("GetRange after PutBatch: %v", err)
+		}
+		if err := bb.SyncBatch(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("Concurrent", func(t *testing.T) {
 		b := newBackend(t)
 		var wg sync.WaitGroup
