@@ -59,20 +59,6 @@ func TestBrowse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.CreateVolume(ctx, "vm", layers.VolumeSpec{Type: layers.TypeBlock, Size: 8 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	d, err := r.StagingDisk(ctx, "vm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.WriteAt(ctx, []byte("boot sector"), 0); err != nil {
-		t.Fatal(err)
-	}
-	rev3, err := r.Commit(ctx, "vm", layers.CommitOptions{Time: t0})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := r.CreateVolume(ctx, "empty", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +70,7 @@ func TestBrowse(t *testing.T) {
 	}
 	unmountOnCleanup(t, m)
 
-	if got, want := ls(t, mnt), []string{"empty", "files", "vm"}; !slices.Equal(got, want) {
+	if got, want := ls(t, mnt), []string{"empty", "files"}; !slices.Equal(got, want) {
 		t.Errorf("root: %v, want %v", got, want)
 	}
 	d1, d2 := RevisionDirName(rev1), RevisionDirName(rev2)
@@ -114,7 +100,6 @@ func TestBrowse(t *testing.T) {
 		"files/latest/f":      "two",
 		"files/tags/daily/f":  "two",
 		"files/tags/weekly/f": "one",
-		"vm/latest/disk.img":  "boot sector" + string(make([]byte, 8<<20-11)),
 	} {
 		if got := read(p); got != want {
 			t.Errorf("%s: %.20q, want %.20q", p, got, want)
@@ -122,9 +107,6 @@ func TestBrowse(t *testing.T) {
 	}
 	if tgt, err := os.Readlink(filepath.Join(mnt, "files", "tags", "weekly")); err != nil || tgt != "../"+d1 {
 		t.Errorf("tags/weekly -> %q, %v", tgt, err)
-	}
-	if got := ls(t, filepath.Join(mnt, "vm", RevisionDirName(rev3))); !slices.Equal(got, []string{DiskImageName}) {
-		t.Errorf("vm revision: %v", got)
 	}
 	if err := os.WriteFile(filepath.Join(mnt, "files", d1, "g"), nil, 0o644); !isErrno(err, syscall.EROFS) {
 		t.Errorf("create in browse mount: %v, want EROFS", err)
@@ -140,5 +122,44 @@ func TestBrowse(t *testing.T) {
 	}
 	if got := read("files/" + RevisionDirName(rev4) + "/f"); got != "three" {
 		t.Errorf("new revision: %q", got)
+	}
+}
+
+// TestBrowseBlock: a block volume's revisions show disk.img.
+func TestBrowseBlock(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t)
+	if _, err := r.CreateVolume(ctx, "vm", layers.VolumeSpec{Type: layers.TypeBlock, Size: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := r.StagingDisk(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(ctx, []byte("boot sector"), 0); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := r.Commit(ctx, "vm", layers.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountDir(t)
+	m, err := MountBrowse(ctx, mnt, r, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	if got := ls(t, filepath.Join(mnt, "vm", RevisionDirName(rev))); !slices.Equal(got, []string{DiskImageName}) {
+		t.Errorf("vm revision: %v", got)
+	}
+	b, err := os.ReadFile(filepath.Join(mnt, "vm", "latest", DiskImageName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "boot sector" + string(make([]byte, 8<<20-11)); string(b) != want {
+		t.Errorf("disk.img: %d bytes starting %.12q", len(b), b)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "vm", "latest", DiskImageName), []byte("x"), 0o644); !isErrno(err, syscall.EROFS) {
+		t.Errorf("write to browse disk.img: %v, want EROFS", err)
 	}
 }
