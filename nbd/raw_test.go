@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -707,28 +708,53 @@ func TestTransmission(t *testing.T) {
 		}
 	})
 
-	t.Run("pipelined", func(t *testing.T) {
-		rc := dialRaw(t, ts)
-		rc.connect("ro", false, false)
-		rng := rand.New(rand.NewPCG(7, 7))
-		offs := map[uint64]uint64{}
-		for h := range uint64(200) {
-			off := uint64(rng.IntN(size/4096)) * 4096
-			offs[h] = off
-			rc.request(0, cmdRead, h, off, 4096, nil)
-		}
-		for range offs {
-			errno, h := rc.simple()
-			off, ok := offs[h]
-			if errno != 0 || !ok {
-				t.Fatalf("reply errno %d for handle %d (known %v)", errno, h, ok)
+	for _, structured := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelined structured=%v", structured), func(t *testing.T) {
+			rc := dialRaw(t, ts)
+			rc.connect("ro", structured, false)
+			rng := rand.New(rand.NewPCG(7, 7))
+			type req struct{ off, n uint64 }
+			reqs := map[uint64]req{}
+			// Mixed sizes so small replies coalesce around large ones.
+			sizes := []uint64{512, 4096, 4096, 4096, 64 << 10, 1 << 20}
+			for h := range uint64(300) {
+				n := sizes[rng.IntN(len(sizes))]
+				off := uint64(rng.IntN(int(size-n)/512)) * 512
+				reqs[h] = req{off, n}
+				rc.request(0, cmdRead, h, off, uint32(n), nil)
 			}
-			delete(offs, h)
-			if got := rc.bytes(4096); !bytes.Equal(got, img[off:off+4096]) {
-				t.Fatalf("handle %d: wrong data", h)
+			for range len(reqs) {
+				var h uint64
+				var got []byte
+				if structured {
+					chunks := rc.structured()
+					h = chunks[0].handle
+					r, ok := reqs[h]
+					if !ok {
+						t.Fatalf("reply for unknown handle %d", h)
+					}
+					var errno uint32
+					got, errno, _ = assemble(t, chunks, r.off, int(r.n))
+					if errno != 0 {
+						t.Fatalf("handle %d: errno %d", h, errno)
+					}
+				} else {
+					var errno uint32
+					errno, h = rc.simple()
+					r, ok := reqs[h]
+					if errno != 0 || !ok {
+						t.Fatalf("reply errno %d for handle %d (known %v)", errno, h, ok)
+					}
+					got = rc.bytes(int(r.n))
+				}
+				r := reqs[h]
+				if !bytes.Equal(got, img[r.off:r.off+r.n]) {
+					t.Fatalf("handle %d (%d bytes at %d): %s", h, r.n, r.off, firstDiff(got, img[r.off:r.off+r.n]))
+				}
+				delete(reqs, h)
 			}
-		}
-	})
+		})
+	}
 }
 
 // TestBadClients checks that garbage and clients vanishing mid-request do
