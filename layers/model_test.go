@@ -91,7 +91,11 @@ type op struct {
 func TestModelRandomOps(t *testing.T) {
 	for _, seed := range []int64{1, 2, 3} {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			runModel(t, seed, 600)
+			steps := 600
+			if raceEnabled {
+				steps = 200
+			}
+			runModel(t, seed, steps)
 		})
 	}
 }
@@ -312,8 +316,13 @@ func runModel(t *testing.T, seed int64, steps int) {
 			desc = fmt.Sprintf("flush %d durable %v", f.ino, durable)
 			got = st.FlushFile(ctx, f.ino, durable)
 		default:
-			desc = "sync"
-			got = st.Sync(ctx)
+			if rng.Intn(2) == 0 {
+				desc = "sync"
+				got = st.Sync(ctx)
+			} else {
+				desc = "commit"
+				_, got = e.repo.Commit(ctx, "m", layers.CommitOptions{})
+			}
 		}
 		if (want == nil) != (got == nil) || (want != nil && !errors.Is(got, want)) {
 			t.Fatalf("step %d %s: got error %v, want %v", step, desc, got, want)

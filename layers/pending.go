@@ -3,7 +3,6 @@ package layers
 import (
 	"context"
 	"errors"
-	"time"
 )
 
 var errStub = errors.New("layers: not implemented yet")
@@ -12,26 +11,16 @@ const DefaultBlockSize = 64 << 10
 
 type disk struct{}
 
+func (v *volume) stagingDisk() *Disk                 { return nil }
+func (d *Disk) flushDirty(ctx context.Context) error { return nil }
+func (d *Disk) dropDirty()                           {}
+
 func (d *Disk) flush(ctx context.Context) error { return nil }
 
-func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error { return errStub }
-func (r *Repo) Revisions(ctx context.Context, volume string) ([]Revision, error) {
-	return nil, errStub
-}
-func (r *Repo) Resolve(ctx context.Context, volume, spec string, now time.Time) (Revision, error) {
-	return Revision{}, errStub
-}
-func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (Revision, error) {
-	return Revision{}, errStub
-}
-func (r *Repo) SetProtected(ctx context.Context, volume, id string, protected bool) error {
-	return errStub
-}
 func (r *Repo) Diff(ctx context.Context, volume, a, b string, fn func(DiffEntry) error) error {
 	return errStub
 }
-func (r *Repo) Snapshot(ctx context.Context, volume, id string) (*Tree, error) { return nil, errStub }
-func (r *Repo) StagingDisk(ctx context.Context, volume string) (*Disk, error)  { return nil, errStub }
+func (r *Repo) StagingDisk(ctx context.Context, volume string) (*Disk, error) { return nil, errStub }
 func (r *Repo) RevisionDisk(ctx context.Context, volume, id string) (*Disk, error) {
 	return nil, errStub
 }
@@ -47,20 +36,3 @@ func (d *Disk) Extents(ctx context.Context, off, length int64) ([]Extent, error)
 }
 func (d *Disk) Overlay(ctx context.Context) (*Disk, error) { return nil, errStub }
 func (d *Disk) Close() error                               { return errStub }
-
-// HasRevisionsError is returned by RemoveVolume without force.
-type HasRevisionsError struct {
-	Volume    string
-	Revisions int
-}
-
-func (e *HasRevisionsError) Error() string { return "volume has revisions" }
-
-// SpecError is a revision spec that matched nothing or several revisions.
-type SpecError struct {
-	Spec       string
-	Candidates []Revision
-	Ambiguous  bool
-}
-
-func (e *SpecError) Error() string { return "bad revision spec " + e.Spec }

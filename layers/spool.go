@@ -246,9 +246,12 @@ func (f *openFile) flush(ctx context.Context) error {
 		if chunk.IsZero(data) {
 			return nil
 		}
-		id, _, err := v.r.cs.Put(ctx, chunk.KindData, data)
+		id, added, err := v.r.cs.Put(ctx, chunk.KindData, data)
 		if err != nil {
 			return fmt.Errorf("store chunk: %w", err)
+		}
+		if added {
+			v.added.Add(int64(len(data)))
 		}
 		es = append(es, extent{Off: off, Len: int64(len(data)), ID: id})
 		return nil

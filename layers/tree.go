@@ -57,15 +57,22 @@ func (v *volume) getDirent(txn *badger.Txn, parent Ino, name string, seq uint64)
 }
 
 // attr reads an inode and, on the staging head, lays a dirty file's
-// buffered size and times over it. The open file is looked up before the
-// read: a flush writes the record before it forgets the file, so either
-// the record is current or the overlay is there.
+// buffered size and times over it. On staging the record is read in a
+// transaction that starts after the open file was looked up: a flush
+// writes the record before it forgets the file, so either the record read
+// is current or the overlay is there. (txn's snapshot may predate both.)
 func (t *Tree) attr(txn *badger.Txn, ino Ino) (inode, error) {
-	var f *openFile
-	if t.staging {
-		f = t.v.lookupFile(ino)
+	if !t.staging {
+		n, _, err := t.v.getInode(txn, ino, t.seq)
+		return n, err
 	}
-	n, _, err := t.v.getInode(txn, ino, t.at())
+	f := t.v.lookupFile(ino)
+	var n inode
+	err := t.view(func(txn *badger.Txn) error {
+		var err error
+		n, _, err = t.v.getInode(txn, ino, t.at())
+		return err
+	})
 	if err != nil {
 		return n, err
 	}

@@ -68,7 +68,8 @@ type volume struct {
 	staging *Staging
 	sdisk   *Disk
 
-	seq atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
+	seq   atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
+	added atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
 
 	filesMu sync.Mutex // guards files
 	files   map[Ino]*openFile

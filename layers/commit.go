@@ -1,0 +1,252 @@
+package layers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-backup/strata/store/chunk"
+)
+
+// metaChunkSize bounds the layer records packed into one meta chunk.
+const metaChunkSize = 1 << 20
+
+// Magic prefixes of meta chunks: layer records and revision records.
+const (
+	metaLayerMagic    = "strata-layer-v1\n"
+	metaRevisionMagic = "strata-revision-v1\n"
+)
+
+// Commit seals the volume's staging layer as a new revision and opens a new
+// staging layer on top, atomically with respect to in-flight writes: a write
+// that returned before Commit is in the revision; one started after is not.
+// Commit makes the revision durable (store flushed, records written) before
+// returning, and writes the layer's records into the store as meta chunks.
+func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (Revision, error) {
+	v, err := r.volume(volume)
+	if err != nil {
+		return Revision{}, err
+	}
+	now := r.now().UTC()
+	when := opts.Time.UTC()
+	if opts.Time.IsZero() {
+		when = now
+	}
+	v.commitMu.Lock()
+	defer v.commitMu.Unlock()
+	if err := v.flushAll(ctx); err != nil {
+		return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
+	}
+	if d := v.stagingDisk(); d != nil {
+		if err := d.flushDirty(ctx); err != nil {
+			return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
+		}
+	}
+	revs, err := v.revisions()
+	if err != nil {
+		return Revision{}, err
+	}
+	seq := v.seq.Load()
+	rev := revRecord{Revision: Revision{Volume: volume, Seq: seq, Time: when, Message: opts.Message}}
+	for _, t := range opts.Tags {
+		if t = strings.TrimSpace(t); t != "" && !slices.Contains(rev.Tags, t) {
+			rev.Tags = append(rev.Tags, t)
+		}
+	}
+	var idb [8]byte
+	if _, err := io.ReadFull(rand.Reader, idb[:]); err != nil {
+		return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
+	}
+	rev.ID = hex.EncodeToString(idb[:])
+	since := v.rec.Created
+	if len(revs) > 0 {
+		prev := revs[len(revs)-1]
+		rev.Size, rev.Files = prev.Size, prev.Files
+		since = prev.Time
+	}
+	if d := when.Sub(since); d > 0 {
+		rev.Duration = d
+	}
+	dsize, dfiles, metaIDs, err := v.sealLayer(ctx, seq)
+	if err != nil {
+		return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
+	}
+	rev.Size += dsize
+	rev.Files += dfiles
+	if v.rec.Type == TypeBlock {
+		rev.Size, rev.Files = v.rec.Size, 0
+	}
+	rev.Added = v.added.Load()
+	rev.Meta = metaIDs
+	// The revision record itself goes into the store too, so a rebuild
+	// of the index finds volumes and revisions from the shards alone.
+	rb, err := json.Marshal(struct {
+		Volume   volRecord `json:"volume"`
+		Revision revRecord `json:"revision"`
+	}{v.rec, rev})
+	if err != nil {
+		return Revision{}, err
+	}
+	rid, added, err := r.cs.Put(ctx, chunk.KindMeta, append([]byte(metaRevisionMagic), rb...))
+	if err != nil {
+		r.releaseLog(ctx, metaIDs)
+		return Revision{}, fmt.Errorf("commit %s: store revision record: %w", volume, err)
+	}
+	if added {
+		rev.Added += int64(len(rb))
+	}
+	rev.Meta = append(rev.Meta, rid)
+	if err := r.cs.Flush(ctx); err != nil {
+		r.releaseLog(ctx, rev.Meta)
+		return Revision{}, fmt.Errorf("commit %s: flush store: %w", volume, err)
+	}
+	b, err := json.Marshal(rev)
+	if err != nil {
+		return Revision{}, err
+	}
+	v.mu.Lock()
+	err = update(r.db, func(txn *badger.Txn) error {
+		if err := txn.Set(revisionKey(v.id, seq), b); err != nil {
+			return err
+		}
+		return txn.Set(stateKey(v.id), encodeState(v.nextIno, seq+1))
+	})
+	if err == nil {
+		v.seq.Store(seq + 1)
+		v.added.Store(0)
+	}
+	v.mu.Unlock()
+	if err != nil {
+		r.releaseLog(ctx, rev.Meta)
+		return Revision{}, fmt.Errorf("commit %s: write revision: %w", volume, err)
+	}
+	if err := r.db.Sync(); err != nil {
+		return Revision{}, fmt.Errorf("commit %s: sync index: %w", volume, err)
+	}
+	r.log.Info("commit", "volume", volume, "revision", rev.ID, "seq", seq, "size", rev.Size, "added", rev.Added)
+	return rev.Revision, nil
+}
+
+func (r *Repo) releaseLog(ctx context.Context, ids []chunk.ID) {
+	if len(ids) == 0 {
+		return
+	}
+	if err := r.cs.Release(ctx, ids); err != nil {
+		r.log.Warn("release chunks", "err", err)
+	}
+}
+
+// sealLayer walks the records layer seq touched: it sums how they change
+// the visible size and inode count, and packs them into meta chunks.
+// Work is proportional to what the layer changed.
+func (v *volume) sealLayer(ctx context.Context, seq uint64) (dsize, dfiles int64, ids []chunk.ID, err error) {
+	var buf []byte
+	startChunk := func() {
+		buf = append(buf[:0], metaLayerMagic...)
+		buf = append(buf, v.id[:]...)
+		buf = binary.BigEndian.AppendUint64(buf, seq)
+	}
+	emit := func() error {
+		id, added, err := v.r.cs.Put(ctx, chunk.KindMeta, buf)
+		if err != nil {
+			return fmt.Errorf("store layer records: %w", err)
+		}
+		if added {
+			v.added.Add(int64(len(buf)))
+		}
+		ids = append(ids, id)
+		startChunk()
+		return nil
+	}
+	startChunk()
+	empty := len(buf)
+	err = v.r.db.View(func(txn *badger.Txn) error {
+		prefix := touchedPrefix(v.id, seq)
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			rk := it.Item().KeyCopy(nil)[len(prefix):]
+			item, err := txn.Get(verKey(v.id, rk, seq))
+			if err != nil {
+				return fmt.Errorf("read touched record: %w", err)
+			}
+			val, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if rk[0] == recAttr {
+				ds, df, err := v.attrDelta(txn, rk, seq, val)
+				if err != nil {
+					return err
+				}
+				dsize += ds
+				dfiles += df
+			}
+			buf = binary.AppendUvarint(buf, uint64(len(rk)))
+			buf = append(buf, rk...)
+			buf = binary.AppendUvarint(buf, uint64(len(val)))
+			buf = append(buf, val...)
+			if len(buf) >= metaChunkSize {
+				if err := emit(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err == nil && len(buf) > empty {
+		err = emit()
+	}
+	if err != nil {
+		v.r.releaseLog(ctx, ids)
+		return 0, 0, nil, err
+	}
+	return dsize, dfiles, ids, nil
+}
+
+// attrDelta compares an inode's version in layer seq with the one below.
+func (v *volume) attrDelta(txn *badger.Txn, rk []byte, seq uint64, val []byte) (dsize, dfiles int64, err error) {
+	ino := Ino(binary.BigEndian.Uint64(rk[1:]))
+	size := func(b []byte) (int64, int64, error) {
+		n, err := decodeInode(ino, b)
+		if err != nil {
+			return 0, 0, err
+		}
+		if isReg(n.Mode) {
+			return n.Size, 1, nil
+		}
+		return 0, 1, nil
+	}
+	var newSize, newFiles int64
+	if len(val) > 0 && val[0] == valLive {
+		if newSize, newFiles, err = size(val[1:]); err != nil {
+			return 0, 0, err
+		}
+	}
+	var oldSize, oldFiles int64
+	if seq > 1 {
+		old, _, err := getVersion(txn, v.id, rk, seq-1)
+		if err == nil {
+			if oldSize, oldFiles, err = size(old); err != nil {
+				return 0, 0, err
+			}
+		} else if !isNotFound(err) {
+			return 0, 0, err
+		}
+	}
+	return newSize - oldSize, newFiles - oldFiles, nil
+}

@@ -1,0 +1,195 @@
+package layers
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	reNth = regexp.MustCompile(`^~?([0-9]+)$`)
+	reTag = regexp.MustCompile(`^(.+)~([0-9]+)$`)
+	reAge = regexp.MustCompile(`^([0-9]+[smhdwy])+$`)
+	reHex = regexp.MustCompile(`^[0-9a-f]+$`)
+)
+
+// Resolve resolves a revision spec (design.md "Revision specs") at time now.
+// Errors: ErrUnknownVolume, ErrNoRevisions, *SpecError (no match or
+// ambiguous, with the candidates).
+//
+// Forms, tried in this order:
+//
+//	latest, last, ""     the newest revision
+//	N, ~N                N before the newest (0 = newest)
+//	TAG, TAG~N           the newest revision tagged TAG, or N before it among those
+//	AGE                  3d, 36h, 2w, 1d12h: newest at or before now minus AGE
+//	YYYY-MM-DD           newest at or before the end of that day (UTC)
+//	RFC 3339 time        newest at or before it
+//	ID or ID prefix      the revision whose id starts with it (unique)
+//
+// "Newest" is by commit order (seq); "at or before" compares revision times.
+func (r *Repo) Resolve(ctx context.Context, volume, spec string, now time.Time) (Revision, error) {
+	v, err := r.volume(volume)
+	if err != nil {
+		return Revision{}, err
+	}
+	rrs, err := v.revisions()
+	if err != nil {
+		return Revision{}, err
+	}
+	if len(rrs) == 0 {
+		return Revision{}, fmt.Errorf("resolve %s@%s: %w", volume, spec, ErrNoRevisions)
+	}
+	revs := make([]Revision, len(rrs))
+	for i, rr := range rrs {
+		revs[i] = rr.Revision
+	}
+	rev, err := resolveSpec(revs, strings.TrimSpace(spec), now)
+	if err != nil {
+		return Revision{}, fmt.Errorf("resolve %s@%s: %w", volume, spec, err)
+	}
+	return rev, nil
+}
+
+// resolveSpec resolves spec among revs (oldest first, non-empty).
+func resolveSpec(revs []Revision, spec string, now time.Time) (Revision, error) {
+	nth := func(list []Revision, n int) (Revision, error) {
+		if n < 0 || n >= len(list) {
+			return Revision{}, &SpecError{Spec: spec, Candidates: lastN(list, 5)}
+		}
+		return list[len(list)-1-n], nil
+	}
+	switch strings.ToLower(spec) {
+	case "", "latest", "last":
+		return revs[len(revs)-1], nil
+	}
+	if m := reNth.FindStringSubmatch(spec); m != nil {
+		n, err := strconv.Atoi(m[1])
+		if err != nil {
+			return Revision{}, &SpecError{Spec: spec}
+		}
+		return nth(revs, n)
+	}
+	tag, n := spec, 0
+	if m := reTag.FindStringSubmatch(spec); m != nil {
+		tag = m[1]
+		n, _ = strconv.Atoi(m[2])
+	}
+	var tagged []Revision
+	for _, rev := range revs {
+		for _, t := range rev.Tags {
+			if t == tag {
+				tagged = append(tagged, rev)
+				break
+			}
+		}
+	}
+	if len(tagged) > 0 {
+		return nth(tagged, n)
+	}
+	if reAge.MatchString(spec) {
+		age, err := parseAge(spec)
+		if err != nil {
+			return Revision{}, &SpecError{Spec: spec}
+		}
+		return atOrBefore(revs, spec, now.Add(-age))
+	}
+	if t, err := time.Parse("2006-01-02", spec); err == nil {
+		return atOrBefore(revs, spec, t.Add(24*time.Hour-time.Nanosecond))
+	}
+	if t, err := time.Parse(time.RFC3339Nano, spec); err == nil {
+		return atOrBefore(revs, spec, t)
+	}
+	if reHex.MatchString(strings.ToLower(spec)) {
+		var match []Revision
+		for _, rev := range revs {
+			if rev.ID == strings.ToLower(spec) {
+				return rev, nil
+			}
+			if strings.HasPrefix(rev.ID, strings.ToLower(spec)) {
+				match = append(match, rev)
+			}
+		}
+		if len(match) == 1 {
+			return match[0], nil
+		}
+		if len(match) > 1 {
+			return Revision{}, &SpecError{Spec: spec, Candidates: match, Ambiguous: true}
+		}
+	}
+	return Revision{}, &SpecError{Spec: spec, Candidates: lastN(revs, 5)}
+}
+
+// atOrBefore returns the newest revision with a time at or before t.
+func atOrBefore(revs []Revision, spec string, t time.Time) (Revision, error) {
+	best := -1
+	for i, rev := range revs {
+		if !rev.Time.After(t) && (best < 0 || !rev.Time.Before(revs[best].Time)) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return Revision{}, &SpecError{Spec: spec, Candidates: revs[:min(len(revs), 5)]}
+	}
+	return revs[best], nil
+}
+
+func lastN(revs []Revision, n int) []Revision {
+	return revs[max(0, len(revs)-n):]
+}
+
+// parseAge parses ages like 3d, 36h, 2w, 1d12h (s, m, h, d, w, y=365d).
+func parseAge(s string) (time.Duration, error) {
+	var total time.Duration
+	for s != "" {
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		n, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil || i == len(s) {
+			return 0, fmt.Errorf("bad age %q", s)
+		}
+		unit := map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour,
+			'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}[s[i]]
+		total += time.Duration(n) * unit
+		s = s[i+1:]
+	}
+	return total, nil
+}
+
+// HasRevisionsError is returned by RemoveVolume without force.
+type HasRevisionsError struct {
+	Volume    string
+	Revisions int
+}
+
+func (e *HasRevisionsError) Error() string {
+	return fmt.Sprintf("volume %s has %d revisions", e.Volume, e.Revisions)
+}
+
+// SpecError is a revision spec that matched nothing or several revisions.
+// For no match, Candidates holds the newest revisions (or, for a time
+// before every revision, the oldest) as hints.
+type SpecError struct {
+	Spec       string
+	Candidates []Revision
+	Ambiguous  bool
+}
+
+func (e *SpecError) Error() string {
+	ids := make([]string, len(e.Candidates))
+	for i, c := range e.Candidates {
+		ids[i] = c.ID + " (" + c.Time.UTC().Format(time.RFC3339) + ")"
+	}
+	if e.Ambiguous {
+		return fmt.Sprintf("revision spec %q is ambiguous: matches %s", e.Spec, strings.Join(ids, ", "))
+	}
+	if len(ids) == 0 {
+		return fmt.Sprintf("revision spec %q matches no revision", e.Spec)
+	}
+	return fmt.Sprintf("revision spec %q matches no revision; nearest: %s", e.Spec, strings.Join(ids, ", "))
+}
