@@ -9,6 +9,9 @@
 //     missing object, io.ErrUnexpectedEOF for a range past its end.
 //   - Delete of a missing object succeeds (GC retries after crashes).
 //
+// Backends that can defer the per-directory part of durability implement
+// Batcher, so a writer of several objects pays one directory sync for all.
+//
 // Backends are safe for concurrent use. Errors from the operating system
 // (for example syscall.ENOSPC) stay in the chain, so errors.Is works.
 package shard
