@@ -881,3 +881,65 @@ func TestLargeRequests(t *testing.T) {
 		t.Errorf("after zeroing: %s", firstDiff(got, make([]byte, size)))
 	}
 }
+
+// FuzzServer feeds arbitrary client bytes to a server; it must answer or
+// hang up, never crash or hang, and keep serving others.
+//
+//	go test ./nbd -run '^$' -fuzz FuzzServer -fuzztime 60s
+func FuzzServer(f *testing.F) {
+	img, _ := mixedImage(12, 1<<20, 64<<10)
+	ro := memImage(f, img, nbdtest.MemOptions{ReadOnly: true})
+	rw := memImage(f, img, nbdtest.MemOptions{})
+	ts := startServer(f, nbdtest.NewResolver(map[string]nbd.Export{"ro": ro, "rw": rw}),
+		nbd.Options{Logger: discard(), MaxRequest: 1 << 20})
+
+	opt := func(o uint32, data []byte) []byte {
+		b := binary.BigEndian.AppendUint64(nil, 0x49484156454F5054)
+		b = binary.BigEndian.AppendUint32(b, o)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+		return append(b, data...)
+	}
+	req := func(flags, typ uint16, off uint64, n uint32, payload []byte) []byte {
+		b := binary.BigEndian.AppendUint32(nil, 0x25609513)
+		b = binary.BigEndian.AppendUint16(b, flags)
+		b = binary.BigEndian.AppendUint16(b, typ)
+		b = binary.BigEndian.AppendUint64(b, 1)
+		b = binary.BigEndian.AppendUint64(b, off)
+		b = binary.BigEndian.AppendUint32(b, n)
+		return append(b, payload...)
+	}
+	flags := []byte{0, 0, 0, 3}
+	f.Add(slices.Concat(flags, opt(optList, nil), opt(optAbort, nil)))
+	f.Add(slices.Concat(flags, opt(optStructured, nil), opt(optSetMeta, metaRequest("rw", "base:allocation")),
+		opt(optGo, infoRequest("rw", 3)), req(0, cmdRead, 0, 4096, nil), req(0, cmdBlockStatus, 0, 1<<20, nil),
+		req(flagFUA, cmdWrite, 10, 3, []byte("abc")), req(0, cmdTrim, 0, 4096, nil), req(0, cmdDisc, 0, 0, nil)))
+	f.Add(slices.Concat(flags, opt(optExportName, []byte("ro")), req(0, cmdWrite, 0, 3, []byte("abc")),
+		req(flagDF, cmdRead, 1<<20-1, 2, nil)))
+	f.Add(slices.Concat(flags, opt(optInfo, infoRequest("nope")), opt(optListMeta, metaRequest("ro"))))
+	f.Add([]byte("NBDMAGICIHAVEOPT garbage"))
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("unix", ts.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			c.Write(in)
+			c.(*net.UnixConn).CloseWrite()
+		}()
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("server neither answered nor hung up: %v", err)
+		}
+		ok := dialRaw(t, ts)
+		ok.connect("ro", false, false)
+		ok.request(0, cmdRead, 1, 0, 16, nil)
+		if errno, _ := ok.simple(); errno != 0 {
+			t.Fatalf("healthy client after fuzz input: errno %d", errno)
+		}
+		if got := ok.bytes(16); !bytes.Equal(got, img[:16]) {
+			t.Fatalf("healthy client reads %x", got)
+		}
+	})
+}
