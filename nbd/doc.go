@@ -38,11 +38,13 @@
 // Each connection has a reader goroutine that parses requests (and reads
 // WRITE payloads) and starts one goroutine per request, at most
 // Options.Workers at once and within Options.BufferBytes of payload memory;
-// replies go out under a write lock, whole, in completion order. So an
-// Export sees concurrent calls from one connection and from several. All
+// replies go out under a write lock, whole, in completion order, and small
+// replies that queue up behind each other leave in one write. So an Export
+// sees concurrent calls from one connection and from several. All
 // connections naming the same export share one opened Export (opened on
-// first use, closed after the last connection ends), which is what makes
-// FLUSH on one connection cover the writes of all of them.
+// first use, closed after the last connection ends, or at Close with
+// Options.KeepOpen), which is what makes FLUSH on one connection cover the
+// writes of all of them.
 //
 // # Errors
 //
