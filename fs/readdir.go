@@ -31,14 +31,20 @@ const readdirBatch = 128
 
 func (f *treeFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	ino := f.ino(in.NodeId)
-	a, err := f.tree.GetAttr(newCtx(cancel), ino)
-	if err != nil {
-		return f.status("opendir", err)
+	h := &dirHandle{ino: ino}
+	if f.st != nil {
+		// Staging: remember the attributes for fstat after rmdir (see
+		// openInode). Read-only views skip the lookup.
+		a, err := f.tree.GetAttr(newCtx(cancel), ino)
+		if err != nil {
+			return f.status("opendir", err)
+		}
+		if a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return fuse.ENOTDIR
+		}
+		h.oi = f.open.open(a)
 	}
-	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-		return fuse.ENOTDIR
-	}
-	out.Fh = f.dirs.add(&dirHandle{ino: ino, oi: f.open.open(a)})
+	out.Fh = f.dirs.add(h)
 	if f.cache.keepCache {
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR
 	}
@@ -48,7 +54,9 @@ func (f *treeFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 func (f *treeFS) ReleaseDir(in *fuse.ReleaseIn) {
 	if h, ok := f.dirs.get(in.Fh); ok {
 		f.dirs.remove(in.Fh)
-		f.open.release(h.oi)
+		if h.oi != nil {
+			f.open.release(h.oi)
+		}
 	}
 }
 

@@ -213,14 +213,19 @@ func (f *treeFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if writable && f.st == nil {
 		return fuse.Status(syscall.EROFS)
 	}
-	a, err := f.tree.GetAttr(newCtx(cancel), f.ino(in.NodeId))
-	if err != nil {
-		return f.status("open", err)
+	// The kernel sends OPEN only for non-directories it looked up. On a
+	// read-only view nothing is ever unlinked, so handles need no
+	// attributes and the open costs no layers lookup (it is one per file
+	// a reader like tar opens).
+	h := &fileHandle{writable: writable}
+	if f.st != nil {
+		a, err := f.tree.GetAttr(newCtx(cancel), f.ino(in.NodeId))
+		if err != nil {
+			return f.status("open", err)
+		}
+		h.oi = f.open.open(a)
 	}
-	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		return fuse.Status(syscall.EISDIR)
-	}
-	out.Fh = f.files.add(&fileHandle{oi: f.open.open(a), writable: writable})
+	out.Fh = f.files.add(h)
 	if !writable {
 		// Nothing to do on close of a read-only handle: skip the FLUSH
 		// round trip.
@@ -300,7 +305,9 @@ func (f *treeFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		return
 	}
 	f.files.remove(in.Fh)
-	f.open.release(h.oi)
+	if h.oi != nil {
+		f.open.release(h.oi)
+	}
 	if h.writable && f.st != nil {
 		// flush already started chunking; this catches handles whose
 		// last flush failed or raced with another writer.
