@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/strata-backup/strata/store/chunk"
+	"github.com/strata-backup/strata/store/chunker"
 )
 
 // Errors callers branch on. fs maps them to errno in one place; nbd to NBD
@@ -55,6 +56,7 @@ type Options struct {
 	Logger   *slog.Logger     // nil discards
 	Now      func() time.Time // nil means time.Now
 	SpoolDir string           // local directory for staging write buffers (REPO/spool)
+	Chunker  chunker.Params   // fs file chunking (format.Config.Chunker); zero = defaults
 }
 
 // VolumeType is "fs" (a file tree) or "block" (a fixed-size disk image).

@@ -257,7 +257,7 @@ func (f *openFile) flush(ctx context.Context) error {
 		return nil
 	}
 	err := f.buf.dataRuns(0, size, func(o, l int64) error {
-		return splitData(f.buf.section(o, l), o, l, put)
+		return v.r.split.split(f.buf.section(o, l), o, l, put)
 	})
 	if err == nil {
 		err = v.commitFile(ctx, f, es, size)

@@ -19,6 +19,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-backup/strata/store"
 )
 
 // repo is the implementation behind Repo.
@@ -29,6 +31,7 @@ type repo struct {
 	log   *slog.Logger
 	now   func() time.Time
 	cache *chunkCache
+	split *splitter
 
 	memUsed atomic.Int64 // bytes of spool buffers held in memory
 
@@ -104,6 +107,7 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 		r.now = time.Now
 	}
 	r.cache = newChunkCache(64 << 20)
+	r.split = newSplitter(opts.Chunker)
 	if err := r.loadVolumes(); err != nil {
 		return nil, err
 	}
@@ -351,17 +355,20 @@ func (r *Repo) Staging(ctx context.Context, volume string) (*Staging, error) {
 }
 
 // StatFS reports capacity for statfs(2). Capacity comes from the store
-// when it reports it (an optional Capacity method), otherwise from the
-// file system holding the spool.
+// when it reports it (Stats), otherwise from the file system holding the
+// spool.
 func (r *Repo) StatFS(ctx context.Context) (StatFS, error) {
 	var out StatFS
-	if c, ok := r.cs.(Capacitor); ok {
-		total, free, err := c.Capacity(ctx)
+	if c, ok := r.cs.(statser); ok {
+		st, err := c.Stats(ctx)
 		if err != nil {
 			return out, fmt.Errorf("statfs: %w", err)
 		}
-		out.TotalBytes, out.FreeBytes, out.AvailBytes = total, free, free
-	} else {
+		out.TotalBytes, out.FreeBytes, out.AvailBytes = st.Capacity, st.Free, st.Free
+	}
+	if out.TotalBytes == 0 {
+		// No capacity from the store (a test store, or backends that
+		// cannot tell): report the spool's file system.
 		var st unix.Statfs_t
 		if err := unix.Statfs(r.opts.SpoolDir, &st); err != nil {
 			return out, fmt.Errorf("statfs %s: %w", r.opts.SpoolDir, err)
@@ -381,9 +388,8 @@ func (r *Repo) StatFS(ctx context.Context) (StatFS, error) {
 	return out, nil
 }
 
-// Capacitor is an optional ChunkStore method StatFS uses to report the
-// store's real capacity (summed over shard file systems, divided by the
-// redundancy overhead as the store sees fit).
-type Capacitor interface {
-	Capacity(ctx context.Context) (total, free uint64, err error)
+// statser is the optional ChunkStore method StatFS uses to report the
+// store's real capacity; *store.Store has it.
+type statser interface {
+	Stats(ctx context.Context) (store.Stats, error)
 }
