@@ -121,3 +121,39 @@ func (c *opCounter) report(t *testing.T) {
 		t.Logf("%-12s %6d %10v %8v/op", k, c.n[k], c.d[k].Round(time.Millisecond), (c.d[k] / time.Duration(c.n[k])).Round(time.Microsecond))
 	}
 }
+
+func TestDiagBigRead(t *testing.T) {
+	if os.Getenv("DIAG_BIG") == "" {
+		t.Skip("DIAG_BIG not set")
+	}
+	ctx := context.Background()
+	r := testRepo(t)
+	st := testStaging(t, r, "d")
+	mnt := mountDir(t)
+	m, err := MountStaging(ctx, mnt, st, Options{Repo: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, "sh", "-c", "head -c 512M /dev/urandom > "+mnt+"/big")
+	m.Unmount()
+	rev, err := r.Commit(ctx, "d", layers.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := r.Snapshot(ctx, "d", rev.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &opCounter{n: map[string]int{}, d: map[string]time.Duration{}, start: map[string]time.Time{}, op: map[string]string{}}
+	rm, err := MountTree(ctx, mnt, tree, Options{Repo: r, Debug: true, Logger: slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rm.Unmount()
+	run(t, "sync")
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
+	t0 := time.Now()
+	run(t, "sh", "-c", "cat "+mnt+"/big >/dev/null")
+	t.Logf("cat 512 MiB: %v", time.Since(t0))
+	c.report(t)
+}

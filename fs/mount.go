@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-backup/strata/layers"
 )
@@ -160,7 +161,28 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		<-m.done
 		return nil, fmt.Errorf("mount %s at %s: %w", p.name, dir, err)
 	}
+	raiseReadahead(dir, opts.Logger)
 	return m, nil
+}
+
+// readaheadKB is the readahead we ask the kernel for on our mounts: 1 MiB,
+// one full-size READ request, instead of the 128 KiB FUSE INIT can
+// negotiate, so sequential reads of large files take 8x fewer round trips.
+const readaheadKB = 1024
+
+// raiseReadahead sets the mount's backing-device readahead through sysfs
+// (FUSE INIT caps it at the kernel's 128 KiB default). Best effort: a
+// failure only costs speed.
+func raiseReadahead(dir string, logger *slog.Logger) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		logger.Debug("fuse: readahead: stat", "dir", dir, "err", err)
+		return
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(p, []byte(strconv.Itoa(readaheadKB)), 0o644); err != nil {
+		logger.Debug("fuse: readahead", "path", p, "err", err)
+	}
 }
 
 // serve runs the FUSE loop; when it ends (Unmount or an external umount)
