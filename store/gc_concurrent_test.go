@@ -100,3 +100,43 @@ func TestGCConcurrentWithPuts(t *testing.T) {
 	check()
 	t.Logf("%d GC runs", gcRuns.Load())
 }
+
+// TestFlushNotStarved flushes while another goroutine keeps putting: Flush
+// waits only for what was put before it, so it returns although the store
+// is never idle (a starving Flush would hang the test).
+func TestFlushNotStarved(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r := rand.New(rand.NewPCG(4, 4))
+		for !stop.Load() {
+			if _, _, err := s.Put(ctx, chunk.KindData, randBytes(r, 200_000)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	r := rand.New(rand.NewPCG(5, 5))
+	want := map[[32]byte][]byte{}
+	for range 5 {
+		b := randBytes(r, 50_000)
+		id, _, err := s.Put(ctx, chunk.KindData, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[id] = b
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	s.Close()
+	s = openStore(t, dir, cfg, Options{})
+	checkAll(t, s, want)
+}

@@ -58,14 +58,16 @@ func recHeader(typ byte, id chunk.ID, kind chunk.Kind, refs int64, payload []byt
 	return h
 }
 
-// journalOpen appends what changed in the open segment to its journal and
-// fsyncs it.
-func (s *Store) journalOpen() error {
+// errHandedOff means the segment to journal is no longer the open one.
+var errHandedOff = errors.New("segment handed off for sealing")
+
+// journalOpen appends what changed in seg, the open segment, to its
+// journal and fsyncs it; errHandedOff if seg is not open any more.
+func (s *Store) journalOpen(seg *segBuf) error {
 	s.mu.Lock()
-	seg := s.open
-	if seg == nil {
+	if seg != s.open {
 		s.mu.Unlock()
-		return nil
+		return errHandedOff
 	}
 	type rec struct {
 		m    *memChunk
@@ -93,6 +95,9 @@ func (s *Store) journalOpen() error {
 		return nil
 	}
 
+	// Once the records are built, a hand-off does not matter: the bytes
+	// below len(buf) do not change and the journal file stays until the
+	// segment is sealed and synced (removeJournal takes jmu).
 	seg.jmu.Lock()
 	defer seg.jmu.Unlock()
 	if seg.sealed {

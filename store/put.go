@@ -18,6 +18,7 @@ import (
 type memChunk struct {
 	kind  chunk.Kind
 	refs  int64
+	seq   uint64  // order of registration, for Flush
 	plain []byte  // while the chunk is being sealed; nil once appended
 	seg   *segBuf // once appended
 	off   int
@@ -33,6 +34,9 @@ type segBuf struct {
 	buf    []byte     // guarded by Store.mu (the slice header)
 	chunks []segChunk // guarded by Store.mu
 	repack bool       // written by GC: refs come from the index
+	hseq   uint64     // guarded by Store.mu: order of hand-off to the sealers
+	done   bool       // guarded by Store.mu: sealed and durable
+	failed bool       // guarded by Store.mu: sealing failed, in Store.failed
 	full   []byte     // segment bytes with trailer, built once by seal
 
 	jmu     sync.Mutex // guards the journal fields and the journal file
@@ -86,8 +90,10 @@ func (s *Store) Put(ctx context.Context, kind chunk.Kind, data []byte) (chunk.ID
 		return id, false, err
 	}
 	m := &memChunk{kind: kind, refs: 1, plain: append(s.chunkBuf(len(data)), data...), jRefs: -1}
+	s.putSeq++
+	m.seq = s.putSeq
 	s.mem[id] = m
-	s.inflight++
+	s.inflight[m.seq] = struct{}{}
 	s.workWG.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -170,7 +176,7 @@ func (s *Store) newSegLocked(minCap int) *segBuf {
 func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
 	var handoff []*segBuf
 	s.mu.Lock()
-	for s.pendingSeals >= maxPendingSeals {
+	for len(s.sealing) >= maxPendingSeals {
 		s.cond.Wait()
 	}
 	if s.open != nil && len(s.open.buf)+len(sealed) > cap(s.open.buf) {
@@ -185,13 +191,15 @@ func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
 	seg.buf = append(seg.buf, sealed...)
 	seg.chunks = append(seg.chunks, segChunk{id: id, kind: m.kind, off: uint32(off), n: uint32(len(sealed))})
 	m.seg, m.off, m.n, m.plain = seg, off, len(sealed), nil
-	s.inflight--
+	delete(s.inflight, m.seq)
 	if len(seg.buf) >= s.cfg.SegmentSize {
 		handoff = append(handoff, seg)
 		s.open = nil
 	}
-	s.pendingSeals += len(handoff)
 	for _, h := range handoff {
+		s.segSeq++
+		h.hseq = s.segSeq
+		s.sealing[h] = struct{}{}
 		s.sealQ <- h // never blocks: cap(sealQ) > maxPendingSeals
 	}
 	s.cond.Broadcast()
@@ -216,10 +224,13 @@ func (s *Store) sealer() {
 		s.mu.Lock()
 		if err != nil {
 			s.failed = append(s.failed, seg)
+			seg.failed = true
 			s.sealErr = err
 			s.log.Error("seal segment", "segment", fmt.Sprintf("%016x", seg.id), "err", err)
+		} else {
+			seg.done = true
 		}
-		s.pendingSeals--
+		delete(s.sealing, seg)
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	}
@@ -241,6 +252,8 @@ func (s *Store) retryFailed(ctx context.Context) error {
 			return err
 		}
 		s.mu.Lock()
+		seg.failed, seg.done = false, true
+		s.cond.Broadcast()
 		for i, f := range s.failed {
 			if f == seg {
 				s.failed = append(s.failed[:i], s.failed[i+1:]...)
@@ -285,8 +298,15 @@ func (s *Store) Release(ctx context.Context, ids []chunk.ID) error {
 func (s *Store) Flush(ctx context.Context) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
+	// Wait only for work that existed when Flush was called, so a steady
+	// stream of Puts from other goroutines cannot starve it.
 	s.mu.Lock()
-	for s.inflight > 0 || s.pendingSeals > 0 {
+	target := s.putSeq
+	for s.olderInflight(target) {
+		s.cond.Wait()
+	}
+	segTarget, open := s.segSeq, s.open
+	for s.olderSealing(segTarget) {
 		s.cond.Wait()
 	}
 	hasFailed := len(s.failed) > 0
@@ -296,11 +316,55 @@ func (s *Store) Flush(ctx context.Context) error {
 			return fmt.Errorf("flush: %w", classify(err))
 		}
 	}
-	if err := s.journalOpen(); err != nil {
-		return fmt.Errorf("flush: %w", classify(err))
+	if open != nil {
+		if err := s.journalSeg(ctx, open); err != nil {
+			return fmt.Errorf("flush: %w", classify(err))
+		}
 	}
 	if err := s.applyDeltas(); err != nil {
 		return fmt.Errorf("flush: %w", classify(err))
+	}
+	return nil
+}
+
+// olderInflight reports whether a chunk with seq <= target is still being
+// sealed. Called with mu; the map holds at most one entry per worker.
+func (s *Store) olderInflight(target uint64) bool {
+	for seq := range s.inflight {
+		if seq <= target {
+			return true
+		}
+	}
+	return false
+}
+
+// olderSealing reports whether a segment handed off at or before target is
+// still being sealed. Called with mu.
+func (s *Store) olderSealing(target uint64) bool {
+	for seg := range s.sealing {
+		if seg.hseq <= target {
+			return true
+		}
+	}
+	return false
+}
+
+// journalSeg makes the chunks of seg, the open segment when Flush started,
+// durable: by journaling it if it is still open, or by waiting for its
+// sealing if it has been handed off since.
+func (s *Store) journalSeg(ctx context.Context, seg *segBuf) error {
+	err := s.journalOpen(seg)
+	if err != errHandedOff {
+		return err
+	}
+	s.mu.Lock()
+	for !seg.done && !seg.failed {
+		s.cond.Wait()
+	}
+	failed := seg.failed
+	s.mu.Unlock()
+	if failed {
+		return s.retryFailed(ctx)
 	}
 	return nil
 }

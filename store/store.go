@@ -67,15 +67,17 @@ type Store struct {
 	retryMu sync.Mutex // serializes retries of failed seals
 
 	mu   sync.Mutex
-	cond *sync.Cond // on mu: inflight, pendingSeals or failed changed
+	cond *sync.Cond // on mu: inflight, sealing or failed changed
 	// Fields below are guarded by mu.
 	mem          map[chunk.ID]*memChunk // chunks not (yet) in the index
 	deltas       map[chunk.ID]int64     // reference changes of indexed chunks, applied at Flush
 	open         *segBuf                // segment being filled
 	failed       []*segBuf              // segments whose sealing failed, retried by Put and Flush
 	sealErr      error                  // the last sealing error while failed is non-empty
-	inflight     int                    // chunks being sealed, not yet in a segment
-	pendingSeals int                    // segments handed to the sealer, not yet done
+	putSeq       uint64                 // numbers new chunks, so Flush waits only for older ones
+	inflight     map[uint64]struct{}    // seqs of chunks being sealed, not yet in a segment
+	segSeq       uint64                 // numbers hand-offs to the sealers
+	sealing      map[*segBuf]struct{}   // segments handed to the sealers, not yet done
 	nextSeg      uint64
 	closed       bool
 	damaged      map[uint64]bool // segments already reported damaged by reads
@@ -143,7 +145,9 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 		now:     opts.Now,
 		k:       cfg.DataShards,
 		m:       cfg.ParityShards,
-		mem:     map[chunk.ID]*memChunk{},
+		mem:      map[chunk.ID]*memChunk{},
+		inflight: map[uint64]struct{}{},
+		sealing:  map[*segBuf]struct{}{},
 		deltas:  map[chunk.ID]int64{},
 		damaged: map[uint64]bool{},
 	}
