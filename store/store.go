@@ -69,19 +69,19 @@ type Store struct {
 	mu   sync.Mutex
 	cond *sync.Cond // on mu: inflight, sealing or failed changed
 	// Fields below are guarded by mu.
-	mem          map[chunk.ID]*memChunk // chunks not (yet) in the index
-	deltas       map[chunk.ID]int64     // reference changes of indexed chunks, applied at Flush
-	open         *segBuf                // segment being filled
-	failed       []*segBuf              // segments whose sealing failed, retried by Put and Flush
-	sealErr      error                  // the last sealing error while failed is non-empty
-	putSeq       uint64                 // numbers new chunks, so Flush waits only for older ones
-	inflight     map[uint64]struct{}    // seqs of chunks being sealed, not yet in a segment
-	segSeq       uint64                 // numbers hand-offs to the sealers
-	sealing      map[*segBuf]struct{}   // segments handed to the sealers, not yet done
-	nextSeg      uint64
-	closed       bool
-	damaged      map[uint64]bool // segments already reported damaged by reads
-	stats        Stats
+	mem      map[chunk.ID]*memChunk // chunks not (yet) in the index
+	deltas   map[chunk.ID]int64     // reference changes of indexed chunks, applied at Flush
+	open     *segBuf                // segment being filled
+	failed   []*segBuf              // segments whose sealing failed, retried by Put and Flush
+	sealErr  error                  // the last sealing error while failed is non-empty
+	putSeq   uint64                 // numbers new chunks, so Flush waits only for older ones
+	inflight map[uint64]struct{}    // seqs of chunks being sealed, not yet in a segment
+	segSeq   uint64                 // numbers hand-offs to the sealers
+	sealing  map[*segBuf]struct{}   // segments handed to the sealers, not yet done
+	nextSeg  uint64
+	closed   bool
+	damaged  map[uint64]bool // segments already reported damaged by reads
+	stats    Stats
 }
 
 // Create makes a new repository in dir: shard directories (which must be
@@ -138,18 +138,18 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 		return nil, fmt.Errorf("open repository %s: %w", dir, err)
 	}
 	s := &Store{
-		dir:     dir,
-		cfg:     cfg,
-		keys:    keys,
-		log:     opts.Logger,
-		now:     opts.Now,
-		k:       cfg.DataShards,
-		m:       cfg.ParityShards,
+		dir:      dir,
+		cfg:      cfg,
+		keys:     keys,
+		log:      opts.Logger,
+		now:      opts.Now,
+		k:        cfg.DataShards,
+		m:        cfg.ParityShards,
 		mem:      map[chunk.ID]*memChunk{},
 		inflight: map[uint64]struct{}{},
 		sealing:  map[*segBuf]struct{}{},
-		deltas:  map[chunk.ID]int64{},
-		damaged: map[uint64]bool{},
+		deltas:   map[chunk.ID]int64{},
+		damaged:  map[uint64]bool{},
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.dirSync = newGroupSync(s.syncShardDirs)
