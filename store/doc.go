@@ -14,7 +14,8 @@
 // listing its chunks, splits it into K data + M parity shard files
 // (store/erasure; data shards hold the segment bytes verbatim, every 64 KiB
 // block checksummed), writes each to its shard dir with fsync and rename,
-// then commits the chunk and segment records to the index. At most two
+// then commits the chunk and segment records to the index. Directory and
+// index fsyncs are group-committed across the two sealers. At most two
 // segments wait for or are in sealing; beyond that appends wait, which
 // bounds memory to a few segments.
 //
@@ -28,10 +29,12 @@
 //
 // # Durability
 //
-// Flush waits for queued chunks and segments being sealed, appends the
-// open segment's new chunks and changed reference counts to its journal
-// (REPO/journal/<segment>) and fsyncs it, then commits pending reference
-// changes of indexed chunks to the index and syncs it. A kill -9 after
+// Flush waits for the chunks queued and the segments handed off before it
+// was called (not for later ones, so a steady stream of Puts from other
+// goroutines cannot starve it), appends the open segment's new chunks and
+// changed reference counts to its journal (REPO/journal/<segment>) and
+// fsyncs it, then commits pending reference changes of indexed chunks to
+// the index and syncs it. A kill -9 after
 // Flush returns loses nothing: Open replays and seals leftover journals.
 // Sealing writes shards (fsynced) before index entries point at them, and
 // the segment record goes last; a crash at any point leaves at worst
