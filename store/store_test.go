@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -144,5 +146,46 @@ func TestMissingShardDir(t *testing.T) {
 	var se *ShardDirError
 	if !errors.As(err, &se) || se.Index != 1 || !strings.Contains(err.Error(), "scrub --repair") {
 		t.Fatalf("Open with a missing shard dir = %v", err)
+	}
+}
+
+const lockEnv = "STRATA_STORE_LOCK_CHILD"
+
+// TestLockChild is the second process of TestLockedOtherProcess.
+func TestLockChild(t *testing.T) {
+	dir := os.Getenv(lockEnv)
+	if dir == "" {
+		return
+	}
+	_, err := Open(context.Background(), dir, mustLoad(t, dir), newKeys(), Options{})
+	fmt.Println("OPEN:", err)
+}
+
+func TestLockedOtherProcess(t *testing.T) {
+	if os.Getenv(lockEnv) != "" {
+		return
+	}
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestLockChild$")
+	cmd.Env = append(os.Environ(), lockEnv+"="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("OPEN: repository is locked by PID %d", os.Getpid())
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("child output %q, want %q", out, want)
+	}
+	// Once released, another process may open it.
+	s.Close()
+	cmd = exec.Command(exe, "-test.run=^TestLockChild$")
+	cmd.Env = append(os.Environ(), lockEnv+"="+dir)
+	if out, _ = cmd.CombinedOutput(); !strings.Contains(string(out), "OPEN: <nil>") {
+		t.Fatalf("child after Close: %s", out)
 	}
 }
