@@ -170,6 +170,8 @@ type DiffEntry struct {
 	Change  byte // '+' added, '-' removed, 'M' content changed, 'T' type changed, 'A' attributes only
 	OldSize int64
 	NewSize int64
+	Off     int64 // block volumes: the changed byte range (Path "disk.img", Change 'M')
+	Len     int64
 }
 
 // Repo is the versioned metadata of every volume in a repository.
