@@ -1,0 +1,103 @@
+// Package layers is strata's versioned metadata model: volumes, their
+// staging heads, layers and revisions, revision specs, commit and diff.
+// It stores records in the repository's badger DB (keys under "l/") and
+// file and block data as chunks in a ChunkStore (*store.Store).
+//
+// # Model
+//
+// Every volume has a sequence of layers numbered 1, 2, ... The newest
+// layer is staging, the writable head; commit seals it as a revision and
+// opens the next one. A record (an inode's attributes, a directory entry,
+// a file's extent map, an xattr, a block) is written as a new version
+// tagged with the layer seq that wrote it; rewriting it in the same layer
+// replaces that version. Reading at revision R takes, for each record, the
+// newest version with seq <= R; a tombstone version means "deleted". So a
+// revision is its sealed layer plus everything below it, staging reads at
+// its own seq, and no revision changes after its layer is sealed.
+//
+// fs volumes: inode numbers come from a per-volume counter and stay stable
+// across revisions; the root is RootIno; hard links share an inode (nlink
+// in its attributes); a directory's attributes record its parent. Block
+// volumes: one record per block index holding the chunk id; holes have no
+// record or a tombstone.
+//
+// # Key layout
+//
+//	l/v/<name>                    volume record (JSON: id, type, size, block size, created)
+//	l/n/<vid>                     volume state: next inode, staging seq
+//	l/r/<vid><seq>                revision record (JSON), seq = the sealed layer
+//	l/d/<vid><rk><^seq>           version of record rk written by layer seq
+//	l/t/<vid><seq><rk>            rk was written by layer seq ("touched")
+//
+// vid is the volume's random 8-byte id. A record key rk is a type byte and
+// the record's own key: 'a' ino (attributes), 'd' parent ino + name + NUL
+// (directory entry), 'e' ino (extent map), 'x' ino + name + NUL (xattr),
+// 'b' block index. Integers are big-endian; ^seq is the complement, so the
+// versions of one record sort newest first and one Seek to rk+^R finds
+// the version visible at R however many layers exist. Names sort in byte
+// order, so ReadDir streams a directory with one iterator and resumes
+// after a name with one Seek. Values start with a flag byte: 0 tombstone,
+// 1 live.
+//
+// The touched index lets commit visit exactly the records its layer wrote:
+// it derives the revision's size and inode count from the previous
+// revision plus those records' changes, and packs them into meta chunks
+// (chunk.KindMeta, magic "strata-layer-v1") so the layer can be rebuilt
+// from the shards alone; a further meta chunk ("strata-revision-v1")
+// carries the volume and revision records. A later prune works in
+// proportion to what a layer changed the same way.
+//
+// # Chunk references
+//
+// Every live extent-map or block version holds one store reference per
+// chunk occurrence; a revision's record holds its meta chunks. Replacing or
+// deleting a version written by the staging layer releases its chunks
+// (no revision can see it); versions of sealed layers keep theirs until
+// prune removes them. RemoveVolume releases everything the volume held.
+//
+// # Staging writes
+//
+// fs staging writes land in a per-inode buffer: in memory for small files
+// (within a repository-wide budget), else a sparse spool file under
+// Options.SpoolDir. The first write to a file with content copies it in.
+// FlushFile (FUSE calls it on close) queues the file for a bounded pool of
+// background workers that cut it with the content-defined chunker (holes in
+// the spool stay holes; all-zero chunks are never stored), Put the chunks,
+// write the extent map and attributes and release the replaced extent map
+// if staging wrote it. Reads, Extents and GetAttr of a dirty file see its
+// buffer. Block staging keeps whole dirty blocks in a bounded cache (one
+// read-modify-write per block, not per request); flushing stores them,
+// all-zero blocks as holes.
+//
+// # Concurrency
+//
+// Repo, Tree, Staging and Disk are safe for concurrent use. Per volume:
+// commitMu is held shared by every staging write and exclusively by Commit,
+// so a write that returned before Commit is in the revision and one that
+// starts after is not; mu serializes metadata changes of the staging
+// layer (so badger transactions never conflict) and guards the inode
+// counter. Per dirty file, dataMu covers its buffer and a separate short
+// mutex its size and times, so GetAttr and SetAttr of a file being chunked
+// do not wait. Lock order: commitMu, file dataMu, volume mu. Read views use
+// badger snapshots; a staging read looks a dirty file up before it opens
+// its transaction, and a flush writes the records before it forgets the
+// file, so a read sees one or the other.
+//
+// # Durability
+//
+// Metadata changes are not fsynced one by one: rsync creates tens of
+// thousands of files. Durability points are FlushFile(durable=true) and
+// Sync (chunk buffered data, store Flush, badger Sync), Disk.Flush, and
+// Commit (flush everything, store Flush, write the revision, badger Sync).
+// After a crash, staging comes back as of its last durable point (records
+// written since may or may not survive, each change atomically); revisions
+// are never touched. Spool files left by a crash are deleted by Open.
+//
+// # Errors
+//
+// Callers branch on the sentinels in api.go (ErrNotFound, ErrExists, ...,
+// ErrNoSpace for a full spool) with errors.Is; they are wrapped with the
+// operation and object. *HasRevisionsError and *SpecError carry details.
+// Badger's errors are checked at the call, where its wrapping would
+// otherwise drop them.
+package layers
