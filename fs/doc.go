@@ -37,8 +37,10 @@
 // read-only opens, no writeback cache (the kernel would then own size and mtime, and a
 // commit could miss pages still dirty in it), no keep_cache. Revisions and
 // browse views: one hour for entries, attributes and negative entries,
-// FOPEN_KEEP_CACHE on files and FOPEN_CACHE_DIR on directories. All
-// mounts use 1 MiB requests (MaxWrite) and readahead.
+// FOPEN_KEEP_CACHE on files and FOPEN_CACHE_DIR on directories, and
+// opens cost no layers lookup. All mounts use 1 MiB requests (MaxWrite)
+// and 1 MiB readahead, set through the mount's bdi in sysfs because FUSE
+// INIT cannot go above the kernel's 128 KiB default.
 //
 // # Concurrency
 //
@@ -55,7 +57,8 @@
 //
 // # Not supported
 //
-// File locks are local to the kernel (no EnableLocks); an unlinked file
-// that is still open cannot be read once layers drops its inode; mmap
-// writes work through the page cache like write(2).
+// File locks are local to the kernel (no EnableLocks); O_TMPFILE (layers
+// has no anonymous inodes); an unlinked file that is still open answers
+// fstat but cannot be read once layers drops its inode; mmap writes work
+// through the page cache like write(2).
 package fs
