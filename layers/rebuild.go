@@ -1,0 +1,214 @@
+package layers
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-backup/strata/store/chunk"
+)
+
+// WalkFunc visits every chunk of a kind; (*store.Store).Walk is one.
+type WalkFunc func(ctx context.Context, kind chunk.Kind, fn func(id chunk.ID, data []byte) error) error
+
+// RebuildFrom restores volumes, revisions and their records from the meta
+// chunks commit wrote into the store (for `repair --rebuild-index`, after
+// the store rebuilt its own index). Volumes already present by name are
+// left alone. Staging changes never committed are not in the store and
+// come back empty: a rebuilt volume's staging starts at its latest
+// revision. Layers whose revision record is missing (a commit that did
+// not finish) are skipped.
+func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
+	type layerChunk struct {
+		vid  volID
+		seq  uint64
+		data []byte
+	}
+	vols := map[volID]volRecord{}
+	revs := map[volID]map[uint64]revRecord{}
+	var layerChunks []layerChunk
+	err := walk(ctx, chunk.KindMeta, func(id chunk.ID, data []byte) error {
+		switch {
+		case bytes.HasPrefix(data, []byte(metaRevisionMagic)):
+			var rec struct {
+				Volume   volRecord `json:"volume"`
+				Revision revRecord `json:"revision"`
+			}
+			if err := json.Unmarshal(data[len(metaRevisionMagic):], &rec); err != nil {
+				return fmt.Errorf("meta chunk %s: %w", id.Short(), err)
+			}
+			var vid volID
+			if b, err := hex.DecodeString(rec.Volume.ID); err != nil || len(b) != len(vid) {
+				return fmt.Errorf("meta chunk %s: bad volume id", id.Short())
+			} else {
+				copy(vid[:], b)
+			}
+			vols[vid] = rec.Volume
+			if revs[vid] == nil {
+				revs[vid] = map[uint64]revRecord{}
+			}
+			// The chunk cannot list its own id; add it back.
+			rec.Revision.Meta = append(rec.Revision.Meta, id)
+			revs[vid][rec.Revision.Seq] = rec.Revision
+		case bytes.HasPrefix(data, []byte(metaLayerMagic)):
+			b := data[len(metaLayerMagic):]
+			if len(b) < 16 {
+				return fmt.Errorf("meta chunk %s: short layer header", id.Short())
+			}
+			var lc layerChunk
+			copy(lc.vid[:], b)
+			lc.seq = binary.BigEndian.Uint64(b[8:])
+			lc.data = append([]byte(nil), b[16:]...)
+			layerChunks = append(layerChunks, lc)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild layers: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	skip := map[volID]bool{}
+	for vid, rec := range vols {
+		if _, ok := r.vols[rec.Name]; ok {
+			skip[vid] = true
+		}
+	}
+	maxIno := map[volID]uint64{}
+	wb := r.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, lc := range layerChunks {
+		if skip[lc.vid] || revs[lc.vid][lc.seq].ID == "" {
+			continue
+		}
+		b := lc.data
+		for len(b) > 0 {
+			n, k := binary.Uvarint(b)
+			if k <= 0 || uint64(len(b)-k) < n {
+				return fmt.Errorf("rebuild layers: corrupt layer record")
+			}
+			rk := b[k : k+int(n)]
+			b = b[k+int(n):]
+			n, k = binary.Uvarint(b)
+			if k <= 0 || uint64(len(b)-k) < n || len(rk) < 9 {
+				return fmt.Errorf("rebuild layers: corrupt layer record")
+			}
+			val := b[k : k+int(n)]
+			b = b[k+int(n):]
+			if err := wb.Set(verKey(lc.vid, rk, lc.seq), append([]byte(nil), val...)); err != nil {
+				return fmt.Errorf("rebuild layers: %w", err)
+			}
+			if err := wb.Set(touchedKey(lc.vid, lc.seq, rk), nil); err != nil {
+				return fmt.Errorf("rebuild layers: %w", err)
+			}
+			if rk[0] == recAttr {
+				maxIno[lc.vid] = max(maxIno[lc.vid], binary.BigEndian.Uint64(rk[1:]))
+			}
+		}
+	}
+	var rebuilt []*volume
+	for vid, rec := range vols {
+		if skip[vid] {
+			continue
+		}
+		v, err := r.newVolume(rec)
+		if err != nil {
+			return err
+		}
+		var last uint64
+		for seq, rr := range revs[vid] {
+			rr.Volume = rec.Name
+			b, err := json.Marshal(rr)
+			if err != nil {
+				return err
+			}
+			if err := wb.Set(revisionKey(vid, seq), b); err != nil {
+				return fmt.Errorf("rebuild layers: %w", err)
+			}
+			last = max(last, seq)
+		}
+		v.nextIno = max(maxIno[vid]+1, uint64(RootIno)+1)
+		v.seq.Store(last + 1)
+		vb, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		if err := wb.Set(volumeKey(rec.Name), vb); err != nil {
+			return fmt.Errorf("rebuild layers: %w", err)
+		}
+		if err := wb.Set(stateKey(vid), encodeState(v.nextIno, last+1)); err != nil {
+			return fmt.Errorf("rebuild layers: %w", err)
+		}
+		rebuilt = append(rebuilt, v)
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("rebuild layers: %w", err)
+	}
+	if err := r.db.Sync(); err != nil {
+		return fmt.Errorf("rebuild layers: sync index: %w", err)
+	}
+	for _, v := range rebuilt {
+		r.vols[v.rec.Name] = v
+	}
+	return nil
+}
+
+// References calls fn once for every chunk reference the layers hold
+// (each live extent-map or block version's chunks, each revision's meta
+// chunks), so a rebuilt store index can restore reference counts. Staging
+// buffers not yet flushed hold none.
+func (r *Repo) References(ctx context.Context, fn func(id chunk.ID) error) error {
+	return r.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(pfxData)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			rk, _ := splitVersion(it.Item().Key())
+			if rk[0] != recExtents && rk[0] != recBlock {
+				continue
+			}
+			val, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			ids, err := recordChunks(rk[0], val)
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+		}
+		ropts := badger.DefaultIteratorOptions
+		ropts.Prefix = []byte(pfxRevision)
+		rit := txn.NewIterator(ropts)
+		defer rit.Close()
+		for rit.Rewind(); rit.Valid(); rit.Next() {
+			b, err := rit.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			var rr revRecord
+			if err := json.Unmarshal(b, &rr); err != nil {
+				return fmt.Errorf("decode revision: %w", err)
+			}
+			for _, id := range rr.Meta {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
