@@ -36,8 +36,8 @@
 // # Concurrency
 //
 // Each connection has a reader goroutine that parses requests (and reads
-// WRITE payloads) and starts one goroutine per request, at most
-// Options.Workers at once and within Options.BufferBytes of payload memory;
+// WRITE payloads) and hands them to Options.Workers worker goroutines,
+// within Options.BufferBytes of payload memory;
 // replies go out under a write lock, whole, in completion order, and small
 // replies that queue up behind each other leave in one write. So an Export
 // sees concurrent calls from one connection and from several. All

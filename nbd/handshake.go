@@ -35,8 +35,7 @@ type conn struct {
 	werr    error               // first reply write error; later replies are dropped
 	sending atomic.Int32        // replies ready to send, waiting for or holding wmu
 	mem     *semaphore.Weighted // payload bytes in flight
-	workers chan struct{}       // one token per running request
-	running sync.WaitGroup      // requests in flight
+	running sync.WaitGroup      // worker goroutines
 }
 
 // errAbort ends a connection whose client sent NBD_OPT_ABORT.
@@ -62,12 +61,11 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 
 	c := &conn{
-		s:       s,
-		nc:      nc,
-		br:      bufio.NewReaderSize(nc, 64<<10),
-		log:     s.log.With("remote", nc.RemoteAddr().String()),
-		mem:     semaphore.NewWeighted(s.opts.BufferBytes),
-		workers: make(chan struct{}, s.opts.Workers),
+		s:   s,
+		nc:  nc,
+		br:  bufio.NewReaderSize(nc, 64<<10),
+		log: s.log.With("remote", nc.RemoteAddr().String()),
+		mem: semaphore.NewWeighted(s.opts.BufferBytes),
 	}
 	err := c.negotiate(ctx)
 	if c.exp != nil {

@@ -23,11 +23,25 @@ type request struct {
 	weight  int64  // bytes held from conn.mem
 }
 
-// transmit reads requests and runs each on its own goroutine, at most
-// Options.Workers at once and within Options.BufferBytes of payload. It
-// returns nil on NBD_CMD_DISC and the read error otherwise; requests still
-// running finish and reply on their own.
+// transmit reads requests and hands them to Options.Workers worker
+// goroutines, within Options.BufferBytes of payload. It returns nil on
+// NBD_CMD_DISC and the read error otherwise; requests still running finish
+// and reply on their own (c.running counts the workers).
 func (c *conn) transmit(ctx context.Context) error {
+	// Long-lived workers rather than a goroutine per request: their stacks
+	// are grown once, not on every 4 KiB read.
+	reqs := make(chan *request)
+	defer close(reqs)
+	for range c.s.opts.Workers {
+		c.running.Add(1)
+		go func() {
+			defer c.running.Done()
+			for r := range reqs {
+				c.handle(ctx, r)
+				c.finish(r)
+			}
+		}()
+	}
 	var h [requestHeaderLen]byte
 	for {
 		if _, err := io.ReadFull(c.br, h[:]); err != nil {
@@ -77,18 +91,11 @@ func (c *conn) transmit(ctx context.Context) error {
 			}
 		}
 		select {
-		case c.workers <- struct{}{}:
+		case reqs <- r:
 		case <-ctx.Done():
 			c.finish(r)
 			return ctx.Err()
 		}
-		c.running.Add(1)
-		go func() {
-			defer c.running.Done()
-			defer func() { <-c.workers }()
-			defer c.finish(r)
-			c.handle(ctx, r)
-		}()
 	}
 }
 
