@@ -297,3 +297,59 @@ func TestGC(t *testing.T) {
 	s = openStore(t, dir, cfg, Options{})
 	checkAll(t, s, keep)
 }
+
+// TestTamperWithValidChecksums alters shards and fixes their checksums, as
+// an attacker (not a bad disk) would. One altered data shard: Get rebuilds
+// the chunk from the others once it fails to authenticate, and scrub's
+// data check names it. Data and parity altered: Get fails with a
+// DamageError and never returns the altered bytes.
+func TestTamperWithValidChecksums(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	data := randBytes(rand.New(rand.NewPCG(8, 8)), 30_000)
+	id, _, err := s.Put(ctx, chunk.KindData, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openStore(t, dir, cfg, Options{}) // seals the journaled segment
+	s.Close()
+	tamper := func(i int) {
+		t.Helper()
+		f := shardFiles(t, dir, i)[0]
+		b, _ := os.ReadFile(f)
+		h, err := erasure.ParseHeader(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[erasure.HeaderSize+100] ^= 0x55
+		// Recompute the block checksum, the table checksum and the footer.
+		file := make([]byte, len(b))
+		copy(file, b)
+		erasure.Finish(file, h)
+		os.WriteFile(f, file, 0o600)
+	}
+	tamper(0)
+	s = openStore(t, dir, cfg, Options{})
+	rep, err := s.Scrub(ctx, ScrubOptions{})
+	if err != nil || len(rep.Damaged) != 0 {
+		t.Fatalf("checksum scrub of a consistently tampered shard: %+v, %v (want nothing found)", rep.Damaged, err)
+	}
+	rep, err = s.Scrub(ctx, ScrubOptions{ReadData: 100})
+	if err != nil || len(rep.Damaged) != 1 || !slices.Contains(rep.Damaged[0].BadChunks, id) {
+		t.Fatalf("data scrub of tampered chunk: %+v, %v", rep.Damaged, err)
+	}
+	got, err := s.Get(ctx, id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Get with one tampered data shard: %v", err)
+	}
+	s.Close()
+	tamper(2)
+	s = openStore(t, dir, cfg, Options{})
+	got, err = s.Get(ctx, id)
+	var de *DamageError
+	if !errors.As(err, &de) || !errors.Is(err, crypt.ErrAuth) || got != nil {
+		t.Fatalf("Get with data and parity tampered = %d bytes, %v; want DamageError wrapping crypt.ErrAuth", len(got), err)
+	}
+}

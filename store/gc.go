@@ -114,13 +114,18 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		case live == 0:
 			toDelete = append(toDelete, sg)
 		case maxUnused < 1 && float64(dead) > maxUnused*float64(live+dead):
+			readable := true
 			for _, c := range bySeg[sg.id] {
 				if !c.live {
 					continue
 				}
 				sealed := make([]byte, c.loc.Length)
 				if _, err := s.readChunkSealed(ctx, c.id, c.loc, sg.rec, sealed); err != nil {
-					return st, fmt.Errorf("gc: repack segment %016x: %w", sg.id, err)
+					// Keep the segment: scrub reports it, and the
+					// chunks already copied are simply duplicates.
+					s.log.Error("gc: segment not repacked, a live chunk is unreadable", "segment", segName(sg.id), "err", err)
+					readable = false
+					break
 				}
 				if repack == nil {
 					s.mu.Lock()
@@ -136,7 +141,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 					}
 				}
 			}
-			repacked = append(repacked, sg)
+			if readable {
+				repacked = append(repacked, sg)
+			}
 		}
 	}
 	if err := flushRepack(); err != nil {
@@ -180,7 +187,7 @@ func (s *Store) readChunkSealed(ctx context.Context, id chunk.ID, loc index.Chun
 			return sealed, nil
 		}
 	}
-	bad, err := s.readVerified(ctx, loc.Segment, seg, int64(loc.Offset), sealed)
+	bad, err := s.readVerified(ctx, loc.Segment, seg, int64(loc.Offset), sealed, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -109,7 +109,7 @@ func (s *Store) readChunk(ctx context.Context, id chunk.ID, loc index.Chunk, seg
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	bad, verr := s.readVerified(ctx, loc.Segment, seg, int64(loc.Offset), sealed)
+	bad, verr := s.readVerified(ctx, loc.Segment, seg, int64(loc.Offset), sealed, nil)
 	if verr != nil {
 		var de *DamageError
 		if errors.As(verr, &de) {
@@ -118,11 +118,37 @@ func (s *Store) readChunk(ctx context.Context, id chunk.ID, loc index.Chunk, seg
 		return nil, verr
 	}
 	plain, oerr := s.keys.Open(nil, sealed, id)
-	if oerr != nil {
-		return nil, &DamageError{Segment: loc.Segment, Chunk: id, Bad: bad, K: seg.K, M: seg.M, Err: oerr}
+	if oerr == nil {
+		s.noteDamage(loc.Segment, bad, err)
+		return plain, nil
 	}
-	s.noteDamage(loc.Segment, bad, err)
-	return plain, nil
+	// Every block checked, yet the chunk does not authenticate: a data
+	// shard was altered along with its checksums. Rebuild the range
+	// without each data shard it covers in turn.
+	for _, d := range dataShards(seg, int64(loc.Offset), int64(loc.Length)) {
+		if seg.M == 0 {
+			break
+		}
+		bad2, verr := s.readVerified(ctx, loc.Segment, seg, int64(loc.Offset), sealed, map[int]bool{d: true})
+		if verr != nil {
+			continue
+		}
+		if plain, err2 := s.keys.Open(nil, sealed, id); err2 == nil {
+			s.noteDamage(loc.Segment, append(bad2, d), oerr)
+			return plain, nil
+		}
+	}
+	return nil, &DamageError{Segment: loc.Segment, Chunk: id, Bad: bad, K: seg.K, M: seg.M, Err: oerr}
+}
+
+// dataShards lists the data shards holding segment bytes [off, off+n).
+func dataShards(seg index.Segment, off, n int64) []int {
+	L := erasure.ShardLen(seg.SegLen, seg.K)
+	var out []int
+	for i := off / L; i <= (off+n-1)/L && i < int64(seg.K); i++ {
+		out = append(out, int(i))
+	}
+	return out
 }
 
 // noteDamage logs a segment that needed reconstruction, once per segment.
@@ -159,9 +185,10 @@ type shardPiece struct {
 }
 
 // readVerified fills p with segment bytes [off, off+len(p)), checking every
-// block it reads and reconstructing bad ones from parity. It returns the
-// shards found bad.
-func (s *Store) readVerified(ctx context.Context, segID uint64, seg index.Segment, off int64, p []byte) ([]int, error) {
+// block it reads and reconstructing bad ones from parity; shards in
+// exclude are treated as bad without reading them. It returns the shards
+// found bad.
+func (s *Store) readVerified(ctx context.Context, segID uint64, seg index.Segment, off int64, p []byte, exclude map[int]bool) ([]int, error) {
 	L := erasure.ShardLen(seg.SegLen, seg.K)
 	n := seg.K + seg.M
 	badShards := map[int]bool{}
@@ -175,11 +202,13 @@ func (s *Store) readVerified(ctx context.Context, segID uint64, seg index.Segmen
 		hi := min(int64(last+1)*erasure.BlockSize, L)
 		pieces := make([]shardPiece, n)
 		// The data shard alone is enough when its blocks check out.
-		pieces[d] = s.readPiece(ctx, segID, d, L, first, lo, hi)
+		if !exclude[d] {
+			pieces[d] = s.readPiece(ctx, segID, d, L, first, lo, hi)
+		}
 		if pieces[d].data == nil || len(pieces[d].bad) > 0 {
 			g, gctx := errgroup.WithContext(ctx)
 			for j := range n {
-				if j != d {
+				if j != d && !exclude[j] {
 					g.Go(func() error {
 						pieces[j] = s.readPiece(gctx, segID, j, L, first, lo, hi)
 						return nil

@@ -117,7 +117,7 @@ func (s *Store) rebuildSegment(ctx context.Context, id uint64, seen map[[32]byte
 		if err := s.readHealthy(ctx, id, rec, off, p); err == nil {
 			return p, nil
 		}
-		if _, err := s.readVerified(ctx, id, rec, off, p); err != nil {
+		if _, err := s.readVerified(ctx, id, rec, off, p, nil); err != nil {
 			return nil, err
 		}
 		return p, nil
@@ -127,7 +127,7 @@ func (s *Store) rebuildSegment(ctx context.Context, id uint64, seen map[[32]byte
 		// The healthy read may have returned damaged bytes: retry checked.
 		read = func(off int64, n int) ([]byte, error) {
 			p := make([]byte, n)
-			_, err := s.readVerified(ctx, id, rec, off, p)
+			_, err := s.readVerified(ctx, id, rec, off, p, nil)
 			return p, err
 		}
 		if entries, err = s.parseTrailer(id, h.SegLen, read); err != nil {
