@@ -14,8 +14,11 @@
 #   --initrd FILE      instead of the disk's own boot loader; see make-test-guest.sh
 #   --append ARGS      extra kernel arguments (console=ttyS0 is always set)
 #   --accel auto|kvm|tcg   default auto: KVM if /dev/kvm is usable and a probe
-#                      boot of the kernel under KVM gets going, TCG otherwise
-#                      (also $STRATA_VM_ACCEL)
+#                      boot of the kernel (--kernel, else the host's
+#                      /boot/vmlinuz-*) under KVM gets going, TCG otherwise
+#                      (also $STRATA_VM_ACCEL). Some nested hypervisors offer
+#                      a /dev/kvm that hangs real kernels: with no kernel to
+#                      probe, say --accel tcg there.
 #   --memory MIB       guest memory (default 1024)
 #   --cpus N           guest CPUs (default 1)
 #   --writable         let guest writes reach the export (staging, or a
@@ -89,14 +92,19 @@ fi
 # hang every real kernel, so a working /dev/kvm alone proves little.
 kvm_usable() {
 	[ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
-	[ -n "$kernel" ] || return 0
-	local log
+	local probe=$kernel log
+	if [ -z "$probe" ]; then
+		# Booting the disk's own loader: probe with the host's kernel if
+		# there is one to read, else trust /dev/kvm.
+		for probe in /boot/vmlinuz-*; do [ -r "$probe" ] && break; done
+		[ -r "$probe" ] || return 0
+	fi
 	log=$(mktemp)
 	# No root device: a working guest panics (and exits) within a second or
 	# two; "Linux version" shows it got as far as the decompressed kernel.
 	# The subshell keeps bash's report of a crashing qemu off the terminal.
 	(timeout 15 qemu-system-x86_64 -accel kvm -cpu host -m 256 -nodefaults -display none \
-		-serial "file:$log" -no-reboot -kernel "$kernel" \
+		-serial "file:$log" -no-reboot -kernel "$probe" \
 		-append "console=ttyS0 panic=-1 root=/dev/strata-probe-none"; true) >/dev/null 2>&1
 	if grep -q "Linux version" "$log"; then
 		rm -f "$log"
