@@ -294,8 +294,28 @@ func TestGC(t *testing.T) {
 		t.Fatalf("scrub after GC: %+v, %v", rep, err)
 	}
 	s.Close()
+	// Short sessions leave small segments; GC merges them.
+	small := map[[32]byte][]byte{}
+	for i := range 4 {
+		s = openStore(t, dir, cfg, Options{})
+		for id, b := range putRandom(t, s, uint64(20+i), 2, 10_000) {
+			small[id] = b
+		}
+		s.Close()
+	}
+	s = openStore(t, dir, cfg, Options{})
+	before, _ = s.Stats(ctx)
+	gs, err = s.GC(ctx, GCOptions{MaxUnused: 1})
+	after, _ = s.Stats(ctx)
+	if err != nil || gs.SegmentsRepacked < 4 || after.Segments > before.Segments-3 {
+		t.Fatalf("GC of small segments: %+v, %v; segments %d → %d", gs, err, before.Segments, after.Segments)
+	}
+	checkAll(t, s, keep)
+	checkAll(t, s, small)
+	s.Close()
 	s = openStore(t, dir, cfg, Options{})
 	checkAll(t, s, keep)
+	checkAll(t, s, small)
 }
 
 // TestTamperWithValidChecksums alters shards and fixes their checksums, as

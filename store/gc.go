@@ -15,8 +15,9 @@ import (
 type GCOptions struct {
 	// MaxUnused is the share (0..1) of garbage a segment may hold before
 	// its live chunks are copied to a new segment and it is deleted.
-	// Zero means 0.05; 1 or more never repacks (only all-garbage segments
-	// are deleted).
+	// Zero means 0.05; 1 or more never repacks for garbage (only
+	// all-garbage segments are deleted). Independently, segments below
+	// 1/8 of the segment size are merged when there are two or more.
 	MaxUnused float64
 }
 
@@ -98,6 +99,15 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		return nil
 	}
 	var toDelete []segEntry
+	// Small segments (each process that flushes and exits leaves one)
+	// cost K+M files each: merge them when there are several.
+	smallLimit := int64(s.cfg.SegmentSize / 8)
+	small := 0
+	for _, sg := range segs {
+		if sg.rec.SegLen < smallLimit {
+			small++
+		}
+	}
 	for _, sg := range segs {
 		if err := ctx.Err(); err != nil {
 			return st, err
@@ -113,7 +123,8 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		switch {
 		case live == 0:
 			toDelete = append(toDelete, sg)
-		case maxUnused < 1 && float64(dead) > maxUnused*float64(live+dead):
+		case maxUnused < 1 && float64(dead) > maxUnused*float64(live+dead),
+			small >= 2 && sg.rec.SegLen < smallLimit:
 			readable := true
 			for _, c := range bySeg[sg.id] {
 				if !c.live {
