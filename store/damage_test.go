@@ -49,9 +49,18 @@ func TestLoseShardDirs(t *testing.T) {
 			}
 			s = openStore(t, dir, cfg, Options{})
 			checkAll(t, s, want)
-			rep, err := s.Scrub(ctx, ScrubOptions{Repair: true, ReadData: 100})
+			var lastDone, lastTotal int64
+			rep, err := s.Scrub(ctx, ScrubOptions{Repair: true, ReadData: 100, Progress: func(done, total int64) {
+				if done != lastDone+1 {
+					t.Errorf("progress %d after %d", done, lastDone)
+				}
+				lastDone, lastTotal = done, total
+			}})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if lastDone != rep.Segments || lastTotal != rep.Segments || rep.Segments < 2 {
+				t.Fatalf("progress ended at %d/%d for %d segments", lastDone, lastTotal, rep.Segments)
 			}
 			if len(rep.Damaged) == 0 || !rep.OK() {
 				t.Fatalf("scrub: %d damaged, OK=%v; want damage found and repaired", len(rep.Damaged), rep.OK())
