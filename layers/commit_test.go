@@ -156,6 +156,9 @@ func TestRevisionsStayImmutable(t *testing.T) {
 	if _, err := e.repo.Volume(ctx, "v"); !errors.Is(err, layers.ErrUnknownVolume) {
 		t.Errorf("volume after remove: %v", err)
 	}
+	if _, err := st.Create(ctx, layers.RootIno, "late", 0o644, 0, 0, 0); !errors.Is(err, layers.ErrUnknownVolume) {
+		t.Errorf("create through a removed volume's staging: %v", err)
+	}
 }
 
 func TestCommitStats(t *testing.T) {

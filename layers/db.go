@@ -25,6 +25,21 @@ func update(db *badger.DB, fn func(txn *badger.Txn) error) error {
 // is ErrNotFound.
 func getVersion(txn *badger.Txn, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) {
 	prefix := dataPrefix(vid, rk)
+	// A version at exactly seq is the answer, and a point lookup is much
+	// cheaper than an iterator: staging rewrites its own records often.
+	if item, err := txn.Get(be64(prefix, ^seq)); err == nil {
+		val, err := item.ValueCopy(nil)
+		if err != nil {
+			return nil, 0, fmt.Errorf("read record: %w", err)
+		}
+		if len(val) == 0 || val[0] == valTombstone {
+			return nil, seq, ErrNotFound
+		}
+		return val[1:], seq, nil
+	} else if err != badger.ErrKeyNotFound {
+		return nil, 0, fmt.Errorf("read record: %w", err)
+	}
+	prefix = prefix[:len(prefix):len(prefix)] // be64 above must not have shared its array
 	opts := badger.DefaultIteratorOptions
 	opts.PrefetchValues = false
 	opts.Prefix = prefix

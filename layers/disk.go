@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -44,7 +45,7 @@ type disk struct {
 	dirty  map[int64][]byte // staging: buffered whole blocks by index
 	ov     *overlay         // overlays: the private copy-on-write layer
 	base   *Disk            // overlays: what the overlay covers
-	closed bool
+	closed atomic.Bool
 }
 
 func (v *volume) newDisk(seq uint64, staging bool) *Disk {
@@ -112,7 +113,7 @@ func (d *Disk) at() uint64 {
 }
 
 func (d *Disk) check(op string, off, n int64) error {
-	if d.closed {
+	if d.closed.Load() {
 		return fmt.Errorf("%s: disk closed: %w", op, ErrInvalid)
 	}
 	if off < 0 || n < 0 || off+n > d.size || off+n < off {
@@ -304,7 +305,7 @@ func (d *Disk) dropDirty() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.dirty = map[int64][]byte{}
-	d.closed = true
+	d.closed.Store(true)
 }
 
 // flush is flushDirty for Repo.Close.
@@ -482,7 +483,7 @@ func (d *Disk) Close() error {
 	case d.ov != nil:
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		d.closed = true
+		d.closed.Store(true)
 		return d.ov.close()
 	case d.staging:
 		return d.flushDirty(context.Background())

@@ -150,6 +150,7 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 	r.mu.Lock()
 	delete(r.vols, name)
 	r.mu.Unlock()
+	v.removed.Store(true)
 	// Drop buffered writes.
 	v.filesMu.Lock()
 	files := make([]*openFile, 0, len(v.files))

@@ -48,6 +48,9 @@ func (v *volume) lookupFile(ino Ino) *openFile {
 // creating it if needed. With noBase the caller is about to truncate it to
 // zero, so the base is not copied in.
 func (v *volume) openFileFor(ctx context.Context, ino Ino, noBase bool) (*openFile, error) {
+	if v.removed.Load() {
+		return nil, fmt.Errorf("volume %s: %w", v.rec.Name, ErrUnknownVolume)
+	}
 	for {
 		v.filesMu.Lock()
 		f := v.files[ino]

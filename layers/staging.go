@@ -85,6 +85,9 @@ func (s *Staging) mutate(ctx context.Context, fn func(m *mutation) error) error 
 
 // mutateLocked is mutate for callers that hold commitMu in either mode.
 func (v *volume) mutateLocked(fn func(m *mutation) error) error {
+	if v.removed.Load() {
+		return fmt.Errorf("volume %s: %w", v.rec.Name, ErrUnknownVolume)
+	}
 	v.mu.Lock()
 	var m *mutation
 	err := update(v.r.db, func(txn *badger.Txn) error {

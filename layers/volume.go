@@ -71,8 +71,9 @@ type volume struct {
 	staging *Staging
 	sdisk   *Disk
 
-	seq   atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
-	added atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
+	seq     atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
+	added   atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
+	removed atomic.Bool   // RemoveVolume ran: staging objects still held refuse writes
 
 	filesMu sync.Mutex // guards files
 	files   map[Ino]*openFile
