@@ -11,7 +11,7 @@ declare -A pkgs=(
   [rsync]=rsync [fusermount3]=fuse3 [getfattr]=attr [setfacl]=acl
   [nbdinfo]=libnbd-bin [nbdcopy]=libnbd-bin [nbdfuse]=libnbd-bin
   [qemu-img]=qemu-utils [qemu-io]=qemu-utils [qemu-nbd]=qemu-utils
-  [nbdkit]=nbdkit [mkfs.ext4]=e2fsprogs [gpg]=gnupg [cmp]=diffutils
+  [nbdkit]=nbdkit [mkfs.ext4]=e2fsprogs [gpg]=gnupg [cmp]=diffutils [fio]=fio
 )
 if [ "$want" = bench ]; then
   pkgs[restic]=restic; pkgs[borg]=borgbackup; pkgs[/usr/bin/time]=time; pkgs[bc]=bc
@@ -23,6 +23,11 @@ fi
 missing=()
 for cmd in "${!pkgs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkgs[$cmd]}")
+done
+# Libraries without a command of their own (the nbd tests drive libnbd's
+# Python binding with its client-side checks off).
+for pkg in python3-libnbd; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

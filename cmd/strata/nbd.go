@@ -98,7 +98,9 @@ func opNBDServe(ctx context.Context, env *opEnv, raw json.RawMessage) (any, erro
 		return nil, fail(exitError, "use tcp://HOST:PORT or unix:PATH, and an address nothing else listens on", "nbd serve: %v", err)
 	}
 	res := &nbdResolver{repo: env.repo.layers, only: a.Exports, overlay: a.Overlay, open: map[string]*layers.Disk{}}
-	srv := nbd.NewServer(res, nbd.Options{Logger: s.log})
+	// Every connection to the staging export shares one Disk, so a FLUSH on
+	// any covers them all: safe to let nbdcopy open several.
+	srv := nbd.NewServer(res, nbd.Options{Logger: s.log, WritableMultiConn: true})
 	e := &nbdEntry{nbdInfo: nbdInfo{Listen: a.Listen, Exports: a.Exports, Overlay: a.Overlay}, srv: srv, res: res, l: l}
 	s.mu.Lock()
 	s.nbds[a.Listen] = e
