@@ -146,7 +146,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 				}
 				repack.chunks = append(repack.chunks, segChunk{id: c.id, kind: c.loc.Kind, off: uint32(len(repack.buf)), n: c.loc.Length})
 				repack.buf = append(repack.buf, sealed...)
-				if len(repack.buf) >= s.cfg.SegmentSize {
+				if len(repack.buf) >= s.cfg.SegmentSize || len(repack.chunks) >= maxSegChunks {
 					if err := flushRepack(); err != nil {
 						return st, err
 					}
@@ -217,11 +217,11 @@ func (s *Store) deleteSegment(ctx context.Context, sg segEntry, chunks []gcChunk
 	s.mu.Lock()
 	freed := 0
 	err := func() error {
-		b := index.NewBatch(s.db)
+		b := s.db.NewTransaction(true) // atomic: at most maxSegChunks keys
 		defer b.Discard()
 		var del [][]byte
 		for _, c := range chunks {
-			cur, found, err := index.GetChunk(b.Txn(), c.id)
+			cur, found, err := index.GetChunk(b, c.id)
 			if err != nil {
 				return err
 			}

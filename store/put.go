@@ -192,7 +192,7 @@ func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
 	seg.chunks = append(seg.chunks, segChunk{id: id, kind: m.kind, off: uint32(off), n: uint32(len(sealed))})
 	m.seg, m.off, m.n, m.plain = seg, off, len(sealed), nil
 	delete(s.inflight, m.seq)
-	if len(seg.buf) >= s.cfg.SegmentSize {
+	if len(seg.buf) >= s.cfg.SegmentSize || len(seg.chunks) >= maxSegChunks {
 		handoff = append(handoff, seg)
 		s.open = nil
 	}
@@ -212,6 +212,10 @@ func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
 // writer spent most of its time waiting in fsync); with the open segment
 // that is three segments of memory.
 const (
+	// maxSegChunks keeps a segment's index records within one badger
+	// transaction (about 24k small entries with a 16 MiB memtable), so
+	// sealing commits them atomically even for tiny chunks.
+	maxSegChunks    = 8192
 	maxPendingSeals = 2
 	sealers         = 2
 )

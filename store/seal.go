@@ -216,11 +216,13 @@ func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
 	defer s.idxMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := index.NewBatch(s.db)
+	// One transaction, so a crash leaves all of the segment's records or
+	// none (segments hold at most maxSegChunks chunks, which fits).
+	b := s.db.NewTransaction(true)
 	defer b.Discard()
 	for _, c := range seg.chunks {
 		rec := index.Chunk{Segment: seg.id, Offset: c.off, Length: c.n, Kind: c.kind, Refs: c.refs}
-		old, found, err := index.GetChunk(b.Txn(), c.id)
+		old, found, err := index.GetChunk(b, c.id)
 		if err != nil {
 			return err
 		}
@@ -241,7 +243,7 @@ func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
 			rec = old
 		}
 		if err := b.Set(index.ChunkKey(c.id), rec.Marshal()); err != nil {
-			return err
+			return fmt.Errorf("index segment %016x: %w", seg.id, err)
 		}
 	}
 	next := s.nextSeg
@@ -249,16 +251,16 @@ func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
 		next = seg.id + 1
 	}
 	if err := b.Set(index.NextSegmentKey, binary.BigEndian.AppendUint64(nil, next)); err != nil {
-		return err
+		return fmt.Errorf("index segment %016x: %w", seg.id, err)
 	}
 	// The segment record goes last: replay takes its presence to mean
 	// every chunk entry is in.
 	rec := index.Segment{SegLen: segLen, K: s.k, M: s.m, Chunks: len(seg.chunks)}
 	if err := b.Set(index.SegmentKey(seg.id), rec.Marshal()); err != nil {
-		return err
+		return fmt.Errorf("index segment %016x: %w", seg.id, err)
 	}
 	if err := b.Commit(); err != nil {
-		return err
+		return fmt.Errorf("commit segment %016x to index: %w", seg.id, err)
 	}
 	added := 0
 	for _, c := range seg.chunks {

@@ -189,3 +189,34 @@ func TestLockedOtherProcess(t *testing.T) {
 		t.Fatalf("child after Close: %s", out)
 	}
 }
+
+// TestManyTinyChunks fills segments by chunk count rather than bytes, so
+// each segment's index records still commit in one transaction.
+func TestManyTinyChunks(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	want := map[[32]byte][]byte{}
+	for i := range maxSegChunks + 1000 {
+		b := []byte(fmt.Sprintf("tiny record %d", i))
+		id, _, err := s.Put(ctx, chunk.KindMeta, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[id] = b
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.Stats(ctx)
+	if st.Segments != 1 || st.Chunks != maxSegChunks {
+		t.Fatalf("Stats = %+v, want one sealed segment of %d chunks", st, maxSegChunks)
+	}
+	s.Close()
+	s = openStore(t, dir, cfg, Options{})
+	checkAll(t, s, want)
+	n := 0
+	if err := s.Walk(ctx, chunk.KindMeta, func(chunk.ID, []byte) error { n++; return nil }); err != nil || n != len(want) {
+		t.Fatalf("Walk saw %d meta chunks, %v; want %d", n, err, len(want))
+	}
+}
