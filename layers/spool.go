@@ -124,7 +124,11 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 	}
 	f.mu.Lock()
 	f.size, f.mtime, f.ctime = size, n.Mtime, n.Ctime
-	f.dirty = noBase && n.Size != 0
+	if noBase && n.Size != 0 {
+		// Truncating a non-empty file to zero changes it.
+		now := v.r.now()
+		f.mtime, f.ctime, f.dirty = now, now, true
+	}
 	f.mu.Unlock()
 	f.loaded = true
 	return nil

@@ -306,3 +306,34 @@ func TestReleaseOnOverwrite(t *testing.T) {
 // bigName makes long names so that holding a whole directory in memory
 // would show clearly in the heap.
 func bigName(i int) string { return fmt.Sprintf("file-%07d-", i) + strings.Repeat("n", 190) }
+
+func TestTruncateToZeroUpdatesTimes(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, false)
+	clock := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	r, err := layers.Open(ctx, openDB(t, ""), e.cs, layers.Options{SpoolDir: t.TempDir(), Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if _, err := r.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := r.Staging(ctx, "v")
+	a, _ := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
+	if _, err := st.WriteAt(ctx, a.Ino, []byte("data"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FlushFile(ctx, a.Ino, true); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(time.Hour)
+	zero := int64(0)
+	got, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Size: &zero})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Size != 0 || !got.Mtime.Equal(clock) || !got.Ctime.Equal(clock) {
+		t.Fatalf("after truncate: size %d mtime %v ctime %v, want 0 and %v", got.Size, got.Mtime, got.Ctime, clock)
+	}
+}
