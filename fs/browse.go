@@ -555,7 +555,7 @@ func (b *browseFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return errROFS
 	}
-	return fuse.Status(syscall.EISDIR)
+	return fuse.ENOSYS // zero-message open, as treeFS.Open
 }
 
 func (b *browseFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
@@ -586,7 +586,8 @@ func (b *browseFS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.Lse
 
 func (b *browseFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {}
 
-func (b *browseFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
+// Flush: everything is read-only; ENOSYS stops further FLUSH requests.
+func (b *browseFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.ENOSYS }
 
 func (b *browseFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string, dest []byte) (uint32, fuse.Status) {
 	v := h.NodeId >> viewBits

@@ -104,8 +104,11 @@ func (f *diskFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if in.NodeId&inoMask == diskRootIno {
 		return fuse.Status(syscall.EISDIR)
 	}
-	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY && f.disk.ReadOnly() {
-		return errROFS
+	if f.disk.ReadOnly() {
+		if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+			return errROFS
+		}
+		return fuse.ENOSYS // zero-message open, as treeFS.Open
 	}
 	if f.cache.keepCache {
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
@@ -151,7 +154,12 @@ func (f *diskFS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	return f.errs.status("fsync disk", f.disk.Flush(newCtx(cancel)))
 }
 
-func (f *diskFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
+func (f *diskFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	if f.disk.ReadOnly() {
+		return fuse.ENOSYS // no more FLUSH requests on this mount
+	}
+	return fuse.OK
+}
 
 func (f *diskFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {}
 

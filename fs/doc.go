@@ -37,8 +37,10 @@
 // read-only opens, no writeback cache (the kernel would then own size and mtime, and a
 // commit could miss pages still dirty in it), no keep_cache. Revisions and
 // browse views: one hour for entries, attributes and negative entries,
-// FOPEN_KEEP_CACHE on files and FOPEN_CACHE_DIR on directories, and
-// opens cost no layers lookup. All mounts use 1 MiB requests (MaxWrite)
+// FOPEN_CACHE_DIR on directories, and zero-message opens for files: OPEN
+// and FLUSH answer ENOSYS, so the kernel stops sending OPEN, FLUSH and
+// RELEASE (keep_cache is then its default) and a cold `tar` of a revision
+// costs one READ round trip per small file. All mounts use 1 MiB requests (MaxWrite)
 // and 1 MiB readahead, set through the mount's bdi in sysfs because FUSE
 // INIT cannot go above the kernel's 128 KiB default.
 //

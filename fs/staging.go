@@ -188,7 +188,8 @@ func (f *treeFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 // store.
 func (f *treeFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	if f.st == nil {
-		return fuse.OK
+		// Read-only views: ENOSYS makes the kernel stop sending FLUSH.
+		return fuse.ENOSYS
 	}
 	if h, ok := f.files.get(in.Fh); !ok || !h.writable {
 		return fuse.OK
