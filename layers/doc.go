@@ -28,6 +28,7 @@
 //	l/r/<vid><seq>                revision record (JSON), seq = the sealed layer
 //	l/d/<vid><rk><^seq>           version of record rk written by layer seq
 //	l/t/<vid><seq><rk>            rk was written by layer seq ("touched")
+//	l/p/<vid><seq>                a removed revision whose layer still holds visible versions
 //
 // vid is the volume's random 8-byte id. A record key rk is a type byte and
 // the record's own key: 'a' ino (attributes), 'd' parent ino + name + NUL
@@ -44,8 +45,18 @@
 // revision plus those records' changes, and packs them into meta chunks
 // (chunk.KindMeta, magic "strata-layer-v1") so the layer can be rebuilt
 // from the shards alone; a further meta chunk ("strata-revision-v1")
-// carries the volume and revision records. A later prune works in
-// proportion to what a layer changed the same way.
+// carries the volume and revision records.
+//
+// # Removing revisions (prune)
+//
+// RemoveRevision deletes a revision record and then, using the touched
+// index of its layer (and of layers of revisions removed earlier, down to
+// the previous surviving revision), every version no surviving revision
+// and not staging can see: a version written by layer L is seen by reading
+// point p when L <= p < the seq of the record's next version. Versions
+// still seen stay where they are; their layer's meta chunks stay too, and
+// a "strata-pruned-v1" meta chunk tells a rebuild that the revision is
+// gone. Work is proportional to what those layers changed.
 //
 // # Chunk references
 //
@@ -53,7 +64,8 @@
 // chunk occurrence; a revision's record holds its meta chunks. Replacing or
 // deleting a version written by the staging layer releases its chunks
 // (no revision can see it); versions of sealed layers keep theirs until
-// prune removes them. RemoveVolume releases everything the volume held.
+// RemoveRevision deletes them. RemoveVolume releases everything the volume
+// held. References enumerates them all, for a rebuilt store index.
 //
 // # Staging writes
 //

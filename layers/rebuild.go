@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -22,15 +23,18 @@ type WalkFunc func(ctx context.Context, kind chunk.Kind, fn func(id chunk.ID, da
 // left alone. Staging changes never committed are not in the store and
 // come back empty: a rebuilt volume's staging starts at its latest
 // revision. Layers whose revision record is missing (a commit that did
-// not finish) are skipped.
+// not finish) are skipped, and revisions removed by RemoveRevision stay
+// removed.
 func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 	type layerChunk struct {
+		id   chunk.ID
 		vid  volID
 		seq  uint64
 		data []byte
 	}
 	vols := map[volID]volRecord{}
 	revs := map[volID]map[uint64]revRecord{}
+	pruned := map[volID][]prunedRecord{}
 	var layerChunks []layerChunk
 	err := walk(ctx, chunk.KindMeta, func(id chunk.ID, data []byte) error {
 		switch {
@@ -55,12 +59,23 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 			// The chunk cannot list its own id; add it back.
 			rec.Revision.Meta = append(rec.Revision.Meta, id)
 			revs[vid][rec.Revision.Seq] = rec.Revision
+		case bytes.HasPrefix(data, []byte(metaPrunedMagic)):
+			var pr prunedRecord
+			if err := json.Unmarshal(data[len(metaPrunedMagic):], &pr); err != nil {
+				return fmt.Errorf("meta chunk %s: %w", id.Short(), err)
+			}
+			vid, ok := parseVolID(pr.Volume)
+			if !ok {
+				return fmt.Errorf("meta chunk %s: bad volume id", id.Short())
+			}
+			pr.Marker = id
+			pruned[vid] = append(pruned[vid], pr)
 		case bytes.HasPrefix(data, []byte(metaLayerMagic)):
 			b := data[len(metaLayerMagic):]
 			if len(b) < 16 {
 				return fmt.Errorf("meta chunk %s: short layer header", id.Short())
 			}
-			var lc layerChunk
+			lc := layerChunk{id: id}
 			copy(lc.vid[:], b)
 			lc.seq = binary.BigEndian.Uint64(b[8:])
 			lc.data = append([]byte(nil), b[16:]...)
@@ -79,11 +94,34 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 			skip[vid] = true
 		}
 	}
+	// Removed revisions stay removed; the layer chunks that count are
+	// those of surviving revisions and those kept for removed ones (a
+	// commit that never finished left others behind).
+	valid := map[chunk.ID]bool{}
+	for vid, prs := range pruned {
+		for _, pr := range prs {
+			for seq, rr := range revs[vid] {
+				if rr.ID == pr.ID {
+					delete(revs[vid], seq)
+				}
+			}
+			for _, id := range pr.Keep {
+				valid[id] = true
+			}
+		}
+	}
+	for _, m := range revs {
+		for _, rr := range m {
+			for _, id := range rr.Meta {
+				valid[id] = true
+			}
+		}
+	}
 	maxIno := map[volID]uint64{}
 	wb := r.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, lc := range layerChunks {
-		if skip[lc.vid] || revs[lc.vid][lc.seq].ID == "" {
+		if skip[lc.vid] || !valid[lc.id] {
 			continue
 		}
 		b := lc.data
@@ -132,6 +170,16 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 			}
 			last = max(last, seq)
 		}
+		for _, pr := range pruned[vid] {
+			pb, err := json.Marshal(pr)
+			if err != nil {
+				return err
+			}
+			if err := wb.Set(prunedKey(vid, pr.Seq), pb); err != nil {
+				return fmt.Errorf("rebuild layers: %w", err)
+			}
+			last = max(last, pr.Seq)
+		}
 		v.nextIno = max(maxIno[vid]+1, uint64(RootIno)+1)
 		v.seq.Store(last + 1)
 		vb, err := json.Marshal(rec)
@@ -152,7 +200,21 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 	if err := r.db.Sync(); err != nil {
 		return fmt.Errorf("rebuild layers: sync index: %w", err)
 	}
+	// Layers kept for removed revisions come back whole; drop the
+	// versions no surviving revision or staging sees, as prune did.
 	for _, v := range rebuilt {
+		points := []uint64{v.seq.Load()}
+		for seq := range revs[v.id] {
+			points = append(points, seq)
+		}
+		sort.Slice(points, func(i, j int) bool { return points[i] < points[j] })
+		_, _, dels, err := v.sweep(ctx, 1, v.seq.Load()-1, points, false)
+		if err == nil {
+			err = r.deleteKeys(dels)
+		}
+		if err != nil {
+			return fmt.Errorf("rebuild layers: %w", err)
+		}
 		r.vols[v.rec.Name] = v
 	}
 	return nil
@@ -185,6 +247,25 @@ func (r *Repo) References(ctx context.Context, fn func(id chunk.ID) error) error
 				return err
 			}
 			for _, id := range ids {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+		}
+		popts := badger.DefaultIteratorOptions
+		popts.Prefix = []byte(pfxPruned)
+		pit := txn.NewIterator(popts)
+		defer pit.Close()
+		for pit.Rewind(); pit.Valid(); pit.Next() {
+			b, err := pit.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			var pr prunedRecord
+			if err := json.Unmarshal(b, &pr); err != nil {
+				return fmt.Errorf("decode pruned record: %w", err)
+			}
+			for _, id := range append(pr.Keep, pr.Marker) {
 				if err := fn(id); err != nil {
 					return err
 				}

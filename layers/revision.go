@@ -170,6 +170,19 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 	for _, rr := range rrs {
 		release = append(release, rr.Meta...)
 	}
+	var prunedKeys [][]byte
+	err = r.db.View(func(txn *badger.Txn) error {
+		prs, keys, err := v.prunedRecords(txn)
+		for _, pr := range prs {
+			release = append(release, pr.Keep...)
+			release = append(release, pr.Marker)
+		}
+		prunedKeys = keys
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
 	// Collect every key of the volume and the chunks its versions hold.
 	var keys [][]byte
 	err = r.db.View(func(txn *badger.Txn) error {
@@ -212,6 +225,7 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 	if err != nil {
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
+	keys = append(keys, prunedKeys...)
 	keys = append(keys, stateKey(v.id), volumeKey(name))
 	wb := r.db.NewWriteBatch()
 	defer wb.Cancel()
