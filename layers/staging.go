@@ -215,6 +215,9 @@ func (s *Staging) Link(ctx context.Context, ino Ino, parent Ino, name string) (A
 		}
 		n.Nlink++
 		n.Ctime = m.now
+		if n.Nlink == 1 {
+			delete(m.v.orphans, ino) // v.mu is held
+		}
 		m.touchDir(&p)
 		if err := m.putInode(&n); err != nil {
 			return err
@@ -286,14 +289,81 @@ func (v *volume) releaseIDs(ids []chunk.ID) {
 	}
 }
 
-// unlinkInode drops one link of n (not a directory).
+// unlinkInode drops one link of n (not a directory). An inode losing its
+// last link while a handle holds it stays, with nlink 0, until Unhold.
 func (m *mutation) unlinkInode(n *inode) error {
 	n.Nlink--
 	n.Ctime = m.now
 	if n.Nlink == 0 {
-		return m.dropInode(n)
+		if m.v.holds[n.Ino] == 0 {
+			return m.dropInode(n)
+		}
+		m.v.orphans[n.Ino] = true // v.mu is held; dropOrphan rechecks nlink
 	}
-	return m.putInode(n)
+	return m.putInodeKeepingFile(n)
+}
+
+// Hold marks ino as open by a file handle (fs calls it on open and create):
+// if its last link goes while it is held, the inode stays readable and
+// writable, with nlink 0, until the matching Unhold drops it. Holds live
+// in memory; Close drops inodes left unlinked.
+func (s *Staging) Hold(ino Ino) {
+	v := s.v
+	v.mu.Lock()
+	v.holds[ino]++
+	v.mu.Unlock()
+}
+
+// Unhold releases one Hold (fs calls it when the handle is released); the
+// last one of an unlinked inode drops it.
+func (s *Staging) Unhold(ctx context.Context, ino Ino) error {
+	v := s.v
+	v.mu.Lock()
+	if v.holds[ino] > 0 {
+		v.holds[ino]--
+	}
+	drop := v.holds[ino] == 0 && v.orphans[ino]
+	if v.holds[ino] == 0 {
+		delete(v.holds, ino)
+	}
+	v.mu.Unlock()
+	if !drop {
+		return nil
+	}
+	return s.mutate(ctx, func(m *mutation) error { return m.dropOrphan(ino) })
+}
+
+// dropOrphan drops ino if it is still unlinked and no longer held.
+func (m *mutation) dropOrphan(ino Ino) error {
+	if m.v.holds[ino] > 0 || !m.v.orphans[ino] {
+		return nil
+	}
+	n, err := m.inode(ino)
+	if err != nil && !isNotFound(err) {
+		return err
+	}
+	delete(m.v.orphans, ino) // v.mu is held
+	if err != nil || n.Nlink > 0 {
+		return nil
+	}
+	return m.dropInode(&n)
+}
+
+// dropOrphans drops every unlinked inode, held or not (Close).
+func (v *volume) dropOrphans() error {
+	v.mu.Lock()
+	inos := make([]Ino, 0, len(v.orphans))
+	for ino := range v.orphans {
+		inos = append(inos, ino)
+		delete(v.holds, ino)
+	}
+	v.mu.Unlock()
+	for _, ino := range inos {
+		if err := v.mutateLocked(func(m *mutation) error { return m.dropOrphan(ino) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // emptyDir reports whether directory ino has no entries.

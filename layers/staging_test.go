@@ -337,3 +337,55 @@ func TestTruncateToZeroUpdatesTimes(t *testing.T) {
 		t.Fatalf("after truncate: size %d mtime %v ctime %v, want 0 and %v", got.Size, got.Mtime, got.Ctime, clock)
 	}
 }
+
+func TestUnlinkedWhileHeld(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, false)
+	st := e.staging(t, "v")
+	a, err := st.Create(ctx, layers.RootIno, "tmp", 0o600, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Hold(a.Ino)
+	if _, err := st.WriteAt(ctx, a.Ino, bytes.Repeat([]byte("x"), 5000), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FlushFile(ctx, a.Ino, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Unlink(ctx, layers.RootIno, "tmp"); err != nil {
+		t.Fatal(err)
+	}
+	// Still usable through the handle, with nlink 0.
+	if _, err := st.WriteAt(ctx, a.Ino, []byte("yy"), 5000); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Tree().GetAttr(ctx, a.Ino)
+	if err != nil || got.Nlink != 0 || got.Size != 5002 {
+		t.Fatalf("held unlinked inode: %+v, %v", got, err)
+	}
+	buf := make([]byte, 10)
+	if n, err := st.Tree().ReadAt(ctx, a.Ino, buf, 4995); err != nil || string(buf[:n]) != "xxxxxyy" {
+		t.Fatalf("read held unlinked inode: %q, %v", buf[:n], err)
+	}
+	if _, err := st.Tree().Lookup(ctx, layers.RootIno, "tmp"); !errors.Is(err, layers.ErrNotFound) {
+		t.Fatalf("lookup of unlinked name: %v", err)
+	}
+	if err := st.Unhold(ctx, a.Ino); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Tree().GetAttr(ctx, a.Ino); !errors.Is(err, layers.ErrNotFound) {
+		t.Fatalf("inode after last unhold: %v", err)
+	}
+	if chunks, refs := e.cs.Refs(1); chunks != 0 || refs != 0 {
+		t.Fatalf("after last unhold: %d chunks %d refs", chunks, refs)
+	}
+	// An unheld file goes at once.
+	b, _ := st.Create(ctx, layers.RootIno, "plain", 0o600, 0, 0, 0)
+	if err := st.Unlink(ctx, layers.RootIno, "plain"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Tree().GetAttr(ctx, b.Ino); !errors.Is(err, layers.ErrNotFound) {
+		t.Fatalf("unheld inode after unlink: %v", err)
+	}
+}

@@ -70,6 +70,8 @@ type volume struct {
 	nextIno uint64
 	staging *Staging
 	sdisk   *Disk
+	holds   map[Ino]int  // open handles per inode (Staging.Hold)
+	orphans map[Ino]bool // unlinked inodes kept for their holders
 
 	seq     atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
 	added   atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
@@ -155,7 +157,7 @@ func (r *Repo) loadVolumes() error {
 }
 
 func (r *Repo) newVolume(rec volRecord) (*volume, error) {
-	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}}
+	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}, holds: map[Ino]int{}, orphans: map[Ino]bool{}}
 	b, err := hex.DecodeString(rec.ID)
 	if err != nil || len(b) != len(v.id) {
 		return nil, fmt.Errorf("volume %s: bad id %q", rec.Name, rec.ID)
@@ -187,6 +189,9 @@ func (r *Repo) Close() error {
 	ctx := context.Background()
 	var first error
 	for _, v := range vols {
+		if err := v.dropOrphans(); err != nil && first == nil {
+			first = err
+		}
 		if err := v.flushAll(ctx); err != nil && first == nil {
 			first = err
 		}
