@@ -337,3 +337,36 @@ func verifyAcked(t *testing.T, s *Store, dir string) int {
 	}
 	return n
 }
+
+// TestJournalFull runs the journal on a tiny tmpfs (root only): Flush
+// fails with ENOSPC, and succeeds once there is room, with nothing lost.
+func TestJournalFull(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Log("not root: journal ENOSPC not exercised")
+		return
+	}
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 2, 1)
+	jdir := filepath.Join(dir, "journal")
+	if err := syscall.Mount("tmpfs", jdir, "tmpfs", 0, "size=256k"); err != nil {
+		t.Logf("mount tmpfs: %v (skipping)", err)
+		return
+	}
+	t.Cleanup(func() { syscall.Unmount(jdir, syscall.MNT_DETACH) })
+	s := openStore(t, dir, cfg, Options{})
+	want := putRandom(t, s, 30, 6, 100_000) // under one 1 MiB segment, journaled on Flush
+	err := s.Flush(ctx)
+	if !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Flush with a full journal = %v, want ENOSPC", err)
+	}
+	checkAll(t, s, want)
+	if err := syscall.Mount("tmpfs", jdir, "tmpfs", syscall.MS_REMOUNT, "size=16m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("Flush after freeing space: %v", err)
+	}
+	s.Close()
+	s = openStore(t, dir, cfg, Options{})
+	checkAll(t, s, want)
+}
