@@ -24,7 +24,10 @@
 // chunk does not authenticate, every shard's covering blocks are read and
 // checked against their checksums, bad blocks are reconstructed from any K
 // good ones, and the damage is logged (once per segment) for scrub to
-// repair. With more than M bad shards in a block row Get returns a
+// repair. If every block checks but the chunk still does not authenticate
+// (a shard altered together with its checksums), the range is rebuilt
+// without each of its data shards in turn. With more than M bad shards in
+// a block row Get returns a
 // *DamageError naming segment and chunk; damaged bytes are never returned.
 //
 // # Durability
@@ -36,7 +39,8 @@
 // fsyncs it, then commits pending reference changes of indexed chunks to
 // the index and syncs it. A kill -9 after
 // Flush returns loses nothing: Open replays and seals leftover journals.
-// Sealing writes shards (fsynced) before index entries point at them, and
+// Sealing writes shards (fsynced) before index entries point at them
+// (one transaction per segment: at most 8192 chunks each), and
 // the segment record goes last; a crash at any point leaves at worst
 // orphan shard files, which Scrub reports and GC deletes. A crash while a
 // Flush is writing may leave chunks whose Put was never acknowledged with
@@ -47,7 +51,8 @@
 // Every Put adds a reference, Release drops one; both become durable at
 // Flush. A chunk with no references is garbage. GC deletes segments with
 // only garbage, copies the live chunks out of segments whose garbage share
-// exceeds GCOptions.MaxUnused and then deletes them, and deletes orphans.
+// exceeds GCOptions.MaxUnused and then deletes them, merges small segments
+// (each short session that flushes leaves one), and deletes orphans.
 // New data is durable before old index entries are removed, and those go
 // before shard files. Chunks that were Put but are not yet referenced by
 // committed metadata still hold their Put reference, so GC never frees
