@@ -106,7 +106,7 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 	rev.Meta = append(rev.Meta, rid)
 	if err := r.cs.Flush(ctx); err != nil {
 		r.releaseLog(ctx, rev.Meta)
-		return Revision{}, fmt.Errorf("commit %s: flush store: %w", volume, err)
+		return Revision{}, storeErr("commit "+volume+": flush store", err)
 	}
 	b, err := json.Marshal(rev)
 	if err != nil {
@@ -157,7 +157,7 @@ func (v *volume) sealLayer(ctx context.Context, seq uint64) (dsize, dfiles int64
 	emit := func() error {
 		id, added, err := v.r.cs.Put(ctx, chunk.KindMeta, buf)
 		if err != nil {
-			return fmt.Errorf("store layer records: %w", err)
+			return storeErr("store layer records", err)
 		}
 		if added {
 			v.added.Add(int64(len(buf)))

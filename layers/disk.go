@@ -333,7 +333,7 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 		id, added, err := v.r.cs.Put(ctx, chunk.KindData, blk)
 		if err != nil {
 			v.r.releaseLog(ctx, put)
-			return fmt.Errorf("store block %d: %w", idx, err)
+			return storeErr(fmt.Sprintf("store block %d", idx), err)
 		}
 		if added {
 			v.added.Add(d.bs)

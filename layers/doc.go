@@ -81,6 +81,16 @@
 // read-modify-write per block, not per request); flushing stores them,
 // all-zero blocks as holes.
 //
+// An inode whose last link goes while fs holds it open (Staging.Hold)
+// stays, with nlink 0 and no name, until the last Unhold; Close drops such
+// inodes (after a crash they stay as unreachable records).
+//
+// Limits: a file's extent map is one record (about 44 bytes per chunk, so
+// 4 MB for a 100 GB file rewritten on every flush); the first write to a
+// file with content copies the whole file into the spool (rsync writes
+// new files, so it does not pay this); Revision.Added counts bytes before
+// compression and, for the staging period under way, is kept in memory.
+//
 // # Concurrency
 //
 // Repo, Tree, Staging and Disk are safe for concurrent use. Per volume:

@@ -141,6 +141,15 @@ func spoolErr(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
+// storeErr wraps an error of the chunk store or the index; a full disk
+// (the store's errors match syscall.ENOSPC) also matches ErrNoSpace.
+func storeErr(op string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%s: %w: %w", op, ErrNoSpace, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
 // forget closes the spool and drops the file from its volume; dataMu held.
 func (f *openFile) forget() {
 	f.closed = true
@@ -255,7 +264,7 @@ func (f *openFile) flush(ctx context.Context) error {
 		}
 		id, added, err := v.r.cs.Put(ctx, chunk.KindData, data)
 		if err != nil {
-			return fmt.Errorf("store chunk: %w", err)
+			return storeErr("store chunk", err)
 		}
 		if added {
 			v.added.Add(int64(len(data)))

@@ -846,10 +846,10 @@ func (s *Staging) FlushFile(ctx context.Context, ino Ino, durable bool) error {
 // survive a crash.
 func (r *Repo) durable(ctx context.Context) error {
 	if err := r.cs.Flush(ctx); err != nil {
-		return fmt.Errorf("flush store: %w", err)
+		return storeErr("flush store", err)
 	}
 	if err := r.db.Sync(); err != nil {
-		return fmt.Errorf("sync index: %w", err)
+		return storeErr("sync index", err)
 	}
 	return nil
 }

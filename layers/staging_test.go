@@ -8,11 +8,14 @@ import (
 	"math/rand"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/layers/internal/memstore"
+	"github.com/strata-backup/strata/store/chunk"
 )
 
 func TestStagingErrors(t *testing.T) {
@@ -387,5 +390,56 @@ func TestUnlinkedWhileHeld(t *testing.T) {
 	}
 	if _, err := st.Tree().GetAttr(ctx, b.Ino); !errors.Is(err, layers.ErrNotFound) {
 		t.Fatalf("unheld inode after unlink: %v", err)
+	}
+}
+
+// fullStore fails Puts with ENOSPC while full is set.
+type fullStore struct {
+	*memstore.Store
+	full atomic.Bool
+}
+
+func (f *fullStore) Put(ctx context.Context, kind chunk.Kind, data []byte) (chunk.ID, bool, error) {
+	if f.full.Load() {
+		return chunk.ID{}, false, fmt.Errorf("append to segment: %w", syscall.ENOSPC)
+	}
+	return f.Store.Put(ctx, kind, data)
+}
+
+func TestNoSpace(t *testing.T) {
+	ctx := context.Background()
+	cs := &fullStore{Store: memstore.New()}
+	r, err := layers.Open(ctx, openDB(t, ""), cs, layers.Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if _, err := r.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := r.Staging(ctx, "v")
+	a, _ := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
+	data := bytes.Repeat([]byte("full"), 100000)
+	if _, err := st.WriteAt(ctx, a.Ino, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	cs.full.Store(true)
+	if err := st.FlushFile(ctx, a.Ino, true); !errors.Is(err, layers.ErrNoSpace) {
+		t.Fatalf("flush on a full store: %v, want ErrNoSpace", err)
+	}
+	if _, err := r.Commit(ctx, "v", layers.CommitOptions{}); !errors.Is(err, layers.ErrNoSpace) {
+		t.Fatalf("commit on a full store: %v, want ErrNoSpace", err)
+	}
+	if revs, _ := r.Revisions(ctx, "v"); len(revs) != 0 {
+		t.Fatalf("a failed commit left %d revisions", len(revs))
+	}
+	// Space comes back: nothing was lost.
+	cs.full.Store(false)
+	if _, err := r.Commit(ctx, "v", layers.CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(data))
+	if n, err := st.Tree().ReadAt(ctx, a.Ino, buf, 0); err != nil || !bytes.Equal(buf[:n], data) {
+		t.Fatalf("data after space came back: %d, %v", n, err)
 	}
 }
