@@ -99,4 +99,22 @@ func TestBlockVolumeNBD(t *testing.T) {
 		t.Error("revision two equals the original image although blocks were written")
 	}
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
+
+	// Overlay: writes to a revision export land in a throwaway layer.
+	r.must("nbd", "serve", "--listen", "unix:"+sock, "--overlay")
+	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x77 0 64k", "-c", "read -P 0x77 0 64k", uri("vm@one"))
+	r.must("nbd", "stop", "--listen", "unix:"+sock)
+	r.must("nbd", "serve", "--listen", "unix:"+sock)
+	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri("vm@one"))
+	// A read-only export refuses writes with EPERM and stays usable.
+	wout, err := exec.Command("qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", uri("vm@one")).CombinedOutput()
+	if err == nil && !strings.Contains(string(wout), "Operation not permitted") && !strings.Contains(string(wout), "read-only") {
+		t.Errorf("write to a read-only revision export succeeded:\n%s", wout)
+	}
+	// Beyond the end: an error reply, the connection survives.
+	rout, _ := exec.Command("qemu-io", "-f", "raw", "-c", "read 300M 4k", uri("vm")).CombinedOutput()
+	if !strings.Contains(string(rout), "rror") && !strings.Contains(string(rout), "out of") {
+		t.Errorf("read beyond the end did not fail:\n%s", rout)
+	}
+	r.must("nbd", "stop", "--listen", "unix:"+sock)
 }
