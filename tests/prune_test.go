@@ -98,8 +98,8 @@ func TestPruneGivesSpaceBack(t *testing.T) {
 		t.Fatalf("dry run removed revisions: list has %d lines", got)
 	}
 	// Days 53..59 (the 7 newest), plus the newest of each of the 4 newest
-	// ISO weeks: day 59 is Sunday 2026-10-04 (week 40, already kept), week
-	// 39 ends on day 55 (kept), week 38 on day 48, week 37 on day 41.
+	// ISO weeks: weeks start on days 56, 49, 42, 35 (Mondays), so their
+	// newest revisions are days 59 and 55 (both already kept), 48 and 41.
 	want := map[string]bool{}
 	for _, d := range []int{41, 48, 53, 54, 55, 56, 57, 58, 59} {
 		want[ids[d]] = true
