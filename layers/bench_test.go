@@ -45,3 +45,41 @@ func BenchmarkCreateWriteFlush(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkRevisionRead reads a committed 64 MiB file in 128 KiB pieces,
+// as FUSE does, through a revision tree.
+func BenchmarkRevisionRead(b *testing.B) {
+	ctx := context.Background()
+	e := newEnv(b, true)
+	st := e.staging(b, "v")
+	a, err := st.Create(ctx, layers.RootIno, "big", 0o644, 0, 0, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const size = 64 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7 >> 9)
+	}
+	if _, err := st.WriteAt(ctx, a.Ino, data, 0); err != nil {
+		b.Fatal(err)
+	}
+	rev, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := e.repo.Snapshot(ctx, "v", rev.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 128<<10)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for off := int64(0); off < size; off += int64(len(buf)) {
+			if _, err := tr.ReadAt(ctx, a.Ino, buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

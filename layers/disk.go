@@ -2,7 +2,6 @@ package layers
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"sync"
@@ -491,4 +490,3 @@ func (d *Disk) Close() error {
 	return nil
 }
 
-func blockIndex(rk []byte) int64 { return int64(binary.BigEndian.Uint64(rk[1:])) }
