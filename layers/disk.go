@@ -489,4 +489,3 @@ func (d *Disk) Close() error {
 	}
 	return nil
 }
-
