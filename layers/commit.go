@@ -117,7 +117,7 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		if err := txn.Set(revisionKey(v.id, seq), b); err != nil {
 			return err
 		}
-		return txn.Set(stateKey(v.id), encodeState(v.nextIno, seq+1))
+		return txn.Set(stateKey(v.id), encodeState(max(v.nextIno, v.inoLimit), seq+1))
 	})
 	if err == nil {
 		v.seq.Store(seq + 1)

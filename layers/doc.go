@@ -24,7 +24,7 @@
 // # Key layout
 //
 //	l/v/<name>                    volume record (JSON: id, type, size, block size, created)
-//	l/n/<vid>                     volume state: next inode, staging seq
+//	l/n/<vid>                     volume state: inode numbers reserved so far, staging seq
 //	l/r/<vid><seq>                revision record (JSON), seq = the sealed layer
 //	l/d/<vid><rk><^seq>           version of record rk written by layer seq
 //	l/t/<vid><seq><rk>            rk was written by layer seq ("touched")

@@ -181,6 +181,7 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 			last = max(last, pr.Seq)
 		}
 		v.nextIno = max(maxIno[vid]+1, uint64(RootIno)+1)
+		v.inoLimit = v.nextIno
 		v.seq.Store(last + 1)
 		vb, err := json.Marshal(rec)
 		if err != nil {

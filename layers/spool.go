@@ -92,7 +92,7 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 			}
 			return ErrInvalid
 		}
-		if !noBase {
+		if !noBase && n.Size > 0 {
 			es, _, err = v.getExtents(txn, f.ino, seq)
 		}
 		return err

@@ -96,12 +96,17 @@ func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 		if err := fn(m); err != nil {
 			return err
 		}
-		if m.nextIno != v.nextIno {
-			return txn.Set(stateKey(v.id), encodeState(m.nextIno, m.seq))
+		// Inode numbers are reserved in blocks: the stored counter is a
+		// limit, so a create does not rewrite it (a crash skips some).
+		if m.nextIno > v.inoLimit {
+			return txn.Set(stateKey(v.id), encodeState(m.nextIno+inoReserve, m.seq))
 		}
 		return nil
 	})
 	if err == nil {
+		if m.nextIno > v.inoLimit {
+			v.inoLimit = m.nextIno + inoReserve
+		}
 		v.nextIno = m.nextIno
 	}
 	v.mu.Unlock()
@@ -113,6 +118,9 @@ func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 	}
 	return nil
 }
+
+// inoReserve is how many inode numbers one write of the counter reserves.
+const inoReserve = 1024
 
 func checkName(name string) error {
 	switch {

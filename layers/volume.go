@@ -66,12 +66,13 @@ type volume struct {
 
 	// mu serializes metadata mutations of the staging layer and guards
 	// nextIno and the staging objects.
-	mu      sync.Mutex
-	nextIno uint64
-	staging *Staging
-	sdisk   *Disk
-	holds   map[Ino]int  // open handles per inode (Staging.Hold)
-	orphans map[Ino]bool // unlinked inodes kept for their holders
+	mu       sync.Mutex
+	nextIno  uint64 // next inode number to hand out
+	inoLimit uint64 // stored counter: numbers below it may be in use
+	staging  *Staging
+	sdisk    *Disk
+	holds    map[Ino]int  // open handles per inode (Staging.Hold)
+	orphans  map[Ino]bool // unlinked inodes kept for their holders
 
 	seq     atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
 	added   atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
@@ -149,6 +150,7 @@ func (r *Repo) loadVolumes() error {
 				return fmt.Errorf("load volume %s state: bad record", rec.Name)
 			}
 			v.nextIno = binary.BigEndian.Uint64(sb)
+			v.inoLimit = v.nextIno
 			v.seq.Store(binary.BigEndian.Uint64(sb[8:]))
 			r.vols[rec.Name] = v
 		}
@@ -266,6 +268,7 @@ func (r *Repo) CreateVolume(ctx context.Context, name string, spec VolumeSpec) (
 		return VolumeInfo{}, err
 	}
 	v.nextIno = uint64(RootIno) + 1
+	v.inoLimit = v.nextIno
 	v.seq.Store(1)
 	b, err := json.Marshal(rec)
 	if err != nil {
