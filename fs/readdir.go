@@ -130,6 +130,9 @@ func (f *treeFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntr
 				// layers never has a lookup nested in an iteration.
 				if a, err := f.tree.GetAttr(ctx, d.Ino); err == nil {
 					ap = &a
+					if f.pre != nil {
+						f.pre.add(a)
+					}
 				}
 				// On error (entry removed meanwhile) NodeId stays 0 and the
 				// kernel just does not cache it.

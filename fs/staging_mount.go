@@ -36,5 +36,15 @@ func MountTree(ctx context.Context, dir string, t *layers.Tree, opts Options) (*
 	opts = opts.withDefaults()
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
 	raw := newTreeFS(t, nil, 0, revisionCache, opts, errs)
-	return mount(ctx, dir, raw, opts, mountParams{name: "revision", acl: true, readOnly: true})
+	raw.pre = newPrefetcher(t)
+	m, err := mount(ctx, dir, raw, opts, mountParams{name: "revision", acl: true, readOnly: true})
+	if err != nil {
+		raw.pre.close()
+		return nil, err
+	}
+	go func() {
+		m.Wait()
+		raw.pre.close()
+	}()
+	return m, nil
 }

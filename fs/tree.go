@@ -41,6 +41,7 @@ type treeFS struct {
 	dirs  handles[*dirHandle]
 	files handles[*fileHandle]
 	open  openInodes
+	pre   *prefetcher // nil: no read-ahead of small files
 }
 
 // fileHandle is an open file. Reads and writes go by inode.
