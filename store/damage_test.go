@@ -41,9 +41,16 @@ func TestLoseShardDirs(t *testing.T) {
 			for _, i := range lost {
 				os.RemoveAll(filepath.Join(dir, "shards", fmt.Sprint(i)))
 			}
-			if _, err := Open(ctx, dir, cfg, crypt.NewKeys(testMaster), Options{}); err == nil {
-				t.Fatal("Open with missing shard dirs succeeded")
+			// M missing dirs: degraded, not refused (TestDegradedShardDirs
+			// covers that mode); here the dirs come back empty.
+			ds, err := Open(ctx, dir, cfg, crypt.NewKeys(testMaster), Options{})
+			if err != nil {
+				t.Fatalf("Open with %d of 4+2 shard dirs missing: %v", len(lost), err)
 			}
+			if got := ds.MissingShardDirs(); !slices.Equal(got, lost) {
+				t.Fatalf("MissingShardDirs = %v, want %v", got, lost)
+			}
+			ds.Close()
 			for _, i := range lost {
 				os.Mkdir(filepath.Join(dir, "shards", fmt.Sprint(i)), 0o700)
 			}

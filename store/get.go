@@ -158,7 +158,11 @@ func (s *Store) noteDamage(seg uint64, bad []int, cause error) {
 	first := !s.damaged[seg]
 	s.damaged[seg] = true
 	s.mu.Unlock()
-	if first {
+	known := len(bad) > 0 // every bad shard is in a dir already reported missing
+	for _, j := range bad {
+		known = known && s.isMissing(j)
+	}
+	if first && !known {
 		s.log.Warn("segment damaged, read reconstructed from parity; run scrub --repair", "segment", segName(seg), "bad_shards", bad, "cause", cause)
 	}
 }

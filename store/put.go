@@ -300,14 +300,51 @@ func (s *Store) Release(ctx context.Context, ids []chunk.ID) error {
 // segments that failed, journals the open segment with fsync and commits
 // reference changes to the index.
 func (s *Store) Flush(ctx context.Context) error {
+	if err := s.flush(ctx, false); err != nil {
+		return fmt.Errorf("flush: %w", classify(err))
+	}
+	return nil
+}
+
+// Seal is Flush, except that the open segment is sealed (erasure coded,
+// written to the shard dirs and indexed) instead of journaled: everything
+// Put and Released before the call is then protected by parity rather than
+// held in a single journal file. Call it after a commit; every call that
+// has new chunks leaves a small segment, which GC merges later.
+func (s *Store) Seal(ctx context.Context) error {
+	if err := s.flush(ctx, true); err != nil {
+		return fmt.Errorf("seal: %w", classify(err))
+	}
+	return nil
+}
+
+func (s *Store) flush(ctx context.Context, seal bool) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	// Wait only for work that existed when Flush was called, so a steady
 	// stream of Puts from other goroutines cannot starve it.
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
 	target := s.putSeq
 	for s.olderInflight(target) {
 		s.cond.Wait()
+	}
+	if seal && s.open != nil && len(s.open.chunks) > 0 {
+		// The same bound on segments in sealing as appendChunk keeps.
+		for len(s.sealing) >= maxPendingSeals {
+			s.cond.Wait()
+		}
+		if h := s.open; h != nil && len(h.chunks) > 0 {
+			s.open = nil
+			s.segSeq++
+			h.hseq = s.segSeq
+			s.sealing[h] = struct{}{}
+			s.sealQ <- h // never blocks: cap(sealQ) > maxPendingSeals
+			s.cond.Broadcast()
+		}
 	}
 	segTarget, open := s.segSeq, s.open
 	for s.olderSealing(segTarget) {
@@ -317,18 +354,15 @@ func (s *Store) Flush(ctx context.Context) error {
 	s.mu.Unlock()
 	if hasFailed {
 		if err := s.retryFailed(ctx); err != nil {
-			return fmt.Errorf("flush: %w", classify(err))
+			return err
 		}
 	}
 	if open != nil {
 		if err := s.journalSeg(ctx, open); err != nil {
-			return fmt.Errorf("flush: %w", classify(err))
+			return err
 		}
 	}
-	if err := s.applyDeltas(); err != nil {
-		return fmt.Errorf("flush: %w", classify(err))
-	}
-	return nil
+	return s.applyDeltas()
 }
 
 // olderInflight reports whether a chunk with seq <= target is still being

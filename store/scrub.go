@@ -53,10 +53,16 @@ type ScrubReport struct {
 	// Orphans are segments with shard files but no index entry: left by
 	// a crash or an interrupted GC; GC deletes them.
 	Orphans []uint64
+	// MissingShardDirs are shard dirs that are missing or unusable after
+	// the scrub (Repair recreates missing ones whose parent exists).
+	MissingShardDirs []int
 }
 
 // OK reports whether nothing was found wrong (orphans aside).
 func (r ScrubReport) OK() bool {
+	if len(r.MissingShardDirs) > 0 {
+		return false
+	}
 	for _, d := range r.Damaged {
 		if !d.Repaired {
 			return false
@@ -72,6 +78,10 @@ func (s *Store) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, erro
 	s.maintMu.Lock()
 	defer s.maintMu.Unlock()
 	var rep ScrubReport
+	if opts.Repair {
+		s.restoreShardDirs(ctx)
+	}
+	rep.MissingShardDirs = s.MissingShardDirs()
 	segs, err := s.indexedSegments()
 	if err != nil {
 		return rep, err

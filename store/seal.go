@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -140,25 +143,73 @@ func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) erro
 		default:
 		}
 	}()
-	g, gctx := errgroup.WithContext(ctx)
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
 	for i, f := range files {
-		g.Go(func() error {
+		if s.isMissing(i) {
+			errs[i] = s.backends[i].(*dirSlot).missingErr()
+			continue
+		}
+		wg.Go(func() {
 			var err error
 			if b, ok := s.backends[i].(shard.Batcher); ok {
-				err = b.PutBatch(gctx, segName(segID), f)
+				err = b.PutBatch(ctx, segName(segID), f)
 			} else {
-				err = s.backends[i].Put(gctx, segName(segID), f)
+				err = s.backends[i].Put(ctx, segName(segID), f)
 			}
 			if err != nil {
-				return fmt.Errorf("write shard %d of segment %016x: %w", i, segID, err)
+				errs[i] = fmt.Errorf("write shard %d of segment %016x: %w", i, segID, err)
 			}
-			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	wg.Wait()
+	if err := s.shardWriteErr(segID, errs); err != nil {
 		return err
 	}
 	return s.dirSync.Sync(ctx)
+}
+
+// shardWriteErr decides whether a segment whose shard writes had errs is
+// written well enough. It must have K+1 shards (data plus at least one
+// parity), or, with shard dirs missing, every shard the present dirs can
+// take (at least K): a RAID keeps writing degraded too, and refusing
+// would stop backups until the disk is replaced. A full disk always fails
+// the write, so the segment is kept and retried once space is freed
+// instead of losing redundancy for good. Tolerated failures leave shards
+// that Scrub reports missing and Scrub{Repair} rewrites.
+func (s *Store) shardWriteErr(segID uint64, errs []error) error {
+	var first error
+	written, missing := 0, 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			written++
+		case errors.Is(err, syscall.ENOSPC):
+			return err
+		default:
+			if s.isMissing(i) {
+				missing++
+			}
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	need := max(s.k, min(s.k+1, len(errs)-missing))
+	if written < need {
+		return fmt.Errorf("segment %016x: only %d of %d shards written, need %d: %w", segID, written, len(errs), need, first)
+	}
+	if first != nil {
+		var failed []int
+		for i, err := range errs {
+			if err != nil {
+				failed = append(failed, i)
+			}
+		}
+		s.log.Warn("segment written without some shards; run `strata scrub --repair` once the shard dirs work",
+			"segment", segName(segID), "missing", failed, "err", first)
+	}
+	return nil
 }
 
 // syncShardDirs makes the names of every shard written with PutBatch

@@ -17,6 +17,10 @@ type Stats struct {
 	OpenBytes    int64 // their sealed bytes
 	// DegradedReads counts reads that needed reconstruction since Open.
 	DegradedReads int64
+	// MissingShardDirs are shard dirs missing or unusable: the store runs
+	// degraded (reads reconstruct, new segments lack those shards) until
+	// Scrub with Repair recreates them.
+	MissingShardDirs []int
 	// Capacity and Free are in bytes of chunk data the shard filesystems
 	// can hold: each segment puts 1/K of its size on every shard dir, so
 	// usable space is K times the smallest per-shard share, and shard dirs
@@ -33,9 +37,13 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		st.OpenBytes += int64(m.n)
 	}
 	s.mu.Unlock()
-	spaces := make([]shard.Space, len(s.backends))
+	st.MissingShardDirs = s.MissingShardDirs()
+	var spaces []shard.Space
 	perDev := map[string]uint64{}
 	for i, b := range s.backends {
+		if s.isMissing(i) {
+			continue // its share of capacity is unknown until it is back
+		}
 		sp, ok := b.(shard.Spacer)
 		if !ok {
 			return st, nil
@@ -44,7 +52,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		if err != nil {
 			return st, fmt.Errorf("stats: shard %d: %w", i, err)
 		}
-		spaces[i] = space
+		spaces = append(spaces, space)
 		perDev[space.Device]++
 	}
 	minTotal, minFree := ^uint64(0), ^uint64(0)

@@ -226,18 +226,22 @@ func (s *Store) openBackends(ctx context.Context, given []shard.Backend) error {
 		return nil
 	}
 	s.backends = make([]shard.Backend, n)
+	var bad []*ShardDirError
 	for i, p := range s.cfg.ShardPaths(s.dir) {
-		if _, err := os.Stat(p); err != nil {
-			return &ShardDirError{Index: i, Dir: p, Err: err}
-		}
-		l, err := shard.OpenLocal(p)
+		slot, err := openSlot(ctx, i, p)
 		if err != nil {
-			return &ShardDirError{Index: i, Dir: p, Err: errors.Unwrap(err)}
+			bad = append(bad, err)
 		}
-		if err := l.Clean(ctx); err != nil {
-			return &ShardDirError{Index: i, Dir: p, Err: err}
-		}
-		s.backends[i] = l
+		s.backends[i] = slot
+	}
+	if len(bad) > s.m {
+		return bad[0]
+	}
+	for _, e := range bad {
+		// Degraded, like a RAID with a dead disk: reads reconstruct,
+		// writes skip the dir, scrub --repair rebuilds it.
+		s.log.Warn("shard dir missing or unusable: running degraded, redundancy reduced until `strata scrub --repair`",
+			"shard", e.Index, "dir", e.Dir, "err", e.Err)
 	}
 	return nil
 }

@@ -1,0 +1,66 @@
+package store
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// removeShardDirs deletes whole shard dirs, as a dead disk would leave them.
+func removeShardDirs(t *testing.T, dir string, idx ...int) {
+	t.Helper()
+	for _, i := range idx {
+		if err := os.RemoveAll(filepath.Join(dir, "shards", strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSealProtectsWithoutJournal checks that after Seal nothing depends on
+// the journal: losing it and M shard dirs loses nothing.
+func TestSealProtectsWithoutJournal(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 4, 2)
+	s := openStore(t, dir, cfg, Options{})
+	// Less than a segment, so without Seal it would only be journaled.
+	want := putRandom(t, s, 7, 20, 20_000)
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	more := putRandom(t, s, 8, 10, 20_000)
+	if err := s.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.OpenChunks != 0 || st.Segments == 0 {
+		t.Fatalf("after Seal: %d open chunks, %d segments", st.OpenChunks, st.Segments)
+	}
+	if err := s.Seal(ctx); err != nil { // nothing new: no empty segment
+		t.Fatal(err)
+	}
+	if st2, _ := s.Stats(ctx); st2.Segments != st.Segments {
+		t.Fatalf("Seal with nothing open made a segment: %d → %d", st.Segments, st2.Segments)
+	}
+	// Simulate a crash right after Seal: no Close, so nothing else is
+	// written; the lock goes with the process, here with unlockRepo.
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.workWG.Wait()
+	close(s.sealQ)
+	s.sealWG.Wait()
+	s.db.Close()
+	unlockRepo(s.lockFile)
+	if err := os.RemoveAll(filepath.Join(dir, "journal")); err != nil {
+		t.Fatal(err)
+	}
+	removeShardDirs(t, dir, 0, 3)
+	s2 := openStore(t, dir, cfg, Options{})
+	checkAll(t, s2, want)
+	checkAll(t, s2, more)
+}
