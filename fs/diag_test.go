@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"sync"
@@ -47,11 +48,14 @@ func (c *opCounter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func TestDiagOps(t *testing.T) {
-	src := os.Getenv("DIAG_SRC")
-	if src == "" {
-		t.Skip("DIAG_SRC not set")
-	}
+// BenchmarkOpsRsync reports which FUSE requests an rsync -a into staging
+// makes and how long the server spends on each (set DIAG_SRC, default
+// GOROOT/src/net; DIAG_LOG=1 dumps the request log).
+//
+//	go test -run '^$' -bench OpsRsync -benchtime=1x -v ./fs/
+func BenchmarkOpsRsync(b *testing.B) {
+	t := b
+	src := diagSrc(b, "src/net")
 	r := testRepo(t)
 	st := testStaging(t, r, "d")
 	mnt := mountDir(t)
@@ -64,21 +68,14 @@ func TestDiagOps(t *testing.T) {
 	run(t, "rsync", "-a", src+"/", mnt+"/")
 	t.Logf("rsync: %v", time.Since(t0))
 	m.Unmount()
-	var names []string
-	for k := range c.n {
-		names = append(names, k)
-	}
-	sort.Slice(names, func(i, j int) bool { return c.n[names[i]] > c.n[names[j]] })
-	for _, k := range names {
-		t.Logf("%-12s %6d %10v %8v/op", k, c.n[k], c.d[k].Round(time.Millisecond), (c.d[k] / time.Duration(c.n[k])).Round(time.Microsecond))
-	}
+	c.report(t)
 }
 
-func TestDiagRead(t *testing.T) {
-	src := os.Getenv("DIAG_SRC")
-	if src == "" {
-		t.Skip("DIAG_SRC not set")
-	}
+// BenchmarkOpsColdTar reports the FUSE requests of a cold tar of a
+// revision (DIAG_SRC, default GOROOT/src).
+func BenchmarkOpsColdTar(b *testing.B) {
+	t := b
+	src := diagSrc(b, "src")
 	ctx := context.Background()
 	r := testRepo(t)
 	st := testStaging(t, r, "d")
@@ -111,7 +108,15 @@ func TestDiagRead(t *testing.T) {
 	c.report(t)
 }
 
-func (c *opCounter) report(t *testing.T) {
+func diagSrc(b *testing.B, sub string) string {
+	if s := os.Getenv("DIAG_SRC"); s != "" {
+		return s
+	}
+	root, _ := benchCorpus(b)
+	return filepath.Join(root, sub)
+}
+
+func (c *opCounter) report(t testing.TB) {
 	var names []string
 	for k := range c.n {
 		names = append(names, k)
@@ -122,10 +127,10 @@ func (c *opCounter) report(t *testing.T) {
 	}
 }
 
-func TestDiagBigRead(t *testing.T) {
-	if os.Getenv("DIAG_BIG") == "" {
-		t.Skip("DIAG_BIG not set")
-	}
+// BenchmarkOpsColdBigRead reports the READ requests of a cold sequential
+// read of one 512 MiB file from a revision (1 MiB requests expected).
+func BenchmarkOpsColdBigRead(b *testing.B) {
+	t := b
 	ctx := context.Background()
 	r := testRepo(t)
 	st := testStaging(t, r, "d")
