@@ -293,3 +293,36 @@ func TestRenameFlags(t *testing.T) {
 		t.Error("RENAME_WHITEOUT succeeded")
 	}
 }
+
+// TestExternalUmount: a plain umount(8) ends the mount, Wait returns
+// after the final flush, and what was written is in staging.
+func TestExternalUmount(t *testing.T) {
+	r := testRepo(t)
+	st := testStaging(t, r, "v")
+	ctx := context.Background()
+	dir := mountDir(t)
+	m, err := MountStaging(ctx, dir, st, testOpts(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "umount", dir)
+	m.Wait()
+	if err := m.Err(); err != nil {
+		t.Errorf("final flush: %v", err)
+	}
+	if err := m.Unmount(); err != nil {
+		t.Errorf("Unmount after umount(8): %v", err)
+	}
+	a, err := st.Tree().Lookup(ctx, layers.RootIno, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	n, _ := st.Tree().ReadAt(ctx, a.Ino, buf, 0)
+	if string(buf[:n]) != "kept" {
+		t.Errorf("staging has %q after umount", buf[:n])
+	}
+}
