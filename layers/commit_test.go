@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -285,6 +286,8 @@ func TestCommitWhileWriting(t *testing.T) {
 	}
 }
 
+var agePattern = regexp.MustCompile(`^([0-9]+[smhdwy])+$`)
+
 func TestResolve(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, false)
@@ -316,8 +319,9 @@ func TestResolve(t *testing.T) {
 				n++
 			}
 		}
-		// An all-digit prefix reads as "N before the latest".
-		if n == 1 && strings.Trim(revs[0].ID[:l], "0123456789") != "" {
+		// An all-digit prefix reads as "N before the latest", one like
+		// "2d" as an age.
+		if p := revs[0].ID[:l]; n == 1 && strings.Trim(p, "0123456789") != "" && !agePattern.MatchString(p) {
 			uniq = revs[0].ID[:l]
 			break
 		}

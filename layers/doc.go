@@ -29,6 +29,7 @@
 //	l/d/<vid><rk><^seq>           version of record rk written by layer seq
 //	l/t/<vid><seq><rk>            rk was written by layer seq ("touched")
 //	l/p/<vid><seq>                a removed revision whose layer still holds visible versions
+//	l/x/clean                     present while closed cleanly
 //
 // vid is the volume's random 8-byte id. A record key rk is a type byte and
 // the record's own key: 'a' ino (attributes), 'd' parent ino + name + NUL
@@ -114,6 +115,12 @@
 // After a crash, staging comes back as of its last durable point (records
 // written since may or may not survive, each change atomically); revisions
 // are never touched. Spool files left by a crash are deleted by Open.
+// Staging records can reach the index before the store makes their
+// chunks durable; after an unclean shutdown (no "l/x/clean" marker, which
+// Close writes and Open removes) Open checks the chunks of the staging
+// layer's extent maps and blocks (Has, when the store has it): extents
+// whose chunk is gone become holes, blocks fall back to the version
+// below, so staging never answers EIO for data nobody was promised.
 //
 // # Errors
 //

@@ -115,6 +115,9 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 	if err := r.loadVolumes(); err != nil {
 		return nil, err
 	}
+	if err := r.markOpen(ctx); err != nil {
+		return nil, err
+	}
 	for i := 0; i < flushWorkers; i++ {
 		r.workers.Add(1)
 		go r.flushWorker()
@@ -208,6 +211,11 @@ func (r *Repo) Close() error {
 	}
 	if err := r.db.Sync(); err != nil && first == nil {
 		first = fmt.Errorf("close layers: sync index: %w", err)
+	}
+	if first == nil {
+		if err := r.markClean(); err != nil {
+			first = fmt.Errorf("close layers: %w", err)
+		}
 	}
 	return first
 }

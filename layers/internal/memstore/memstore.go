@@ -62,6 +62,14 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	return b, nil
 }
 
+// Has reports whether a chunk is stored.
+func (s *Store) Has(ctx context.Context, id chunk.ID) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.data[id]
+	return ok, nil
+}
+
 // Release drops one reference per occurrence; a chunk at zero is deleted.
 func (s *Store) Release(ctx context.Context, ids []chunk.ID) error {
 	s.mu.Lock()

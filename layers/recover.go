@@ -1,0 +1,154 @@
+package layers
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-backup/strata/store/chunk"
+)
+
+// keyClean is present while the layers are closed cleanly; Open removes
+// it, Close writes it back.
+const keyClean = "l/x/clean"
+
+// haser is the optional ChunkStore method recovery uses; *store.Store has
+// it.
+type haser interface {
+	Has(ctx context.Context, id chunk.ID) (bool, error)
+}
+
+// recoverStaging runs at Open after an unclean shutdown. Staging records
+// are written as chunks are stored but before the store makes them
+// durable (that is what Sync and Commit are for), so a crash can leave a
+// staging extent map or block naming a chunk the store lost. Such file
+// extents become holes and such blocks fall back to the version below;
+// only the staging layer is looked at (revisions were flushed before they
+// were recorded), so the work is proportional to what staging changed.
+func (r *Repo) recoverStaging(ctx context.Context) error {
+	h, ok := r.cs.(haser)
+	if !ok {
+		return nil
+	}
+	for _, v := range r.vols {
+		seq := v.seq.Load()
+		type fix struct {
+			rk  []byte
+			val []byte // nil: delete the version
+		}
+		var fixes []fix
+		err := r.db.View(func(txn *badger.Txn) error {
+			prefix := touchedPrefix(v.id, seq)
+			opts := badger.DefaultIteratorOptions
+			opts.PrefetchValues = false
+			opts.Prefix = prefix
+			it := txn.NewIterator(opts)
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				rk := it.Item().KeyCopy(nil)[len(prefix):]
+				if rk[0] != recExtents && rk[0] != recBlock {
+					continue
+				}
+				item, err := txn.Get(verKey(v.id, rk, seq))
+				if err != nil {
+					return fmt.Errorf("read staging record: %w", err)
+				}
+				val, err := item.ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				if len(val) == 0 || val[0] != valLive {
+					continue
+				}
+				if rk[0] == recBlock {
+					ids, err := recordChunks(recBlock, val)
+					if err != nil {
+						return err
+					}
+					if ok, err := h.Has(ctx, ids[0]); err != nil {
+						return err
+					} else if !ok {
+						fixes = append(fixes, fix{rk: rk})
+					}
+					continue
+				}
+				es, err := decodeExtents(val[1:])
+				if err != nil {
+					return err
+				}
+				keep := es[:0:0]
+				for _, e := range es {
+					ok, err := h.Has(ctx, e.ID)
+					if err != nil {
+						return err
+					}
+					if ok {
+						keep = append(keep, e)
+					}
+				}
+				if len(keep) != len(es) {
+					fixes = append(fixes, fix{rk: rk, val: encodeExtents(keep)})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("recover staging of %s: %w", v.rec.Name, err)
+		}
+		for _, f := range fixes {
+			r.log.Warn("staging data lost in a crash: reverting", "volume", v.rec.Name, "record", fmt.Sprintf("%c%x", f.rk[0], f.rk[1:]))
+			err := update(r.db, func(txn *badger.Txn) error {
+				if f.val == nil {
+					if err := txn.Delete(verKey(v.id, f.rk, seq)); err != nil {
+						return err
+					}
+					return txn.Delete(touchedKey(v.id, seq, f.rk))
+				}
+				return txn.Set(verKey(v.id, f.rk, seq), f.val)
+			})
+			if err != nil {
+				return fmt.Errorf("recover staging of %s: %w", v.rec.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// markOpen removes the clean-shutdown marker, running recovery if it was
+// missing.
+func (r *Repo) markOpen(ctx context.Context) error {
+	clean := true
+	err := r.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte(keyClean))
+		if err == badger.ErrKeyNotFound {
+			clean = false
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("open layers: %w", err)
+	}
+	if !clean && len(r.vols) > 0 {
+		if err := r.recoverStaging(ctx); err != nil {
+			return err
+		}
+	}
+	if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete([]byte(keyClean)) }); err != nil {
+		return fmt.Errorf("open layers: %w", err)
+	}
+	if err := r.db.Sync(); err != nil {
+		return fmt.Errorf("open layers: %w", err)
+	}
+	return nil
+}
+
+// markClean writes the clean-shutdown marker (Close, after everything is
+// flushed and synced).
+func (r *Repo) markClean() error {
+	if err := update(r.db, func(txn *badger.Txn) error { return txn.Set([]byte(keyClean), nil) }); err != nil {
+		return err
+	}
+	return r.db.Sync()
+}
