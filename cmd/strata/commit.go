@@ -72,6 +72,11 @@ func opCommit(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error)
 	if err != nil {
 		return nil, volumeErr(err, a.Volume)
 	}
+	// Commit made the revision durable in the journal; sealing puts it
+	// under erasure coding too, so no single file or disk holds it alone.
+	if err := env.repo.store.Seal(ctx); err != nil {
+		return rev, fmt.Errorf("revision %s is committed, but erasure coding it failed (it is safe in the journal; the next commit or flush retries): %w", rev.ID, err)
+	}
 	return rev, nil
 }
 

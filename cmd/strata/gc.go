@@ -12,13 +12,12 @@ import (
 // records only they could reach are freed and their chunk references
 // released (layers does that, crash-safely).
 func removeRevisions(ctx context.Context, lr *layers.Repo, vol string, ids []string) error {
-	rr, ok := any(lr).(interface {
-		RemoveRevisions(ctx context.Context, volume string, ids []string) error
-	})
-	if !ok {
-		return fmt.Errorf("removing revisions is not implemented yet; use --dry-run")
+	for _, id := range ids {
+		if err := lr.RemoveRevision(ctx, vol, id); err != nil {
+			return fmt.Errorf("remove %s@%s: %w", vol, id, err)
+		}
 	}
-	return rr.RemoveRevisions(ctx, vol, ids)
+	return nil
 }
 
 // collectGarbage gives the space of unreferenced chunks back: segments with

@@ -57,6 +57,7 @@ type Globals struct {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var c cli
+	os.Args = optionalValues(os.Args)
 	k := kong.Parse(&c,
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Name("strata"),
@@ -67,4 +68,18 @@ func main() {
 	err := k.Run(&c.Globals)
 	stop()
 	os.Exit(report(os.Stderr, err))
+}
+
+// optionalValues gives flags whose value is optional their default when
+// they stand alone (kong has no optional flag values): a bare --read-data
+// means all of it.
+func optionalValues(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "--read-data" {
+			a = "--read-data=100"
+		}
+		out[i] = a
+	}
+	return out
 }

@@ -103,6 +103,10 @@ func call(ctx context.Context, g *Globals, op string, args any, out any) error {
 		if op == "umount" {
 			return opUmountOrphan(ctx, args)
 		}
+		if op == "stop" {
+			fmt.Fprintf(os.Stderr, "no strata server is running for %s\n", dir)
+			return nil
+		}
 		return fail(exitError, "", "no strata server is running for %s", dir)
 	}
 	log := g.logger()

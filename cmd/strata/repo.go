@@ -11,6 +11,7 @@ import (
 
 	"github.com/strata-backup/strata/layers"
 	"github.com/strata-backup/strata/store"
+	"github.com/strata-backup/strata/store/chunker"
 	"github.com/strata-backup/strata/store/crypt"
 	"github.com/strata-backup/strata/store/format"
 	"github.com/strata-backup/strata/store/key"
@@ -75,7 +76,7 @@ func openRepository(ctx context.Context, g *Globals, log *slog.Logger) (*reposit
 		}
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	lr, err := layers.Open(ctx, st.DB(), st, layers.Options{Logger: log, SpoolDir: filepath.Join(dir, "spool")})
+	lr, err := layers.Open(ctx, st.DB(), st, layers.Options{Logger: log, SpoolDir: filepath.Join(dir, "spool"), Chunker: chunker.Params(cfg.Chunker)})
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("open volumes: %w", err)
