@@ -82,8 +82,10 @@ run "$strata" umount "$mnt/disk"
 
 step "4. retention: 40 daily revisions, then prune --dry-run"
 for i in $(seq 40 -1 1); do
-  "$strata" commit home --time "$(date -u -d "-$i days" +%Y-%m-%dT03:00:00Z)" >/dev/null
+  "$strata" commit home --time "$(date -u -d "-$i days" +%Y-%m-%dT03:00:00Z)" >/dev/null 2>&1
+  printf .
 done
+echo
 run "$strata" prune home --dry-run --keep-daily 7 --keep-weekly 4 --keep-tag first
 
 step "5. lose two of six shard dirs; everything still reads; scrub --repair restores"

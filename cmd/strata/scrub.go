@@ -97,6 +97,14 @@ func printScrub(r scrubResult, a scrubArgs) {
 		fmt.Printf(", decrypted %d chunks (%g%%)", r.ChunksChecked, a.ReadData)
 	}
 	fmt.Println()
+	// Segments with the same damage print as one line: a lost disk
+	// damages every segment alike.
+	type group struct {
+		desc string
+		segs []string
+	}
+	var groups []*group
+	byDesc := map[string]*group{}
 	for _, d := range r.Damaged {
 		state := "damaged, redundancy reduced"
 		switch {
@@ -105,11 +113,24 @@ func printScrub(r scrubResult, a scrubArgs) {
 		case d.Lost:
 			state = "LOST: more shards damaged than parity covers"
 		}
-		fmt.Printf("  segment %s: missing shards %v, corrupt shards %v, bad chunks %d: %s", d.Segment, d.Missing, d.Corrupt, d.BadChunks, state)
+		desc := fmt.Sprintf("missing shards %v, corrupt shards %v, bad chunks %d: %s", d.Missing, d.Corrupt, d.BadChunks, state)
 		if d.Error != "" {
-			fmt.Printf(" (%s)", d.Error)
+			desc += " (" + d.Error + ")"
 		}
-		fmt.Println()
+		g := byDesc[desc]
+		if g == nil {
+			g = &group{desc: desc}
+			byDesc[desc] = g
+			groups = append(groups, g)
+		}
+		g.segs = append(g.segs, d.Segment)
+	}
+	for _, g := range groups {
+		segs := strings.Join(g.segs, " ")
+		if len(g.segs) > 3 {
+			segs = fmt.Sprintf("%s %s ... %s (%d segments)", g.segs[0], g.segs[1], g.segs[len(g.segs)-1], len(g.segs))
+		}
+		fmt.Printf("  segment %s: %s\n", segs, g.desc)
 	}
 	if r.Orphans > 0 {
 		fmt.Printf("%d orphaned segments (left by an interrupted write); prune's garbage collection removes them\n", r.Orphans)

@@ -80,7 +80,13 @@ func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
 	for _, v := range vols {
 		vs := volumeStatus{VolumeInfo: v}
 		if revs, err := env.repo.layers.Revisions(ctx, v.Name); err == nil && len(revs) > 0 {
-			last := revs[len(revs)-1]
+			// Newest by time: imports with --time may be committed out of order.
+			last := revs[0]
+			for _, r := range revs[1:] {
+				if r.Time.After(last.Time) {
+					last = r
+				}
+			}
 			vs.Last = &last
 		}
 		st.Volumes = append(st.Volumes, vs)
