@@ -177,7 +177,7 @@ func (c *repairCmd) Run(ctx context.Context, g *Globals) error {
 	if g.JSON {
 		return printJSON(res)
 	}
-	fmt.Println("index rebuilt from the shards")
+	fmt.Printf("index rebuilt from the shards: %v volumes, %v revisions\n", res["volumes"], res["revisions"])
 	return nil
 }
 
@@ -185,13 +185,29 @@ func opRepair(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error)
 	if env.srv != nil && (len(env.srv.mountList()) > 0 || len(env.srv.nbds) > 0) {
 		return nil, fail(exitError, "unmount everything and stop NBD serving first", "cannot rebuild the index while volumes are in use")
 	}
+	// Chunks first (from segment trailers), then volumes and revisions
+	// (from the layer records each commit stored as meta chunks).
 	err := env.repo.store.RebuildIndex(ctx, func(done, total int64) {
 		if env.progress != nil {
-			env.progress(progress{Phase: "rebuild index", Done: done, Total: total})
+			env.progress(progress{Phase: "rebuild chunk index: segments", Done: done, Total: total})
 		}
 	})
 	if err != nil {
+		return nil, fmt.Errorf("rebuild chunk index: %w", err)
+	}
+	if env.progress != nil {
+		env.progress(progress{Phase: "rebuild volumes and revisions"})
+	}
+	if err := env.repo.layers.RebuildFrom(ctx, env.repo.store.Walk); err != nil {
+		return nil, fmt.Errorf("rebuild volumes and revisions: %w", err)
+	}
+	vols, err := env.repo.layers.Volumes(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"rebuilt": true}, nil
+	revs := 0
+	for _, v := range vols {
+		revs += v.Revisions
+	}
+	return map[string]any{"rebuilt": true, "volumes": len(vols), "revisions": revs}, nil
 }
