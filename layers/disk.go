@@ -342,6 +342,7 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 	}
 	// Write the records in batches that fit a badger transaction.
 	var release []chunk.ID
+	storeFlushed := false
 	const batch = 2048
 	for start := 0; start < len(idxs); start += batch {
 		end := min(start+batch, len(idxs))
@@ -367,6 +368,15 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 			}
 			return nil
 		})
+		if err == nil && !storeFlushed && len(rel) > 0 {
+			// A block version staging wrote may have been made durable
+			// (FLUSH); the chunk replacing it must be durable before it
+			// goes, or a crash would fall back past the acknowledged data.
+			if err = v.r.cs.Flush(ctx); err != nil {
+				err = storeErr("flush store", err)
+			}
+			storeFlushed = true
+		}
 		if err == nil {
 			err = update(v.r.db, func(txn *badger.Txn) error {
 				w := &writer{txn: txn, vid: v.id, seq: seq}

@@ -2,7 +2,9 @@ package layers
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -12,6 +14,17 @@ import (
 // keyClean is present while the layers are closed cleanly; Open removes
 // it, Close writes it back.
 const keyClean = "l/x/clean"
+
+// pfxUnflushed marks an inode whose attribute record (size, mtime) was
+// written while its data was still only buffered: l/w/<vid><ino>. It is
+// set in the transaction that writes such a record and deleted in the one
+// that writes the file's extent map, so after a crash it names exactly the
+// files whose record claims data the index does not have.
+const pfxUnflushed = "l/w/"
+
+func unflushedKey(vid volID, ino Ino) []byte {
+	return be64(append([]byte(pfxUnflushed), vid[:]...), uint64(ino))
+}
 
 // haser is the optional ChunkStore method recovery uses; *store.Store has
 // it.
@@ -26,7 +39,7 @@ type haser interface {
 // extents become holes and such blocks fall back to the version below;
 // only the staging layer is looked at (revisions were flushed before they
 // were recorded), so the work is proportional to what staging changed.
-func (r *Repo) recoverStaging(ctx context.Context) error {
+func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) error {
 	h, ok := r.cs.(haser)
 	if !ok {
 		return nil
@@ -110,6 +123,97 @@ func (r *Repo) recoverStaging(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("recover staging of %s: %w", v.rec.Name, err)
 			}
+			if f.rk[0] == recExtents {
+				if lost[v.id] == nil {
+					lost[v.id] = map[Ino]bool{}
+				}
+				lost[v.id][Ino(binary.BigEndian.Uint64(f.rk[1:]))] = true
+			}
+		}
+	}
+	return nil
+}
+
+// recoverUnflushed makes every file whose data a crash lost visibly out of
+// date: the inodes named by unflushed markers and those whose staging
+// extents lost chunks (lost) keep their size, read as holes where data is
+// missing, and get the Unix epoch as mtime, so a tool comparing size and
+// mtime (rsync's quick check) sends them again. It runs at every Open: on
+// a clean one there are no markers.
+func (r *Repo) recoverUnflushed(lost map[volID]map[Ino]bool) error {
+	byID := map[volID]*volume{}
+	for _, v := range r.vols {
+		byID[v.id] = v
+	}
+	var stale [][]byte // markers of removed volumes
+	err := r.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(pfxUnflushed)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			if len(k) != len(pfxUnflushed)+16 {
+				stale = append(stale, k)
+				continue
+			}
+			var vid volID
+			copy(vid[:], k[len(pfxUnflushed):])
+			if byID[vid] == nil {
+				stale = append(stale, k)
+				continue
+			}
+			if lost[vid] == nil {
+				lost[vid] = map[Ino]bool{}
+			}
+			lost[vid][Ino(binary.BigEndian.Uint64(k[len(pfxUnflushed)+8:]))] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recover unflushed files: %w", err)
+	}
+	for _, k := range stale {
+		if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+			return fmt.Errorf("recover unflushed files: %w", err)
+		}
+	}
+	epoch := time.Unix(0, 0).UTC()
+	for vid, inos := range lost {
+		v := byID[vid]
+		if v == nil {
+			continue
+		}
+		seq := v.seq.Load()
+		fixed := 0
+		for ino := range inos {
+			err := update(r.db, func(txn *badger.Txn) error {
+				if err := txn.Delete(unflushedKey(vid, ino)); err != nil {
+					return err
+				}
+				n, _, err := v.getInode(txn, ino, seq)
+				if isNotFound(err) {
+					return nil // removed since
+				}
+				if err != nil {
+					return err
+				}
+				if !isReg(n.Mode) {
+					return nil
+				}
+				n.Mtime, n.Ctime = epoch, r.now()
+				w := &writer{txn: txn, vid: vid, seq: seq}
+				return w.put(rkIno(recAttr, uint64(ino)), n.encode())
+			})
+			if err != nil {
+				return fmt.Errorf("recover unflushed file %d of %s: %w", ino, v.rec.Name, err)
+			}
+			fixed++
+		}
+		if fixed > 0 {
+			r.log.Warn("staging files whose data a crash lost: mtime set to the epoch so they are sent again",
+				"volume", v.rec.Name, "files", fixed)
 		}
 	}
 	return nil
@@ -130,10 +234,14 @@ func (r *Repo) markOpen(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open layers: %w", err)
 	}
+	lost := map[volID]map[Ino]bool{}
 	if !clean && len(r.vols) > 0 {
-		if err := r.recoverStaging(ctx); err != nil {
+		if err := r.recoverStaging(ctx, lost); err != nil {
 			return err
 		}
+	}
+	if err := r.recoverUnflushed(lost); err != nil {
+		return err
 	}
 	if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete([]byte(keyClean)) }); err != nil {
 		return fmt.Errorf("open layers: %w", err)

@@ -298,6 +298,27 @@ func (f *openFile) flush(ctx context.Context) error {
 // staging layer, releasing the chunks of an extent map that only the
 // staging layer held.
 func (v *volume) commitFile(ctx context.Context, f *openFile, es []extent, size int64) error {
+	storeFlushed := false
+	for {
+		err := v.commitFileOnce(ctx, f, es, size, storeFlushed)
+		if err != errFlushFirst {
+			return err
+		}
+		// The extent map being replaced was written by staging and may
+		// have been made durable (fsync): the new chunks must be durable
+		// before it goes, or a crash would leave neither.
+		if err := v.r.cs.Flush(ctx); err != nil {
+			return storeErr("flush store", err)
+		}
+		storeFlushed = true
+	}
+}
+
+// errFlushFirst asks commitFile to flush the store before replacing a
+// staging extent map.
+var errFlushFirst = errors.New("flush the store first")
+
+func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, size int64, storeFlushed bool) error {
 	v.mu.Lock()
 	seq := v.seq.Load()
 	var release []chunk.ID
@@ -312,6 +333,9 @@ func (v *volume) commitFile(ctx context.Context, f *openFile, es []extent, size 
 			return err
 		}
 		if oseq == seq {
+			if len(old) > 0 && len(es) > 0 && !storeFlushed {
+				return errFlushFirst
+			}
 			release = extentIDs(old)
 		}
 		f.mu.Lock()
@@ -321,8 +345,20 @@ func (v *volume) commitFile(ctx context.Context, f *openFile, es []extent, size 
 		if err := w.put(rkIno(recExtents, uint64(f.ino)), encodeExtents(es)); err != nil {
 			return err
 		}
+		// The data is recorded: a crash from here on loses at most
+		// chunks the store had not made durable, which Open finds.
+		if err := txn.Delete(unflushedKey(v.id, f.ino)); err != nil {
+			return err
+		}
 		return w.put(rkIno(recAttr, uint64(f.ino)), n.encode())
 	})
+	if err == nil {
+		// Mutations from now until the file is forgotten must not mark
+		// it unflushed again.
+		f.mu.Lock()
+		f.dirty = false
+		f.mu.Unlock()
+	}
 	v.mu.Unlock()
 	if err != nil {
 		return err

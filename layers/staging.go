@@ -251,6 +251,9 @@ func (m *mutation) dropInode(n *inode) error {
 	if err := m.tombstone(rkIno(recAttr, uint64(n.Ino))); err != nil {
 		return err
 	}
+	if err := m.txn.Delete(unflushedKey(m.vid, n.Ino)); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
 	if isReg(n.Mode) {
 		es, eseq, err := m.v.getExtents(m.txn, n.Ino, m.seq)
 		if err != nil {
@@ -707,6 +710,7 @@ func (s *Staging) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error
 		}
 		if f != nil {
 			f.mu.Lock()
+			dirty := f.dirty
 			if !f.mtime.IsZero() {
 				if in.Mtime != nil {
 					f.mtime = *in.Mtime
@@ -715,6 +719,11 @@ func (s *Staging) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error
 				n.Size, n.Mtime = f.size, f.mtime
 			}
 			f.mu.Unlock()
+			if dirty {
+				if err := m.markUnflushed(ino); err != nil {
+					return err
+				}
+			}
 		}
 		out = n
 		return m.putInode(&n)
@@ -792,13 +801,29 @@ func (s *Staging) SetXattr(ctx context.Context, ino Ino, name string, value []by
 func (m *mutation) putInodeKeepingFile(n *inode) error {
 	if f := m.v.lookupFile(n.Ino); f != nil {
 		f.mu.Lock()
+		dirty := f.dirty
 		if !f.mtime.IsZero() {
 			f.ctime = n.Ctime
 			n.Size, n.Mtime = f.size, f.mtime
 		}
 		f.mu.Unlock()
+		if dirty {
+			if err := m.markUnflushed(n.Ino); err != nil {
+				return err
+			}
+		}
 	}
 	return m.putInode(n)
+}
+
+// markUnflushed records, in the transaction writing the attributes of a
+// file whose data is still buffered, that the record runs ahead of the
+// data: after a crash Open makes such a file visibly out of date.
+func (m *mutation) markUnflushed(ino Ino) error {
+	if err := m.txn.Set(unflushedKey(m.vid, ino), nil); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	return nil
 }
 
 // RemoveXattr removes an extended attribute. Errors: ErrNoXattr.

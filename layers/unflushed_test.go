@@ -1,0 +1,388 @@
+package layers_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/layers/internal/memstore"
+	"github.com/strata-backup/strata/store/chunk"
+)
+
+// crashStore keeps new chunks pending until Flush, as the real store keeps
+// them in its open segment; crash drops what is pending, as kill -9 would.
+type crashStore struct {
+	*memstore.Store
+	mu      sync.Mutex
+	pending map[chunk.ID][]byte
+	refs    map[chunk.ID]int
+	failing bool // Flush fails, making nothing durable
+}
+
+func newCrashStore() *crashStore {
+	return &crashStore{Store: memstore.New(), pending: map[chunk.ID][]byte{}, refs: map[chunk.ID]int{}}
+}
+
+func (s *crashStore) Put(ctx context.Context, kind chunk.Kind, data []byte) (chunk.ID, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if kind != chunk.KindData {
+		return s.Store.Put(ctx, kind, data)
+	}
+	id := chunk.ID(sha256.Sum256(data))
+	if ok, _ := s.Store.Has(ctx, id); ok {
+		return s.Store.Put(ctx, kind, data)
+	}
+	_, dup := s.pending[id]
+	if !dup {
+		s.pending[id] = append([]byte(nil), data...)
+	}
+	s.refs[id]++
+	return id, !dup, nil
+}
+
+func (s *crashStore) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
+	s.mu.Lock()
+	b, ok := s.pending[id]
+	s.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	return s.Store.Get(ctx, id)
+}
+
+func (s *crashStore) Has(ctx context.Context, id chunk.ID) (bool, error) {
+	s.mu.Lock()
+	_, ok := s.pending[id]
+	s.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	return s.Store.Has(ctx, id)
+}
+
+func (s *crashStore) Release(ctx context.Context, ids []chunk.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rest []chunk.ID
+	for _, id := range ids {
+		if s.refs[id] > 0 {
+			if s.refs[id]--; s.refs[id] == 0 {
+				delete(s.pending, id)
+				delete(s.refs, id)
+			}
+			continue
+		}
+		rest = append(rest, id)
+	}
+	return s.Store.Release(ctx, rest)
+}
+
+func (s *crashStore) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing {
+		return errors.New("flush failed")
+	}
+	for id, b := range s.pending {
+		for i := 0; i < s.refs[id]; i++ {
+			if _, _, err := s.Store.Put(ctx, chunk.KindData, b); err != nil {
+				return err
+			}
+		}
+	}
+	s.pending, s.refs = map[chunk.ID][]byte{}, map[chunk.ID]int{}
+	return nil
+}
+
+func (s *crashStore) crash() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending, s.refs = map[chunk.ID][]byte{}, map[chunk.ID]int{}
+}
+
+// crashEnv is a repo over an on-disk badger DB and a crashStore that can
+// be abandoned without Close and opened again.
+type crashEnv struct {
+	t     *testing.T
+	dir   string
+	spool string
+	cs    *crashStore
+	repo  *layers.Repo
+	stop  func()
+}
+
+func newCrashEnv(t *testing.T) *crashEnv {
+	e := &crashEnv{t: t, dir: t.TempDir(), spool: t.TempDir(), cs: newCrashStore()}
+	e.open()
+	return e
+}
+
+func (e *crashEnv) open() {
+	e.t.Helper()
+	db := openDB(e.t, e.dir)
+	r, err := layers.Open(context.Background(), db, e.cs, layers.Options{SpoolDir: e.spool})
+	if err != nil {
+		e.t.Fatalf("open layers: %v", err)
+	}
+	e.repo = r
+	closed := false
+	e.stop = func() {
+		if !closed {
+			closed = true
+			_ = db.Close()
+		}
+	}
+	e.t.Cleanup(func() {
+		if !closed {
+			_ = r.Close()
+			e.stop()
+		}
+	})
+}
+
+// crash abandons the repo as kill -9 would: buffered file data and
+// chunks the store had not flushed are gone, index writes stay.
+func (e *crashEnv) crash() {
+	e.t.Helper()
+	e.cs.crash()
+	e.stop() // the layers are never closed: no clean marker
+	e.open()
+}
+
+func (e *crashEnv) staging(name string) *layers.Staging {
+	e.t.Helper()
+	st, err := e.repo.Staging(context.Background(), name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+func seeded(seed int64, n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+// TestCrashMarksUnflushedFiles: a file whose attributes (size, mtime as
+// rsync sets them) reached the index while its data was buffered comes
+// back after a crash with the Unix epoch as mtime, so rsync's quick check
+// sends it again; durable files keep their content and mtime.
+func TestCrashMarksUnflushedFiles(t *testing.T) {
+	ctx := context.Background()
+	e := newCrashEnv(t)
+	if _, err := e.repo.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.staging("v")
+	srcTime := time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)
+	type file struct {
+		name    string
+		data    []byte
+		durable bool // fsynced: must come back intact
+	}
+	write := func(st *layers.Staging, f file) layers.Ino {
+		t.Helper()
+		a, err := st.Create(ctx, layers.RootIno, f.name, 0o644, 0, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.WriteAt(ctx, a.Ino, f.data, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Mtime: &srcTime}); err != nil {
+			t.Fatal(err)
+		}
+		if f.durable {
+			if err := st.FlushFile(ctx, a.Ino, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return a.Ino
+	}
+	// Written across a commit: committed content, then rewritten.
+	across := write(st, file{name: "across", data: seeded(1, 3000)})
+	if _, err := e.repo.Commit(ctx, "v", layers.CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	files := []file{
+		{name: "small", data: seeded(2, 5000)},
+		{name: "spooled", data: seeded(3, 3<<20)},
+		{name: "durable", data: seeded(4, 7000), durable: true},
+		{name: "flushed-not-durable", data: seeded(5, 9000)},
+		{name: "linked", data: seeded(6, 4000)},
+	}
+	inos := map[string]layers.Ino{}
+	for _, f := range files {
+		inos[f.name] = write(st, f)
+	}
+	// Chunked and recorded, but the store never made the chunk durable.
+	if err := st.FlushFile(ctx, inos["flushed-not-durable"], false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Link(ctx, inos["linked"], layers.RootIno, "linked2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteAt(ctx, across, seeded(7, 3000), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetAttr(ctx, across, layers.SetAttr{Mtime: &srcTime}); err != nil {
+		t.Fatal(err)
+	}
+	// Let background flushing run for some files, as it would in a server.
+	if err := st.FlushFile(ctx, inos["small"], false); err != nil {
+		t.Fatal(err)
+	}
+	e.crash()
+
+	st = e.staging("v")
+	tr := st.Tree()
+	for _, name := range []string{"across", "small", "spooled", "durable", "flushed-not-durable", "linked", "linked2"} {
+		a, err := tr.Lookup(ctx, layers.RootIno, name)
+		if err != nil {
+			t.Fatalf("lookup %s: %v", name, err)
+		}
+		var want []byte
+		durable := false
+		for _, f := range files {
+			if f.name == name {
+				want, durable = f.data, f.durable
+			}
+		}
+		got := make([]byte, a.Size)
+		n, err := tr.ReadAt(ctx, a.Ino, got, 0)
+		if err != nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+		got = got[:n]
+		intact := want != nil && bytes.Equal(got, want)
+		switch {
+		case durable:
+			if !intact || !a.Mtime.Equal(srcTime) {
+				t.Errorf("%s: durable file changed: intact %v, mtime %v", name, intact, a.Mtime)
+			}
+		case a.Mtime.Equal(srcTime) && !intact && name != "across":
+			t.Errorf("%s: content lost but mtime %v still claims it is up to date", name, a.Mtime)
+		case name == "across" && a.Mtime.Equal(srcTime) && !bytes.Equal(got, seeded(1, 3000)) && !bytes.Equal(got, seeded(7, 3000)):
+			t.Errorf("across: content neither old nor new, mtime %v", a.Mtime)
+		}
+		if !durable && !intact && a.Mtime.Unix() != 0 {
+			t.Errorf("%s: lost data, mtime %v, want the epoch", name, a.Mtime)
+		}
+	}
+	// Staging stays usable: rewrite and commit.
+	if _, err := e.repo.Commit(ctx, "v", layers.CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A clean reopen finds nothing to fix: mtimes set now survive.
+	a, _ := tr.Lookup(ctx, layers.RootIno, "small")
+	if _, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Mtime: &srcTime}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.repo.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	e.open()
+	if a, err := e.staging("v").Tree().GetAttr(ctx, a.Ino); err != nil || !a.Mtime.Equal(srcTime) {
+		t.Fatalf("after clean reopen: %v, %v", a.Mtime, err)
+	}
+}
+
+// TestCrashKeepsFsyncedRewrite: a file fsynced, then rewritten and flushed
+// without fsync, never comes back as holes: the fsynced or the new content.
+func TestCrashKeepsFsyncedRewrite(t *testing.T) {
+	ctx := context.Background()
+	e := newCrashEnv(t)
+	if _, err := e.repo.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.staging("v")
+	a, _ := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
+	old, neu := seeded(10, 20000), seeded(11, 20000)
+	if _, err := st.WriteAt(ctx, a.Ino, old, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FlushFile(ctx, a.Ino, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteAt(ctx, a.Ino, neu, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite once more; the flush chunks and records it, but the store
+	// never makes the chunks durable.
+	if _, err := st.WriteAt(ctx, a.Ino, old, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.cs.mu.Lock()
+	e.cs.failing = true
+	e.cs.mu.Unlock()
+	if err := st.FlushFile(ctx, a.Ino, true); err == nil {
+		t.Fatal("fsync succeeded with a failing store")
+	}
+	e.cs.mu.Lock()
+	e.cs.failing = false
+	e.cs.mu.Unlock()
+	e.crash()
+	got := make([]byte, len(old))
+	n, err := e.staging("v").Tree().ReadAt(ctx, a.Ino, got, 0)
+	if err != nil || n != len(old) || !(bytes.Equal(got, old) || bytes.Equal(got, neu)) {
+		t.Fatalf("after crash: %d bytes, %v, content old %v new %v", n, err, bytes.Equal(got, old), bytes.Equal(got, neu))
+	}
+}
+
+// TestCrashKeepsFlushedBlocks: a block acknowledged by Flush and then
+// rewritten and evicted into the index (not flushed) comes back as one of
+// the two, never as the version below.
+func TestCrashKeepsFlushedBlocks(t *testing.T) {
+	ctx := context.Background()
+	e := newCrashEnv(t)
+	const bs = 64 << 10
+	if _, err := e.repo.CreateVolume(ctx, "b", layers.VolumeSpec{Type: layers.TypeBlock, Size: 80 << 20, BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.repo.StagingDisk(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, neu := seeded(20, bs), seeded(21, bs)
+	if _, err := d.WriteAt(ctx, old, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(ctx, neu, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Enough other blocks to push the dirty cache past its bound.
+	fill := seeded(22, bs)
+	for off := int64(bs); off < 70<<20; off += bs {
+		fill[0] = byte(off / bs)
+		if _, err := d.WriteAt(ctx, fill, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.crash()
+	d, err = e.repo.StagingDisk(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, bs)
+	if _, err := d.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, old) && !bytes.Equal(got, neu) {
+		t.Fatalf("flushed block lost after crash (zero: %v)", chunk.IsZero(got))
+	}
+}
