@@ -427,6 +427,24 @@ func (r *Repo) flushWorker() {
 			// The file stays dirty: the next Sync, FlushFile or Commit
 			// retries and reports the error to someone who can act.
 			r.log.Warn("background flush", "volume", f.v.rec.Name, "ino", f.ino, "err", err)
+			if errors.Is(err, ErrNoSpace) {
+				r.storeFull.Store(r.now().UnixNano())
+			}
+		} else {
+			r.storeFull.Store(0)
 		}
 	}
+}
+
+// storeFullFor is how long writers are refused after a background flush
+// ran out of space; after it one write is let through to try again.
+const storeFullFor = 5 * time.Second
+
+// checkSpace returns ErrNoSpace while the store was recently found full.
+func (r *Repo) checkSpace(op string) error {
+	t := r.storeFull.Load()
+	if t != 0 && r.now().Sub(time.Unix(0, t)) < storeFullFor {
+		return fmt.Errorf("%s: %w (a background flush found the shard filesystems full; free space, e.g. strata prune)", op, ErrNoSpace)
+	}
+	return nil
 }

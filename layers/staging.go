@@ -741,6 +741,9 @@ func (s *Staging) WriteAt(ctx context.Context, ino Ino, p []byte, off int64) (in
 		return 0, fmt.Errorf("write %d: offset %d: %w", ino, off, ErrInvalid)
 	}
 	v := s.v
+	if err := v.r.checkSpace(fmt.Sprintf("write %d", ino)); err != nil {
+		return 0, err
+	}
 	v.commitMu.RLock()
 	defer v.commitMu.RUnlock()
 	f, err := v.openFileFor(ctx, ino, false)

@@ -34,6 +34,11 @@ type repo struct {
 	split *splitter
 
 	memUsed atomic.Int64 // bytes of spool buffers held in memory
+	// storeFull is when a background flush last failed for lack of space
+	// (unix ns, 0 = not full). Writers get ErrNoSpace for a while after,
+	// since their own data would only fail the same way later, off the
+	// request path where nobody sees it.
+	storeFull atomic.Int64
 
 	jobs    chan *openFile // files waiting to be chunked
 	done    chan struct{}  // closed by Close: workers stop

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/strata-backup/strata/layers"
@@ -157,6 +158,8 @@ func volumeErr(err error, name string) error {
 		return &userError{msg: fmt.Sprintf("no volume named %q", name), hint: "'strata volume list' shows the volumes; 'strata volume create NAME' makes one", code: exitError, err: err}
 	case errors.Is(err, layers.ErrNoRevisions):
 		return &userError{msg: fmt.Sprintf("volume %s has no revisions yet", name), hint: "'strata commit " + name + "' makes one", code: exitError, err: err}
+	case errors.Is(err, layers.ErrNoSpace) || errors.Is(err, syscall.ENOSPC):
+		return &userError{msg: "the repository is full", hint: "free space on the shard filesystems (e.g. 'strata prune', then retry); committed revisions are intact and staging keeps what was written", code: exitError, err: err}
 	case errors.Is(err, layers.ErrWrongType):
 		return &userError{msg: fmt.Sprintf("volume %s is not of the right type for this", name), code: exitError, err: err}
 	}

@@ -1,0 +1,149 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestBadInputErrors: every bad input gets a clear error naming the cause
+// and nothing stored changes.
+// Steps: one repository with a volume and two revisions; then each case.
+// Pass: each case exits non-zero with a message naming the cause; after
+// all of them both revisions are still listed and the second still reads.
+func TestBadInputErrors(t *testing.T) {
+	r := newRepo(t)
+	r.must("volume", "create", "home")
+	stage := r.mkdir("mnt/stage")
+	r.must("mount", "home", stage)
+	os.WriteFile(filepath.Join(stage, "a"), []byte("one\n"), 0o644)
+	r.must("commit", "home", "--tag", "daily")
+	os.WriteFile(filepath.Join(stage, "a"), []byte("two\n"), 0o644)
+	r.must("commit", "home", "--tag", "daily")
+	r.must("umount", stage)
+	full := r.mkdir("full")
+	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
+
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing mountpoint", []string{"mount", "home", filepath.Join(r.work, "nope")}, "does not exist"},
+		{"non-empty mountpoint", []string{"mount", "home", full}, "not empty"},
+		{"unknown volume commit", []string{"commit", "nosuch"}, "no volume named"},
+		{"unknown volume mount", []string{"mount", "nosuch@latest", r.mkdir("m1")}, "no volume named"},
+		{"spec matches nothing", []string{"mount", "home@deadbeef", r.mkdir("m2")}, "no revision of home matches"},
+		{"tag too far back", []string{"mount", "home@daily~5", r.mkdir("m3")}, "no revision of home matches"},
+		{"bad duration", []string{"prune", "--keep-within", "7x", "--dry-run"}, "7x"},
+		{"empty policy", []string{"prune"}, "empty retention policy"},
+		{"bad size", []string{"volume", "create", "vm", "--block", "12Q"}, "size"},
+		{"existing volume", []string{"volume", "create", "home"}, "already exists"},
+		{"volume with revisions", []string{"volume", "rm", "home"}, "has 2 revisions"},
+		{"bad shards", []string{"--repo", filepath.Join(r.work, "other"), "init", "--shards", "4+x"}, "--shards"},
+		{"wrong shard dir count", []string{"--repo", filepath.Join(r.work, "other"), "init", "--shard-dir", "/tmp/a"}, "needs 6 shard dirs"},
+		{"no repository", []string{"--repo", filepath.Join(r.work, "none"), "list"}, "not a strata repository"},
+		{"unknown schedule", []string{"commit", "home", "--schedule", "nosuch"}, "nosuch"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res := r.run(c.args...)
+			if res.code == 0 {
+				t.Fatalf("strata %s succeeded; want an error mentioning %q", strings.Join(c.args, " "), c.want)
+			}
+			if !strings.Contains(res.stderr, c.want) {
+				t.Errorf("strata %s: stderr %q does not mention %q", strings.Join(c.args, " "), res.stderr, c.want)
+			}
+		})
+	}
+
+	// Writes into a revision mount fail with EROFS.
+	ro := r.mkdir("mnt/ro")
+	r.must("mount", "home@latest", ro)
+	if err := os.WriteFile(filepath.Join(ro, "b"), []byte("x"), 0o644); !errorsIs(err, syscall.EROFS) {
+		t.Errorf("create in a revision mount: %v, want EROFS", err)
+	}
+	b, err := os.ReadFile(filepath.Join(ro, "a"))
+	if err != nil || string(b) != "two\n" {
+		t.Errorf("latest revision reads %q, %v", b, err)
+	}
+	r.must("umount", ro)
+	if n := strings.Count(r.must("list", "home"), "daily"); n != 2 {
+		t.Errorf("after the bad inputs list shows %d revisions, want 2", n)
+	}
+}
+
+// TestFullDisk fills the shard filesystems while rsync writes.
+// Steps: init with six shard dirs on a 96 MiB tmpfs; back up a small tree
+// and commit; rsync 200 MiB of random data into staging; grow the tmpfs
+// (space freed); remove the big data from the source, rsync --delete,
+// commit; prune to the last revision; scrub.
+// Pass: rsync fails with "No space left on device"; the first revision
+// still matches its source; after freeing space the repository accepts
+// new commits and scrub finds no damage.
+func TestFullDisk(t *testing.T) {
+	need(t, "rsync")
+	work := t.TempDir()
+	tmpfs := filepath.Join(work, "tmpfs")
+	os.MkdirAll(tmpfs, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", tmpfs).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
+	var args []string
+	for i := 0; i < 6; i++ {
+		d := filepath.Join(tmpfs, "s", string(rune('0'+i)))
+		args = append(args, "--shard-dir", d)
+	}
+	r := newRepo(t, args...)
+	src := r.mkdir("src")
+	makeSmallTree(t, src, 50, 12)
+	first := r.mkdir("first")
+	sh(t, "rsync", "-a", src+"/", first+"/")
+	r.must("volume", "create", "home")
+	stage := r.mkdir("mnt/stage")
+	r.must("mount", "home", stage)
+	sh(t, "rsync", "-a", src+"/", stage+"/")
+	r.must("commit", "home", "--tag", "small")
+
+	big := filepath.Join(src, "big")
+	os.MkdirAll(big, 0o755)
+	buf := make([]byte, 1<<20)
+	x := uint64(88172645463325252)
+	for i := 0; i < 200; i++ {
+		for j := range buf { // incompressible
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			buf[j] = byte(x)
+		}
+		os.WriteFile(filepath.Join(big, "f"+string(rune('a'+i%26))+string(rune('a'+i/26))), buf, 0o644)
+	}
+	out, err := exec.Command("rsync", "-a", src+"/", stage+"/").CombinedOutput()
+	if err == nil {
+		t.Fatalf("rsync of 200 MiB into a repository on 96 MiB succeeded:\n%s", out)
+	}
+	if !strings.Contains(string(out), "No space left on device") {
+		t.Errorf("rsync failed without ENOSPC:\n%s", tail(string(out), 2000))
+	}
+	// The admin adds capacity; the repository carries on.
+	sh(t, "mount", "-o", "remount,size=512m", tmpfs)
+	os.RemoveAll(big)
+	sh(t, "rsync", "-a", "--delete", src+"/", stage+"/")
+	r.must("commit", "home", "--tag", "after")
+	r.must("umount", stage)
+
+	rev := r.mkdir("mnt/rev")
+	r.must("mount", "home@small", rev)
+	if out := itemize(t, first, rev); out != "" {
+		t.Errorf("first revision changed after the disk filled:\n%s", out)
+	}
+	r.must("umount", rev)
+	r.must("prune", "--keep-last", "1")
+	if out := r.must("scrub"); !strings.Contains(out, "no damage") {
+		t.Errorf("scrub after a full disk:\n%s", out)
+	}
+}
