@@ -35,7 +35,7 @@ type server struct {
 }
 
 type serveCmd struct {
-	Config   string `type:"path" placeholder:"FILE" help:"Server config (mounts and exports to start). Optional."`
+	Config   string `type:"existingfile" placeholder:"FILE" help:"JSON config of mounts and NBD exports to start: {\"mounts\": [{\"target\": \"home@latest\", \"mountpoint\": \"/srv/home\"}], \"nbd\": [{\"listen\": \"unix:/run/strata-nbd.sock\"}]}."`
 	AutoExit bool   `hidden:"" help:"Exit when the last mount or export is gone (servers started on demand)."`
 	ReadyFD  int    `hidden:"" default:"-1" help:"Write 'ok' or an error to this fd once listening."`
 }
@@ -53,7 +53,14 @@ func (c *serveCmd) Run(ctx context.Context, g *Globals) error {
 			f.Close()
 		}
 	}
-	err := runServer(ctx, g, c.AutoExit, ready)
+	var cfg *serverConfig
+	if c.Config != "" {
+		var err error
+		if cfg, err = loadServerConfig(c.Config); err != nil {
+			return err
+		}
+	}
+	err := runServer(ctx, g, c.AutoExit, cfg, ready)
 	if err != nil && c.ReadyFD >= 0 {
 		ready(err)
 	}
@@ -68,7 +75,7 @@ func toJSONLine(v any) string {
 // runServer opens the repository, listens on its socket and serves until
 // ctx ends (SIGTERM/SIGINT), a stop request, or — with autoExit — the last
 // mount or export going away. Shutdown flushes and unmounts everything.
-func runServer(ctx context.Context, g *Globals, autoExit bool, ready func(error)) error {
+func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig, ready func(error)) error {
 	log := g.logger()
 	dir, err := g.repoDir()
 	if err != nil {
@@ -103,6 +110,13 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, ready func(error)
 		l.Close()
 	}()
 	log.Info("server listening", "socket", sock, "pid", os.Getpid())
+	if cfg != nil {
+		if err := s.start(ctx, cfg); err != nil {
+			l.Close()
+			s.shutdown(sock)
+			return err
+		}
+	}
 	ready(nil)
 	for {
 		conn, err := l.Accept()

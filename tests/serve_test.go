@@ -1,0 +1,78 @@
+package tests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestServeForeground runs the server as systemd would.
+// Steps: commit one revision; write a config mounting staging and the
+// latest revision; start `strata serve --config` in the foreground; write
+// a file into the staging mount through the configured mount; send
+// SIGTERM; start it again, commit through the socket, stop it with
+// `strata stop`.
+// Pass: both mounts appear; SIGTERM ends the server with exit 0 and both
+// mounts are gone; after restart the file written before SIGTERM is in
+// staging and in the new revision.
+func TestServeForeground(t *testing.T) {
+	r := newRepo(t)
+	r.must("volume", "create", "home")
+	stage := r.mkdir("mnt/stage")
+	r.must("mount", "home", stage)
+	os.WriteFile(filepath.Join(stage, "one"), []byte("one\n"), 0o644)
+	r.must("commit", "home")
+	r.must("umount", stage)
+
+	latest := r.mkdir("mnt/latest")
+	cfg := filepath.Join(r.work, "serve.json")
+	os.WriteFile(cfg, []byte(`{"mounts": [{"target": "home", "mountpoint": "`+stage+`"}, {"target": "home@latest", "mountpoint": "`+latest+`"}]}`), 0o600)
+	start := func() *exec.Cmd {
+		cmd := exec.Command(strataBin, "serve", "--config", cfg)
+		cmd.Env = r.env
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 300; i++ {
+			if _, err := os.Stat(filepath.Join(latest, "one")); err == nil {
+				return cmd
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		t.Fatal("configured mounts did not appear within 30 s")
+		return nil
+	}
+	cmd := start()
+	if err := os.WriteFile(filepath.Join(stage, "two"), []byte("two\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("server after SIGTERM: %v", err)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	if strings.Contains(string(mounts), stage) || strings.Contains(string(mounts), latest) {
+		t.Fatalf("mounts left after SIGTERM:\n%s", mounts)
+	}
+
+	cmd = start()
+	b, err := os.ReadFile(filepath.Join(stage, "two"))
+	if err != nil || string(b) != "two\n" {
+		t.Fatalf("file written before SIGTERM reads %q, %v", b, err)
+	}
+	r.must("commit", "home")
+	r.must("stop")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("server after strata stop: %v", err)
+	}
+	rev := r.mkdir("mnt/rev")
+	r.must("mount", "home@latest", rev)
+	if b, _ := os.ReadFile(filepath.Join(rev, "two")); string(b) != "two\n" {
+		t.Errorf("new revision lacks the file written before SIGTERM: %q", b)
+	}
+}
