@@ -32,6 +32,22 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 			s.mu.Unlock()
 			return p, nil
 		}
+		if m.seg.buf == nil && m.seg.segLen > 0 {
+			// Its segment's shard files are written, the buffer
+			// recycled, the index not yet committed: read the files.
+			loc := index.Chunk{Segment: m.seg.id, Offset: uint32(m.off), Length: uint32(m.n)}
+			seg := index.Segment{SegLen: m.seg.segLen, K: s.k, M: s.m}
+			s.mu.Unlock()
+			plain, err := s.readChunk(ctx, id, loc, seg)
+			if err == nil {
+				return plain, nil
+			}
+			// Committed and collected since? Try the index.
+			if _, _, lerr := s.locate(id); lerr != nil {
+				return nil, err
+			}
+			return s.getIndexed(ctx, id)
+		}
 		// Copy under the lock: the segment buffer is recycled once
 		// the segment is sealed.
 		sealed := append(s.chunkBuf(m.n), m.seg.buf[m.off:m.off+m.n]...)
@@ -40,6 +56,10 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 		return s.keys.Open(nil, sealed, id)
 	}
 	s.mu.Unlock()
+	return s.getIndexed(ctx, id)
+}
+
+func (s *Store) getIndexed(ctx context.Context, id chunk.ID) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
 		loc, seg, err := s.locate(id)
 		if err != nil {

@@ -103,6 +103,9 @@ func (s *Store) journalOpen(seg *segBuf) error {
 	if seg.sealed {
 		return nil // sealed meanwhile: durable in shards, body slices stale
 	}
+	if seg.bufGone {
+		return errHandedOff // body slices stale; the caller waits for the seal
+	}
 	if seg.jf == nil {
 		f, err := os.OpenFile(s.journalPath(seg.id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {

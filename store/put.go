@@ -38,9 +38,18 @@ type segBuf struct {
 	done   bool       // guarded by Store.mu: sealed and durable
 	failed bool       // guarded by Store.mu: sealing failed, in Store.failed
 	full   []byte     // segment bytes with trailer, built once by seal
+	// held: handed off with its buffer, counted in Store.memSeals.
+	held bool // guarded by Store.mu
+	// Once the shard files hold the segment its buffer is recycled
+	// (buf nil) and Get reads chunks from the files: segLen is then the
+	// segment's length with trailer and dataLen its chunk bytes.
+	segLen  int64 // guarded by Store.mu
+	dataLen int   // guarded by Store.mu
+	lost    error // set by the sealer: bytes unrecoverable, retries fail
 
 	jmu     sync.Mutex // guards the journal fields and the journal file
 	sealed  bool       // the segment is sealed: journal removed, buffer recycled
+	bufGone bool       // the buffer was recycled (journal writers must not read it)
 	jf      *os.File
 	jOff    int64
 	jChunks int // guarded by Store.mu: chunks written to the journal
@@ -176,7 +185,7 @@ func (s *Store) newSegLocked(minCap int) *segBuf {
 func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
 	var handoff []*segBuf
 	s.mu.Lock()
-	for len(s.sealing) >= maxPendingSeals {
+	for s.memSeals >= maxPendingSeals {
 		s.cond.Wait()
 	}
 	if s.open != nil && len(s.open.buf)+len(sealed) > cap(s.open.buf) {
@@ -197,21 +206,31 @@ func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
 		s.open = nil
 	}
 	for _, h := range handoff {
-		s.segSeq++
-		h.hseq = s.segSeq
-		s.sealing[h] = struct{}{}
-		s.sealQ <- h // never blocks: cap(sealQ) > maxPendingSeals
+		s.handOffLocked(h)
 	}
 	s.cond.Broadcast()
 	s.mu.Unlock()
 }
 
-// maxPendingSeals bounds segments waiting for or in sealing, and sealers
-// is how many are written at once. Two writers overlap one segment's fsync
-// latency with the next one's encoding and writing (measured: a single
-// writer spent most of its time waiting in fsync); with the open segment
-// that is three segments of memory.
+// handOffLocked queues a full segment for the sealers. Called with mu,
+// after waiting for memSeals < maxPendingSeals.
+func (s *Store) handOffLocked(h *segBuf) {
+	s.segSeq++
+	h.hseq = s.segSeq
+	h.held = true
+	s.memSeals++
+	s.sealing[h] = struct{}{}
+	s.sealQ <- h // never blocks: cap(sealQ) > maxPendingSeals+1 >= memSeals
+}
+
+// maxPendingSeals bounds segments handed off whose buffers are still held
+// (queued, or being encoded and written), and sealers is how many are
+// encoded and written at once; with the open segment that is three
+// segment buffers. Fsync holds no buffer: up to maxSyncing segments wait
+// for it while the next ones are written (measured: the sealers spent most
+// of their time in fsync, which stalled Put when they held the buffers).
 const (
+	maxSyncing = 4
 	// maxSegChunks keeps a segment's index records within one badger
 	// transaction (about 24k small entries with a 16 MiB memtable), so
 	// sealing commits them atomically even for tiny chunks.
@@ -224,19 +243,7 @@ const (
 func (s *Store) sealer() {
 	defer s.sealWG.Done()
 	for seg := range s.sealQ {
-		err := s.sealSegment(context.Background(), seg)
-		s.mu.Lock()
-		if err != nil {
-			s.failed = append(s.failed, seg)
-			seg.failed = true
-			s.sealErr = err
-			s.log.Error("seal segment", "segment", fmt.Sprintf("%016x", seg.id), "err", err)
-		} else {
-			seg.done = true
-		}
-		delete(s.sealing, seg)
-		s.cond.Broadcast()
-		s.mu.Unlock()
+		s.sealStaged(context.Background(), seg)
 	}
 }
 
@@ -333,16 +340,13 @@ func (s *Store) flush(ctx context.Context, seal bool) error {
 		s.cond.Wait()
 	}
 	if seal && s.open != nil && len(s.open.chunks) > 0 {
-		// The same bound on segments in sealing as appendChunk keeps.
-		for len(s.sealing) >= maxPendingSeals {
+		// The same bound on segment buffers as appendChunk keeps.
+		for s.memSeals >= maxPendingSeals {
 			s.cond.Wait()
 		}
 		if h := s.open; h != nil && len(h.chunks) > 0 {
 			s.open = nil
-			s.segSeq++
-			h.hseq = s.segSeq
-			s.sealing[h] = struct{}{}
-			s.sealQ <- h // never blocks: cap(sealQ) > maxPendingSeals
+			s.handOffLocked(h)
 			s.cond.Broadcast()
 		}
 	}

@@ -329,6 +329,9 @@ func (s *Store) orphans(ctx context.Context) ([]uint64, error) {
 	for _, f := range s.failed {
 		known[f.id] = true
 	}
+	for seg := range s.sealing {
+		known[seg.id] = true // shard files written, not yet indexed
+	}
 	if s.open != nil {
 		known[s.open.id] = true
 	}

@@ -126,8 +126,21 @@ func (s *Store) parseTrailer(segID uint64, segLen int64, read func(off int64, n 
 	return out, nil
 }
 
-// writeShards encodes segment bytes and writes all K+M shard files.
+// writeShards encodes segment bytes and writes all K+M shard files
+// durably.
 func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) error {
+	if _, err := s.putShards(ctx, segID, full, false); err != nil {
+		return err
+	}
+	return s.dirSync.Sync(ctx)
+}
+
+// putShards encodes segment bytes and writes all K+M shard files in
+// parallel, one write each. With stage, backends that can (shard.Stager)
+// only write: the files are readable under their names but not durable
+// until finishShards; the others, and all without stage, are written with
+// fsync (names still need dirSync).
+func (s *Store) putShards(ctx context.Context, segID uint64, full []byte, stage bool) ([]shard.Staged, error) {
 	var bufs [][]byte
 	select {
 	case bufs = <-s.shardBufs:
@@ -135,8 +148,10 @@ func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) erro
 	}
 	files, err := s.coder.EncodeInto(bufs, segID, full)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	// The writes copy the bytes into the page cache: the buffers are free
+	// once they return.
 	defer func() {
 		select {
 		case s.shardBufs <- files:
@@ -144,6 +159,7 @@ func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) erro
 		}
 	}()
 	errs := make([]error, len(files))
+	staged := make([]shard.Staged, len(files))
 	var wg sync.WaitGroup
 	for i, f := range files {
 		if s.isMissing(i) {
@@ -152,10 +168,13 @@ func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) erro
 		}
 		wg.Go(func() {
 			var err error
-			if b, ok := s.backends[i].(shard.Batcher); ok {
-				err = b.PutBatch(ctx, segName(segID), f)
+			b := s.backends[i]
+			if st, ok := b.(shard.Stager); ok && stage {
+				staged[i], err = st.Stage(ctx, segName(segID), f)
+			} else if bb, ok := b.(shard.Batcher); ok {
+				err = bb.PutBatch(ctx, segName(segID), f)
 			} else {
-				err = s.backends[i].Put(ctx, segName(segID), f)
+				err = b.Put(ctx, segName(segID), f)
 			}
 			if err != nil {
 				errs[i] = fmt.Errorf("write shard %d of segment %016x: %w", i, segID, err)
@@ -164,6 +183,31 @@ func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) erro
 	}
 	wg.Wait()
 	if err := s.shardWriteErr(segID, errs); err != nil {
+		for _, st := range staged {
+			if st != nil {
+				st.Abort()
+			}
+		}
+		return nil, err
+	}
+	return staged, nil
+}
+
+// finishShards makes staged shard files durable, then their names.
+func (s *Store) finishShards(ctx context.Context, segID uint64, staged []shard.Staged) error {
+	errs := make([]error, len(staged))
+	var wg sync.WaitGroup
+	for i, st := range staged {
+		if st != nil {
+			wg.Go(func() {
+				if err := st.Sync(); err != nil {
+					errs[i] = fmt.Errorf("write shard %d of segment %016x: %w", i, segID, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	return s.dirSync.Sync(ctx)
@@ -234,6 +278,9 @@ func (s *Store) syncShardDirs(ctx context.Context) error {
 // chunks are either still in the journal or fully indexed.
 func (s *Store) sealSegment(ctx context.Context, seg *segBuf) error {
 	t0 := time.Now()
+	if seg.lost != nil {
+		return seg.lost
+	}
 	full := s.buildFull(seg)
 	if err := s.writeShards(ctx, seg.id, full); err != nil {
 		return classify(err)
@@ -330,3 +377,110 @@ func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
 }
 
 func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// sealStaged is the sealers' path: it writes the shard files without
+// waiting for fsync, then frees the segment buffer (the producer may fill
+// the next one while the disk catches up) and leaves fsync, index commit
+// and journal removal to a goroutine. Chunks of the segment are read from
+// its shard files meanwhile (Get). At most maxSyncing segments wait for
+// fsync at once.
+func (s *Store) sealStaged(ctx context.Context, seg *segBuf) {
+	t0 := time.Now()
+	full := s.buildFull(seg)
+	segLen := int64(len(full))
+	staged, err := s.putShards(ctx, seg.id, full, true)
+	if err != nil {
+		s.sealDone(seg, classify(err))
+		return
+	}
+	t1 := time.Now()
+	s.releaseBuf(seg, segLen)
+	s.syncSlots <- struct{}{}
+	s.sealWG.Add(1)
+	go func() {
+		defer s.sealWG.Done()
+		err := s.finishShards(ctx, seg.id, staged)
+		t2 := time.Now()
+		if err == nil {
+			err = s.commitSegment(seg, segLen)
+		}
+		if err == nil {
+			if err = s.indexSync.Sync(ctx); err != nil {
+				err = fmt.Errorf("sync index: %w", err)
+			}
+		}
+		<-s.syncSlots
+		if err != nil {
+			if rerr := s.reloadSeg(ctx, seg); rerr != nil {
+				s.log.Error("segment bytes unreadable after a failed seal; its unflushed chunks are lost",
+					"segment", segName(seg.id), "err", rerr)
+			}
+			s.sealDone(seg, classify(err))
+			return
+		}
+		s.removeJournal(seg)
+		s.log.Debug("sealed segment", "segment", segName(seg.id), "bytes", segLen, "chunks", len(seg.chunks),
+			"write", t1.Sub(t0), "sync", t2.Sub(t1), "index", time.Since(t2))
+		s.sealDone(seg, nil)
+	}()
+}
+
+// releaseBuf recycles a handed-off segment's buffer once its shard files
+// hold the bytes.
+func (s *Store) releaseBuf(seg *segBuf, segLen int64) {
+	// A journal write of this segment may still read the buffer.
+	seg.jmu.Lock()
+	seg.bufGone = true
+	s.mu.Lock()
+	buf := seg.buf
+	seg.dataLen = len(seg.buf)
+	seg.buf, seg.full, seg.segLen = nil, nil, segLen
+	if seg.held {
+		seg.held = false
+		s.memSeals--
+		s.cond.Broadcast()
+	}
+	s.mu.Unlock()
+	seg.jmu.Unlock()
+	select {
+	case s.segBufs <- buf[:0]:
+	default:
+	}
+}
+
+// reloadSeg reads back a segment whose buffer was freed but whose sealing
+// failed after the shard files were written, so it can be retried.
+func (s *Store) reloadSeg(ctx context.Context, seg *segBuf) error {
+	s.mu.Lock()
+	segLen, dataLen := seg.segLen, seg.dataLen
+	s.mu.Unlock()
+	buf := make([]byte, segLen)
+	if _, err := s.readVerified(ctx, seg.id, index.Segment{SegLen: segLen, K: s.k, M: s.m}, 0, buf, nil); err != nil {
+		seg.lost = fmt.Errorf("segment %016x: shard files unreadable after a failed write: %w", seg.id, err)
+		return err
+	}
+	s.mu.Lock()
+	seg.buf, seg.full = buf[:dataLen], buf
+	s.mu.Unlock()
+	return nil
+}
+
+// sealDone records the outcome of a sealer's work on seg.
+func (s *Store) sealDone(seg *segBuf, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seg.held {
+		seg.held = false
+		s.memSeals--
+	}
+	if err != nil {
+		s.failed = append(s.failed, seg)
+		seg.failed = true
+		s.sealErr = err
+		s.log.Error("seal segment", "segment", segName(seg.id), "err", err)
+	} else {
+		seg.done = true
+	}
+	delete(s.sealing, seg)
+	s.cond.Broadcast()
+}

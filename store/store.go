@@ -55,6 +55,7 @@ type Store struct {
 	segBufs   chan []byte   // free list of segment buffers
 	chunkBufs sync.Pool     // *[]byte: chunk-sized scratch for Put
 	sealQ     chan *segBuf  // full segments to the sealer goroutine
+	syncSlots chan struct{} // semaphore: segments waiting for fsync
 	sealWG    sync.WaitGroup
 	workWG    sync.WaitGroup
 
@@ -78,6 +79,7 @@ type Store struct {
 	inflight map[uint64]struct{}    // seqs of chunks being sealed, not yet in a segment
 	segSeq   uint64                 // numbers hand-offs to the sealers
 	sealing  map[*segBuf]struct{}   // segments handed to the sealers, not yet done
+	memSeals int                    // of those, how many still hold their buffer
 	nextSeg  uint64
 	closed   bool
 	damaged  map[uint64]bool // segments already reported damaged by reads
@@ -201,6 +203,7 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	}
 	s.workers = make(chan struct{}, n)
 	s.sealQ = make(chan *segBuf, maxPendingSeals+2)
+	s.syncSlots = make(chan struct{}, maxSyncing)
 	// Reusing these large buffers keeps the garbage collector from
 	// doubling the process's footprint with dead segments.
 	s.shardBufs = make(chan [][]byte, sealers+1)

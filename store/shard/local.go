@@ -91,6 +91,52 @@ func (l *Local) PutBatch(ctx context.Context, name string, data []byte) error {
 	return nil
 }
 
+// Stage implements Stager: one write to a temporary file, renamed into
+// place without fsync; the returned Staged fsyncs it.
+func (l *Local) Stage(ctx context.Context, name string, data []byte) (Staged, error) {
+	p, err := l.path(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(l.dir, tmpPrefix+name+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("put %s: %w", p, err)
+	}
+	tmp := f.Name()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("put %s: %w", p, err)
+	}
+	return &staged{f: f, path: p}, nil
+}
+
+type staged struct {
+	f    *os.File
+	path string
+}
+
+func (s *staged) Sync() error {
+	err := s.f.Sync()
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *staged) Abort() { s.f.Close() }
+
 // SyncBatch implements Batcher: one directory fsync makes every rename
 // before it durable.
 func (l *Local) SyncBatch(ctx context.Context) error {

@@ -56,3 +56,21 @@ type Batcher interface {
 	PutBatch(ctx context.Context, name string, data []byte) error
 	SyncBatch(ctx context.Context) error
 }
+
+// Stager is implemented by backends that can split a write so the
+// caller's buffer is free before the slow part (fsync) is done: Stage
+// writes the object and makes it readable under its name at once, but not
+// durable (after a crash it may be missing or torn); Staged.Sync makes its
+// bytes durable, and Batcher.SyncBatch after that its name. Callers must
+// not rely on a staged object before both, nor overwrite objects others
+// rely on by staging.
+type Stager interface {
+	Stage(ctx context.Context, name string, data []byte) (Staged, error)
+}
+
+// Staged is an object written by Stager.Stage whose bytes are not yet
+// durable. Exactly one of Sync or Abort must be called.
+type Staged interface {
+	Sync() error // fsync and release
+	Abort()      // release without making durable
+}

@@ -151,6 +151,43 @@ func Run(t *testing.T, newBackend func(t *testing.T) shard.Backend) {
 			t.Fatalf("List after concurrent puts: %d objects, want 8", len(got))
 		}
 	})
+
+	t.Run("Stage", func(t *testing.T) {
+		b := newBackend(t)
+		st, ok := b.(shard.Stager)
+		if !ok {
+			t.Log("backend does not implement shard.Stager")
+			return
+		}
+		if err := b.Put(ctx, "s", data[:10]); err != nil {
+			t.Fatal(err)
+		}
+		p, err := st.Stage(ctx, "s", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Readable, whole, under its name before Sync.
+		got := make([]byte, len(data))
+		if err := b.GetRange(ctx, "s", 0, got); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("staged object before Sync: %v", err)
+		}
+		if err := p.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if bt, ok := b.(shard.Batcher); ok {
+			if err := bt.SyncBatch(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if infos := list(t, b); len(infos) != 1 || infos[0].Size != int64(len(data)) {
+			t.Fatalf("after Stage and Sync: %+v", infos)
+		}
+		p, err = st.Stage(ctx, "t", data[:100])
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Abort()
+	})
 }
 
 func list(t *testing.T, b shard.Backend) []shard.Info {
