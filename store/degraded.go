@@ -22,6 +22,12 @@ import (
 // errShardDirMissing marks writes to a shard dir that is missing.
 var errShardDirMissing = errors.New("shard dir missing")
 
+var (
+	_ shard.Stager  = (*dirSlot)(nil)
+	_ shard.Batcher = (*dirSlot)(nil)
+	_ shard.Spacer  = (*dirSlot)(nil)
+)
+
 // dirSlot is the backend of one configured shard dir. Its Local is nil
 // while the dir is missing or unusable.
 type dirSlot struct {
@@ -93,6 +99,14 @@ func (d *dirSlot) PutBatch(ctx context.Context, name string, data []byte) error 
 		return d.missingErr()
 	}
 	return l.PutBatch(ctx, name, data)
+}
+
+func (d *dirSlot) Stage(ctx context.Context, name string, data []byte) (shard.Staged, error) {
+	l, _ := d.get()
+	if l == nil {
+		return nil, d.missingErr()
+	}
+	return l.Stage(ctx, name, data)
 }
 
 func (d *dirSlot) SyncBatch(ctx context.Context) error {
