@@ -36,6 +36,7 @@ func (e *LockedError) Error() string {
 type DamageError struct {
 	Segment uint64
 	Chunk   chunk.ID // zero if the damage was found outside a chunk read
+	What    string   // what Chunk holds, from Options.Describe; "" if unknown
 	Bad     []int    // shard indexes found missing or corrupt
 	K, M    int
 	Err     error
@@ -43,7 +44,10 @@ type DamageError struct {
 
 func (e *DamageError) Error() string {
 	s := fmt.Sprintf("segment %016x", e.Segment)
-	if !e.Chunk.IsZero() {
+	switch {
+	case !e.Chunk.IsZero() && e.What != "":
+		s += fmt.Sprintf(" (chunk %s: %s)", e.Chunk.Short(), e.What)
+	case !e.Chunk.IsZero():
 		s += fmt.Sprintf(" (chunk %s)", e.Chunk.Short())
 	}
 	s += fmt.Sprintf(": shards %v of %d+%d damaged, more than parity can restore", e.Bad, e.K, e.M)

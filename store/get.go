@@ -21,6 +21,15 @@ import (
 // if that fails or does not authenticate, the covering blocks of every
 // shard are read, checked and the damaged ones reconstructed.
 func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
+	plain, err := s.get(ctx, id)
+	var de *DamageError
+	if err != nil && s.describe != nil && errors.As(err, &de) && !de.Chunk.IsZero() && de.What == "" {
+		de.What = s.describe(de.Chunk)
+	}
+	return plain, err
+}
+
+func (s *Store) get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -38,9 +38,16 @@ type SegmentDamage struct {
 	Unusable []int
 	// BadChunks are chunks that failed decryption (ReadData).
 	BadChunks []chunk.ID
-	Lost      bool  // more damage than parity covers in some block row
-	Repaired  bool  // every damaged shard was rewritten
-	Err       error // why repair or verification stopped, if it did
+	// Chunks, for a Lost segment, are the chunks indexed in it: those
+	// whose bytes fall in a lost block row cannot be read back (Get
+	// tells which with a *DamageError).
+	Chunks []chunk.ID
+	// Affected says what Chunks and BadChunks hold, from
+	// Options.Describe (deduplicated, sorted; empty without it).
+	Affected []string
+	Lost     bool  // more damage than parity covers in some block row
+	Repaired bool  // every damaged shard was rewritten
+	Err      error // why repair or verification stopped, if it did
 }
 
 // ScrubReport summarizes a scrub.
@@ -106,12 +113,70 @@ func (s *Store) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, erro
 			opts.Progress(int64(i+1), total)
 		}
 	}
+	if err := s.nameDamage(rep.Damaged); err != nil {
+		return rep, err
+	}
 	orphans, err := s.orphans(ctx)
 	if err != nil {
 		return rep, err
 	}
 	rep.Orphans = orphans
 	return rep, nil
+}
+
+// nameDamage fills Chunks of lost segments (one pass over the chunk
+// index) and Affected of every damaged segment with chunks to name.
+func (s *Store) nameDamage(damaged []SegmentDamage) error {
+	lost := map[uint64]*SegmentDamage{}
+	for i := range damaged {
+		if damaged[i].Lost {
+			lost[damaged[i].Segment] = &damaged[i]
+		}
+	}
+	if len(lost) > 0 {
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(index.ChunkPrefix), PrefetchValues: true, PrefetchSize: 100})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				id, ok := index.ChunkIDFromKey(it.Item().Key())
+				if !ok {
+					continue
+				}
+				err := it.Item().Value(func(v []byte) error {
+					c, err := index.ParseChunk(v)
+					if err != nil {
+						return err
+					}
+					if d := lost[c.Segment]; d != nil {
+						d.Chunks = append(d.Chunks, id)
+					}
+					return nil
+				})
+				if err != nil {
+					return fmt.Errorf("chunk %s: %w", id.Short(), err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("scrub: list chunks of lost segments: %w", err)
+		}
+	}
+	if s.describe == nil {
+		return nil
+	}
+	for i := range damaged {
+		d := &damaged[i]
+		seen := map[string]bool{}
+		for _, id := range append(slices.Clip(d.Chunks), d.BadChunks...) {
+			if w := s.describe(id); w != "" && !seen[w] {
+				seen[w] = true
+				d.Affected = append(d.Affected, w)
+			}
+		}
+		slices.Sort(d.Affected)
+	}
+	return nil
 }
 
 type segEntry struct {

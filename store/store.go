@@ -31,6 +31,13 @@ type Options struct {
 	// backends (one per shard index), e.g. fault-injecting wrappers in
 	// tests. nil opens a shard.Local per configured directory.
 	Backends []shard.Backend
+	// Describe, if set, says what a chunk holds (for example "vm@3
+	// disk.img 4 GiB–4.01 GiB"), so damage reports name what is affected
+	// rather than only chunk ids: DamageError.What and
+	// SegmentDamage.Affected. It is called without store locks held, from
+	// Get's and Scrub's goroutines, so it must be safe for concurrent use;
+	// it may read DB() and should be quick; "" means unknown.
+	Describe func(chunk.ID) string
 	// Workers is how many chunks are sealed (hashed, compressed,
 	// encrypted) in parallel behind Put; zero means GOMAXPROCS+1.
 	Workers int
@@ -44,6 +51,7 @@ type Store struct {
 	keys     *crypt.Keys
 	log      *slog.Logger
 	now      func() time.Time
+	describe func(chunk.ID) string // nil: none
 	db       *badger.DB
 	backends []shard.Backend
 	coder    *erasure.Coder
@@ -145,6 +153,7 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 		keys:     keys,
 		log:      opts.Logger,
 		now:      opts.Now,
+		describe: opts.Describe,
 		k:        cfg.DataShards,
 		m:        cfg.ParityShards,
 		mem:      map[chunk.ID]*memChunk{},
