@@ -13,11 +13,18 @@
 // default) goes to a background sealer that appends an encrypted trailer
 // listing its chunks, splits it into K data + M parity shard files
 // (store/erasure; data shards hold the segment bytes verbatim, every 64 KiB
-// block checksummed), writes each to its shard dir with fsync and rename,
-// then commits the chunk and segment records to the index. Directory and
-// index fsyncs are group-committed across the two sealers. At most two
-// segments wait for or are in sealing; beyond that appends wait, which
-// bounds memory to a few segments.
+// block checksummed) and writes each to its shard dir (one write, renamed
+// into place). The segment buffer is then recycled and, behind the
+// sealer, the files are fsynced, the dirs fsynced, the chunk and segment
+// records committed to the index and the journal dropped; until then Get
+// reads those chunks from the shard files. Directory and index fsyncs are
+// group-committed. At most two handed-off segments hold their buffers
+// (beyond that appends wait), so memory stays at three segment buffers
+// while up to four segments wait for fsync.
+//
+// Seal is Flush that seals the open segment instead of journaling it:
+// after it, everything Put before is parity-protected (cmd/strata calls it
+// after each commit; the small segments this leaves are merged by GC).
 //
 // Get reads the sealed bytes straight from the data shard(s) and opens
 // them; AEAD authentication is the check. If a shard is missing or the
@@ -39,12 +46,32 @@
 // fsyncs it, then commits pending reference changes of indexed chunks to
 // the index and syncs it. A kill -9 after
 // Flush returns loses nothing: Open replays and seals leftover journals.
-// Sealing writes shards (fsynced) before index entries point at them
-// (one transaction per segment: at most 8192 chunks each), and
-// the segment record goes last; a crash at any point leaves at worst
-// orphan shard files, which Scrub reports and GC deletes. A crash while a
+// Sealing makes shards durable (file and dir fsync) before index entries
+// point at them (one transaction per segment: at most 8192 chunks each),
+// and the segment record goes last; a crash at any point leaves at worst
+// orphan (possibly torn) shard files of an unindexed segment, which
+// Scrub reports and GC deletes, or which a journal replay rewrites. A crash while a
 // Flush is writing may leave chunks whose Put was never acknowledged with
 // one reference; they stay until an index rebuild and recount by layers.
+//
+// # Degraded operation
+//
+// Like a RAID with a dead disk, the store keeps working with up to M
+// shard dirs missing or unusable (not a directory, not writable): Open
+// logs a warning naming them and Stats.MissingShardDirs lists them. Reads
+// reconstruct from the other shards. A segment write needs K+1 shards
+// (data plus one parity) or, with dirs missing, every present dir (at
+// least K); other failed shard writes are tolerated within that and
+// logged, except a full disk, which fails the write (it is retried once
+// space is freed). Scrub reports every segment lacking a shard as damaged;
+// Scrub with Repair first recreates missing dirs (os.Mkdir of the last
+// element only, so nothing is written where a disk is not mounted), then
+// rewrites the shards from parity. With more than M dirs missing Open
+// fails with *ShardDirError.
+//
+// Options.Describe lets the caller say what a chunk holds, so
+// DamageError.What and SegmentDamage.Affected name the files or volumes
+// hit by damage beyond parity.
 //
 // # References and garbage
 //
@@ -76,7 +103,8 @@
 // # Errors
 //
 // ErrNotFound for unknown ids; *DamageError when parity cannot cover the
-// damage; *ShardDirError at Open for a missing or unusable shard dir;
+// damage; *ShardDirError at Open for more than M missing or unusable
+// shard dirs;
 // *LockedError for a second opener; a full filesystem gives errors that
 // match both ErrNoSpace and syscall.ENOSPC, after which the store stays
 // consistent: the failed segment stays in memory and is written again by
