@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 )
 
@@ -63,4 +65,45 @@ func TestSealProtectsWithoutJournal(t *testing.T) {
 	s2 := openStore(t, dir, cfg, Options{})
 	checkAll(t, s2, want)
 	checkAll(t, s2, more)
+}
+
+// TestSealConcurrentWithPuts seals while other goroutines put and read
+// (run with -race); after the last one nothing is left open or damaged.
+func TestSealConcurrentWithPuts(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	var wg sync.WaitGroup
+	results := make([]map[[32]byte][]byte, 3)
+	for w := range results {
+		wg.Go(func() {
+			results[w] = putRandom(t, s, uint64(100+w), 60, 60_000)
+			for id, b := range results[w] {
+				got, err := s.Get(ctx, id)
+				if err != nil || !bytes.Equal(got, b) {
+					t.Errorf("Get during seals: %v", err)
+					return
+				}
+			}
+		})
+	}
+	for range 5 {
+		if err := s.Seal(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if err := s.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.Stats(ctx); st.OpenChunks != 0 {
+		t.Fatalf("%d chunks still open after the last Seal", st.OpenChunks)
+	}
+	for _, r := range results {
+		checkAll(t, s, r)
+	}
+	rep, err := s.Scrub(ctx, ScrubOptions{ReadData: 100})
+	if err != nil || len(rep.Damaged) != 0 || len(rep.Orphans) != 0 {
+		t.Fatalf("scrub: %+v, %v", rep, err)
+	}
 }
