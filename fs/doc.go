@@ -60,7 +60,8 @@
 // # Not supported
 //
 // File locks are local to the kernel (no EnableLocks); O_TMPFILE (layers
-// has no anonymous inodes); an unlinked file that is still open answers
-// fstat but cannot be read once layers drops its inode; mmap writes work
-// through the page cache like write(2).
+// has no anonymous inodes); mmap writes work through the page cache like
+// write(2). An unlinked file that is still open stays readable and
+// writable until its last handle closes (layers' Hold/Unhold); a crash
+// or server stop meanwhile drops it.
 package fs

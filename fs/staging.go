@@ -167,6 +167,7 @@ func (f *treeFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	}
 	f.fillEntry(a, &out.EntryOut)
 	writable := in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	f.st.Hold(a.Ino) // Release unholds
 	out.Fh = f.files.add(&fileHandle{oi: f.open.open(a), writable: writable})
 	return fuse.OK
 }

@@ -224,6 +224,9 @@ func (f *treeFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if err != nil {
 		return f.status("open", err)
 	}
+	// An unlinked file stays readable and writable until its last
+	// handle goes (Release unholds).
+	f.st.Hold(a.Ino)
 	out.Fh = f.files.add(&fileHandle{oi: f.open.open(a), writable: writable})
 	if !writable {
 		// Nothing to do on close of a read-only handle: skip the FLUSH
@@ -303,6 +306,13 @@ func (f *treeFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	f.files.remove(in.Fh)
 	if h.oi != nil {
 		f.open.release(h.oi)
+	}
+	if f.st != nil {
+		// The last handle of an unlinked file drops it (and its
+		// buffered writes, which FlushFile then has none of).
+		if err := f.st.Unhold(newCtx(cancel), f.ino(in.NodeId)); err != nil {
+			f.status("release", err)
+		}
 	}
 	if h.writable && f.st != nil {
 		// flush already started chunking; this catches handles whose
