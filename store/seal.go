@@ -190,6 +190,13 @@ func (s *Store) putShards(ctx context.Context, segID uint64, full []byte, stage 
 		}
 		return nil, err
 	}
+	for i, err := range errs {
+		if err != nil && !s.isMissing(i) {
+			// Best effort: no older file of this name may pass for
+			// the shard that could not be written.
+			s.backends[i].Delete(ctx, segName(segID))
+		}
+	}
 	return staged, nil
 }
 

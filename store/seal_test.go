@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -105,5 +106,39 @@ func TestSealConcurrentWithPuts(t *testing.T) {
 	rep, err := s.Scrub(ctx, ScrubOptions{ReadData: 100})
 	if err != nil || len(rep.Damaged) != 0 || len(rep.Orphans) != 0 {
 		t.Fatalf("scrub: %+v, %v", rep, err)
+	}
+}
+
+// TestOrphanIDsNotReused: shard files a crash left before their segment
+// was indexed keep their id from being given to a new segment.
+func TestOrphanIDsNotReused(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	putRandom(t, s, 41, 5, 10_000)
+	if err := s.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	const orphan = "0000000000000100"
+	if err := os.WriteFile(filepath.Join(dir, "shards", "2", orphan), []byte("stale"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, cfg, Options{})
+	want := putRandom(t, s, 42, 5, 10_000)
+	if err := s.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "shards", "2", orphan)); err != nil || string(got) != "stale" {
+		t.Fatalf("orphan shard file overwritten or gone: %q, %v", got, err)
+	}
+	names := shardNames(t, dir, 0)
+	if last := names[len(names)-1]; last <= orphan {
+		t.Fatalf("new segment %s does not come after orphan %s", last, orphan)
+	}
+	checkAll(t, s, want)
+	rep, err := s.Scrub(ctx, ScrubOptions{})
+	if err != nil || !slices.Equal(rep.Orphans, []uint64{0x100}) {
+		t.Fatalf("scrub orphans = %v, %v; want [0x100]", rep.Orphans, err)
 	}
 }

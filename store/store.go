@@ -199,12 +199,12 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	if err := s.loadState(); err != nil {
 		return nil, err
 	}
-	if s.stats.Segments == 0 {
-		// A new or lost index: never reuse ids of segments already in
-		// the shard dirs (RebuildIndex would find both under one id).
-		if err := s.skipExistingSegments(ctx); err != nil {
-			return nil, err
-		}
+	// Never reuse ids of segments already in the shard dirs: a lost
+	// index, or shard files a crash left before their segment was
+	// indexed (a new segment under the same id could keep a stale shard
+	// file where its own write failed; RebuildIndex would find both).
+	if err := s.skipExistingSegments(ctx); err != nil {
+		return nil, err
 	}
 	n := opts.Workers
 	if n <= 0 {
