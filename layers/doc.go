@@ -29,6 +29,7 @@
 //	l/d/<vid><rk><^seq>           version of record rk written by layer seq
 //	l/t/<vid><seq><rk>            rk was written by layer seq ("touched")
 //	l/p/<vid><seq>                a removed revision whose layer still holds visible versions
+//	l/w/<vid><ino>                the inode's attributes run ahead of its stored data
 //	l/x/clean                     present while closed cleanly
 //
 // vid is the volume's random 8-byte id. A record key rk is a type byte and
@@ -121,6 +122,18 @@
 // layer's extent maps and blocks (Has, when the store has it): extents
 // whose chunk is gone become holes, blocks fall back to the version
 // below, so staging never answers EIO for data nobody was promised.
+//
+// A file's attribute record can also run ahead of its data: rsync sets
+// the mtime (SetAttr) of a file whose writes are still buffered. Such a
+// record is written together with an "l/w" marker, which the transaction
+// recording the file's extent map deletes. Open (after any shutdown)
+// gives every marked inode, and every inode whose staging extents lost
+// chunks, the Unix epoch as mtime (size kept, missing data reads as
+// holes) and logs how many: a file that lost data never looks up to date
+// to a size-and-mtime comparison, so the next rsync sends it again.
+// Replacing an extent map or block version that staging itself wrote
+// (and an fsync or FLUSH may have made durable) first flushes the store,
+// so a crash leaves the old version or the new one, never a hole.
 //
 // # Errors
 //
