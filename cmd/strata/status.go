@@ -26,6 +26,7 @@ type statusResult struct {
 	Mounts  []mountInfo    `json:"mounts"`
 	Exports []nbdInfo      `json:"exports"`
 	Store   store.Stats    `json:"store"`
+	Parity  int            `json:"parity_shards"`
 }
 
 func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
@@ -43,6 +44,9 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 	fmt.Printf("repository %s (%s)\n", st.Repo, server)
 	fmt.Printf("stored %s in %d chunks, %d segments; shard filesystems: %s free\n",
 		humanBytes(st.Store.ShardBytes), st.Store.Chunks, st.Store.Segments, humanBytes(int64(st.Store.Free)))
+	if len(st.Store.MissingShardDirs) > 0 {
+		fmt.Printf("DEGRADED: shard dirs %v are missing or unusable; reads reconstruct from parity — bring the disk back or run 'strata scrub --repair'\n", st.Store.MissingShardDirs)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VOLUME\tTYPE\tREVISIONS\tLAST BACKUP (UTC)\tAGE")
 	for _, v := range st.Volumes {
@@ -72,7 +76,7 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
-	st := statusResult{Repo: env.repo.dir, Server: env.srv != nil, Mounts: []mountInfo{}, Exports: []nbdInfo{}}
+	st := statusResult{Repo: env.repo.dir, Server: env.srv != nil, Mounts: []mountInfo{}, Exports: []nbdInfo{}, Parity: env.repo.cfg.ParityShards}
 	vols, err := env.repo.layers.Volumes(ctx)
 	if err != nil {
 		return nil, err
@@ -143,6 +147,13 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 		msgs = append(msgs, fmt.Sprintf("%s: %s old", v.Name, age.Round(time.Minute)))
 	}
 	_ = worst
+	if n := len(st.Store.MissingShardDirs); n > 0 {
+		code = max(code, 1)
+		if n > st.Parity {
+			code = 2
+		}
+		msgs = append([]string{fmt.Sprintf("shard dirs %v missing", st.Store.MissingShardDirs)}, msgs...)
+	}
 	label := []string{"OK", "WARNING", "CRITICAL"}[code]
 	fmt.Printf("STRATA %s - %d volumes; %v | stored=%dB free=%dB\n", label, len(st.Volumes), msgs, st.Store.ShardBytes, st.Store.Free)
 	if code != 0 {
