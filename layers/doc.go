@@ -30,6 +30,7 @@
 //	l/t/<vid><seq><rk>            rk was written by layer seq ("touched")
 //	l/p/<vid><seq>                a removed revision whose layer still holds visible versions
 //	l/w/<vid><ino>                the inode's attributes run ahead of its stored data
+//	l/o/<vid><ino>                unlinked inode kept for open handles (Hold)
 //	l/x/clean                     present while closed cleanly
 //
 // vid is the volume's random 8-byte id. A record key rk is a type byte and
@@ -85,7 +86,8 @@
 //
 // An inode whose last link goes while fs holds it open (Staging.Hold)
 // stays, with nlink 0 and no name, until the last Unhold; Close drops such
-// inodes (after a crash they stay as unreachable records).
+// inodes, and an "l/o" marker written with the unlink lets the Open after
+// a crash drop them too.
 //
 // Limits: a file's extent map is one record (about 44 bytes per chunk, so
 // 4 MB for a 100 GB file rewritten on every flush); the first write to a

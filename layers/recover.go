@@ -26,6 +26,77 @@ func unflushedKey(vid volID, ino Ino) []byte {
 	return be64(append([]byte(pfxUnflushed), vid[:]...), uint64(ino))
 }
 
+// pfxOrphan marks an inode whose last link went while a handle held it
+// (l/o/<vid><ino>): holds live in memory, so after a crash Open drops it.
+const pfxOrphan = "l/o/"
+
+func orphanKey(vid volID, ino Ino) []byte {
+	return be64(append([]byte(pfxOrphan), vid[:]...), uint64(ino))
+}
+
+// dropCrashOrphans drops the inodes a crash left unlinked but kept for
+// handles that are gone now; markers of removed volumes or relinked
+// inodes just go.
+func (r *Repo) dropCrashOrphans() error {
+	byID := map[volID]*volume{}
+	for _, v := range r.vols {
+		byID[v.id] = v
+	}
+	var keys [][]byte
+	err := r.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(pfxOrphan)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("drop orphaned inodes: %w", err)
+	}
+	dropped := 0
+	for _, k := range keys {
+		var v *volume
+		var ino Ino
+		if len(k) == len(pfxOrphan)+16 {
+			var vid volID
+			copy(vid[:], k[len(pfxOrphan):])
+			v = byID[vid]
+			ino = Ino(binary.BigEndian.Uint64(k[len(pfxOrphan)+8:]))
+		}
+		if v == nil {
+			if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+				return fmt.Errorf("drop orphaned inodes: %w", err)
+			}
+			continue
+		}
+		err := v.mutateLocked(func(m *mutation) error {
+			if err := m.txn.Delete(k); err != nil {
+				return err
+			}
+			n, err := m.inode(ino)
+			if isNotFound(err) {
+				return nil
+			}
+			if err != nil || n.Nlink > 0 {
+				return err
+			}
+			dropped++
+			return m.dropInode(&n)
+		})
+		if err != nil {
+			return fmt.Errorf("drop orphaned inode %d of %s: %w", ino, v.rec.Name, err)
+		}
+	}
+	if dropped > 0 {
+		r.log.Info("dropped files unlinked while open before a crash", "files", dropped)
+	}
+	return nil
+}
+
 // haser is the optional ChunkStore method recovery uses; *store.Store has
 // it.
 type haser interface {
@@ -241,6 +312,9 @@ func (r *Repo) markOpen(ctx context.Context) error {
 		}
 	}
 	if err := r.recoverUnflushed(lost); err != nil {
+		return err
+	}
+	if err := r.dropCrashOrphans(); err != nil {
 		return err
 	}
 	if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete([]byte(keyClean)) }); err != nil {

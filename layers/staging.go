@@ -225,6 +225,9 @@ func (s *Staging) Link(ctx context.Context, ino Ino, parent Ino, name string) (A
 		n.Ctime = m.now
 		if n.Nlink == 1 {
 			delete(m.v.orphans, ino) // v.mu is held
+			if err := m.txn.Delete(orphanKey(m.vid, ino)); err != nil {
+				return err
+			}
 		}
 		m.touchDir(&p)
 		if err := m.putInode(&n); err != nil {
@@ -252,6 +255,9 @@ func (m *mutation) dropInode(n *inode) error {
 		return err
 	}
 	if err := m.txn.Delete(unflushedKey(m.vid, n.Ino)); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	if err := m.txn.Delete(orphanKey(m.vid, n.Ino)); err != nil {
 		return fmt.Errorf("write record: %w", err)
 	}
 	if isReg(n.Mode) {
@@ -310,6 +316,10 @@ func (m *mutation) unlinkInode(n *inode) error {
 			return m.dropInode(n)
 		}
 		m.v.orphans[n.Ino] = true // v.mu is held; dropOrphan rechecks nlink
+		// Held only in memory: a crash leaves Open to drop it.
+		if err := m.txn.Set(orphanKey(m.vid, n.Ino), nil); err != nil {
+			return fmt.Errorf("write record: %w", err)
+		}
 	}
 	return m.putInodeKeepingFile(n)
 }

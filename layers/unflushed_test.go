@@ -386,3 +386,55 @@ func TestCrashKeepsFlushedBlocks(t *testing.T) {
 		t.Fatalf("flushed block lost after crash (zero: %v)", chunk.IsZero(got))
 	}
 }
+
+// TestCrashDropsHeldOrphans: a file unlinked while a handle held it is
+// dropped by the Open after a crash (its holds died with the process),
+// releasing its chunks; a relinked one stays.
+func TestCrashDropsHeldOrphans(t *testing.T) {
+	ctx := context.Background()
+	e := newCrashEnv(t)
+	if _, err := e.repo.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.staging("v")
+	mk := func(name string, seed int64) layers.Ino {
+		t.Helper()
+		a, err := st.Create(ctx, layers.RootIno, name, 0o644, 0, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.WriteAt(ctx, a.Ino, seeded(seed, 10000), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.FlushFile(ctx, a.Ino, true); err != nil {
+			t.Fatal(err)
+		}
+		st.Hold(a.Ino)
+		if err := st.Unlink(ctx, layers.RootIno, name); err != nil {
+			t.Fatal(err)
+		}
+		return a.Ino
+	}
+	gone := mk("gone", 30)
+	back := mk("back", 31)
+	if _, err := st.Link(ctx, back, layers.RootIno, "back2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, refs := e.cs.Refs(chunk.KindData); refs != 2 {
+		t.Fatalf("%d data references before the crash, want 2", refs)
+	}
+	e.crash()
+	tr := e.staging("v").Tree()
+	if _, err := tr.GetAttr(ctx, gone); !errors.Is(err, layers.ErrNotFound) {
+		t.Errorf("orphan after crash: %v, want ErrNotFound", err)
+	}
+	if a, err := tr.GetAttr(ctx, back); err != nil || a.Nlink != 1 {
+		t.Errorf("relinked file after crash: %+v, %v", a, err)
+	}
+	if _, refs := e.cs.Refs(chunk.KindData); refs != 1 {
+		t.Errorf("%d data references after the crash, want 1", refs)
+	}
+}
