@@ -35,6 +35,7 @@ type openFile struct {
 	mtime  time.Time
 	ctime  time.Time
 	dirty  bool
+	marked bool // an unflushed marker may be in the index (markUnflushed)
 	queued atomic.Bool
 }
 
@@ -340,6 +341,7 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 		}
 		f.mu.Lock()
 		n.Size, n.Mtime, n.Ctime = size, f.mtime, f.ctime
+		marked := f.marked
 		f.mu.Unlock()
 		w := &writer{txn: txn, vid: v.id, seq: seq}
 		if err := w.put(rkIno(recExtents, uint64(f.ino)), encodeExtents(es)); err != nil {
@@ -347,8 +349,10 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 		}
 		// The data is recorded: a crash from here on loses at most
 		// chunks the store had not made durable, which Open finds.
-		if err := txn.Delete(unflushedKey(v.id, f.ino)); err != nil {
-			return err
+		if marked {
+			if err := txn.Delete(unflushedKey(v.id, f.ino)); err != nil {
+				return err
+			}
 		}
 		return w.put(rkIno(recAttr, uint64(f.ino)), n.encode())
 	})
@@ -356,7 +360,7 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 		// Mutations from now until the file is forgotten must not mark
 		// it unflushed again.
 		f.mu.Lock()
-		f.dirty = false
+		f.dirty, f.marked = false, false
 		f.mu.Unlock()
 	}
 	v.mu.Unlock()

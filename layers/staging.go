@@ -254,12 +254,6 @@ func (m *mutation) dropInode(n *inode) error {
 	if err := m.tombstone(rkIno(recAttr, uint64(n.Ino))); err != nil {
 		return err
 	}
-	if err := m.txn.Delete(unflushedKey(m.vid, n.Ino)); err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
-	if err := m.txn.Delete(orphanKey(m.vid, n.Ino)); err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
 	if isReg(n.Mode) {
 		es, eseq, err := m.v.getExtents(m.txn, n.Ino, m.seq)
 		if err != nil {
@@ -273,6 +267,16 @@ func (m *mutation) dropInode(n *inode) error {
 		if eseq == m.seq && len(es) > 0 {
 			ids := extentIDs(es)
 			m.after = append(m.after, func() { m.v.releaseIDs(ids) })
+		}
+		if f := m.v.lookupFile(n.Ino); f != nil {
+			f.mu.Lock()
+			marked := f.marked
+			f.mu.Unlock()
+			if marked {
+				if err := m.txn.Delete(unflushedKey(m.vid, n.Ino)); err != nil {
+					return fmt.Errorf("write record: %w", err)
+				}
+			}
 		}
 		ino := n.Ino
 		m.after = append(m.after, func() {
@@ -364,6 +368,9 @@ func (m *mutation) dropOrphan(ino Ino) error {
 		return err
 	}
 	delete(m.v.orphans, ino) // v.mu is held
+	if derr := m.txn.Delete(orphanKey(m.vid, ino)); derr != nil {
+		return fmt.Errorf("write record: %w", derr)
+	}
 	if err != nil || n.Nlink > 0 {
 		return nil
 	}
@@ -721,6 +728,7 @@ func (s *Staging) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error
 		if f != nil {
 			f.mu.Lock()
 			dirty := f.dirty
+			f.marked = f.marked || dirty
 			if !f.mtime.IsZero() {
 				if in.Mtime != nil {
 					f.mtime = *in.Mtime
@@ -815,6 +823,7 @@ func (m *mutation) putInodeKeepingFile(n *inode) error {
 	if f := m.v.lookupFile(n.Ino); f != nil {
 		f.mu.Lock()
 		dirty := f.dirty
+		f.marked = f.marked || dirty
 		if !f.mtime.IsZero() {
 			f.ctime = n.Ctime
 			n.Size, n.Mtime = f.size, f.mtime
