@@ -9,12 +9,17 @@ import (
 
 // Staging cache lifetimes. We are the only writer of a staging head and
 // every change passes through this mount, so the kernel's copy stays
-// right (a commit changes nothing visible); one second bounds the damage
-// should that ever not hold. Negative entries are safe for the same
-// reason: rsync's create-temp-then-rename goes through this kernel, which
-// turns the cached "no such file" into the new entry itself. They save
-// two of the ~19 requests rsync -a makes per new file.
-var stagingCache = cacheTimes{entry: time.Second, attr: time.Second, negative: time.Second}
+// right (a commit changes nothing visible, and the kernel itself
+// invalidates what create, write, link, unlink and rename change). So
+// entries and attributes live long: the no-change pass of a repeated
+// rsync is then lstat(2) answered from the kernel's dentry cache, like on
+// a local filesystem, instead of one LOOKUP round trip per file. Negative
+// entries are safe for the same reason (rsync's create-temp-then-rename
+// goes through this kernel, which turns the cached "no such file" into
+// the new entry itself) but are kept short: they only save rsync's first
+// lookup of a name, and a long life would fill the dentry cache with its
+// temporary names.
+var stagingCache = cacheTimes{entry: time.Hour, attr: time.Hour, negative: time.Second}
 
 // MountStaging mounts the writable head of an fs volume at dir.
 // Close/flush start chunking a file's writes, fsync makes them durable,

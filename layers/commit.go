@@ -121,6 +121,7 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 	})
 	if err == nil {
 		v.seq.Store(seq + 1)
+		v.setFresh()
 		v.added.Store(0)
 	}
 	v.mu.Unlock()

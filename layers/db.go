@@ -146,3 +146,55 @@ func (w *writer) put(rk, val []byte) error {
 func (w *writer) tombstone(rk []byte) error { return w.put(rk, []byte{valTombstone}) }
 
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// freshMark says which inodes the staging layer created: every inode
+// numbered ino or above was allocated by layer seq or later, so records
+// keyed by it (attributes, extents, xattrs, and the entries of a
+// directory) have no version below seq. Reads of such records at seq then
+// need one point lookup instead of an iterator (badger iterators cost tens
+// of microseconds, and rsync reads new inodes many times each), and reads
+// below seq need none.
+type freshMark struct {
+	seq uint64
+	ino uint64
+}
+
+// setFresh starts a new mark at the staging seq. The caller holds mu
+// (nextIno) and has just stored seq; every inode allocated before is below
+// nextIno.
+func (v *volume) setFresh() {
+	v.fresh.Store(&freshMark{seq: v.seq.Load(), ino: v.nextIno})
+}
+
+// getKeyed is getVersion for a record keyed by inode ino (or, for
+// directory entries, by the parent directory's inode).
+func (v *volume) getKeyed(txn *badger.Txn, ino Ino, rk []byte, seq uint64) ([]byte, uint64, error) {
+	if f := v.fresh.Load(); f != nil && f.seq != 0 && uint64(ino) >= f.ino {
+		switch {
+		case seq < f.seq:
+			return nil, 0, ErrNotFound
+		case seq == f.seq:
+			return getExact(txn, v.id, rk, seq)
+		}
+	}
+	return getVersion(txn, v.id, rk, seq)
+}
+
+// getExact returns the version of rk written at exactly seq.
+func getExact(txn *badger.Txn, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) {
+	item, err := txn.Get(be64(dataPrefix(vid, rk), ^seq))
+	if err == badger.ErrKeyNotFound {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read record: %w", err)
+	}
+	val, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read record: %w", err)
+	}
+	if len(val) == 0 || val[0] == valTombstone {
+		return nil, seq, ErrNotFound
+	}
+	return val[1:], seq, nil
+}

@@ -25,7 +25,7 @@ func (t *Tree) at() uint64 {
 }
 
 func (v *volume) getInode(txn *badger.Txn, ino Ino, seq uint64) (inode, uint64, error) {
-	b, vseq, err := getVersion(txn, v.id, rkIno(recAttr, uint64(ino)), seq)
+	b, vseq, err := v.getKeyed(txn, ino, rkIno(recAttr, uint64(ino)), seq)
 	if err != nil {
 		if isNotFound(err) {
 			return inode{}, 0, fmt.Errorf("inode %d: %w", ino, ErrNotFound)
@@ -37,7 +37,7 @@ func (v *volume) getInode(txn *badger.Txn, ino Ino, seq uint64) (inode, uint64, 
 }
 
 func (v *volume) getExtents(txn *badger.Txn, ino Ino, seq uint64) ([]extent, uint64, error) {
-	b, vseq, err := getVersion(txn, v.id, rkIno(recExtents, uint64(ino)), seq)
+	b, vseq, err := v.getKeyed(txn, ino, rkIno(recExtents, uint64(ino)), seq)
 	if err != nil {
 		if isNotFound(err) {
 			return nil, vseq, nil
@@ -49,7 +49,7 @@ func (v *volume) getExtents(txn *badger.Txn, ino Ino, seq uint64) ([]extent, uin
 }
 
 func (v *volume) getDirent(txn *badger.Txn, parent Ino, name string, seq uint64) (Dirent, error) {
-	b, _, err := getVersion(txn, v.id, rkName(recDirent, uint64(parent), name), seq)
+	b, _, err := v.getKeyed(txn, parent, rkName(recDirent, uint64(parent), name), seq)
 	if err != nil {
 		return Dirent{}, err
 	}
@@ -254,7 +254,7 @@ func (t *Tree) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, erro
 		if _, _, err := t.v.getInode(txn, ino, t.at()); err != nil {
 			return err
 		}
-		b, _, err := getVersion(txn, t.v.id, rkName(recXattr, uint64(ino), name), t.at())
+		b, _, err := t.v.getKeyed(txn, ino, rkName(recXattr, uint64(ino), name), t.at())
 		if isNotFound(err) {
 			return ErrNoXattr
 		}

@@ -83,6 +83,9 @@ type volume struct {
 	added   atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
 	removed atomic.Bool   // RemoveVolume ran: staging objects still held refuse writes
 
+	// fresh says which inodes staging created (db.go); set with seq.
+	fresh atomic.Pointer[freshMark]
+
 	filesMu sync.Mutex // guards files
 	files   map[Ino]*openFile
 }
@@ -160,6 +163,7 @@ func (r *Repo) loadVolumes() error {
 			v.nextIno = binary.BigEndian.Uint64(sb)
 			v.inoLimit = v.nextIno
 			v.seq.Store(binary.BigEndian.Uint64(sb[8:]))
+			v.setFresh()
 			r.vols[rec.Name] = v
 		}
 		return nil
@@ -283,6 +287,7 @@ func (r *Repo) CreateVolume(ctx context.Context, name string, spec VolumeSpec) (
 	v.nextIno = uint64(RootIno) + 1
 	v.inoLimit = v.nextIno
 	v.seq.Store(1)
+	v.setFresh()
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return VolumeInfo{}, err
