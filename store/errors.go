@@ -59,6 +59,10 @@ func (e *DamageError) Error() string {
 
 func (e *DamageError) Unwrap() error { return e.Err }
 
+// ErrReferencesPending is returned by GC while reference counts are not
+// trustworthy: an index rebuild or SetReferences did not finish.
+var ErrReferencesPending = errors.New("chunk reference counts are being rebuilt: an index rebuild did not finish; run `strata repair --rebuild-index` again before collecting garbage")
+
 // ShardDirError means a shard directory is missing or unusable at Open.
 type ShardDirError struct {
 	Index int

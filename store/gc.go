@@ -44,6 +44,12 @@ type gcChunk struct {
 // index entries are durable before old index entries go, and index entries
 // go before shard files.
 func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
+	if pending, err := s.ReferencesPending(ctx); err != nil || pending {
+		if err == nil {
+			err = ErrReferencesPending
+		}
+		return GCStats{}, err
+	}
 	s.maintMu.Lock()
 	defer s.maintMu.Unlock()
 	var st GCStats

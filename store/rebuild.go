@@ -25,6 +25,11 @@ func (s *Store) RebuildIndex(ctx context.Context, progress func(done, total int6
 	if err := s.Flush(ctx); err != nil {
 		return err
 	}
+	// Every chunk comes back with one reference until SetReferences puts
+	// the true counts; until then GC must not free anything.
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(refsPendingKey, nil) }); err != nil {
+		return fmt.Errorf("rebuild index: mark references pending: %w", err)
+	}
 	found := map[uint64]bool{}
 	for i, b := range s.backends {
 		err := b.List(ctx, func(info shard.Info) error {

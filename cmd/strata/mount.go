@@ -106,6 +106,11 @@ func checkMountpoint(dir string) error {
 		return fail(exitUsage, "", "mountpoint %s is not a directory", dir)
 	}
 	ents, err := os.ReadDir(dir)
+	if errors.Is(err, syscall.ENOTCONN) {
+		// stat may still answer from the kernel's attribute cache.
+		syscall.Unmount(dir, syscall.MNT_DETACH)
+		ents, err = os.ReadDir(dir)
+	}
 	if err != nil {
 		return fmt.Errorf("read mountpoint %s: %w", dir, err)
 	}

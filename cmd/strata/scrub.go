@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/strata-backup/strata/store"
+	"github.com/strata-backup/strata/store/chunk"
 )
 
 type scrubCmd struct {
@@ -177,7 +178,12 @@ func (c *repairCmd) Run(ctx context.Context, g *Globals) error {
 	if g.JSON {
 		return printJSON(res)
 	}
-	fmt.Printf("index rebuilt from the shards: %v volumes, %v revisions\n", res["volumes"], res["revisions"])
+	fmt.Printf("index rebuilt from the shards: %v volumes, %v revisions, %v chunks (%v unreferenced, freed by the next prune)\n",
+		res["volumes"], res["revisions"], res["chunks"], res["unreferenced"])
+	if m, _ := res["missing"].(float64); m > 0 {
+		fmt.Printf("DAMAGE: revisions reference %v chunks that no shard holds; 'strata scrub' shows which segments are lost\n", m)
+		return &exitStatus{code: exitError}
+	}
 	return nil
 }
 
@@ -201,6 +207,21 @@ func opRepair(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error)
 	if err := env.repo.layers.RebuildFrom(ctx, env.repo.store.Walk); err != nil {
 		return nil, fmt.Errorf("rebuild volumes and revisions: %w", err)
 	}
+	// The rebuilt chunk index gives every chunk one reference; put the
+	// true counts back from what the volumes reference, so GC frees
+	// exactly the garbage (it refuses to run until this is done).
+	if env.progress != nil {
+		env.progress(progress{Phase: "recount chunk references"})
+	}
+	refs, err := env.repo.store.SetReferences(ctx, func(yield func(chunk.ID) error) error {
+		return env.repo.layers.References(ctx, yield)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recount chunk references: %w", err)
+	}
+	if refs.Missing > 0 {
+		env.repo.log.Error("revisions reference chunks the shards no longer hold", "missing", refs.Missing)
+	}
 	vols, err := env.repo.layers.Volumes(ctx)
 	if err != nil {
 		return nil, err
@@ -209,5 +230,6 @@ func opRepair(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error)
 	for _, v := range vols {
 		revs += v.Revisions
 	}
-	return map[string]any{"rebuilt": true, "volumes": len(vols), "revisions": revs}, nil
+	return map[string]any{"rebuilt": true, "volumes": len(vols), "revisions": revs,
+		"chunks": refs.Chunks, "unreferenced": refs.Unreferenced, "missing": refs.Missing}, nil
 }
