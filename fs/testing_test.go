@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -94,7 +95,17 @@ func unmountOnCleanup(t testing.TB, m *Mount) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		t.Errorf("unmount %s: %v", m.Dir(), err)
+		// Files a failed test left open would, at process exit, send
+		// FLUSH to this very process while it dies: the test binary then
+		// never exits and go test waits forever. Aborting the connection
+		// fails those requests instead.
+		var st syscall.Stat_t
+		statErr := syscall.Stat(m.Dir(), &st)
 		_ = syscall.Unmount(m.Dir(), syscall.MNT_DETACH)
+		if statErr == nil {
+			minor := (st.Dev & 0xff) | ((st.Dev >> 12) & 0xfff00)
+			_ = os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor), []byte("1"), 0)
+		}
 	})
 }
 
