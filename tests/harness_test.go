@@ -93,6 +93,16 @@ func (r *repo) cleanup() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// A server that did not stop (a test failed half-way) must not
+	// outlive the test run.
+	if b, err := os.ReadFile(filepath.Join(r.dir, "lock")); err == nil {
+		var pid int
+		if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 && pid != os.Getpid() {
+			if syscall.Kill(pid, 0) == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 }
 
 // result of one strata run.
