@@ -98,7 +98,8 @@ func (r *repo) cleanup() {
 	if b, err := os.ReadFile(filepath.Join(r.dir, "lock")); err == nil {
 		var pid int
 		if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 && pid != os.Getpid() {
-			if syscall.Kill(pid, 0) == nil {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if strings.Contains(string(cmdline), r.dir) {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
