@@ -3,6 +3,7 @@ package layers
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -39,7 +40,12 @@ func getVersion(txn *badger.Txn, vid volID, rk []byte, seq uint64) ([]byte, uint
 	} else if err != badger.ErrKeyNotFound {
 		return nil, 0, fmt.Errorf("read record: %w", err)
 	}
-	prefix = prefix[:len(prefix):len(prefix)] // be64 above must not have shared its array
+	return getBelow(txn, prefix[:len(prefix):len(prefix)], seq)
+}
+
+// getBelow is getVersion's search for the newest version at or below seq
+// with an iterator; prefix is dataPrefix(vid, rk).
+func getBelow(txn *badger.Txn, prefix []byte, seq uint64) ([]byte, uint64, error) {
 	opts := badger.DefaultIteratorOptions
 	opts.PrefetchValues = false
 	opts.Prefix = prefix
@@ -154,30 +160,85 @@ func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 // need one point lookup instead of an iterator (badger iterators cost tens
 // of microseconds, and rsync reads new inodes many times each), and reads
 // below seq need none.
+//
+// The mark also remembers, for records staging has not written, which
+// sealed layer holds the version staging sees (below): sealed layers
+// never get new versions and prune keeps every version staging sees, so
+// after a point lookup at seq misses, a second one at the remembered seq
+// replaces the iterator. A repeated rsync reads every inode this way. A
+// commit starts a new mark, and with it an empty memory.
 type freshMark struct {
 	seq uint64
 	ino uint64
+	// ts is a badger read timestamp taken after seq was stored: only a
+	// transaction reading at or after it surely sees every version of
+	// the sealed layers, so only such a one may fill below.
+	ts uint64
+
+	mu    sync.Mutex        // guards below
+	below map[string]uint64 // record key -> seq of its newest version < seq
+}
+
+// maxBelow bounds freshMark.below (about 100 bytes an entry).
+const maxBelow = 1 << 20
+
+func (f *freshMark) lookBelow(rk []byte) (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.below[string(rk)]
+	return s, ok
+}
+
+func (f *freshMark) setBelow(rk []byte, vseq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.below) < maxBelow {
+		f.below[string(rk)] = vseq
+	}
 }
 
 // setFresh starts a new mark at the staging seq. The caller holds mu
 // (nextIno) and has just stored seq; every inode allocated before is below
 // nextIno.
 func (v *volume) setFresh() {
-	v.fresh.Store(&freshMark{seq: v.seq.Load(), ino: v.nextIno})
+	txn := v.r.db.NewTransaction(false)
+	ts := txn.ReadTs()
+	txn.Discard()
+	v.fresh.Store(&freshMark{seq: v.seq.Load(), ino: v.nextIno, ts: ts, below: map[string]uint64{}})
 }
 
 // getKeyed is getVersion for a record keyed by inode ino (or, for
 // directory entries, by the parent directory's inode).
 func (v *volume) getKeyed(txn *badger.Txn, ino Ino, rk []byte, seq uint64) ([]byte, uint64, error) {
-	if f := v.fresh.Load(); f != nil && f.seq != 0 && uint64(ino) >= f.ino {
-		switch {
-		case seq < f.seq:
-			return nil, 0, ErrNotFound
-		case seq == f.seq:
-			return getExact(txn, v.id, rk, seq)
-		}
+	f := v.fresh.Load()
+	if f == nil || f.seq == 0 || seq > f.seq {
+		return getVersion(txn, v.id, rk, seq)
 	}
-	return getVersion(txn, v.id, rk, seq)
+	if uint64(ino) >= f.ino {
+		if seq < f.seq {
+			return nil, 0, ErrNotFound
+		}
+		return getExact(txn, v.id, rk, seq)
+	}
+	if seq < f.seq {
+		return getVersion(txn, v.id, rk, seq)
+	}
+	b, vseq, err := getExact(txn, v.id, rk, seq)
+	if vseq != 0 || !isNotFound(err) {
+		return b, vseq, err // staging's own version (or tombstone), or a read error
+	}
+	if at, ok := f.lookBelow(rk); ok {
+		if b, vseq, err := getExact(txn, v.id, rk, at); vseq != 0 || !isNotFound(err) {
+			return b, vseq, err
+		}
+		// Not there after all: search, and remember afresh.
+	}
+	prefix := dataPrefix(v.id, rk)
+	b, vseq, err = getBelow(txn, prefix[:len(prefix):len(prefix)], seq)
+	if vseq != 0 && vseq < seq && (err == nil || isNotFound(err)) && txn.ReadTs() >= f.ts {
+		f.setBelow(rk, vseq)
+	}
+	return b, vseq, err
 }
 
 // getExact returns the version of rk written at exactly seq.
