@@ -31,11 +31,14 @@
 //
 // # Caching
 //
-// Staging: entry, negative-entry and attribute timeouts of one second (we
-// are the only writer and every change passes through the kernel, which
-// updates its own dentries on create and rename), FOPEN_NOFLUSH on
-// read-only opens, no writeback cache (the kernel would then own size and mtime, and a
-// commit could miss pages still dirty in it), no keep_cache. Revisions and
+// Staging: entry and attribute timeouts of one hour, negative entries one
+// second (we are the only writer and every change passes through the
+// kernel, which updates its own dentries and invalidates attributes on
+// create, write and rename; a renamed file still costs one GETATTR on
+// its next stat, as the kernel invalidates its ctime), FOPEN_NOFLUSH on
+// read-only opens, no writeback cache (the kernel would then own size and
+// mtime, a commit could miss pages still dirty in it, and rsync measured
+// more requests per file with it, not fewer), no keep_cache. Revisions and
 // browse views: one hour for entries, attributes and negative entries,
 // FOPEN_CACHE_DIR on directories, and zero-message opens for files: OPEN
 // and FLUSH answer ENOSYS, so the kernel stops sending OPEN, FLUSH and

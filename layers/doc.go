@@ -43,6 +43,13 @@
 // after a name with one Seek. Values start with a flag byte: 0 tombstone,
 // 1 live.
 //
+// Reads at the staging seq avoid iterators where they can: records of an
+// inode staging created (numbered at or above the counter's value when
+// the layer opened) can only have a version at exactly that seq, and for
+// other records staging remembers, until the next commit, which sealed
+// layer holds the version it sees (sealed layers never change and prune
+// keeps what staging sees), so a repeated lookup is two point reads.
+//
 // The touched index lets commit visit exactly the records its layer wrote:
 // it derives the revision's size and inode count from the previous
 // revision plus those records' changes, and packs them into meta chunks
