@@ -33,10 +33,10 @@ trap cleanup EXIT
 rows=()
 row() { rows+=("| $* |"); printf '| %s |\n' "$*" >&2; }
 # t CMD...: run and print elapsed seconds (to 0.01) on stdout.
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }; e=$(date +%s.%N); echo "$e - $s" | bc; }
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }; e=$(date +%s.%N); printf '%.2f\n' "$(echo "$e - $s" | bc)"; }
 # rss CMD...: peak RSS in MiB of CMD (GNU time).
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.0f", $1/1024}'; }
-ratio() { echo "scale=2; $1 / $2" | bc; }
+ratio() { case "$1$2" in *-*|*n/a*) echo -;; *) printf '%.2f\n' "$(echo "scale=4; $1 / $2" | bc)";; esac; }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 server_rss() { local pid; pid=$(pgrep -f "strata --repo $STRATA_REPO .*serve" | head -1); awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo "?"; }
 
@@ -61,7 +61,7 @@ if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
     cold; r1=$(t restic backup "$src")
     cold; b1=$(t borg create --compression lz4 ::one "$src")
   fi
-  row "first backup (s) | $p1 | $s1 | $r1 | $b1 | $(ratio "$s1" "$p1") | $( [ "$r1" = - ] && echo - || ratio "$s1" "$r1")"
+  row "first backup (s) | $p1 | $s1 | $r1 | $b1 | $(ratio "$s1" "$p1") | $(ratio "$s1" "$r1")"
   # No-change pass.
   cold; p2=$(t rsync -a "$src/" "$work/plain/")
   cold; s2=$(t sh -c "rsync -a '$src/' '$work/mnt/stage/' && '$strata' commit bench")
@@ -69,7 +69,7 @@ if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
     cold; r2=$(t restic backup "$src")
     cold; b2=$(t borg create --compression lz4 ::two "$src")
   fi
-  row "no-change pass (s) | $p2 | $s2 | $r2 | $b2 | $(ratio "$s2" "$p2") | $( [ "$r2" = - ] && echo - || ratio "$s2" "$r2")"
+  row "no-change pass (s) | $p2 | $s2 | $r2 | $b2 | $(ratio "$s2" "$p2") | $(ratio "$s2" "$r2")"
   "$strata" umount "$work/mnt/stage" >/dev/null
   # Cold read-back.
   "$strata" mount bench@latest "$work/mnt/rev" >/dev/null
@@ -82,11 +82,14 @@ if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
     for _ in $(seq 100); do [ -d "$work/mnt/restic/snapshots/latest" ] && break; sleep 0.2; done
     cold; rr=$(t readback "$work/mnt/restic/snapshots/latest")
     kill $rpid; wait $rpid 2>/dev/null || true
-    borg mount ::one "$work/mnt/borg"
-    cold; br=$(t readback "$work/mnt/borg")
-    umount "$work/mnt/borg"
+    if borg mount ::one "$work/mnt/borg"; then
+      cold; br=$(t readback "$work/mnt/borg")
+      umount "$work/mnt/borg"
+    else
+      br=n/a
+    fi
   fi
-  row "cold read of everything (s) | $pr | $sr | $rr | $br | $(ratio "$sr" "$pr") | $( [ "$rr" = - ] && echo - || ratio "$sr" "$rr")"
+  row "cold read of everything (s) | $pr | $sr | $rr | $br | $(ratio "$sr" "$pr") | $(ratio "$sr" "$rr")"
   srss=$(server_rss)
   "$strata" umount "$work/mnt/rev" >/dev/null
   rrss=-; brss=-
@@ -131,11 +134,12 @@ PY
   si=$(qemu-img bench -f raw -c 50000 -d 32 -s 4096 -S 1048576 "nbd+unix:///disk@latest?socket=$sock" 2>&1 | awk '/Run completed in/ {print $4}')
   row "50k random 4 KiB reads, depth 32 (s) | $qi | $si | $(ratio "$si" "$qi")"
   before=$(du -sb "$STRATA_REPO/shards" | cut -f1)
-  python3 - "$sock" <<'PY' > "$work/qemu-io.cmds"
+  python3 - "$(stat -c %s "$img")" <<'PY' > "$work/qemu-io.cmds"
 import random, sys
 random.seed(1)
+size = int(sys.argv[1])
 for _ in range(1000):
-    print("write -P 0x5a %d 4k" % (random.randrange(0, (4 << 30) // 4096) * 4096))
+    print("write -P 0x5a %d 4k" % (random.randrange(0, size // 4096) * 4096))
 PY
   args=(); while read -r l; do args+=(-c "$l"); done < "$work/qemu-io.cmds"
   qemu-io -f raw "${args[@]}" "nbd+unix:///disk?socket=$sock" >/dev/null

@@ -26,7 +26,9 @@ for cmd in "${!pkgs[@]}"; do
 done
 # Libraries without a command of their own (the nbd tests drive libnbd's
 # Python binding with its client-side checks off).
-for pkg in python3-libnbd; do
+libs=(python3-libnbd)
+[ "$want" = bench ] && libs+=(python3-pyfuse3) # borg mount
+for pkg in "${libs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
