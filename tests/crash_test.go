@@ -85,13 +85,7 @@ func TestServerKilledMidRsync(t *testing.T) {
 func makeSmallTree(t testing.TB, root string, n int, seed int64) {
 	t.Helper()
 	data := make([]byte, 1<<20)
-	x := uint64(seed)*0x9e3779b97f4a7c15 + 1
-	for i := range data {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		data[i] = byte(x)
-	}
+	fillRandom(data, uint64(seed))
 	for i := 0; i < n; i++ {
 		dir := filepath.Join(root, "d"+strconv.Itoa(i%17), "e"+strconv.Itoa(i%5))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -105,5 +99,17 @@ func makeSmallTree(t testing.TB, root string, n int, seed int64) {
 		if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), data[off:off+size], 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// fillRandom fills b with incompressible bytes determined by seed
+// (xorshift64), so runs are repeatable.
+func fillRandom(b []byte, seed uint64) {
+	x := seed*0x9e3779b97f4a7c15 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
 	}
 }

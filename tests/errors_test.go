@@ -112,14 +112,8 @@ func TestFullDisk(t *testing.T) {
 	big := filepath.Join(src, "big")
 	os.MkdirAll(big, 0o755)
 	buf := make([]byte, 1<<20)
-	x := uint64(88172645463325252)
 	for i := 0; i < 200; i++ {
-		for j := range buf { // incompressible
-			x ^= x << 13
-			x ^= x >> 7
-			x ^= x << 17
-			buf[j] = byte(x)
-		}
+		fillRandom(buf, uint64(i)) // incompressible
 		os.WriteFile(filepath.Join(big, "f"+string(rune('a'+i%26))+string(rune('a'+i/26))), buf, 0o644)
 	}
 	out, err := exec.Command("rsync", "-a", src+"/", stage+"/").CombinedOutput()

@@ -51,13 +51,7 @@ func commitDays(t *testing.T, r *repo, stage, src string, days int, start time.T
 	var ids []string
 	buf := make([]byte, 1<<20)
 	for d := 0; d < days; d++ {
-		x := uint64(d+1) * 0x9e3779b97f4a7c15
-		for i := range buf {
-			x ^= x << 13
-			x ^= x >> 7
-			x ^= x << 17
-			buf[i] = byte(x)
-		}
+		fillRandom(buf, uint64(d+1))
 		os.WriteFile(filepath.Join(src, "daily.bin"), buf, 0o644)
 		os.WriteFile(filepath.Join(src, "day.txt"), []byte(strconv.Itoa(d)+"\n"), 0o644)
 		// -c: the daily files keep their size and may keep their mtime
