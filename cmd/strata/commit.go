@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -55,11 +54,7 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-func opCommit(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[commitArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	tags := a.Tags
 	if a.Schedule != "" {
 		due, err := scheduleTags(ctx, env.repo, a.Volume, a.Schedule, a.Time)

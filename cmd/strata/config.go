@@ -45,14 +45,12 @@ func loadServerConfig(path string) (*serverConfig, error) {
 func (s *server) start(ctx context.Context, c *serverConfig) error {
 	env := &opEnv{repo: s.repo, srv: s}
 	for _, m := range c.Mounts {
-		raw, _ := json.Marshal(m)
-		if _, err := opMount(ctx, env, raw); err != nil {
+		if _, err := opMount(ctx, env, m); err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.Target, m.Mountpoint, err)
 		}
 	}
 	for _, n := range c.NBD {
-		raw, _ := json.Marshal(n)
-		if _, err := opNBDServe(ctx, env, raw); err != nil {
+		if _, err := opNBDServe(ctx, env, n); err != nil {
 			return fmt.Errorf("nbd serve on %s: %w", n.Listen, err)
 		}
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/strata-backup/strata/layers"
@@ -55,11 +54,7 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-func opDiff(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[diffArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opDiff(ctx context.Context, env *opEnv, a diffArgs) (any, error) {
 	ra, err := resolve(ctx, env.repo.layers, a.Volume, a.A)
 	if err != nil {
 		return nil, err

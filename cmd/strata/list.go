@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -51,11 +50,7 @@ func (c *listCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-func opList(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[listArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opList(ctx context.Context, env *opEnv, a listArgs) (any, error) {
 	var names []string
 	if a.Volume != "" {
 		names = []string{a.Volume}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -120,11 +119,7 @@ func checkMountpoint(dir string) error {
 	return nil
 }
 
-func opMount(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[mountArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opMount(ctx context.Context, env *opEnv, a mountArgs) (any, error) {
 	s := env.srv
 	s.mu.Lock()
 	_, busy := s.mounts[a.Mountpoint]
@@ -139,6 +134,7 @@ func opMount(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) 
 	opts := fs.Options{Logger: s.log, Repo: lr, AllowOther: true}
 	e := &mountEntry{mountInfo: mountInfo{Mountpoint: a.Mountpoint, Target: a.Target, ReadOnly: true, Since: now()}}
 	if a.All {
+		var err error
 		e.Target = "--all"
 		e.m, err = fs.MountBrowse(ctx, a.Mountpoint, lr, opts)
 		if err != nil {
@@ -284,11 +280,7 @@ func (c *umountCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-func opUmount(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[umountArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 	if env.srv == nil {
 		return nil, opUmountOrphan(ctx, a)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -81,11 +80,7 @@ func (n *nbdEntry) close() error {
 	return err
 }
 
-func opNBDServe(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[nbdServeArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
 	s := env.srv
 	s.mu.Lock()
 	_, dup := s.nbds[a.Listen]
@@ -120,11 +115,7 @@ func opNBDServe(ctx context.Context, env *opEnv, raw json.RawMessage) (any, erro
 	return e.nbdInfo, nil
 }
 
-func opNBDStop(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[nbdServeArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opNBDStop(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
 	s := env.srv
 	s.mu.Lock()
 	e, ok := s.nbds[a.Listen]

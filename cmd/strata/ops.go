@@ -32,23 +32,34 @@ type opSpec struct {
 // operations is the table of everything a client can ask for.
 func operations() map[string]opSpec {
 	return map[string]opSpec{
-		"volume.create": {fn: opVolumeCreate},
+		"volume.create": {fn: typed(opVolumeCreate)},
 		"volume.list":   {fn: opVolumeList},
-		"volume.rm":     {fn: opVolumeRemove},
-		"commit":        {fn: opCommit},
-		"list":          {fn: opList},
-		"diff":          {fn: opDiff},
-		"protect":       {fn: opProtect},
-		"mount":         {fn: opMount, needsServer: true},
-		"umount":        {fn: opUmount},
-		"nbd.serve":     {fn: opNBDServe, needsServer: true},
-		"nbd.stop":      {fn: opNBDStop},
-		"scrub":         {fn: opScrub},
+		"volume.rm":     {fn: typed(opVolumeRemove)},
+		"commit":        {fn: typed(opCommit)},
+		"list":          {fn: typed(opList)},
+		"diff":          {fn: typed(opDiff)},
+		"protect":       {fn: typed(opProtect)},
+		"mount":         {fn: typed(opMount), needsServer: true},
+		"umount":        {fn: typed(opUmount)},
+		"nbd.serve":     {fn: typed(opNBDServe), needsServer: true},
+		"nbd.stop":      {fn: typed(opNBDStop)},
+		"scrub":         {fn: typed(opScrub)},
 		"repair":        {fn: opRepair},
 		"status":        {fn: opStatus},
-		"prune":         {fn: opPrune},
-		"restore":       {fn: opRestore},
+		"prune":         {fn: typed(opPrune)},
+		"restore":       {fn: typed(opRestore)},
 		"stop":          {fn: opStop},
+	}
+}
+
+// typed adapts an operation on decoded arguments to an opFunc.
+func typed[T any](fn func(context.Context, *opEnv, T) (any, error)) opFunc {
+	return func(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
+		a, err := decode[T](raw)
+		if err != nil {
+			return nil, err
+		}
+		return fn(ctx, env, a)
 	}
 }
 

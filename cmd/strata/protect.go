@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 )
 
@@ -47,11 +46,7 @@ func setProtected(ctx context.Context, g *Globals, target string, on bool) error
 	return nil
 }
 
-func opProtect(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[protectArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opProtect(ctx context.Context, env *opEnv, a protectArgs) (any, error) {
 	r, err := resolve(ctx, env.repo.layers, a.Volume, a.Rev)
 	if err != nil {
 		return nil, err

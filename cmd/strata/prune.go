@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -118,13 +117,10 @@ func printPrune(res pruneResult) error {
 	return nil
 }
 
-func opPrune(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[pruneArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 	loc := time.UTC
 	if a.TZ != "" {
+		var err error
 		if loc, err = time.LoadLocation(a.TZ); err != nil {
 			return nil, err
 		}

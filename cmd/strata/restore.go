@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -74,11 +73,7 @@ func mustAbs(p string) string {
 	return a
 }
 
-func opRestore(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[restoreArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 	lr := env.repo.layers
 	info, err := lr.Volume(ctx, a.Volume)
 	if err != nil {

@@ -148,11 +148,7 @@ func printScrub(r scrubResult, a scrubArgs) {
 	}
 }
 
-func opScrub(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[scrubArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opScrub(ctx context.Context, env *opEnv, a scrubArgs) (any, error) {
 	opts := store.ScrubOptions{ReadData: a.ReadData, Repair: a.Repair}
 	if env.progress != nil {
 		opts.Progress = func(done, total int64) {

@@ -64,11 +64,7 @@ func (c *volumeCreateCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-func opVolumeCreate(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[volumeCreateArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opVolumeCreate(ctx context.Context, env *opEnv, a volumeCreateArgs) (any, error) {
 	spec := layers.VolumeSpec{Type: layers.TypeFS}
 	if a.Size > 0 {
 		spec = layers.VolumeSpec{Type: layers.TypeBlock, Size: a.Size, BlockSize: a.BlockSize}
@@ -133,15 +129,11 @@ func (c *volumeRmCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-func opVolumeRemove(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error) {
-	a, err := decode[volumeRmArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func opVolumeRemove(ctx context.Context, env *opEnv, a volumeRmArgs) (any, error) {
 	if env.srv != nil && env.srv.volumeInUse(a.Name) {
 		return nil, fail(exitError, "unmount it first ('strata status' lists mounts and exports)", "volume %s is mounted or exported", a.Name)
 	}
-	err = env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
+	err := env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
 	var hr *layers.HasRevisionsError
 	if errors.As(err, &hr) {
 		return nil, fail(exitError, "pass --force to remove them too (this cannot be undone)", "volume %s has %d revisions", a.Name, hr.Revisions)
