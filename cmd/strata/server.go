@@ -132,8 +132,22 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 			s.handle(ctx, conn)
 		}()
 	}
+	// Shutdown flushes and unmounts; if that hangs (a disk that stopped
+	// answering, a client stuck in a request) the process must still end:
+	// what fsync, FLUSH and commit acknowledged is durable already.
+	stuck := time.AfterFunc(shutdownTimeout, func() {
+		log.Error("shutdown did not finish; exiting anyway (acknowledged writes and commits are durable)", "after", shutdownTimeout)
+		os.Remove(sock)
+		os.Exit(exitError)
+	})
+	defer stuck.Stop()
 	return s.shutdown(sock)
 }
+
+// shutdownTimeout bounds a graceful shutdown; systemd's TimeoutStopSec in
+// contrib/systemd/strata.service is longer, so strata gives up first and
+// says why.
+const shutdownTimeout = 3 * time.Minute
 
 // shutdown unmounts and stops everything, then closes the repository.
 func (s *server) shutdown(sock string) error {
