@@ -33,7 +33,8 @@ demo: deps build
 # side-by-side run against a plain disk, restic, borg and qemu-nbd.
 bench: build
 	contrib/install-deps.sh bench
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/... ./retention/... ./layers/... ./nbd/...
+	$(GO) test -run '^$$' -bench . -benchtime 512x ./store/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./store/crypt/ ./store/chunker/ ./retention/... ./layers/... ./nbd/...
 	STRATA_BIN=$(CURDIR)/$(BIN) contrib/bench.sh
 
 fmt:
