@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,8 +64,8 @@ func TestBlockVolumeNBD(t *testing.T) {
 	need(t, "nbdcopy", "nbdinfo", "qemu-img", "qemu-io")
 	r := newRepo(t)
 	img := filepath.Join(r.work, "disk.img")
-	makeImage(t, img, 256<<20, 7)
-	r.must("volume", "create", "vm", "--block", "256M")
+	makeImage(t, img, 1<<30, 7)
+	r.must("volume", "create", "vm", "--block", "1G")
 	sock := filepath.Join(r.work, "nbd.sock")
 	r.must("nbd", "serve", "--listen", "unix:"+sock)
 	uri := func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
@@ -98,6 +99,28 @@ func TestBlockVolumeNBD(t *testing.T) {
 	if exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri("vm@two")).Run() == nil {
 		t.Error("revision two equals the original image although blocks were written")
 	}
+	// The revisions differ only in the 64 KiB blocks those writes touched.
+	diff := r.must("diff", "vm@one", "vm@two")
+	for _, line := range strings.Split(strings.TrimSpace(diff), "\n") {
+		var from, to int64
+		if _, err := fmt.Sscanf(line, "M disk.img bytes %d-%d", &from, &to); err != nil {
+			t.Errorf("unexpected diff line %q", line)
+			continue
+		}
+		inside := func(lo, hi int64) bool { return from >= lo && to < hi }
+		if !inside(1<<20, 1<<20+64<<10) && !inside(2<<20, 3<<20) && !inside(100<<20, 100<<20+64<<10) {
+			t.Errorf("diff reports bytes %d-%d changed, outside what was written", from, to)
+		}
+	}
+	// Over TCP too: qemu-img convert from an nbd:// URI.
+	tcp := "127.0.0.1:" + freePort(t)
+	r.must("nbd", "serve", "--listen", "tcp://"+tcp)
+	conv := filepath.Join(r.work, "conv.img")
+	sh(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", "nbd://"+tcp+"/vm@one", conv)
+	if fileSum(t, conv) != fileSum(t, img) {
+		t.Error("qemu-img convert over TCP gave a different image")
+	}
+	r.must("nbd", "stop", "--listen", "tcp://"+tcp)
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 
 	// Overlay: writes to a revision export land in a throwaway layer.
@@ -112,9 +135,21 @@ func TestBlockVolumeNBD(t *testing.T) {
 		t.Errorf("write to a read-only revision export succeeded:\n%s", wout)
 	}
 	// Beyond the end: an error reply, the connection survives.
-	rout, _ := exec.Command("qemu-io", "-f", "raw", "-c", "read 300M 4k", uri("vm")).CombinedOutput()
+	rout, _ := exec.Command("qemu-io", "-f", "raw", "-c", "read 1100M 4k", uri("vm")).CombinedOutput()
 	if !strings.Contains(string(rout), "rror") && !strings.Contains(string(rout), "out of") {
 		t.Errorf("read beyond the end did not fail:\n%s", rout)
 	}
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
 }

@@ -47,6 +47,10 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 			fmt.Printf("- %s (%s)\n", e.Path, humanBytes(e.OldSize))
 		default:
 			changed++
+			if e.Len > 0 { // a block volume's changed range
+				fmt.Printf("%c %s bytes %d-%d (%s)\n", e.Change, e.Path, e.Off, e.Off+e.Len-1, humanBytes(e.Len))
+				continue
+			}
 			fmt.Printf("%c %s (%s -> %s)\n", e.Change, e.Path, humanBytes(e.OldSize), humanBytes(e.NewSize))
 		}
 	}
