@@ -65,13 +65,15 @@ func commitDays(t *testing.T, r *repo, stage, src string, days int, start time.T
 
 // TestPruneGivesSpaceBack runs retention end to end.
 // Steps: commit 60 daily revisions with --time (each adds ~1 MiB); prune
-// --dry-run --keep-daily 7 --keep-weekly 4 (nothing changes); prune for
-// real; check the kept set; mount every kept revision and check the day
-// it holds; compare shard bytes before and after.
-// Pass: the dry run removes nothing; the kept set is exactly the 7 newest
-// days plus the newest revision of each of the 4 newest ISO weeks (worked
-// out here); every kept revision reads back its own day; shard bytes went
-// down by at least 40 removed revisions' worth (~40 MiB plus parity).
+// --dry-run --keep-daily 7 --keep-weekly 4 (nothing changes); protect the
+// oldest; mount staging and write into it; prune for real meanwhile;
+// check staging, the kept set, every kept revision's content, and shard
+// bytes before and after.
+// Pass: the dry run removes nothing; staging keeps the write; the kept set
+// is exactly the protected one plus the 7 newest days plus the newest
+// revision of each of the 4 newest ISO weeks (worked out here); every kept
+// revision reads back its own day; shard bytes went down by at least 40
+// removed revisions' worth (~40 MiB plus parity).
 func TestPruneGivesSpaceBack(t *testing.T) {
 	need(t, "rsync")
 	r := newRepo(t)
@@ -97,15 +99,23 @@ func TestPruneGivesSpaceBack(t *testing.T) {
 	// ISO weeks: weeks start on days 56, 49, 42, 35 (Mondays), so their
 	// newest revisions are days 59 and 55 (both already kept), 48 and 41.
 	want := map[string]bool{}
-	for _, d := range []int{41, 48, 53, 54, 55, 56, 57, 58, 59} {
+	for _, d := range []int{0, 41, 48, 53, 54, 55, 56, 57, 58, 59} { // day 0: protected below
 		want[ids[d]] = true
 	}
+	r.must("protect", "home@"+ids[0])
+	// A backup in progress: staging is mounted and written during prune.
+	r.must("mount", "home", stage)
+	os.WriteFile(filepath.Join(stage, "inflight.txt"), []byte("written during prune\n"), 0o644)
 	before := r.shardBytes()
 	var res pruneJSON
 	json.Unmarshal([]byte(r.must("--json", "prune", "--keep-daily", "7", "--keep-weekly", "4", "--max-unused", "0%")), &res)
 	if res.Removed != 60-len(want) {
 		t.Errorf("removed %d revisions, want %d", res.Removed, 60-len(want))
 	}
+	if b, err := os.ReadFile(filepath.Join(stage, "inflight.txt")); err != nil || string(b) != "written during prune\n" {
+		t.Errorf("staging lost a write made during prune: %q, %v", b, err)
+	}
+	r.must("umount", stage)
 	list := r.must("--json", "list", "home")
 	var revs []struct {
 		ID string `json:"ID"`
