@@ -15,10 +15,13 @@ import (
 // pattern at 100 MiB with qemu-io and FLUSH; start nbdcopy of a 64 MiB
 // image B into staging and SIGKILL the server mid-copy; serve again; read
 // the pattern; compare the revision with A; restore the revision to a file
-// and to stdout; diff the revision against a second one.
+// and to stdout; diff the revision against a second one; lose two shard
+// dirs under the served revision, then damage a third.
 // Pass: the flushed pattern survived the kill; the revision still equals
 // A; the restored file equals A and is sparse; stdout carries the same
-// bytes; diff names only changed ranges.
+// bytes; diff names changed ranges; with two dirs lost the served revision
+// still equals A; with three, reads of lost data get EIO and the
+// connection answers the next request (a hole, which needs no shard).
 func TestBlockKillAndRestore(t *testing.T) {
 	need(t, "nbdcopy", "qemu-io", "qemu-img", "cmp")
 	r := newRepo(t)
@@ -73,4 +76,33 @@ func TestBlockKillAndRestore(t *testing.T) {
 	if !strings.Contains(diff, "disk.img") {
 		t.Errorf("block diff names no changed ranges:\n%s", diff)
 	}
+
+	// Shards lost under a revision being served: two of six dirs gone,
+	// reads reconstruct; a third gone, reads of lost data fail with EIO
+	// and the connection keeps serving.
+	serve()
+	shards := filepath.Join(r.dir, "shards")
+	os.RemoveAll(filepath.Join(shards, "0"))
+	os.RemoveAll(filepath.Join(shards, "3"))
+	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", imgA, uri("vm@a"))
+	// A fresh server (no cached chunks), and a third shard dir damaged.
+	r.must("nbd", "stop", "--listen", "unix:"+sock)
+	r.must("stop")
+	filepath.Walk(filepath.Join(shards, "5"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			os.WriteFile(p, make([]byte, fi.Size()), 0o600)
+		}
+		return nil
+	})
+	serve()
+	// Data sits in the first 3 MiB of every 8 MiB of the image; 5M is a
+	// hole, which needs no shard.
+	io, _ := exec.Command("qemu-io", "-r", "-f", "raw", "-c", "read 0 64k", "-c", "read 5M 64k", uri("vm@a")).CombinedOutput()
+	if !strings.Contains(string(io), "Input/output error") {
+		t.Errorf("reading lost data did not give EIO:\n%s", io)
+	}
+	if !strings.Contains(string(io), "read 65536/65536 bytes at offset 5242880") {
+		t.Errorf("the connection did not survive the first EIO:\n%s", io)
+	}
+	r.must("nbd", "stop", "--listen", "unix:"+sock)
 }
