@@ -66,25 +66,10 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	}
 	bySeg := map[uint64][]gcChunk{}
 	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(index.ChunkPrefix), PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			id, ok := index.ChunkIDFromKey(it.Item().Key())
-			if !ok {
-				continue
-			}
-			if err := it.Item().Value(func(v []byte) error {
-				c, err := index.ParseChunk(v)
-				if err != nil {
-					return err
-				}
-				bySeg[c.Segment] = append(bySeg[c.Segment], gcChunk{id: id, loc: c, live: c.Refs > 0})
-				return nil
-			}); err != nil {
-				return fmt.Errorf("chunk %s: %w", id.Short(), err)
-			}
-		}
-		return nil
+		return index.EachChunk(txn, func(id chunk.ID, c index.Chunk) error {
+			bySeg[c.Segment] = append(bySeg[c.Segment], gcChunk{id: id, loc: c, live: c.Refs > 0})
+			return nil
+		})
 	})
 	if err != nil {
 		return st, fmt.Errorf("gc: scan index: %w", err)
@@ -292,24 +277,12 @@ func (s *Store) Walk(ctx context.Context, kind chunk.Kind, fn func(id chunk.ID, 
 	}
 	s.mu.Unlock()
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(index.ChunkPrefix), PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			id, ok := index.ChunkIDFromKey(it.Item().Key())
-			if !ok {
-				continue
+		return index.EachChunk(txn, func(id chunk.ID, c index.Chunk) error {
+			if c.Kind == kind {
+				ids = append(ids, id)
 			}
-			if err := it.Item().Value(func(v []byte) error {
-				c, err := index.ParseChunk(v)
-				if err == nil && c.Kind == kind {
-					ids = append(ids, id)
-				}
-				return err
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("walk: %w", err)

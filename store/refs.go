@@ -67,21 +67,7 @@ func (s *Store) SetReferences(ctx context.Context, counts func(yield func(id chu
 	var raise, lower []change
 	seen := map[chunk.ID]bool{}
 	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(index.ChunkPrefix), PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			id, ok := index.ChunkIDFromKey(it.Item().Key())
-			if !ok {
-				continue
-			}
-			var c index.Chunk
-			if err := it.Item().Value(func(v []byte) error {
-				var err error
-				c, err = index.ParseChunk(v)
-				return err
-			}); err != nil {
-				return fmt.Errorf("chunk %s: %w", id.Short(), err)
-			}
+		return index.EachChunk(txn, func(id chunk.ID, c index.Chunk) error {
 			seen[id] = true
 			rep.Chunks++
 			n := want[id]
@@ -96,8 +82,8 @@ func (s *Store) SetReferences(ctx context.Context, counts func(yield func(id chu
 				c.Refs = n
 				lower = append(lower, change{id, c})
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err == nil {
 		for _, part := range [][]change{raise, lower} {

@@ -135,28 +135,12 @@ func (s *Store) nameDamage(damaged []SegmentDamage) error {
 	}
 	if len(lost) > 0 {
 		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(index.ChunkPrefix), PrefetchValues: true, PrefetchSize: 100})
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				id, ok := index.ChunkIDFromKey(it.Item().Key())
-				if !ok {
-					continue
+			return index.EachChunk(txn, func(id chunk.ID, c index.Chunk) error {
+				if d := lost[c.Segment]; d != nil {
+					d.Chunks = append(d.Chunks, id)
 				}
-				err := it.Item().Value(func(v []byte) error {
-					c, err := index.ParseChunk(v)
-					if err != nil {
-						return err
-					}
-					if d := lost[c.Segment]; d != nil {
-						d.Chunks = append(d.Chunks, id)
-					}
-					return nil
-				})
-				if err != nil {
-					return fmt.Errorf("chunk %s: %w", id.Short(), err)
-				}
-			}
-			return nil
+				return nil
+			})
 		})
 		if err != nil {
 			return fmt.Errorf("scrub: list chunks of lost segments: %w", err)
@@ -187,25 +171,10 @@ type segEntry struct {
 func (s *Store) indexedSegments() ([]segEntry, error) {
 	var out []segEntry
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(index.SegmentPrefix), PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			id, ok := index.SegmentIDFromKey(it.Item().Key())
-			if !ok {
-				continue
-			}
-			if err := it.Item().Value(func(v []byte) error {
-				rec, err := index.ParseSegment(v)
-				if err != nil {
-					return err
-				}
-				out = append(out, segEntry{id, rec})
-				return nil
-			}); err != nil {
-				return fmt.Errorf("segment %016x: %w", id, err)
-			}
-		}
-		return nil
+		return index.EachSegment(txn, func(id uint64, rec index.Segment) error {
+			out = append(out, segEntry{id, rec})
+			return nil
+		})
 	})
 	return out, err
 }
