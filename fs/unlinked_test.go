@@ -69,7 +69,12 @@ func TestUnlinkedWhileOpen(t *testing.T) {
 			t.Errorf("size %d: unlinked name is back: %v", size, err)
 		}
 	}
-	// Nothing of the unlinked files reaches a revision.
+	// Nothing of the unlinked files reaches a revision. The kernel sends
+	// RELEASE after close(2) returns; unmounting waits for it, so the
+	// commit cannot race the last Unhold.
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
 	rev, err := r.Commit(context.Background(), "v", layers.CommitOptions{})
 	if err != nil {
 		t.Fatal(err)
