@@ -48,6 +48,20 @@ func (m *mutation) dirent(parent Ino, name string) (Dirent, error) {
 	return m.v.getDirent(m.txn, parent, name, m.seq)
 }
 
+// child returns directory parent and the inode its entry name points to,
+// as removals need both.
+func (m *mutation) child(parent Ino, name string) (p, n inode, err error) {
+	if p, err = m.dir(parent); err != nil {
+		return p, n, err
+	}
+	d, err := m.dirent(parent, name)
+	if err != nil {
+		return p, n, err
+	}
+	n, err = m.inode(d.Ino)
+	return p, n, err
+}
+
 func (m *mutation) putInode(n *inode) error {
 	return m.put(rkIno(recAttr, uint64(n.Ino)), n.encode())
 }
@@ -408,15 +422,7 @@ func (m *mutation) emptyDir(ino Ino) (bool, error) {
 // Unlink removes a non-directory entry.
 func (s *Staging) Unlink(ctx context.Context, parent Ino, name string) error {
 	err := s.mutate(ctx, func(m *mutation) error {
-		p, err := m.dir(parent)
-		if err != nil {
-			return err
-		}
-		d, err := m.dirent(parent, name)
-		if err != nil {
-			return err
-		}
-		n, err := m.inode(d.Ino)
+		p, n, err := m.child(parent, name)
 		if err != nil {
 			return err
 		}
@@ -441,15 +447,7 @@ func (s *Staging) Unlink(ctx context.Context, parent Ino, name string) error {
 // Rmdir removes an empty directory. Errors: ErrNotEmpty.
 func (s *Staging) Rmdir(ctx context.Context, parent Ino, name string) error {
 	err := s.mutate(ctx, func(m *mutation) error {
-		p, err := m.dir(parent)
-		if err != nil {
-			return err
-		}
-		d, err := m.dirent(parent, name)
-		if err != nil {
-			return err
-		}
-		n, err := m.inode(d.Ino)
+		p, n, err := m.child(parent, name)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -50,7 +51,7 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 	if rev.Files > 0 {
 		files = fmt.Sprintf("%d files, ", rev.Files)
 	}
-	fmt.Fprintf(stderr(), "committed %s@%s: %s%s, %s added%s\n", rev.Volume, rev.ID[:8], files, humanBytes(rev.Size), humanBytes(rev.Added), tags)
+	fmt.Fprintf(os.Stderr, "committed %s@%s: %s%s, %s added%s\n", rev.Volume, rev.ID[:8], files, humanBytes(rev.Size), humanBytes(rev.Added), tags)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/strata-backup/strata/layers"
 )
@@ -54,7 +55,7 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 			fmt.Printf("%c %s (%s -> %s)\n", e.Change, e.Path, humanBytes(e.OldSize), humanBytes(e.NewSize))
 		}
 	}
-	fmt.Fprintf(stderr(), "%s..%s: %d added, %d removed, %d changed\n", res.A[:8], res.B[:8], added, removed, changed)
+	fmt.Fprintf(os.Stderr, "%s..%s: %d added, %d removed, %d changed\n", res.A[:8], res.B[:8], added, removed, changed)
 	return nil
 }
 

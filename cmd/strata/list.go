@@ -78,5 +78,3 @@ func opList(ctx context.Context, env *opEnv, a listArgs) (any, error) {
 	slices.SortStableFunc(out, func(x, y layers.Revision) int { return x.Time.Compare(y.Time) })
 	return out, nil
 }
-
-func stderr() *os.File { return os.Stderr }

@@ -282,7 +282,7 @@ func (c *umountCmd) Run(ctx context.Context, g *Globals) error {
 
 func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 	if env.srv == nil {
-		return nil, opUmountOrphan(ctx, a)
+		return nil, opUmountOrphan(a.Mountpoint)
 	}
 	s := env.srv
 	s.mu.Lock()
@@ -309,12 +309,7 @@ func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 
 // opUmountOrphan clears a mount whose server is gone (killed): the kernel
 // still lists it but nobody answers.
-func opUmountOrphan(ctx context.Context, args any) error {
-	var mp string
-	switch a := args.(type) {
-	case umountArgs:
-		mp = a.Mountpoint
-	}
+func opUmountOrphan(mp string) error {
 	if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
 		return fail(exitError, "", "no strata server runs for this repository and %s could not be unmounted: %v", mp, err)
 	}

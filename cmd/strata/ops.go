@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"syscall"
 )
 
 // opEnv is what an operation runs with: the open repository and, inside the
@@ -111,8 +109,8 @@ func call(ctx context.Context, g *Globals, op string, args any, out any) error {
 		return remoteCall(ctx, conn, req, out, pr.update)
 	}
 	if op == "stop" || op == "umount" || op == "nbd.stop" {
-		if op == "umount" {
-			return opUmountOrphan(ctx, args)
+		if a, ok := args.(umountArgs); ok {
+			return opUmountOrphan(a.Mountpoint)
 		}
 		if op == "stop" {
 			fmt.Fprintf(os.Stderr, "no strata server is running for %s\n", dir)
@@ -140,9 +138,4 @@ func call(ctx context.Context, g *Globals, op string, args any, out any) error {
 		return json.Unmarshal(b, out)
 	}
 	return nil
-}
-
-// isNoServer reports whether a dial error means nobody is listening.
-func isNoServer(err error) bool {
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
 }
