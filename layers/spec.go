@@ -30,6 +30,8 @@ var (
 //	RFC 3339 time        newest at or before it
 //	ID or ID prefix      the revision whose id starts with it (unique)
 //
+// A full id always wins and a tag wins over an id prefix; a count, age or
+// date that finds no revision is tried as an id prefix (see resolveSpec).
 // "Newest" is by commit order (seq); "at or before" compares revision times.
 func (r *Repo) Resolve(ctx context.Context, volume, spec string, now time.Time) (Revision, error) {
 	v, err := r.volume(volume)
@@ -55,24 +57,69 @@ func (r *Repo) Resolve(ctx context.Context, volume, spec string, now time.Time) 
 }
 
 // resolveSpec resolves spec among revs (oldest first, non-empty).
+//
+// Bare numbers and ages are also valid hex, so "57008177" may be the 57
+// millionth-from-newest revision or an id prefix, and "100d" an age or an id
+// prefix. Specs shorter than minIDConflict keep their numeric meaning. A
+// longer numeric form that finds no revision falls through to id prefixes,
+// and one that finds a revision while an id prefix also matches is reported
+// as ambiguous rather than guessed.
 func resolveSpec(revs []Revision, spec string, now time.Time) (Revision, error) {
-	nth := func(list []Revision, n int) (Revision, error) {
-		if n < 0 || n >= len(list) {
-			return Revision{}, &SpecError{Spec: spec, Candidates: lastN(list, 5)}
-		}
-		return list[len(list)-1-n], nil
-	}
 	switch strings.ToLower(spec) {
 	case "", "latest", "last":
 		return revs[len(revs)-1], nil
 	}
-	if m := reNth.FindStringSubmatch(spec); m != nil {
-		n, err := strconv.Atoi(m[1])
-		if err != nil {
-			return Revision{}, &SpecError{Spec: spec}
-		}
-		return nth(revs, n)
+	byID := idMatches(revs, spec)
+	if len(byID) == 1 && byID[0].ID == strings.ToLower(spec) {
+		return byID[0], nil
 	}
+	if tagged, n, ok := taggedWith(revs, spec); ok {
+		return nth(tagged, spec, n)
+	}
+	numeric, found, numErr := resolveNumeric(revs, spec, now)
+	if numErr != nil && len(spec) < minIDConflict {
+		return Revision{}, numErr
+	}
+	switch {
+	case found && len(byID) > 0 && len(spec) >= minIDConflict:
+		return Revision{}, &SpecError{Spec: spec, Candidates: append([]Revision{numeric}, byID...), Ambiguous: true}
+	case found:
+		return numeric, nil
+	case len(byID) == 1:
+		return byID[0], nil
+	case len(byID) > 1:
+		return Revision{}, &SpecError{Spec: spec, Candidates: byID, Ambiguous: true}
+	case numErr != nil:
+		return Revision{}, numErr
+	}
+	return Revision{}, &SpecError{Spec: spec, Candidates: lastN(revs, 5)}
+}
+
+// minIDConflict is the shortest spec that may be an id prefix as well as a
+// count or age; shorter ones ("3d", "2") would otherwise make common ages and
+// counts ambiguous in any repository with a few hundred revisions.
+const minIDConflict = 4
+
+// idMatches returns the revisions whose id starts with spec, if spec is hex.
+func idMatches(revs []Revision, spec string) []Revision {
+	spec = strings.ToLower(spec)
+	if !reHex.MatchString(spec) {
+		return nil
+	}
+	var match []Revision
+	for _, rev := range revs {
+		if rev.ID == spec {
+			return []Revision{rev}
+		}
+		if strings.HasPrefix(rev.ID, spec) {
+			match = append(match, rev)
+		}
+	}
+	return match
+}
+
+// taggedWith returns the revisions tagged TAG for the spec TAG or TAG~N.
+func taggedWith(revs []Revision, spec string) ([]Revision, int, bool) {
 	tag, n := spec, 0
 	if m := reTag.FindStringSubmatch(spec); m != nil {
 		tag = m[1]
@@ -87,40 +134,43 @@ func resolveSpec(revs []Revision, spec string, now time.Time) (Revision, error) 
 			}
 		}
 	}
-	if len(tagged) > 0 {
-		return nth(tagged, n)
-	}
-	if reAge.MatchString(spec) {
-		age, err := parseAge(spec)
-		if err != nil {
-			return Revision{}, &SpecError{Spec: spec}
+	return tagged, n, len(tagged) > 0
+}
+
+// resolveNumeric tries the count, age, date and time forms. found reports a
+// revision; err, when not nil, is the form's own no-match error.
+func resolveNumeric(revs []Revision, spec string, now time.Time) (rev Revision, found bool, err error) {
+	switch {
+	case reNth.MatchString(spec):
+		n, convErr := strconv.Atoi(reNth.FindStringSubmatch(spec)[1])
+		if convErr != nil {
+			return Revision{}, false, &SpecError{Spec: spec, Candidates: lastN(revs, 5)}
 		}
-		return atOrBefore(revs, spec, now.Add(-age))
-	}
-	if t, err := time.Parse("2006-01-02", spec); err == nil {
-		return atOrBefore(revs, spec, t.Add(24*time.Hour-time.Nanosecond))
-	}
-	if t, err := time.Parse(time.RFC3339Nano, spec); err == nil {
-		return atOrBefore(revs, spec, t)
-	}
-	if reHex.MatchString(strings.ToLower(spec)) {
-		var match []Revision
-		for _, rev := range revs {
-			if rev.ID == strings.ToLower(spec) {
-				return rev, nil
-			}
-			if strings.HasPrefix(rev.ID, strings.ToLower(spec)) {
-				match = append(match, rev)
-			}
+		rev, err = nth(revs, spec, n)
+	case reAge.MatchString(spec):
+		age, ageErr := parseAge(spec)
+		if ageErr != nil {
+			return Revision{}, false, &SpecError{Spec: spec}
 		}
-		if len(match) == 1 {
-			return match[0], nil
-		}
-		if len(match) > 1 {
-			return Revision{}, &SpecError{Spec: spec, Candidates: match, Ambiguous: true}
+		rev, err = atOrBefore(revs, spec, now.Add(-age))
+	default:
+		if t, perr := time.Parse("2006-01-02", spec); perr == nil {
+			rev, err = atOrBefore(revs, spec, t.Add(24*time.Hour-time.Nanosecond))
+		} else if t, perr := time.Parse(time.RFC3339Nano, spec); perr == nil {
+			rev, err = atOrBefore(revs, spec, t)
+		} else {
+			return Revision{}, false, nil
 		}
 	}
-	return Revision{}, &SpecError{Spec: spec, Candidates: lastN(revs, 5)}
+	return rev, err == nil, err
+}
+
+// nth returns the revision n before the newest of list.
+func nth(list []Revision, spec string, n int) (Revision, error) {
+	if n < 0 || n >= len(list) {
+		return Revision{}, &SpecError{Spec: spec, Candidates: lastN(list, 5)}
+	}
+	return list[len(list)-1-n], nil
 }
 
 // atOrBefore returns the newest revision with a time at or before t.

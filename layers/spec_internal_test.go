@@ -2,9 +2,51 @@ package layers
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
+
+// Ids made only of digits, or of digits and an age unit, also parse as a
+// count or an age: the CI run that found this had revision 5700817709af3e3f
+// and the spec vm@57008177.
+func TestResolveNumericLookingIDs(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	revs := []Revision{
+		{ID: "5700817709af3e3f", Seq: 1, Time: t0},
+		{ID: "100d00aa", Seq: 2, Time: t0.Add(time.Hour)},
+		{ID: "2bcd", Seq: 3, Time: t0.Add(2 * time.Hour)},
+		{ID: "1234abcd", Seq: 4, Time: t0.Add(3 * time.Hour)},
+	}
+	now := t0.Add(5 * time.Hour)
+	tests := []struct{ spec, want string }{
+		{spec: "57008177", want: "5700817709af3e3f"}, // count out of range: an id prefix
+		{spec: "5700817709af3e3f", want: "5700817709af3e3f"},
+		{spec: "100d", want: "100d00aa"}, // an age before every revision: an id prefix
+		{spec: "1234", want: "1234abcd"}, // count out of range: an id prefix
+		{spec: "2", want: "100d00aa"},    // short: a count, though 2bcd starts with 2
+		{spec: "2h", want: "1234abcd"},   // short: an age, though 2bcd starts with 2
+		{spec: "4h", want: "100d00aa"},
+	}
+	many := append([]Revision(nil), revs...)
+	for i := 0; i < 1300; i++ {
+		many = append([]Revision{{ID: fmt.Sprintf("f%07x", i), Seq: 0, Time: t0.Add(-time.Duration(i+1) * time.Hour)}}, many...)
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec, func(t *testing.T) {
+			got, err := resolveSpec(revs, tt.spec, now)
+			if err != nil || got.ID != tt.want {
+				t.Fatalf("got %q, %v; want %q", got.ID, err, tt.want)
+			}
+		})
+	}
+	// With 1,304 revisions, 1234 is both a count and an id prefix.
+	_, err := resolveSpec(many, "1234", now)
+	var se *SpecError
+	if !errors.As(err, &se) || !se.Ambiguous || len(se.Candidates) != 2 {
+		t.Fatalf("1234 among 1304 revisions: got %v; want ambiguous between the count and the id", err)
+	}
+}
 
 func TestResolveAmbiguousPrefix(t *testing.T) {
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -26,6 +68,7 @@ func TestResolveAmbiguousPrefix(t *testing.T) {
 		{spec: "ff", want: "ffe789"},
 		{spec: "0f", noMatch: true},
 		{spec: "abc~1", noMatch: true},
+		{spec: "0f", noMatch: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
