@@ -50,6 +50,10 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 			return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
 		}
 	}
+	// sealLayer reads the layer from badger.
+	if err := v.flushPending(); err != nil {
+		return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
+	}
 	revs, err := v.revisions()
 	if err != nil {
 		return Revision{}, err
@@ -240,7 +244,7 @@ func (v *volume) attrDelta(txn *badger.Txn, rk []byte, seq uint64, val []byte) (
 	}
 	var oldSize, oldFiles int64
 	if seq > 1 {
-		old, _, err := getVersion(txn, v.id, rk, seq-1)
+		old, _, err := getVersion(sealed(txn), v.id, rk, seq-1)
 		if err == nil {
 			if oldSize, oldFiles, err = size(old); err != nil {
 				return 0, 0, err

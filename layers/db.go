@@ -24,23 +24,14 @@ func update(db *badger.DB, fn func(txn *badger.Txn) error) error {
 // getVersion returns the payload of the newest version of record rk at or
 // below seq, and the seq of that version. A tombstone or no version at all
 // is ErrNotFound.
-func getVersion(txn *badger.Txn, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) {
-	prefix := dataPrefix(vid, rk)
+func getVersion(r *rtx, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) {
 	// A version at exactly seq is the answer, and a point lookup is much
 	// cheaper than an iterator: staging rewrites its own records often.
-	if item, err := txn.Get(be64(prefix, ^seq)); err == nil {
-		val, err := item.ValueCopy(nil)
-		if err != nil {
-			return nil, 0, fmt.Errorf("read record: %w", err)
-		}
-		if len(val) == 0 || val[0] == valTombstone {
-			return nil, seq, ErrNotFound
-		}
-		return val[1:], seq, nil
-	} else if err != badger.ErrKeyNotFound {
-		return nil, 0, fmt.Errorf("read record: %w", err)
+	if b, vseq, err := getExact(r, vid, rk, seq); vseq != 0 || !isNotFound(err) {
+		return b, vseq, err
 	}
-	return getBelow(txn, prefix[:len(prefix):len(prefix)], seq)
+	prefix := dataPrefix(vid, rk)
+	return getBelow(r.txn, prefix[:len(prefix):len(prefix)], seq)
 }
 
 // getBelow is getVersion's search for the newest version at or below seq
@@ -86,14 +77,35 @@ func getBelow(txn *badger.Txn, prefix []byte, seq uint64) ([]byte, uint64, error
 
 // scanNames calls fn with the newest live version at or below seq of every
 // named record (dirent, xattr) under prefix rk, in name order, starting
-// after name `after`, until fn returns false.
-func scanNames(txn *badger.Txn, vid volID, rk []byte, seq uint64, after string, withValues bool, fn func(name string, val []byte) (bool, error)) error {
+// after name `after`, until fn returns false. Pending writes (only ever at
+// the staging seq) are merged in.
+func scanNames(r *rtx, vid volID, rk []byte, seq uint64, after string, withValues bool, fn func(name string, val []byte) (bool, error)) error {
 	prefix := dataPrefix(vid, rk)
+	over := r.overNames(prefix, seq, after)
+	// emit hands fn one record, skipping tombstones.
+	emit := func(name string, val []byte) (bool, error) {
+		if len(val) == 0 || val[0] == valTombstone {
+			return true, nil
+		}
+		return fn(name, val[1:])
+	}
+	// drain emits the pending records that sort before name (all of
+	// them for name == nil).
+	drain := func(name []byte) (bool, error) {
+		for len(over) > 0 && (name == nil || over[0].name < string(name)) {
+			more, err := emit(over[0].name, over[0].val)
+			over = over[1:]
+			if err != nil || !more {
+				return false, err
+			}
+		}
+		return true, nil
+	}
 	opts := badger.DefaultIteratorOptions
 	opts.PrefetchValues = withValues
 	opts.PrefetchSize = 64
 	opts.Prefix = prefix
-	it := txn.NewIterator(opts)
+	it := r.txn.NewIterator(opts)
 	defer it.Close()
 	start := prefix
 	if after != "" {
@@ -117,39 +129,43 @@ func scanNames(txn *badger.Txn, vid volID, rk []byte, seq uint64, after string, 
 		}
 		last = append(last[:0], name...)
 		haveLast = true
+		if more, err := drain(name); err != nil || !more {
+			return err
+		}
+		if len(over) > 0 && over[0].name == string(name) {
+			continue // the pending version is newer: drain emits it next
+		}
 		val, err := item.ValueCopy(nil)
 		if err != nil {
 			return fmt.Errorf("read record: %w", err)
 		}
-		if len(val) == 0 || val[0] == valTombstone {
-			continue
-		}
-		more, err := fn(string(name), val[1:])
-		if err != nil || !more {
+		if more, err := emit(string(name), val); err != nil || !more {
 			return err
 		}
 	}
-	return nil
+	_, err := drain(nil)
+	return err
 }
 
 // writer collects the writes of one staging mutation at layer seq.
 type writer struct {
-	txn *badger.Txn
+	b   *batch
 	vid volID
 	seq uint64
 }
 
 func (w *writer) put(rk, val []byte) error {
-	if err := w.txn.Set(verKey(w.vid, rk, w.seq), val); err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
-	if err := w.txn.Set(touchedKey(w.vid, w.seq, rk), nil); err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
+	w.b.set(verKey(w.vid, rk, w.seq), val, false)
+	w.b.set(touchedKey(w.vid, w.seq, rk), nil, false)
 	return nil
 }
 
 func (w *writer) tombstone(rk []byte) error { return w.put(rk, []byte{valTombstone}) }
+
+// setKey and delKey write keys outside the versioned records (markers,
+// the inode counter) in the same batch.
+func (w *writer) setKey(key, val []byte) { w.b.set(key, val, false) }
+func (w *writer) delKey(key []byte)      { w.b.set(key, nil, true) }
 
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
@@ -209,50 +225,46 @@ func (v *volume) setFresh() {
 
 // getKeyed is getVersion for a record keyed by inode ino (or, for
 // directory entries, by the parent directory's inode).
-func (v *volume) getKeyed(txn *badger.Txn, ino Ino, rk []byte, seq uint64) ([]byte, uint64, error) {
+func (v *volume) getKeyed(r *rtx, ino Ino, rk []byte, seq uint64) ([]byte, uint64, error) {
 	f := v.fresh.Load()
 	if f == nil || f.seq == 0 || seq > f.seq {
-		return getVersion(txn, v.id, rk, seq)
+		return getVersion(r, v.id, rk, seq)
 	}
 	if uint64(ino) >= f.ino {
 		if seq < f.seq {
 			return nil, 0, ErrNotFound
 		}
-		return getExact(txn, v.id, rk, seq)
+		return getExact(r, v.id, rk, seq)
 	}
 	if seq < f.seq {
-		return getVersion(txn, v.id, rk, seq)
+		return getVersion(r, v.id, rk, seq)
 	}
-	b, vseq, err := getExact(txn, v.id, rk, seq)
+	b, vseq, err := getExact(r, v.id, rk, seq)
 	if vseq != 0 || !isNotFound(err) {
 		return b, vseq, err // staging's own version (or tombstone), or a read error
 	}
 	if at, ok := f.lookBelow(rk); ok {
-		if b, vseq, err := getExact(txn, v.id, rk, at); vseq != 0 || !isNotFound(err) {
+		if b, vseq, err := getExact(r, v.id, rk, at); vseq != 0 || !isNotFound(err) {
 			return b, vseq, err
 		}
 		// Not there after all: search, and remember afresh.
 	}
 	prefix := dataPrefix(v.id, rk)
-	b, vseq, err = getBelow(txn, prefix[:len(prefix):len(prefix)], seq)
-	if vseq != 0 && vseq < seq && (err == nil || isNotFound(err)) && txn.ReadTs() >= f.ts {
+	b, vseq, err = getBelow(r.txn, prefix[:len(prefix):len(prefix)], seq)
+	if vseq != 0 && vseq < seq && (err == nil || isNotFound(err)) && r.txn.ReadTs() >= f.ts {
 		f.setBelow(rk, vseq)
 	}
 	return b, vseq, err
 }
 
 // getExact returns the version of rk written at exactly seq.
-func getExact(txn *badger.Txn, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) {
-	item, err := txn.Get(be64(dataPrefix(vid, rk), ^seq))
-	if err == badger.ErrKeyNotFound {
+func getExact(r *rtx, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) {
+	val, ok, err := r.get(verKey(vid, rk, seq))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read record: %w", err)
+	}
+	if !ok {
 		return nil, 0, ErrNotFound
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("read record: %w", err)
-	}
-	val, err := item.ValueCopy(nil)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read record: %w", err)
 	}
 	if len(val) == 0 || val[0] == valTombstone {
 		return nil, seq, ErrNotFound

@@ -159,17 +159,17 @@ func (d *differ) entry(ea, eb Dirent, path string) error {
 	var ea_, eb_ []extent
 	var xa, xb [][2]string
 	read := func(t *Tree, ino Ino, n *inode, es *[]extent, xs *[][2]string) error {
-		return t.view(func(txn *badger.Txn) error {
+		return t.view(func(rd *rtx) error {
 			var err error
-			if *n, _, err = t.v.getInode(txn, ino, t.seq); err != nil {
+			if *n, _, err = t.v.getInode(rd, ino, t.seq); err != nil {
 				return err
 			}
 			if isReg(n.Mode) {
-				if *es, _, err = t.v.getExtents(txn, ino, t.seq); err != nil {
+				if *es, _, err = t.v.getExtents(rd, ino, t.seq); err != nil {
 					return err
 				}
 			}
-			return scanNames(txn, t.v.id, rkNamePrefix(recXattr, uint64(ino)), t.seq, "", true,
+			return scanNames(rd, t.v.id, rkNamePrefix(recXattr, uint64(ino)), t.seq, "", true,
 				func(name string, val []byte) (bool, error) {
 					*xs = append(*xs, [2]string{name, string(val)})
 					return true, nil

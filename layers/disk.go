@@ -124,7 +124,7 @@ func (d *Disk) check(op string, off, n int64) error {
 // blockID returns the stored chunk of block idx (zero id = hole).
 func (d *Disk) blockID(txn *badger.Txn, idx int64) (chunk.ID, error) {
 	var id chunk.ID
-	b, _, err := getVersion(txn, d.v.id, rkIno(recBlock, uint64(idx)), d.at())
+	b, _, err := getVersion(sealed(txn), d.v.id, rkIno(recBlock, uint64(idx)), d.at())
 	if err != nil {
 		if isNotFound(err) {
 			return id, nil
@@ -343,9 +343,9 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 	// Write the records in batches that fit a badger transaction.
 	var release []chunk.ID
 	storeFlushed := false
-	const batch = 2048
-	for start := 0; start < len(idxs); start += batch {
-		end := min(start+batch, len(idxs))
+	const perTxn = 2048
+	for start := 0; start < len(idxs); start += perTxn {
+		end := min(start+perTxn, len(idxs))
 		v.mu.Lock()
 		seq := v.seq.Load()
 		var rel []chunk.ID
@@ -355,7 +355,7 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 		oseqs := make([]uint64, end-start)
 		err := v.r.db.View(func(txn *badger.Txn) error {
 			for i := start; i < end; i++ {
-				old, oseq, err := getVersion(txn, v.id, rkIno(recBlock, uint64(idxs[i])), seq)
+				old, oseq, err := getVersion(sealed(txn), v.id, rkIno(recBlock, uint64(idxs[i])), seq)
 				if err != nil && !isNotFound(err) {
 					return err
 				}
@@ -378,8 +378,8 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 			storeFlushed = true
 		}
 		if err == nil {
-			err = update(v.r.db, func(txn *badger.Txn) error {
-				w := &writer{txn: txn, vid: v.id, seq: seq}
+			w := &writer{b: &batch{}, vid: v.id, seq: seq}
+			err = func() error {
 				for i := start; i < end; i++ {
 					rk := rkIno(recBlock, uint64(idxs[i]))
 					var err error
@@ -395,8 +395,8 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 						return err
 					}
 				}
-				return nil
-			})
+				return update(v.r.db, w.b.writeTo)
+			}()
 		}
 		v.mu.Unlock()
 		if err != nil {

@@ -48,6 +48,10 @@ func (r *Repo) RemoveRevision(ctx context.Context, volume, id string) error {
 	}
 	v.commitMu.Lock()
 	defer v.commitMu.Unlock()
+	// What staging sees is read from badger below.
+	if err := v.flushPending(); err != nil {
+		return fmt.Errorf("remove %s@%s: %w", volume, id, err)
+	}
 	rr, err := v.revision(id)
 	if err != nil {
 		return err

@@ -226,6 +226,9 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 // chunks), so a rebuilt store index can restore reference counts. Staging
 // buffers not yet flushed hold none.
 func (r *Repo) References(ctx context.Context, fn func(id chunk.ID) error) error {
+	if err := r.flushPendingAll(); err != nil {
+		return fmt.Errorf("references: %w", err)
+	}
 	return r.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte(pfxData)

@@ -74,9 +74,7 @@ func (r *Repo) dropCrashOrphans() error {
 			continue
 		}
 		err := v.mutateLocked(func(m *mutation) error {
-			if err := m.txn.Delete(k); err != nil {
-				return err
-			}
+			m.delKey(k)
 			n, err := m.inode(ino)
 			if isNotFound(err) {
 				return nil
@@ -263,7 +261,7 @@ func (r *Repo) recoverUnflushed(lost map[volID]map[Ino]bool) error {
 				if err := txn.Delete(unflushedKey(vid, ino)); err != nil {
 					return err
 				}
-				n, _, err := v.getInode(txn, ino, seq)
+				n, _, err := v.getInode(sealed(txn), ino, seq)
 				if isNotFound(err) {
 					return nil // removed since
 				}
@@ -274,8 +272,11 @@ func (r *Repo) recoverUnflushed(lost map[volID]map[Ino]bool) error {
 					return nil
 				}
 				n.Mtime, n.Ctime = epoch, r.now()
-				w := &writer{txn: txn, vid: vid, seq: seq}
-				return w.put(rkIno(recAttr, uint64(ino)), n.encode())
+				w := &writer{b: &batch{}, vid: vid, seq: seq}
+				if err := w.put(rkIno(recAttr, uint64(ino)), n.encode()); err != nil {
+					return err
+				}
+				return w.b.writeTo(txn)
 			})
 			if err != nil {
 				return fmt.Errorf("recover unflushed file %d of %s: %w", ino, v.rec.Name, err)
@@ -316,6 +317,10 @@ func (r *Repo) markOpen(ctx context.Context) error {
 	}
 	if err := r.dropCrashOrphans(); err != nil {
 		return err
+	}
+	// Recovery's changes go to the index now, not with the first batch.
+	if err := r.flushPendingAll(); err != nil {
+		return fmt.Errorf("open layers: %w", err)
 	}
 	if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete([]byte(keyClean)) }); err != nil {
 		return fmt.Errorf("open layers: %w", err)

@@ -147,6 +147,10 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 	if len(rrs) > 0 && !force {
 		return &HasRevisionsError{Volume: name, Revisions: len(rrs)}
 	}
+	// Into badger first, so the removal below finds every record.
+	if err := v.flushPending(); err != nil {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
 	r.mu.Lock()
 	delete(r.vols, name)
 	r.mu.Unlock()

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/strata-backup/strata/store/chunk"
 )
 
@@ -81,10 +79,10 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 	v := f.v
 	var n inode
 	var es []extent
-	err := v.r.db.View(func(txn *badger.Txn) error {
+	err := v.stagingView(func(rd *rtx) error {
 		var err error
 		seq := v.seq.Load()
-		if n, _, err = v.getInode(txn, f.ino, seq); err != nil {
+		if n, _, err = v.getInode(rd, f.ino, seq); err != nil {
 			return err
 		}
 		if !isReg(n.Mode) {
@@ -94,7 +92,7 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 			return ErrInvalid
 		}
 		if !noBase && n.Size > 0 {
-			es, _, err = v.getExtents(txn, f.ino, seq)
+			es, _, err = v.getExtents(rd, f.ino, seq)
 		}
 		return err
 	})
@@ -320,59 +318,50 @@ func (v *volume) commitFile(ctx context.Context, f *openFile, es []extent, size 
 var errFlushFirst = errors.New("flush the store first")
 
 func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, size int64, storeFlushed bool) error {
-	v.mu.Lock()
-	seq := v.seq.Load()
-	var release []chunk.ID
-	err := update(v.r.db, func(txn *badger.Txn) error {
-		release = nil
-		n, _, err := v.getInode(txn, f.ino, seq)
+	return v.mutateLocked(func(m *mutation) error {
+		n, err := m.inode(f.ino)
 		if err != nil {
 			return err
 		}
-		old, oseq, err := v.getExtents(txn, f.ino, seq)
+		old, oseq, err := v.getExtents(m.rd, f.ino, m.seq)
 		if err != nil {
 			return err
 		}
-		if oseq == seq {
+		if oseq == m.seq {
 			if len(old) > 0 && len(es) > 0 && !storeFlushed {
 				return errFlushFirst
 			}
-			release = extentIDs(old)
+			if release := extentIDs(old); len(release) > 0 {
+				// Only once the new map is in the index: a crash before
+				// must not find the old map's chunks gone.
+				m.flushed = append(m.flushed, func() {
+					if err := v.r.cs.Release(context.Background(), release); err != nil {
+						v.r.log.Warn("release replaced chunks", "ino", f.ino, "err", err)
+					}
+				})
+			}
 		}
 		f.mu.Lock()
 		n.Size, n.Mtime, n.Ctime = size, f.mtime, f.ctime
 		marked := f.marked
 		f.mu.Unlock()
-		w := &writer{txn: txn, vid: v.id, seq: seq}
-		if err := w.put(rkIno(recExtents, uint64(f.ino)), encodeExtents(es)); err != nil {
+		if err := m.put(rkIno(recExtents, uint64(f.ino)), encodeExtents(es)); err != nil {
 			return err
 		}
 		// The data is recorded: a crash from here on loses at most
 		// chunks the store had not made durable, which Open finds.
 		if marked {
-			if err := txn.Delete(unflushedKey(v.id, f.ino)); err != nil {
-				return err
-			}
+			m.delKey(unflushedKey(v.id, f.ino))
 		}
-		return w.put(rkIno(recAttr, uint64(f.ino)), n.encode())
-	})
-	if err == nil {
 		// Mutations from now until the file is forgotten must not mark
 		// it unflushed again.
-		f.mu.Lock()
-		f.dirty, f.marked = false, false
-		f.mu.Unlock()
-	}
-	v.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if len(release) > 0 {
-		if err := v.r.cs.Release(ctx, release); err != nil {
-			v.r.log.Warn("release replaced chunks", "ino", f.ino, "err", err)
-		}
-	}
-	return nil
+		m.applied = append(m.applied, func() {
+			f.mu.Lock()
+			f.dirty, f.marked = false, false
+			f.mu.Unlock()
+		})
+		return m.put(rkIno(recAttr, uint64(f.ino)), n.encode())
+	})
 }
 
 // flushAll flushes every dirty file of the volume.

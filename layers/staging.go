@@ -25,14 +25,17 @@ func (s *Staging) Tree() *Tree { return s.tree }
 // mutation is one metadata change of the staging layer.
 type mutation struct {
 	*writer
+	rd      *rtx // reads see the change's own writes
 	v       *volume
 	now     time.Time
 	nextIno uint64
-	after   []func() // run once the change is committed, outside the locks
+	applied []func() // run once the change is visible, still under v.mu
+	after   []func() // run once the change is visible, outside the locks
+	flushed []func() // run once the change is in badger
 }
 
 func (m *mutation) inode(ino Ino) (inode, error) {
-	n, _, err := m.v.getInode(m.txn, ino, m.seq)
+	n, _, err := m.v.getInode(m.rd, ino, m.seq)
 	return n, err
 }
 
@@ -45,7 +48,7 @@ func (m *mutation) dir(ino Ino) (inode, error) {
 }
 
 func (m *mutation) dirent(parent Ino, name string) (Dirent, error) {
-	return m.v.getDirent(m.txn, parent, name, m.seq)
+	return m.v.getDirent(m.rd, parent, name, m.seq)
 }
 
 // child returns directory parent and the inode its entry name points to,
@@ -97,31 +100,42 @@ func (s *Staging) mutate(ctx context.Context, fn func(m *mutation) error) error 
 	return v.mutateLocked(fn)
 }
 
-// mutateLocked is mutate for callers that hold commitMu in either mode.
+// mutateLocked is mutate for callers that hold commitMu in either mode, or
+// that change nothing a commit must see whole (a file's flush).
+//
+// The change reads a badger snapshot under the pending writes and, if fn
+// succeeds, lands in pending all at once (pending.go).
 func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 	if v.removed.Load() {
 		return fmt.Errorf("volume %s: %w", v.rec.Name, ErrUnknownVolume)
 	}
 	v.mu.Lock()
+	b := &batch{}
 	var m *mutation
-	err := update(v.r.db, func(txn *badger.Txn) error {
-		m = &mutation{writer: &writer{txn: txn, vid: v.id, seq: v.seq.Load()}, v: v,
-			now: v.r.now(), nextIno: v.nextIno}
+	v.pend.mu.RLock()
+	err := v.r.db.View(func(txn *badger.Txn) error {
+		m = &mutation{writer: &writer{b: b, vid: v.id, seq: v.seq.Load()}, rd: &rtx{txn: txn, p: v.pend, b: b},
+			v: v, now: v.r.now(), nextIno: v.nextIno}
 		if err := fn(m); err != nil {
 			return err
 		}
 		// Inode numbers are reserved in blocks: the stored counter is a
 		// limit, so a create does not rewrite it (a crash skips some).
 		if m.nextIno > v.inoLimit {
-			return txn.Set(stateKey(v.id), encodeState(m.nextIno+inoReserve, m.seq))
+			m.setKey(stateKey(v.id), encodeState(m.nextIno+inoReserve, m.seq))
 		}
 		return nil
 	})
+	v.pend.mu.RUnlock()
 	if err == nil {
+		v.pend.apply(b, m.flushed)
 		if m.nextIno > v.inoLimit {
 			v.inoLimit = m.nextIno + inoReserve
 		}
 		v.nextIno = m.nextIno
+		for _, f := range m.applied {
+			f()
+		}
 	}
 	v.mu.Unlock()
 	if err != nil {
@@ -239,9 +253,7 @@ func (s *Staging) Link(ctx context.Context, ino Ino, parent Ino, name string) (A
 		n.Ctime = m.now
 		if n.Nlink == 1 {
 			delete(m.v.orphans, ino) // v.mu is held
-			if err := m.txn.Delete(orphanKey(m.vid, ino)); err != nil {
-				return err
-			}
+			m.delKey(orphanKey(m.vid, ino))
 		}
 		m.touchDir(&p)
 		if err := m.putInode(&n); err != nil {
@@ -269,7 +281,7 @@ func (m *mutation) dropInode(n *inode) error {
 		return err
 	}
 	if isReg(n.Mode) {
-		es, eseq, err := m.v.getExtents(m.txn, n.Ino, m.seq)
+		es, eseq, err := m.v.getExtents(m.rd, n.Ino, m.seq)
 		if err != nil {
 			return err
 		}
@@ -280,16 +292,15 @@ func (m *mutation) dropInode(n *inode) error {
 		}
 		if eseq == m.seq && len(es) > 0 {
 			ids := extentIDs(es)
-			m.after = append(m.after, func() { m.v.releaseIDs(ids) })
+			// Released once the tombstone is in the index (see commitFileOnce).
+			m.flushed = append(m.flushed, func() { m.v.releaseIDs(ids) })
 		}
 		if f := m.v.lookupFile(n.Ino); f != nil {
 			f.mu.Lock()
 			marked := f.marked
 			f.mu.Unlock()
 			if marked {
-				if err := m.txn.Delete(unflushedKey(m.vid, n.Ino)); err != nil {
-					return fmt.Errorf("write record: %w", err)
-				}
+				m.delKey(unflushedKey(m.vid, n.Ino))
 			}
 		}
 		ino := n.Ino
@@ -302,7 +313,7 @@ func (m *mutation) dropInode(n *inode) error {
 		})
 	}
 	var names []string
-	err := scanNames(m.txn, m.vid, rkNamePrefix(recXattr, uint64(n.Ino)), m.seq, "", false,
+	err := scanNames(m.rd, m.vid, rkNamePrefix(recXattr, uint64(n.Ino)), m.seq, "", false,
 		func(name string, _ []byte) (bool, error) {
 			names = append(names, name)
 			return true, nil
@@ -335,9 +346,7 @@ func (m *mutation) unlinkInode(n *inode) error {
 		}
 		m.v.orphans[n.Ino] = true // v.mu is held; dropOrphan rechecks nlink
 		// Held only in memory: a crash leaves Open to drop it.
-		if err := m.txn.Set(orphanKey(m.vid, n.Ino), nil); err != nil {
-			return fmt.Errorf("write record: %w", err)
-		}
+		m.setKey(orphanKey(m.vid, n.Ino), nil)
 	}
 	return m.putInodeKeepingFile(n)
 }
@@ -382,9 +391,7 @@ func (m *mutation) dropOrphan(ino Ino) error {
 		return err
 	}
 	delete(m.v.orphans, ino) // v.mu is held
-	if derr := m.txn.Delete(orphanKey(m.vid, ino)); derr != nil {
-		return fmt.Errorf("write record: %w", derr)
-	}
+	m.delKey(orphanKey(m.vid, ino))
 	if err != nil || n.Nlink > 0 {
 		return nil
 	}
@@ -411,7 +418,7 @@ func (v *volume) dropOrphans() error {
 // emptyDir reports whether directory ino has no entries.
 func (m *mutation) emptyDir(ino Ino) (bool, error) {
 	empty := true
-	err := scanNames(m.txn, m.vid, rkNamePrefix(recDirent, uint64(ino)), m.seq, "", false,
+	err := scanNames(m.rd, m.vid, rkNamePrefix(recDirent, uint64(ino)), m.seq, "", false,
 		func(string, []byte) (bool, error) {
 			empty = false
 			return false, nil
@@ -793,7 +800,7 @@ func (s *Staging) SetXattr(ctx context.Context, ino Ino, name string, value []by
 			return err
 		}
 		rk := rkName(recXattr, uint64(ino), name)
-		_, _, gerr := getVersion(m.txn, m.vid, rk, m.seq)
+		_, _, gerr := getVersion(m.rd, m.vid, rk, m.seq)
 		if gerr != nil && !isNotFound(gerr) {
 			return gerr
 		}
@@ -840,9 +847,7 @@ func (m *mutation) putInodeKeepingFile(n *inode) error {
 // file whose data is still buffered, that the record runs ahead of the
 // data: after a crash Open makes such a file visibly out of date.
 func (m *mutation) markUnflushed(ino Ino) error {
-	if err := m.txn.Set(unflushedKey(m.vid, ino), nil); err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
+	m.setKey(unflushedKey(m.vid, ino), nil)
 	return nil
 }
 
@@ -854,7 +859,7 @@ func (s *Staging) RemoveXattr(ctx context.Context, ino Ino, name string) error {
 			return err
 		}
 		rk := rkName(recXattr, uint64(ino), name)
-		if _, _, err := getVersion(m.txn, m.vid, rk, m.seq); err != nil {
+		if _, _, err := getVersion(m.rd, m.vid, rk, m.seq); err != nil {
 			if isNotFound(err) {
 				return ErrNoXattr
 			}
@@ -900,6 +905,9 @@ func (s *Staging) FlushFile(ctx context.Context, ino Ino, durable bool) error {
 func (r *Repo) durable(ctx context.Context) error {
 	if err := r.cs.Flush(ctx); err != nil {
 		return storeErr("flush store", err)
+	}
+	if err := r.flushPendingAll(); err != nil {
+		return storeErr("flush metadata", err)
 	}
 	if err := r.db.Sync(); err != nil {
 		return storeErr("sync index", err)

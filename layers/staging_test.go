@@ -301,6 +301,10 @@ func TestReleaseOnOverwrite(t *testing.T) {
 	if err := st.Unlink(ctx, layers.RootIno, "f"); err != nil {
 		t.Fatal(err)
 	}
+	// Chunks are released once the change that dropped them is in the index.
+	if err := st.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if chunks, refs := e.cs.Refs(1); chunks != 0 || refs != 0 {
 		t.Fatalf("after unlink: %d chunks, %d refs; want 0", chunks, refs)
 	}
@@ -379,6 +383,9 @@ func TestUnlinkedWhileHeld(t *testing.T) {
 	}
 	if _, err := st.Tree().GetAttr(ctx, a.Ino); !errors.Is(err, layers.ErrNotFound) {
 		t.Fatalf("inode after last unhold: %v", err)
+	}
+	if err := st.Sync(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if chunks, refs := e.cs.Refs(1); chunks != 0 || refs != 0 {
 		t.Fatalf("after last unhold: %d chunks %d refs", chunks, refs)

@@ -24,8 +24,8 @@ func (t *Tree) at() uint64 {
 	return t.seq
 }
 
-func (v *volume) getInode(txn *badger.Txn, ino Ino, seq uint64) (inode, uint64, error) {
-	b, vseq, err := v.getKeyed(txn, ino, rkIno(recAttr, uint64(ino)), seq)
+func (v *volume) getInode(rd *rtx, ino Ino, seq uint64) (inode, uint64, error) {
+	b, vseq, err := v.getKeyed(rd, ino, rkIno(recAttr, uint64(ino)), seq)
 	if err != nil {
 		if isNotFound(err) {
 			return inode{}, 0, fmt.Errorf("inode %d: %w", ino, ErrNotFound)
@@ -36,8 +36,8 @@ func (v *volume) getInode(txn *badger.Txn, ino Ino, seq uint64) (inode, uint64, 
 	return n, vseq, err
 }
 
-func (v *volume) getExtents(txn *badger.Txn, ino Ino, seq uint64) ([]extent, uint64, error) {
-	b, vseq, err := v.getKeyed(txn, ino, rkIno(recExtents, uint64(ino)), seq)
+func (v *volume) getExtents(rd *rtx, ino Ino, seq uint64) ([]extent, uint64, error) {
+	b, vseq, err := v.getKeyed(rd, ino, rkIno(recExtents, uint64(ino)), seq)
 	if err != nil {
 		if isNotFound(err) {
 			return nil, vseq, nil
@@ -48,8 +48,8 @@ func (v *volume) getExtents(txn *badger.Txn, ino Ino, seq uint64) ([]extent, uin
 	return es, vseq, err
 }
 
-func (v *volume) getDirent(txn *badger.Txn, parent Ino, name string, seq uint64) (Dirent, error) {
-	b, _, err := v.getKeyed(txn, parent, rkName(recDirent, uint64(parent), name), seq)
+func (v *volume) getDirent(rd *rtx, parent Ino, name string, seq uint64) (Dirent, error) {
+	b, _, err := v.getKeyed(rd, parent, rkName(recDirent, uint64(parent), name), seq)
 	if err != nil {
 		return Dirent{}, err
 	}
@@ -57,22 +57,16 @@ func (v *volume) getDirent(txn *badger.Txn, parent Ino, name string, seq uint64)
 }
 
 // attr reads an inode and, on the staging head, lays a dirty file's
-// buffered size and times over it. On staging the record is read in a
-// transaction that starts after the open file was looked up: a flush
-// writes the record before it forgets the file, so either the record read
-// is current or the overlay is there. (txn's snapshot may predate both.)
-func (t *Tree) attr(txn *badger.Txn, ino Ino) (inode, error) {
+// buffered size and times over it. A flush records the file before it
+// forgets it, and rd's view of pending writes cannot change under it, so
+// a read sees the record current or the open file there.
+func (t *Tree) attr(rd *rtx, ino Ino) (inode, error) {
 	if !t.staging {
-		n, _, err := t.v.getInode(txn, ino, t.seq)
+		n, _, err := t.v.getInode(rd, ino, t.seq)
 		return n, err
 	}
 	f := t.v.lookupFile(ino)
-	var n inode
-	err := t.view(func(txn *badger.Txn) error {
-		var err error
-		n, _, err = t.v.getInode(txn, ino, t.at())
-		return err
-	})
+	n, _, err := t.v.getInode(rd, ino, t.at())
 	if err != nil {
 		return n, err
 	}
@@ -82,18 +76,25 @@ func (t *Tree) attr(txn *badger.Txn, ino Ino) (inode, error) {
 	return n, nil
 }
 
-func (t *Tree) view(fn func(txn *badger.Txn) error) error { return t.v.r.db.View(fn) }
+// view runs fn with a reader of the tree: a badger snapshot, with the
+// pending writes laid over it on the staging head.
+func (t *Tree) view(fn func(rd *rtx) error) error {
+	if t.staging {
+		return t.v.stagingView(fn)
+	}
+	return t.v.r.db.View(func(txn *badger.Txn) error { return fn(sealed(txn)) })
+}
 
 // Lookup finds name in directory parent. Errors: ErrNotFound, ErrNotDir.
 func (t *Tree) Lookup(ctx context.Context, parent Ino, name string) (Attr, error) {
 	var a Attr
-	err := t.view(func(txn *badger.Txn) error {
-		d, err := t.v.getDirent(txn, parent, name, t.at())
+	err := t.view(func(rd *rtx) error {
+		d, err := t.v.getDirent(rd, parent, name, t.at())
 		if err != nil {
 			if !isNotFound(err) {
 				return err
 			}
-			p, err := t.attr(txn, parent)
+			p, err := t.attr(rd, parent)
 			if err != nil {
 				return err
 			}
@@ -102,7 +103,7 @@ func (t *Tree) Lookup(ctx context.Context, parent Ino, name string) (Attr, error
 			}
 			return ErrNotFound
 		}
-		n, err := t.attr(txn, d.Ino)
+		n, err := t.attr(rd, d.Ino)
 		a = n.Attr
 		return err
 	})
@@ -115,8 +116,8 @@ func (t *Tree) Lookup(ctx context.Context, parent Ino, name string) (Attr, error
 // GetAttr returns the attributes of ino.
 func (t *Tree) GetAttr(ctx context.Context, ino Ino) (Attr, error) {
 	var a Attr
-	err := t.view(func(txn *badger.Txn) error {
-		n, err := t.attr(txn, ino)
+	err := t.view(func(rd *rtx) error {
+		n, err := t.attr(rd, ino)
 		a = n.Attr
 		return err
 	})
@@ -128,15 +129,15 @@ func (t *Tree) GetAttr(ctx context.Context, ino Ino) (Attr, error) {
 // ".." are not included. Memory does not grow with directory size.
 func (t *Tree) ReadDir(ctx context.Context, ino Ino, after string, fn func(Dirent) bool) error {
 	seq := t.at()
-	err := t.view(func(txn *badger.Txn) error {
-		n, _, err := t.v.getInode(txn, ino, seq)
+	err := t.view(func(rd *rtx) error {
+		n, _, err := t.v.getInode(rd, ino, seq)
 		if err != nil {
 			return err
 		}
 		if !isDir(n.Mode) {
 			return ErrNotDir
 		}
-		return scanNames(txn, t.v.id, rkNamePrefix(recDirent, uint64(ino)), seq, after, true,
+		return scanNames(rd, t.v.id, rkNamePrefix(recDirent, uint64(ino)), seq, after, true,
 			func(name string, val []byte) (bool, error) {
 				if err := ctx.Err(); err != nil {
 					return false, err
@@ -157,8 +158,8 @@ func (t *Tree) ReadDir(ctx context.Context, ino Ino, after string, fn func(Diren
 // Readlink returns a symlink's target.
 func (t *Tree) Readlink(ctx context.Context, ino Ino) (string, error) {
 	var target string
-	err := t.view(func(txn *badger.Txn) error {
-		n, _, err := t.v.getInode(txn, ino, t.at())
+	err := t.view(func(rd *rtx) error {
+		n, _, err := t.v.getInode(rd, ino, t.at())
 		if err != nil {
 			return err
 		}
@@ -189,8 +190,8 @@ func (t *Tree) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, e
 	}
 	var size int64
 	var es []extent
-	err := t.view(func(txn *badger.Txn) error {
-		n, _, err := t.v.getInode(txn, ino, t.at())
+	err := t.view(func(rd *rtx) error {
+		n, _, err := t.v.getInode(rd, ino, t.at())
 		if err != nil {
 			return err
 		}
@@ -201,7 +202,7 @@ func (t *Tree) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, e
 		if off >= size {
 			return nil
 		}
-		es, _, err = t.v.getExtents(txn, ino, t.at())
+		es, _, err = t.v.getExtents(rd, ino, t.at())
 		return err
 	})
 	if err != nil {
@@ -250,11 +251,11 @@ func (r *Repo) readExtents(ctx context.Context, es []extent, p []byte, off int64
 // GetXattr returns one extended attribute. Errors: ErrNoXattr.
 func (t *Tree) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, error) {
 	var val []byte
-	err := t.view(func(txn *badger.Txn) error {
-		if _, _, err := t.v.getInode(txn, ino, t.at()); err != nil {
+	err := t.view(func(rd *rtx) error {
+		if _, _, err := t.v.getInode(rd, ino, t.at()); err != nil {
 			return err
 		}
-		b, _, err := t.v.getKeyed(txn, ino, rkName(recXattr, uint64(ino), name), t.at())
+		b, _, err := t.v.getKeyed(rd, ino, rkName(recXattr, uint64(ino), name), t.at())
 		if isNotFound(err) {
 			return ErrNoXattr
 		}
@@ -270,11 +271,11 @@ func (t *Tree) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, erro
 // ListXattr lists extended attribute names.
 func (t *Tree) ListXattr(ctx context.Context, ino Ino) ([]string, error) {
 	var names []string
-	err := t.view(func(txn *badger.Txn) error {
-		if _, _, err := t.v.getInode(txn, ino, t.at()); err != nil {
+	err := t.view(func(rd *rtx) error {
+		if _, _, err := t.v.getInode(rd, ino, t.at()); err != nil {
 			return err
 		}
-		return scanNames(txn, t.v.id, rkNamePrefix(recXattr, uint64(ino)), t.at(), "", false,
+		return scanNames(rd, t.v.id, rkNamePrefix(recXattr, uint64(ino)), t.at(), "", false,
 			func(name string, _ []byte) (bool, error) {
 				names = append(names, name)
 				return true, nil
@@ -302,13 +303,13 @@ func (t *Tree) Extents(ctx context.Context, ino Ino, off, length int64) ([]Exten
 	}
 	var size int64
 	var es []extent
-	err := t.view(func(txn *badger.Txn) error {
-		n, _, err := t.v.getInode(txn, ino, t.at())
+	err := t.view(func(rd *rtx) error {
+		n, _, err := t.v.getInode(rd, ino, t.at())
 		if err != nil {
 			return err
 		}
 		size = n.Size
-		es, _, err = t.v.getExtents(txn, ino, t.at())
+		es, _, err = t.v.getExtents(rd, ino, t.at())
 		return err
 	})
 	if err != nil {

@@ -149,8 +149,15 @@ func (e *crashEnv) open() {
 
 // crash abandons the repo as kill -9 would: buffered file data and
 // chunks the store had not flushed are gone, index writes stay.
+//
+// Metadata changes wait in memory up to pendingAge before they reach the
+// index; the crash comes after that, which is when buffered data and
+// recorded attributes disagree.
 func (e *crashEnv) crash() {
 	e.t.Helper()
+	if err := layers.FlushPending(e.repo); err != nil {
+		e.t.Fatal(err)
+	}
 	e.cs.crash()
 	e.stop() // the layers are never closed: no clean marker
 	e.open()

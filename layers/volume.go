@@ -40,9 +40,10 @@ type repo struct {
 	// request path where nobody sees it.
 	storeFull atomic.Int64
 
-	jobs    chan *openFile // files waiting to be chunked
-	done    chan struct{}  // closed by Close: workers stop
-	workers sync.WaitGroup
+	jobs     chan *openFile // files waiting to be chunked
+	metaKick chan struct{}  // a volume's pending metadata is a full batch
+	done     chan struct{}  // closed by Close: workers stop
+	workers  sync.WaitGroup
 
 	mu     sync.Mutex // guards vols, closed
 	vols   map[string]*volume
@@ -86,6 +87,9 @@ type volume struct {
 	// fresh says which inodes staging created (db.go); set with seq.
 	fresh atomic.Pointer[freshMark]
 
+	// pend holds staging metadata writes not yet in badger (pending.go).
+	pend *pending
+
 	filesMu sync.Mutex // guards files
 	files   map[Ino]*openFile
 }
@@ -111,7 +115,8 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 		}
 	}
 	r := &Repo{repo{db: db, cs: cs, opts: opts, log: opts.Logger, now: opts.Now,
-		vols: map[string]*volume{}, jobs: make(chan *openFile, 64), done: make(chan struct{})}}
+		vols: map[string]*volume{}, jobs: make(chan *openFile, 64), metaKick: make(chan struct{}, 1),
+		done: make(chan struct{})}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -130,6 +135,8 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 		r.workers.Add(1)
 		go r.flushWorker()
 	}
+	r.workers.Add(1)
+	go r.pendingFlusher(r.metaKick)
 	return r, nil
 }
 
@@ -171,7 +178,8 @@ func (r *Repo) loadVolumes() error {
 }
 
 func (r *Repo) newVolume(rec volRecord) (*volume, error) {
-	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}, holds: map[Ino]int{}, orphans: map[Ino]bool{}}
+	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}, holds: map[Ino]int{}, orphans: map[Ino]bool{},
+		pend: newPending(r.metaKick)}
 	b, err := hex.DecodeString(rec.ID)
 	if err != nil || len(b) != len(v.id) {
 		return nil, fmt.Errorf("volume %s: bad id %q", rec.Name, rec.ID)
@@ -217,6 +225,9 @@ func (r *Repo) Close() error {
 	}
 	if err := r.cs.Flush(ctx); err != nil && first == nil {
 		first = fmt.Errorf("close layers: flush store: %w", err)
+	}
+	if err := r.flushPendingAll(); err != nil && first == nil {
+		first = fmt.Errorf("close layers: %w", err)
 	}
 	if err := r.db.Sync(); err != nil && first == nil {
 		first = fmt.Errorf("close layers: sync index: %w", err)
@@ -303,8 +314,11 @@ func (r *Repo) CreateVolume(ctx context.Context, name string, spec VolumeSpec) (
 			now := rec.Created
 			root := inode{Attr: Attr{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2,
 				Atime: now, Mtime: now, Ctime: now}, Parent: RootIno}
-			w := &writer{txn: txn, vid: v.id, seq: 1}
-			return w.put(rkIno(recAttr, uint64(RootIno)), root.encode())
+			w := &writer{b: &batch{}, vid: v.id, seq: 1}
+			if err := w.put(rkIno(recAttr, uint64(RootIno)), root.encode()); err != nil {
+				return err
+			}
+			return w.b.writeTo(txn)
 		}
 		return nil
 	})

@@ -1,0 +1,6 @@
+package layers
+
+// FlushPending writes the pending staging metadata to badger, as the
+// background flusher does every pendingAge: crash tests use it to stand
+// for a server that ran that long after the changes.
+func FlushPending(r *Repo) error { return r.flushPendingAll() }
