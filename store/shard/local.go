@@ -80,6 +80,7 @@ func (l *Local) PutBatch(ctx context.Context, name string, data []byte) error {
 	if err := f.Sync(); err != nil {
 		return fail("sync", err)
 	}
+	dropCache(f)
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("close %s: %w", p, err)
@@ -126,6 +127,9 @@ type staged struct {
 
 func (s *staged) Sync() error {
 	err := s.f.Sync()
+	if err == nil {
+		dropCache(s.f)
+	}
 	if cerr := s.f.Close(); err == nil {
 		err = cerr
 	}
@@ -136,6 +140,22 @@ func (s *staged) Sync() error {
 }
 
 func (s *staged) Abort() { s.f.Close() }
+
+// dropCache evicts a durably written shard file from the page cache.
+// Shard files are written once and rarely read soon after (reads take one
+// data shard's range; parity is read only when damage is found), so
+// caching 1.5× the segment bytes at 4+2 only pushes out other data; and
+// letting the cache grow with everything written is what limited
+// sustained writes on the development VM: a page cache growing into
+// memory the hypervisor has reclaimed (free page reporting) filled at
+// ~300 MB/s of CPU time, while evicting each file after fsync lets the
+// next writes reuse the same hot pages (4 GiB at 4+2 in 8 MiB shard files
+// with per-file fsync: 170–200 MB/s of data cached, 435–550 evicted).
+// Only clean pages are dropped, so it must follow fsync; failure is
+// harmless (advice only).
+func dropCache(f *os.File) {
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}
 
 // SyncBatch implements Batcher: one directory fsync makes every rename
 // before it durable.
