@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,5 +75,54 @@ func TestServeForeground(t *testing.T) {
 	r.must("mount", "home@latest", rev)
 	if b, _ := os.ReadFile(filepath.Join(rev, "two")); string(b) != "two\n" {
 		t.Errorf("new revision lacks the file written before SIGTERM: %q", b)
+	}
+}
+
+// TestLockWait: a command that finds the repository held by another strata
+// without a server socket (here a restore to a pipe nobody reads yet)
+// fails at once with exit 11 under --lock-wait 0, and with the default wait
+// gets through as soon as the holder lets go.
+func TestLockWait(t *testing.T) {
+	r := newRepo(t)
+	r.must("volume", "create", "vm", "--block", "8M")
+	r.must("commit", "vm")
+	holder := exec.Command(strataBin, "restore", "vm@latest", "-")
+	holder.Env = r.env
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Process.Kill()
+	// The restore blocks on the full pipe while it holds the lock.
+	var res result
+	for i := 0; i < 100; i++ {
+		if res = r.run("--lock-wait", "0", "list"); res.code == 11 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if res.code != 11 || !strings.Contains(res.stderr, "in use") {
+		t.Fatalf("list while locked, --lock-wait 0: exit %d, stderr %q; want 11 and 'in use'", res.code, res.stderr)
+	}
+	waiter := exec.Command(strataBin, "list")
+	waiter.Env = r.env
+	var wout, werr strings.Builder
+	waiter.Stdout, waiter.Stderr = &wout, &werr
+	if err := waiter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the waiter finds the lock held
+	n, _ := io.Copy(io.Discard, out)
+	if err := holder.Wait(); err != nil || n != 8<<20 {
+		t.Fatalf("restore: %v, %d bytes", err, n)
+	}
+	if err := waiter.Wait(); err != nil {
+		t.Fatalf("list waiting for the lock: %v\n%s", err, werr.String())
+	}
+	if !strings.Contains(werr.String(), "waiting") || !strings.Contains(wout.String(), "vm") {
+		t.Errorf("list after waiting: stdout %q, stderr %q; want the volume listed and a note that it waited", wout.String(), werr.String())
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
 )
@@ -43,15 +44,18 @@ type cli struct {
 
 // Globals are the options every command takes.
 type Globals struct {
-	Repo           string `env:"STRATA_REPO" placeholder:"DIR" help:"Repository directory (env STRATA_REPO)."`
-	PassphraseFile string `type:"path" placeholder:"FILE" help:"Read the passphrase from FILE (or set STRATA_PASSPHRASE)."`
-	Identity       string `type:"path" placeholder:"KEY.asc" help:"Unlock with an OpenPGP secret key instead of a passphrase."`
-	JSON           bool   `name:"json" help:"Print results as JSON."`
-	Verbose        int    `short:"v" type:"counter" help:"More logging (-v, -vv)."`
+	Repo           string        `env:"STRATA_REPO" placeholder:"DIR" help:"Repository directory (env STRATA_REPO)."`
+	PassphraseFile string        `type:"path" placeholder:"FILE" help:"Read the passphrase from FILE (or set STRATA_PASSPHRASE)."`
+	Identity       string        `type:"path" placeholder:"KEY.asc" help:"Unlock with an OpenPGP secret key instead of a passphrase."`
+	JSON           bool          `name:"json" help:"Print results as JSON."`
+	Verbose        int           `short:"v" type:"counter" help:"More logging (-v, -vv)."`
+	LockWait       time.Duration `name:"lock-wait" default:"30s" placeholder:"DURATION" help:"How long to wait for a repository another strata holds before giving up (0: fail at once)."`
 
 	// passphraseFD is how a parent strata hands the passphrase to the
 	// background server it starts, so it never appears in argv or env.
 	PassphraseFD int `hidden:"" default:"-1"`
+
+	creds *credentials // what unlocked the repository, once asked
 }
 
 func main() {

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"time"
 )
 
 // opEnv is what an operation runs with: the open repository and, inside the
@@ -94,6 +96,33 @@ func call(ctx context.Context, g *Globals, op string, args any, out any) error {
 	pr := newProgressPrinter(os.Stderr, g.JSON)
 	defer pr.finish()
 
+	// A server that just stopped (the last mount went, an on-demand
+	// server exits) closes its socket before it lets go of the lock, and
+	// another command may hold it briefly too: wait for it a while, as
+	// restic's --retry-lock does, answering whoever comes up meanwhile.
+	deadline := time.Now().Add(g.LockWait)
+	waited := false
+	for {
+		err := callOnce(ctx, g, spec, op, dir, wd, req, raw, args, out, pr)
+		var ue *userError
+		if !errors.As(err, &ue) || ue.code != exitLocked || !time.Now().Before(deadline) {
+			return err
+		}
+		if !waited {
+			fmt.Fprintf(os.Stderr, "strata: repository is in use; waiting up to %v for it (--lock-wait)\n", time.Until(deadline).Round(time.Second))
+			waited = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// callOnce is one attempt of call: through a running server, a server
+// started for it, or in this process.
+func callOnce(ctx context.Context, g *Globals, spec opSpec, op, dir, wd string, req wireRequest, raw json.RawMessage, args, out any, pr *progressPrinter) error {
 	conn, err := dialServer(dir)
 	if err == nil {
 		return remoteCall(ctx, conn, req, out, pr.update)

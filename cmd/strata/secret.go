@@ -19,6 +19,18 @@ type credentials struct {
 }
 
 func (g *Globals) credentials(purpose string) (credentials, error) {
+	// Asked once per process: a command waiting for the lock retries.
+	if g.creds != nil {
+		return *g.creds, nil
+	}
+	c, err := g.readCredentials(purpose)
+	if err == nil {
+		g.creds = &c
+	}
+	return c, err
+}
+
+func (g *Globals) readCredentials(purpose string) (credentials, error) {
 	var c credentials
 	if g.Identity != "" {
 		b, err := os.ReadFile(g.Identity)
