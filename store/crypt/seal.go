@@ -66,7 +66,8 @@ func (k *Keys) Seal(dst, plain []byte, id chunk.ID) []byte {
 
 	codec := byte(codecNone)
 	body := out[headerSize:]
-	var payload []byte
+	// Uncompressed, GCM encrypts plain straight into dst.
+	payload := plain
 	if maxEnc > 0 {
 		// S2 writes straight into dst; GCM then encrypts it in place
 		// (exact overlap is allowed), so Seal allocates nothing once dst
@@ -77,14 +78,11 @@ func (k *Keys) Seal(dst, plain []byte, id chunk.ID) []byte {
 			payload = c
 		}
 	}
-	if codec == codecNone {
-		payload = body[:copy(body, plain)]
-	}
 	out[0] = version<<4 | codec
 	rand.Read(out[1:headerSize]) // never fails (crypto/rand since Go 1.24)
 
 	ad := associated(out[0], id)
-	sealed := k.aead.Seal(payload[:0], out[1:headerSize], payload, ad[:])
+	sealed := k.aead.Seal(body[:0], out[1:headerSize], payload, ad[:])
 	return dst[:start+headerSize+len(sealed)]
 }
 
