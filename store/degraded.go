@@ -85,6 +85,12 @@ func (d *dirSlot) missingErr() error {
 	return fmt.Errorf("shard dir %d (%s): %w: %v", d.index, d.dir, errShardDirMissing, err)
 }
 
+// dirSlot must keep Local's fast paths: putShards checks for them.
+var (
+	_ shard.Batcher = (*dirSlot)(nil)
+	_ shard.Stager  = (*dirSlot)(nil)
+)
+
 func (d *dirSlot) Put(ctx context.Context, name string, data []byte) error {
 	l, _ := d.get()
 	if l == nil {
@@ -93,20 +99,20 @@ func (d *dirSlot) Put(ctx context.Context, name string, data []byte) error {
 	return l.Put(ctx, name, data)
 }
 
-func (d *dirSlot) PutBatch(ctx context.Context, name string, data []byte) error {
+func (d *dirSlot) PutBatch(ctx context.Context, name string, data ...[]byte) error {
 	l, _ := d.get()
 	if l == nil {
 		return d.missingErr()
 	}
-	return l.PutBatch(ctx, name, data)
+	return l.PutBatch(ctx, name, data...)
 }
 
-func (d *dirSlot) Stage(ctx context.Context, name string, data []byte) (shard.Staged, error) {
+func (d *dirSlot) Stage(ctx context.Context, name string, data ...[]byte) (shard.Staged, error) {
 	l, _ := d.get()
 	if l == nil {
 		return nil, d.missingErr()
 	}
-	return l.Stage(ctx, name, data)
+	return l.Stage(ctx, name, data...)
 }
 
 func (d *dirSlot) SyncBatch(ctx context.Context) error {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -136,32 +137,38 @@ func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) erro
 }
 
 // putShards encodes segment bytes and writes all K+M shard files in
-// parallel, one write each. With stage, backends that can (shard.Stager)
-// only write: the files are readable under their names but not durable
-// until finishShards; the others, and all without stage, are written with
-// fsync (names still need dirSync).
+// parallel. With stage, backends that can (shard.Stager) only write: the
+// files are readable under their names but not durable until
+// finishShards; the others, and all without stage, are written with fsync
+// (names still need dirSync). Data shard files are written from full
+// itself (header, a slice of full, checksum table) rather than copied;
+// only backends with neither Stager nor Batcher get whole-file copies.
 func (s *Store) putShards(ctx context.Context, segID uint64, full []byte, stage bool) ([]shard.Staged, error) {
-	var bufs [][]byte
+	var parity [][]byte
 	select {
-	case bufs = <-s.shardBufs:
+	case parity = <-s.shardBufs:
 	default:
 	}
-	files, err := s.coder.EncodeInto(bufs, segID, full)
+	files, err := s.coder.EncodeParts(parity, segID, padSegment(full, s.k), int64(len(full)))
 	if err != nil {
 		return nil, err
 	}
-	// The writes copy the bytes into the page cache: the buffers are free
-	// once they return.
+	// The writes copy the bytes into the page cache: the parity buffers
+	// are free once they return.
 	defer func() {
+		parity = parity[:0]
+		for _, parts := range files[s.k:] {
+			parity = append(parity, parts[0])
+		}
 		select {
-		case s.shardBufs <- files:
+		case s.shardBufs <- parity:
 		default:
 		}
 	}()
 	errs := make([]error, len(files))
 	staged := make([]shard.Staged, len(files))
 	var wg sync.WaitGroup
-	for i, f := range files {
+	for i, parts := range files {
 		if s.isMissing(i) {
 			errs[i] = s.backends[i].(*dirSlot).missingErr()
 			continue
@@ -170,11 +177,11 @@ func (s *Store) putShards(ctx context.Context, segID uint64, full []byte, stage 
 			var err error
 			b := s.backends[i]
 			if st, ok := b.(shard.Stager); ok && stage {
-				staged[i], err = st.Stage(ctx, segName(segID), f)
+				staged[i], err = st.Stage(ctx, segName(segID), parts...)
 			} else if bb, ok := b.(shard.Batcher); ok {
-				err = bb.PutBatch(ctx, segName(segID), f)
+				err = bb.PutBatch(ctx, segName(segID), parts...)
 			} else {
-				err = b.Put(ctx, segName(segID), f)
+				err = b.Put(ctx, segName(segID), bytes.Join(parts, nil))
 			}
 			if err != nil {
 				errs[i] = fmt.Errorf("write shard %d of segment %016x: %w", i, segID, err)
@@ -198,6 +205,21 @@ func (s *Store) putShards(ctx context.Context, segID uint64, full []byte, stage 
 		}
 	}
 	return staged, nil
+}
+
+// padSegment returns full followed by the zeros that make it k equal
+// data shards (erasure.PaddedLen), written into full's spare capacity
+// when it has room: beyond len(full) nobody reads a segment buffer.
+func padSegment(full []byte, k int) []byte {
+	n := int(erasure.PaddedLen(int64(len(full)), k))
+	if cap(full) < n {
+		p := make([]byte, n)
+		copy(p, full)
+		return p
+	}
+	p := full[:n]
+	clear(p[len(full):])
+	return p
 }
 
 // finishShards makes staged shard files durable, then their names.

@@ -21,6 +21,8 @@ type gatedLocal struct {
 	g *gate
 }
 
+var _ shard.Stager = gatedLocal{}
+
 type gate struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -42,8 +44,8 @@ func (g *gate) set(open bool, failErr error) {
 	g.mu.Unlock()
 }
 
-func (b gatedLocal) Stage(ctx context.Context, name string, data []byte) (shard.Staged, error) {
-	st, err := b.Local.Stage(ctx, name, data)
+func (b gatedLocal) Stage(ctx context.Context, name string, data ...[]byte) (shard.Staged, error) {
+	st, err := b.Local.Stage(ctx, name, data...)
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,7 @@ type Store struct {
 	k, m     int
 
 	workers   chan struct{} // semaphore: chunk seals in flight
-	shardBufs chan [][]byte // free list of shard file buffer sets, one per sealer
+	shardBufs chan [][]byte // free list of parity shard file buffer sets, one per sealer
 	segBufs   chan []byte   // free list of segment buffers
 	chunkBufs sync.Pool     // *[]byte: chunk-sized scratch for Put
 	sealQ     chan *segBuf  // full segments to the sealer goroutine

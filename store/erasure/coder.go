@@ -70,6 +70,62 @@ func (c *Coder) EncodeInto(dst [][]byte, segID uint64, seg []byte) ([][]byte, er
 	return files, nil
 }
 
+// PaddedLen returns how long EncodeParts needs the segment buffer to be:
+// segLen rounded up to K equal data shards (at most K-1 bytes more).
+func PaddedLen(segLen int64, k int) int64 { return int64(k) * ShardLen(segLen, k) }
+
+// EncodeParts is EncodeInto without copying the segment into the data
+// shard files: each file is returned as the parts to write back to back,
+// and a data shard's data region is a slice of seg itself (a file is
+// header | data | checksum table and footer; a parity file is one part,
+// reusing parity[j] when large enough, as EncodeInto does). seg must hold
+// the segLen segment bytes followed by zeros up to PaddedLen(segLen, K),
+// the padding every shard is coded with. The parts alias seg and the
+// parity buffers; the bytes written are exactly EncodeInto's.
+func (c *Coder) EncodeParts(parity [][]byte, segID uint64, seg []byte, segLen int64) ([][][]byte, error) {
+	L := ShardLen(segLen, c.k)
+	if int64(len(seg)) != PaddedLen(segLen, c.k) {
+		return nil, fmt.Errorf("encode segment %x: %d bytes given for %d padded to %d", segID, len(seg), segLen, PaddedLen(segLen, c.k))
+	}
+	size := FileSize(L)
+	tail := size - HeaderSize - L
+	small := make([]byte, int64(c.k)*(HeaderSize+tail))
+	files := make([][][]byte, c.k+c.m)
+	regions := make([][]byte, c.k+c.m)
+	for i := range files {
+		if i < c.k {
+			head, rest := small[:HeaderSize:HeaderSize], small[HeaderSize:]
+			foot := rest[:tail:tail]
+			small = rest[tail:]
+			regions[i] = seg[int64(i)*L : int64(i+1)*L]
+			files[i] = [][]byte{head, regions[i], foot}
+			continue
+		}
+		var f []byte
+		if j := i - c.k; j < len(parity) && int64(cap(parity[j])) >= size {
+			f = parity[j][:size]
+		} else {
+			f = make([]byte, size)
+		}
+		regions[i] = f[HeaderSize : HeaderSize+L]
+		files[i] = [][]byte{f}
+	}
+	if c.m > 0 && L > 0 {
+		if err := c.enc.Encode(regions); err != nil {
+			return nil, fmt.Errorf("encode segment %x: %w", segID, err)
+		}
+	}
+	for i, parts := range files {
+		h := Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L}
+		if i < c.k {
+			finishParts(parts[0], parts[1], parts[2], h)
+		} else {
+			finish(parts[0], h)
+		}
+	}
+	return files, nil
+}
+
 // Reconstruct fills in the nil entries of shards (K+M equal-length slices
 // of the same shard-local byte range; parity may be recomputed only for
 // full ranges). dataOnly restores just the data shards, which is all a read

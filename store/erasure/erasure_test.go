@@ -100,3 +100,52 @@ func TestTruncatedAndDamagedFiles(t *testing.T) {
 		t.Fatal("damaged header parsed")
 	}
 }
+
+// TestEncodePartsMatchesEncode checks that the parts EncodeParts returns,
+// written back to back, are byte for byte the files Encode makes (the
+// on-disk format), and that parity buffers are reused.
+func TestEncodePartsMatchesEncode(t *testing.T) {
+	for _, tt := range []struct{ k, m, n int }{{4, 2, 1_000_003}, {4, 2, 1}, {4, 2, 5}, {1, 0, 70000}, {3, 3, 3 * BlockSize}, {4, 2, 0}, {4, 2, 4*BlockSize + 2}} {
+		c, err := New(tt.k, tt.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg := segment(tt.n, uint64(tt.n)+1)
+		want, err := c.Encode(7, seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		padded := make([]byte, PaddedLen(int64(tt.n), tt.k))
+		copy(padded, seg)
+		var parity [][]byte
+		for range 2 { // the second round reuses the parity buffers
+			files, err := c.EncodeParts(parity, 7, padded, int64(tt.n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(files) != tt.k+tt.m {
+				t.Fatalf("%+v: %d files", tt, len(files))
+			}
+			for i, parts := range files {
+				if got := bytes.Join(parts, nil); !bytes.Equal(got, want[i]) {
+					t.Fatalf("%+v shard %d: parts differ from Encode's file", tt, i)
+				}
+			}
+			var next [][]byte
+			for _, parts := range files[tt.k:] {
+				next = append(next, parts[0])
+			}
+			for j := range parity {
+				if len(next[j]) > 0 && &next[j][0] != &parity[j][0] {
+					t.Fatalf("%+v: parity buffer %d not reused", tt, j)
+				}
+			}
+			parity = next
+		}
+		if tt.n > 0 {
+			if _, err := c.EncodeParts(nil, 7, padded[:len(padded)-1], int64(tt.n)); err == nil {
+				t.Fatalf("%+v: short padding accepted", tt)
+			}
+		}
+	}
+}

@@ -126,14 +126,19 @@ func BadBlocks(seg uint64, index, first int, data []byte, table []byte) []int {
 // finish writes the header, checksum table and footer of a shard file whose
 // data region is already filled.
 func finish(file []byte, h Header) {
-	h.Marshal(file)
-	data := file[HeaderSize : HeaderSize+h.DataLen]
-	table := file[TableOffset(h.DataLen) : TableOffset(h.DataLen)+4*int64(Blocks(h.DataLen))]
+	finishParts(file[:HeaderSize], file[HeaderSize:HeaderSize+h.DataLen], file[TableOffset(h.DataLen):], h)
+}
+
+// finishParts is finish for a file in three pieces: head (HeaderSize
+// bytes), the filled data region, and tail (checksum table and footer).
+func finishParts(head, data, tail []byte, h Header) {
+	h.Marshal(head)
+	table := tail[:4*Blocks(h.DataLen)]
 	for blk := 0; blk*BlockSize < len(data); blk++ {
 		end := min(len(data), (blk+1)*BlockSize)
 		binary.LittleEndian.PutUint32(table[4*blk:], BlockSum(h.Segment, h.Index, blk, data[blk*BlockSize:end]))
 	}
-	foot := file[len(file)-FooterSize:]
+	foot := tail[len(tail)-FooterSize:]
 	binary.LittleEndian.PutUint32(foot, crc32.Checksum(table, castagnoli))
 	copy(foot[4:], footerMagic)
 }

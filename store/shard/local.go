@@ -17,6 +17,11 @@ type Local struct {
 	dir string
 }
 
+var (
+	_ Batcher = (*Local)(nil)
+	_ Stager  = (*Local)(nil)
+)
+
 // tmpPrefix marks files that Put has not renamed into place yet; List skips
 // them and Clean removes them.
 const tmpPrefix = ".tmp-"
@@ -56,7 +61,7 @@ func (l *Local) Put(ctx context.Context, name string, data []byte) error {
 }
 
 // PutBatch implements Batcher: Put without the directory fsync.
-func (l *Local) PutBatch(ctx context.Context, name string, data []byte) error {
+func (l *Local) PutBatch(ctx context.Context, name string, data ...[]byte) error {
 	p, err := l.path(name)
 	if err != nil {
 		return err
@@ -74,7 +79,7 @@ func (l *Local) PutBatch(ctx context.Context, name string, data []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("%s %s: %w", op, p, err)
 	}
-	if _, err := f.Write(data); err != nil {
+	if err := writeParts(f, data); err != nil {
 		return fail("write", err)
 	}
 	if err := f.Sync(); err != nil {
@@ -92,9 +97,9 @@ func (l *Local) PutBatch(ctx context.Context, name string, data []byte) error {
 	return nil
 }
 
-// Stage implements Stager: one write to a temporary file, renamed into
-// place without fsync; the returned Staged fsyncs it.
-func (l *Local) Stage(ctx context.Context, name string, data []byte) (Staged, error) {
+// Stage implements Stager: a temporary file written, renamed into place
+// without fsync; the returned Staged fsyncs it.
+func (l *Local) Stage(ctx context.Context, name string, data ...[]byte) (Staged, error) {
 	p, err := l.path(name)
 	if err != nil {
 		return nil, err
@@ -107,7 +112,7 @@ func (l *Local) Stage(ctx context.Context, name string, data []byte) (Staged, er
 		return nil, fmt.Errorf("put %s: %w", p, err)
 	}
 	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
+	if err := writeParts(f, data); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return nil, fmt.Errorf("write %s: %w", p, err)
@@ -118,6 +123,15 @@ func (l *Local) Stage(ctx context.Context, name string, data []byte) (Staged, er
 		return nil, fmt.Errorf("put %s: %w", p, err)
 	}
 	return &staged{f: f, path: p}, nil
+}
+
+func writeParts(f *os.File, parts [][]byte) error {
+	for _, p := range parts {
+		if _, err := f.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type staged struct {

@@ -52,8 +52,12 @@ type Spacer interface {
 // commit: measured 340 MB/s instead of 135 MB/s for 4+2 segment writes).
 // Callers must call SyncBatch before relying on the objects surviving a
 // crash. Safe for concurrent use.
+//
+// PutBatch, like Stager.Stage, takes the object as parts to store back to
+// back, so a caller holding it in pieces (a shard file's header, a slice
+// of the segment, its checksum table) need not copy it into one buffer.
 type Batcher interface {
-	PutBatch(ctx context.Context, name string, data []byte) error
+	PutBatch(ctx context.Context, name string, data ...[]byte) error
 	SyncBatch(ctx context.Context) error
 }
 
@@ -65,7 +69,7 @@ type Batcher interface {
 // not rely on a staged object before both, nor overwrite objects others
 // rely on by staging.
 type Stager interface {
-	Stage(ctx context.Context, name string, data []byte) (Staged, error)
+	Stage(ctx context.Context, name string, data ...[]byte) (Staged, error)
 }
 
 // Staged is an object written by Stager.Stage whose bytes are not yet

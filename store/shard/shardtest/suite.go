@@ -108,7 +108,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) shard.Backend) {
 			t.Log("backend is not a shard.Batcher")
 			return
 		}
-		if err := bb.PutBatch(ctx, "a", data[:50]); err != nil {
+		// In parts (an empty one too), stored back to back.
+		if err := bb.PutBatch(ctx, "a", data[:20], data[20:20], data[20:50]); err != nil {
 			t.Fatal(err)
 		}
 		p := make([]byte, 50)
@@ -162,7 +163,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) shard.Backend) {
 		if err := b.Put(ctx, "s", data[:10]); err != nil {
 			t.Fatal(err)
 		}
-		p, err := st.Stage(ctx, "s", data)
+		p, err := st.Stage(ctx, "s", data[:1000], data[1000:])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,6 +182,10 @@ func Run(t *testing.T, newBackend func(t *testing.T) shard.Backend) {
 		}
 		if infos := list(t, b); len(infos) != 1 || infos[0].Size != int64(len(data)) {
 			t.Fatalf("after Stage and Sync: %+v", infos)
+		}
+		clear(got)
+		if err := b.GetRange(ctx, "s", 0, got); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("staged object after Sync: %v", err)
 		}
 		p, err = st.Stage(ctx, "t", data[:100])
 		if err != nil {
