@@ -23,15 +23,28 @@ import (
 // flush first.
 //
 // A reader must not see a batch leave memory between its look here and its
-// badger read with a transaction older than the batch's commit: readers
-// hold mu shared from before they open their transaction until they are
-// done, and a batch leaves memory only under mu exclusively.
+// badger read with a snapshot older than the batch's commit: readers hold
+// mu shared while they read, and a batch leaves memory only under mu
+// exclusively, together with the snapshot being replaced by one taken
+// after the commit. Readers share that one read-only snapshot (badger
+// serves concurrent reads of a read-only transaction): opening one per
+// request cost as much as the reads.
 type pending struct {
+	db *badger.DB
+
 	mu       sync.RWMutex
+	snap     *badger.Txn // read-only, newer than every batch no longer in memory
+	snapAt   time.Time
 	writes   map[string]pendingVal // filled by mutations
 	flushing map[string]pendingVal // being written to badger: still the truth until it is
-	bytes    int                   // size of writes, to bound a batch
+	bytes    int64                 // badger's size estimate of writes, to bound a batch
 	after    []func()              // run once writes are in badger
+
+	// A batch is flushed in the background past soft and by the mutation
+	// that takes it past hard, which must stay within one badger
+	// transaction (batches cannot be split: each is one crash-atomic step).
+	soft, hard   limits
+	valThreshold int64 // badger keeps bigger values out of the LSM tree
 
 	flushMu sync.Mutex    // one flush at a time, in order
 	kick    chan struct{} // the repository's flusher: a batch is full
@@ -42,16 +55,77 @@ type pendingVal struct {
 	del bool
 }
 
-// Batches are flushed at these sizes or after pendingAge, well below
-// badger's transaction limits (about a tenth of a 16 MiB memtable).
-const (
-	pendingMaxKeys  = 8192
-	pendingMaxBytes = 1 << 20
-	pendingAge      = 50 * time.Millisecond
-)
+// pendingAge is how long metadata waits in memory at most (when something
+// keeps the flusher from it, durability points still flush at once).
+const pendingAge = 50 * time.Millisecond
 
-func newPending(kick chan struct{}) *pending {
-	return &pending{writes: map[string]pendingVal{}, kick: kick}
+type limits struct{ keys, bytes int64 }
+
+func newPending(db *badger.DB, kick chan struct{}) *pending {
+	hard := limits{keys: db.MaxBatchCount() / 2, bytes: db.MaxBatchSize() / 2}
+	return &pending{db: db, writes: map[string]pendingVal{}, kick: kick,
+		hard: hard, soft: limits{keys: hard.keys / 4, bytes: hard.bytes / 4},
+		valThreshold: db.Opts().ValueThreshold}
+}
+
+// cost is badger's estimate of what a write takes of a transaction.
+func (p *pending) cost(k string, pv pendingVal) int64 {
+	if int64(len(pv.val)) < p.valThreshold {
+		return int64(len(k)+len(pv.val)) + 2 + 10
+	}
+	return int64(len(k)) + 12 + 2 + 10
+}
+
+func (p *pending) over(l limits) bool {
+	return int64(len(p.writes)) >= l.keys || p.bytes >= l.bytes
+}
+
+// snapMaxAge bounds how long an idle snapshot lives: an open read
+// transaction keeps badger from discarding the versions it could see.
+const snapMaxAge = time.Second
+
+// view runs fn with a reader of pending over the shared snapshot.
+func (p *pending) view(fn func(r *rtx) error) error {
+	p.mu.RLock()
+	for p.snap == nil {
+		p.mu.RUnlock()
+		p.renewSnap(false)
+		p.mu.RLock()
+	}
+	defer p.mu.RUnlock()
+	return fn(&rtx{txn: p.snap, p: p})
+}
+
+// renewSnap replaces the snapshot with one taken now; with onlyIfOld, only
+// an old one (or none). The caller must not hold mu.
+func (p *pending) renewSnap(onlyIfOld bool) {
+	p.mu.RLock()
+	fresh := p.snap != nil && (onlyIfOld && time.Since(p.snapAt) < snapMaxAge)
+	p.mu.RUnlock()
+	if fresh {
+		return
+	}
+	// Taken before the lock: opening waits for commits in flight, and
+	// readers should not wait for that.
+	txn := p.db.NewTransaction(false)
+	p.mu.Lock()
+	old := p.snap
+	p.snap, p.snapAt = txn, time.Now()
+	p.mu.Unlock()
+	if old != nil {
+		old.Discard() // nobody reads it: they held mu shared, we had it
+	}
+}
+
+// close drops the snapshot (Repo.Close, before badger closes).
+func (p *pending) close() {
+	p.mu.Lock()
+	old := p.snap
+	p.snap = nil
+	p.mu.Unlock()
+	if old != nil {
+		old.Discard()
+	}
 }
 
 // lookup returns the pending value of key (under mu, shared or not).
@@ -63,22 +137,23 @@ func (p *pending) lookup(key []byte) (pendingVal, bool) {
 	return pv, ok
 }
 
-// apply makes a mutation's writes visible, all at once.
-func (p *pending) apply(b *batch, after []func()) {
+// apply makes a mutation's writes visible, all at once. It reports a
+// batch past the hard limit: the caller must flush before the next.
+func (p *pending) apply(b *batch, after []func()) (mustFlush bool) {
 	if len(b.keys) == 0 && len(after) == 0 {
-		return
+		return false
 	}
 	p.mu.Lock()
 	for _, k := range b.keys {
 		pv := b.vals[k]
 		if old, ok := p.writes[k]; ok {
-			p.bytes -= len(k) + len(old.val)
+			p.bytes -= p.cost(k, old)
 		}
 		p.writes[k] = pv
-		p.bytes += len(k) + len(pv.val)
+		p.bytes += p.cost(k, pv)
 	}
 	p.after = append(p.after, after...)
-	full := len(p.writes) >= pendingMaxKeys || p.bytes >= pendingMaxBytes
+	full, mustFlush := p.over(p.soft), p.over(p.hard)
 	p.mu.Unlock()
 	if full {
 		select {
@@ -86,25 +161,28 @@ func (p *pending) apply(b *batch, after []func()) {
 		default:
 		}
 	}
+	return mustFlush
 }
 
 // flush writes everything applied so far to badger, then runs the hooks
 // waiting for it. On error the writes stay pending (merged under any made
-// since) for the next flush.
-func (p *pending) flush(db *badger.DB) error {
+// since) for the next flush. With nothing to write it renews an old
+// snapshot, or with force any.
+func (p *pending) flush(force bool) error {
 	p.flushMu.Lock()
 	defer p.flushMu.Unlock()
 	p.mu.Lock()
 	w, after := p.writes, p.after
 	if len(w) == 0 && len(after) == 0 {
 		p.mu.Unlock()
+		p.renewSnap(!force)
 		return nil
 	}
 	p.flushing = w
 	p.writes, p.bytes, p.after = map[string]pendingVal{}, 0, nil
 	p.mu.Unlock()
 
-	err := update(db, func(txn *badger.Txn) error {
+	err := update(p.db, func(txn *badger.Txn) error {
 		for k, pv := range w {
 			var err error
 			if pv.del {
@@ -119,20 +197,29 @@ func (p *pending) flush(db *badger.DB) error {
 		return nil
 	})
 
+	var snap *badger.Txn
+	if err == nil {
+		snap = p.db.NewTransaction(false) // sees the batch: it may leave memory
+	}
 	p.mu.Lock()
 	p.flushing = nil
 	if err != nil {
 		for k, pv := range w {
 			if _, newer := p.writes[k]; !newer {
 				p.writes[k] = pv
-				p.bytes += len(k) + len(pv.val)
+				p.bytes += p.cost(k, pv)
 			}
 		}
 		p.after = append(after, p.after...)
 		p.mu.Unlock()
 		return fmt.Errorf("write staging records: %w", err)
 	}
+	old := p.snap
+	p.snap, p.snapAt = snap, time.Now()
 	p.mu.Unlock()
+	if old != nil {
+		old.Discard()
+	}
 	for _, f := range after {
 		f()
 	}
@@ -146,9 +233,10 @@ func (p *pending) empty() bool {
 	return len(p.writes) == 0 && len(p.after) == 0
 }
 
-// flushPending writes the volume's pending metadata to badger.
+// flushPending writes the volume's pending metadata to badger, and renews
+// the snapshot staging reads (so they see what others wrote before).
 func (v *volume) flushPending() error {
-	if err := v.pend.flush(v.r.db); err != nil {
+	if err := v.pend.flush(true); err != nil {
 		return fmt.Errorf("volume %s: %w", v.rec.Name, err)
 	}
 	return nil
@@ -156,6 +244,11 @@ func (v *volume) flushPending() error {
 
 // flushPendingAll flushes the pending metadata of every volume.
 func (r *Repo) flushPendingAll() error {
+	return r.eachPending(func(p *pending) error { return p.flush(true) })
+}
+
+// eachPending calls fn with the pending writes of every volume.
+func (r *Repo) eachPending(fn func(p *pending) error) error {
 	r.mu.Lock()
 	vols := make([]*volume, 0, len(r.vols))
 	for _, v := range r.vols {
@@ -164,8 +257,8 @@ func (r *Repo) flushPendingAll() error {
 	r.mu.Unlock()
 	var first error
 	for _, v := range vols {
-		if err := v.flushPending(); err != nil && first == nil {
-			first = err
+		if err := fn(v.pend); err != nil && first == nil {
+			first = fmt.Errorf("volume %s: %w", v.rec.Name, err)
 		}
 	}
 	return first
@@ -184,7 +277,7 @@ func (r *Repo) pendingFlusher(kick <-chan struct{}) {
 		case <-t.C:
 		case <-kick:
 		}
-		if err := r.flushPendingAll(); err != nil {
+		if err := r.eachPending(func(p *pending) error { return p.flush(false) }); err != nil {
 			r.log.Warn("background metadata flush", "err", err)
 		}
 	}
@@ -289,15 +382,8 @@ type namedVal struct {
 	val  []byte
 }
 
-// stagingView runs fn with a reader of the staging head of v: pending
-// writes over a badger snapshot taken after they were looked at.
-func (v *volume) stagingView(fn func(r *rtx) error) error {
-	v.pend.mu.RLock()
-	defer v.pend.mu.RUnlock()
-	return v.r.db.View(func(txn *badger.Txn) error {
-		return fn(&rtx{txn: txn, p: v.pend})
-	})
-}
+// stagingView runs fn with a reader of the staging head of v.
+func (v *volume) stagingView(fn func(r *rtx) error) error { return v.pend.view(fn) }
 
 // writeTo sets the batch's keys in txn (block disks write their records
 // straight to badger).

@@ -155,6 +155,7 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 	delete(r.vols, name)
 	r.mu.Unlock()
 	v.removed.Store(true)
+	v.pend.close()
 	// Drop buffered writes.
 	v.filesMu.Lock()
 	files := make([]*openFile, 0, len(v.files))

@@ -7,8 +7,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/strata-backup/strata/store/chunk"
 )
 
@@ -112,9 +110,9 @@ func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 	v.mu.Lock()
 	b := &batch{}
 	var m *mutation
-	v.pend.mu.RLock()
-	err := v.r.db.View(func(txn *badger.Txn) error {
-		m = &mutation{writer: &writer{b: b, vid: v.id, seq: v.seq.Load()}, rd: &rtx{txn: txn, p: v.pend, b: b},
+	err := v.pend.view(func(rd *rtx) error {
+		rd.b = b
+		m = &mutation{writer: &writer{b: b, vid: v.id, seq: v.seq.Load()}, rd: rd,
 			v: v, now: v.r.now(), nextIno: v.nextIno}
 		if err := fn(m); err != nil {
 			return err
@@ -126,9 +124,15 @@ func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 		}
 		return nil
 	})
-	v.pend.mu.RUnlock()
 	if err == nil {
-		v.pend.apply(b, m.flushed)
+		if v.pend.apply(b, m.flushed) {
+			// Badger takes a batch in one transaction: past the hard
+			// limit, this change waits for it (and so do the next ones,
+			// behind v.mu).
+			if ferr := v.pend.flush(false); ferr != nil {
+				v.r.log.Warn("metadata flush", "volume", v.rec.Name, "err", ferr)
+			}
+		}
 		if m.nextIno > v.inoLimit {
 			v.inoLimit = m.nextIno + inoReserve
 		}

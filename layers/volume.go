@@ -179,7 +179,7 @@ func (r *Repo) loadVolumes() error {
 
 func (r *Repo) newVolume(rec volRecord) (*volume, error) {
 	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}, holds: map[Ino]int{}, orphans: map[Ino]bool{},
-		pend: newPending(r.metaKick)}
+		pend: newPending(r.db, r.metaKick)}
 	b, err := hex.DecodeString(rec.ID)
 	if err != nil || len(b) != len(v.id) {
 		return nil, fmt.Errorf("volume %s: bad id %q", rec.Name, rec.ID)
@@ -229,6 +229,7 @@ func (r *Repo) Close() error {
 	if err := r.flushPendingAll(); err != nil && first == nil {
 		first = fmt.Errorf("close layers: %w", err)
 	}
+	r.eachPending(func(p *pending) error { p.close(); return nil })
 	if err := r.db.Sync(); err != nil && first == nil {
 		first = fmt.Errorf("close layers: sync index: %w", err)
 	}
