@@ -32,10 +32,16 @@ var ErrCorrupt = errors.New("index record corrupt")
 // Open opens (creating if needed) the badger database in dir, encrypted
 // with key (32 bytes).
 func Open(dir string, key []byte, log *slog.Logger) (*badger.DB, error) {
+	return OpenOptions(Options(dir, key, log))
+}
+
+// Options returns the badger options Open uses, for callers that measure
+// what they cost (store/internal/idxrss) or change them.
+func Options(dir string, key []byte, log *slog.Logger) badger.Options {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	opts := badger.DefaultOptions(dir).
+	return badger.DefaultOptions(dir).
 		WithLogger(logger{log}).
 		WithEncryptionKey(key).
 		// 16 MiB index cache and 32 MiB block cache: the store's hot
@@ -48,12 +54,16 @@ func Open(dir string, key []byte, log *slog.Logger) (*badger.DB, error) {
 		WithNumVersionsToKeep(1).
 		WithNumCompactors(2).
 		WithSyncWrites(false)
+}
+
+// OpenOptions is Open with the given options (from Options).
+func OpenOptions(opts badger.Options) (*badger.DB, error) {
 	db, err := badger.Open(opts)
 	if err != nil {
 		if errors.Is(err, badger.ErrEncryptionKeyMismatch) || strings.Contains(err.Error(), badger.ErrEncryptionKeyMismatch.Error()) {
-			return nil, fmt.Errorf("open index %s: %w", dir, ErrWrongKey)
+			return nil, fmt.Errorf("open index %s: %w", opts.Dir, ErrWrongKey)
 		}
-		return nil, fmt.Errorf("open index %s: %w", dir, err)
+		return nil, fmt.Errorf("open index %s: %w", opts.Dir, err)
 	}
 	return db, nil
 }
