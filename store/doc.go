@@ -13,8 +13,10 @@
 // default) goes to a background sealer that appends an encrypted trailer
 // listing its chunks, splits it into K data + M parity shard files
 // (store/erasure; data shards hold the segment bytes verbatim, every 64 KiB
-// block checksummed) and writes each to its shard dir (one write, renamed
-// into place). The segment buffer is then recycled and, behind the
+// block checksummed) and writes each to its shard dir (a data shard
+// straight from the segment buffer between its header and checksum table,
+// renamed into place; evicted from the page cache once fsynced, see
+// store/shard). The segment buffer is then recycled and, behind the
 // sealer, the files are fsynced, the dirs fsynced, the chunk and segment
 // records committed to the index and the journal dropped; until then Get
 // reads those chunks from the shard files. Directory and index fsyncs are

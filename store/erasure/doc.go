@@ -21,5 +21,9 @@
 // seeded with the segment id, shard index and block number, so a block or
 // file in the wrong place fails its check too.
 //
+// Encode returns whole files; EncodeParts returns the same bytes as parts
+// (header, data, table and footer) whose data parts are slices of the
+// caller's segment buffer, so writers need not copy the segment.
+//
 // Coder is safe for concurrent use.
 package erasure
