@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,10 +30,8 @@ type spoolBuf struct {
 	path    string
 }
 
-var spoolSeq atomic.Uint64 // makes spool names unique within the process
-
 func (r *Repo) newSpoolBuf(name string) *spoolBuf {
-	return &spoolBuf{r: r, name: name + "." + strconv.FormatUint(spoolSeq.Add(1), 10)}
+	return &spoolBuf{r: r, name: name + "." + strconv.FormatUint(r.spoolSeq.Add(1), 10)}
 }
 
 // reserve charges n more bytes of memory; false when the budget is spent.

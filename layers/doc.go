@@ -108,23 +108,31 @@
 // commitMu is held shared by every staging write and exclusively by Commit,
 // so a write that returned before Commit is in the revision and one that
 // starts after is not; mu serializes metadata changes of the staging
-// layer (so badger transactions never conflict) and guards the inode
-// counter. Per dirty file, dataMu covers its buffer and a separate short
-// mutex its size and times, so GetAttr and SetAttr of a file being chunked
-// do not wait. Lock order: commitMu, file dataMu, volume mu. Read views use
-// badger snapshots; a staging read looks a dirty file up before it opens
-// its transaction, and a flush writes the records before it forgets the
-// file, so a read sees one or the other.
+// layer and guards the inode counter. Per dirty file, dataMu covers its
+// buffer and a separate short mutex its size and times, so GetAttr and
+// SetAttr of a file being chunked do not wait. Lock order: commitMu, file
+// dataMu, volume mu, pending mu. Revision views use badger snapshots.
+//
+// Staging metadata changes do not go to badger one by one (pending.go): a
+// change reads under the volume's pending writes and, if it succeeds,
+// lands in them whole; a background flusher writes pending to badger in
+// one transaction per batch (every 50 ms, or when a batch fills). Staging
+// reads share one read-only badger snapshot, renewed whenever a batch
+// leaves memory, and hold pending's lock shared while they read, so no
+// batch leaves memory under them. A flush records a file before it
+// forgets it, so a staging read sees the record or the open file.
 //
 // # Durability
 //
 // Metadata changes are not fsynced one by one: rsync creates tens of
 // thousands of files. Durability points are FlushFile(durable=true) and
-// Sync (chunk buffered data, store Flush, badger Sync), Disk.Flush, and
-// Commit (flush everything, store Flush, write the revision, badger Sync).
-// After a crash, staging comes back as of its last durable point (records
-// written since may or may not survive, each change atomically); revisions
-// are never touched. Spool files left by a crash are deleted by Open.
+// Sync (chunk buffered data, store Flush, pending metadata to badger,
+// badger Sync), Disk.Flush, and Commit (flush everything, store Flush,
+// write the revision, badger Sync). After a crash, staging comes back as
+// of its last durable point plus some prefix of the changes since (each
+// change atomically: a pending batch is one badger transaction, applied
+// in order); revisions are never touched. Chunks a change stops using are
+// released only once the change is in badger. Spool files left by a crash are deleted by Open.
 // Staging records can reach the index before the store makes their
 // chunks durable; after an unclean shutdown (no "l/x/clean" marker, which
 // Close writes and Open removes) Open checks the chunks of the staging

@@ -33,7 +33,8 @@ type repo struct {
 	cache *chunkCache
 	split *splitter
 
-	memUsed atomic.Int64 // bytes of spool buffers held in memory
+	memUsed  atomic.Int64  // bytes of spool buffers held in memory
+	spoolSeq atomic.Uint64 // makes spool file names unique
 	// storeFull is when a background flush last failed for lack of space
 	// (unix ns, 0 = not full). Writers get ErrNoSpace for a while after,
 	// since their own data would only fail the same way later, off the
