@@ -1,6 +1,7 @@
 package erasure
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/klauspost/reedsolomon"
@@ -110,18 +111,36 @@ func (c *Coder) EncodeParts(parity [][]byte, segID uint64, seg []byte, segLen in
 		regions[i] = f[HeaderSize : HeaderSize+L]
 		files[i] = [][]byte{f}
 	}
-	if c.m > 0 && L > 0 {
-		if err := c.enc.Encode(regions); err != nil {
-			return nil, fmt.Errorf("encode segment %x: %w", segID, err)
+	// One block row at a time (a BlockSize block of every shard): its
+	// parity is computed and its blocks checksummed while the row is in
+	// the CPU cache, rather than reading all shards from memory twice.
+	tails := make([][]byte, len(files))
+	for i, parts := range files {
+		if i < c.k {
+			tails[i] = parts[2]
+		} else {
+			tails[i] = parts[0][TableOffset(L):]
+		}
+	}
+	row := make([][]byte, len(files))
+	for off := int64(0); off < L; off += BlockSize {
+		end := min(off+BlockSize, L)
+		for i := range regions {
+			row[i] = regions[i][off:end]
+		}
+		if c.m > 0 {
+			if err := c.enc.Encode(row); err != nil {
+				return nil, fmt.Errorf("encode segment %x: %w", segID, err)
+			}
+		}
+		blk := int(off / BlockSize)
+		for i := range row {
+			binary.LittleEndian.PutUint32(tails[i][4*blk:], BlockSum(segID, i, blk, row[i]))
 		}
 	}
 	for i, parts := range files {
-		h := Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L}
-		if i < c.k {
-			finishParts(parts[0], parts[1], parts[2], h)
-		} else {
-			finish(parts[0], h)
-		}
+		Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L}.Marshal(parts[0][:HeaderSize])
+		finishTable(tails[i], L)
 	}
 	return files, nil
 }

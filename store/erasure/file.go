@@ -138,6 +138,13 @@ func finishParts(head, data, tail []byte, h Header) {
 		end := min(len(data), (blk+1)*BlockSize)
 		binary.LittleEndian.PutUint32(table[4*blk:], BlockSum(h.Segment, h.Index, blk, data[blk*BlockSize:end]))
 	}
+	finishTable(tail, h.DataLen)
+}
+
+// finishTable writes the footer of tail (checksum table and footer of a
+// shard with dataLen data bytes) once the table is filled.
+func finishTable(tail []byte, dataLen int64) {
+	table := tail[:4*Blocks(dataLen)]
 	foot := tail[len(tail)-FooterSize:]
 	binary.LittleEndian.PutUint32(foot, crc32.Checksum(table, castagnoli))
 	copy(foot[4:], footerMagic)
