@@ -11,6 +11,10 @@ import (
 type Coder struct {
 	k, m int
 	enc  reedsolomon.Encoder
+	// rows encodes EncodeParts' 64 KiB block rows on the calling
+	// goroutine: rows that small gain nothing from being split across
+	// goroutines, and the store seals segments in parallel already.
+	rows reedsolomon.Encoder
 }
 
 // New returns a Coder for k data and m parity shards.
@@ -22,6 +26,9 @@ func New(k, m int) (*Coder, error) {
 			return nil, fmt.Errorf("erasure coder %d+%d: %w", k, m, err)
 		}
 		c.enc = enc
+		if c.rows, err = reedsolomon.New(k, m, reedsolomon.WithMaxGoroutines(1)); err != nil {
+			return nil, fmt.Errorf("erasure coder %d+%d: %w", k, m, err)
+		}
 	}
 	return c, nil
 }
@@ -129,7 +136,7 @@ func (c *Coder) EncodeParts(parity [][]byte, segID uint64, seg []byte, segLen in
 			row[i] = regions[i][off:end]
 		}
 		if c.m > 0 {
-			if err := c.enc.Encode(row); err != nil {
+			if err := c.rows.Encode(row); err != nil {
 				return nil, fmt.Errorf("encode segment %x: %w", segID, err)
 			}
 		}
