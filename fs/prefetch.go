@@ -32,7 +32,7 @@ type prefetchJob struct {
 const prefetchMax = 1 << 20
 
 // prefetchQueue bounds queued work (a few directories' worth); the layers
-// chunk cache (64 MiB) must hold what is read ahead until it is used.
+// chunk cache (32 MiB) must hold what is read ahead until it is used.
 const prefetchQueue = 512
 
 func newPrefetcher(tree *layers.Tree) *prefetcher {

@@ -16,7 +16,7 @@ import (
 // grows past memFileMax or the repository's memory budget is spent.
 const (
 	memFileMax   = 1 << 20
-	memBudgetMax = 128 << 20
+	memBudgetMax = 64 << 20
 )
 
 // spoolBuf holds a dirty file's image: in memory (mem, zeros past its end
