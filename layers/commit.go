@@ -231,6 +231,9 @@ func (v *volume) attrDelta(txn *badger.Txn, rk []byte, seq uint64, val []byte) (
 		if err != nil {
 			return 0, 0, err
 		}
+		if n.Nlink == 0 {
+			return 0, 0, nil // unlinked, kept for a handle: in no directory
+		}
 		if isReg(n.Mode) {
 			return n.Size, 1, nil
 		}

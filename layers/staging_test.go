@@ -450,3 +450,50 @@ func TestNoSpace(t *testing.T) {
 		t.Fatalf("data after space came back: %d, %v", n, err)
 	}
 }
+
+// TestCommitSkipsHeldOrphans: a file unlinked while a handle still holds
+// it is in no directory of the revision, so the revision's file count and
+// size leave it out.
+func TestCommitSkipsHeldOrphans(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, false)
+	st := e.staging(t, "v")
+	write := func(name string, n int) layers.Ino {
+		t.Helper()
+		a, err := st.Create(ctx, layers.RootIno, name, 0o600, 0, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.WriteAt(ctx, a.Ino, bytes.Repeat([]byte("x"), n), 0); err != nil {
+			t.Fatal(err)
+		}
+		return a.Ino
+	}
+	write("kept", 3000)
+	one, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := write("held", 5000)
+	st.Hold(held)
+	if err := st.Unlink(ctx, layers.RootIno, "held"); err != nil {
+		t.Fatal(err)
+	}
+	two, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if two.Files != one.Files || two.Size != one.Size {
+		t.Errorf("with a held unlinked file: %d files, %d bytes; want %d, %d as before", two.Files, two.Size, one.Files, one.Size)
+	}
+	if err := st.Unhold(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	three, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if three.Files != one.Files || three.Size != one.Size {
+		t.Errorf("after the last handle went: %d files, %d bytes; want %d, %d", three.Files, three.Size, one.Files, one.Size)
+	}
+}
