@@ -86,6 +86,9 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 		conn.Close()
 		return fail(exitLocked, "use it (commands find it by itself) or stop it with 'strata stop'", "a strata server is already running for %s", dir)
 	}
+	if addr := os.Getenv("STRATA_PPROF"); addr != "" {
+		startProfiler(addr, log)
+	}
 	repo, err := openRepository(ctx, g, log)
 	if err != nil {
 		return err
