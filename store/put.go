@@ -163,9 +163,10 @@ func (s *Store) dedupLocked(id chunk.ID) (bool, error) {
 
 // newSegLocked allocates an empty segment buffer. Called with mu.
 func (s *Store) newSegLocked(minCap int) *segBuf {
-	// Slack above SegmentSize lets the chunk that crosses the limit land
-	// without moving the buffer (chunks are at most 8 MiB + overhead).
-	c := max(s.cfg.SegmentSize+(9<<20), minCap)
+	// No slack above SegmentSize: a chunk that does not fit closes the
+	// segment (appendChunk), and up to three buffers are held at once, so
+	// 9 MiB of slack each cost 27 MiB of the server's memory.
+	c := max(s.cfg.SegmentSize, minCap)
 	var buf []byte
 	select {
 	case buf = <-s.segBufs:
