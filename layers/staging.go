@@ -181,8 +181,11 @@ func (s *Staging) create(ctx context.Context, op string, parent Ino, name string
 		}
 		n.Ino = m.alloc()
 		n.Atime, n.Mtime, n.Ctime = m.now, m.now, m.now
+		// Every inode records the directory it was made in (for files
+		// only a hint, as links come and go: damage reports name paths
+		// with it, see ChunkUsers).
+		n.Parent = parent
 		if isDir(n.Mode) {
-			n.Parent = parent
 			p.Nlink++
 		}
 		m.touchDir(&p)
@@ -597,6 +600,8 @@ func (s *Staging) Rename(ctx context.Context, parent Ino, name string, newParent
 		if srcDir && newParent != parent {
 			pp.Nlink--
 			np.Nlink++
+		}
+		if newParent != parent {
 			sn.Parent = newParent
 		}
 		sn.Ctime = m.now

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +30,7 @@ func TestShardLossAndRepair(t *testing.T) {
 	stage := r.mkdir("mnt/stage")
 	r.must("mount", "home", stage)
 	sh(t, "rsync", "-a", src+"/", stage+"/")
-	r.must("commit", "home")
+	revID := strings.TrimSpace(r.must("commit", "home"))
 	r.must("umount", stage)
 
 	filepath.Walk(r.dir, func(p string, fi os.FileInfo, err error) error {
@@ -90,5 +91,37 @@ func TestShardLossAndRepair(t *testing.T) {
 	// Nothing half-restored may pass for the real thing.
 	if _, err := exec.Command("cmp", filepath.Join(src, "marker.txt"), filepath.Join(r.work, "out", "marker.txt")).CombinedOutput(); err == nil {
 		t.Error("restore with lost data produced an identical marker file: the data came from somewhere else")
+	}
+
+	// The disks come back empty: scrub names what is lost, file by file
+	// with the revisions that held it, so the user knows what to restore.
+	for _, i := range []string{"0", "2", "5"} {
+		os.Mkdir(filepath.Join(shards, i), 0o700)
+	}
+	res = r.run("scrub")
+	if res.code != 1 || !strings.Contains(res.stdout, "LOST") || !strings.Contains(res.stdout, "lost: home: ") {
+		t.Fatalf("scrub with three of six shards of every segment gone: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	var js struct {
+		Damaged []struct {
+			Lost     bool     `json:"lost"`
+			Affected []string `json:"affected"`
+		} `json:"damaged"`
+	}
+	if err := json.Unmarshal([]byte(r.runEnv(nil, "--json", "scrub").stdout), &js); err != nil {
+		t.Fatal(err)
+	}
+	var affected []string
+	for _, d := range js.Damaged {
+		affected = append(affected, d.Affected...)
+	}
+	found := false
+	for _, a := range affected {
+		if strings.HasPrefix(a, "home: marker.txt (") && strings.Contains(a, revID) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("scrub --json does not name marker.txt in revision %s among %d affected entries, e.g. %q", revID, len(affected), affected[:min(5, len(affected))])
 	}
 }

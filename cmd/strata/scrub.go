@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -72,6 +73,9 @@ type damageResult struct {
 	Lost      bool   `json:"lost"`
 	Repaired  bool   `json:"repaired"`
 	Error     string `json:"error,omitempty"`
+	// Affected names what the lost or undecryptable chunks held: files
+	// or disk ranges, with the revisions that see them.
+	Affected []string `json:"affected,omitempty"`
 }
 
 func toScrubResult(r store.ScrubReport) scrubResult {
@@ -101,12 +105,15 @@ func printScrub(r scrubResult, a scrubArgs) {
 	// Segments with the same damage print as one line: a lost disk
 	// damages every segment alike.
 	type group struct {
-		desc string
-		segs []string
+		desc     string
+		segs     []string
+		affected []string
 	}
 	var groups []*group
 	byDesc := map[string]*group{}
+	lost := false
 	for _, d := range r.Damaged {
+		lost = lost || (d.Lost && !d.Repaired)
 		state := "damaged, redundancy reduced"
 		switch {
 		case d.Repaired:
@@ -125,6 +132,11 @@ func printScrub(r scrubResult, a scrubArgs) {
 			groups = append(groups, g)
 		}
 		g.segs = append(g.segs, d.Segment)
+		for _, a := range d.Affected {
+			if !slices.Contains(g.affected, a) {
+				g.affected = append(g.affected, a)
+			}
+		}
 	}
 	for _, g := range groups {
 		segs := strings.Join(g.segs, " ")
@@ -132,6 +144,17 @@ func printScrub(r scrubResult, a scrubArgs) {
 			segs = fmt.Sprintf("%s %s ... %s (%d segments)", g.segs[0], g.segs[1], g.segs[len(g.segs)-1], len(g.segs))
 		}
 		fmt.Printf("  segment %s: %s\n", segs, g.desc)
+		// What to restore from elsewhere; a whole lost disk set can name
+		// every file, so the list stops after a screenful.
+		const show = 20
+		sort.Strings(g.affected)
+		for i, a := range g.affected {
+			if i == show {
+				fmt.Printf("    ... and %d more (--json lists them all)\n", len(g.affected)-show)
+				break
+			}
+			fmt.Printf("    lost: %s\n", a)
+		}
 	}
 	if r.Orphans > 0 {
 		fmt.Printf("%d orphaned segments (left by an interrupted write); prune's garbage collection removes them\n", r.Orphans)
@@ -143,6 +166,8 @@ func printScrub(r scrubResult, a scrubArgs) {
 		fmt.Println("all damage repaired: full redundancy restored")
 	case a.Repair:
 		fmt.Println("some damage could not be repaired (see above)")
+	case lost:
+		fmt.Println("data lost: more shards are gone than parity covers; bring back the missing shard dirs if you can, else restore what is listed from another copy")
 	default:
 		fmt.Println("damage found: run 'strata scrub --repair' to restore full redundancy")
 	}
@@ -159,7 +184,40 @@ func opScrub(ctx context.Context, env *opEnv, a scrubArgs) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return toScrubResult(rep), nil
+	out := toScrubResult(rep)
+	if err := describeDamage(ctx, env, rep, &out); err != nil {
+		env.repo.log.Warn("scrub: name what the damage affects", "err", err)
+	}
+	return out, nil
+}
+
+// describeDamage fills Affected for segments whose chunks cannot be read
+// back: the files and revisions a user has to restore from elsewhere.
+func describeDamage(ctx context.Context, env *opEnv, rep store.ScrubReport, out *scrubResult) error {
+	segOf := map[chunk.ID]int{}
+	var ids []chunk.ID
+	for i, d := range rep.Damaged {
+		var lost []chunk.ID
+		if d.Lost && !d.Repaired {
+			lost = append(lost, d.Chunks...)
+		}
+		lost = append(lost, d.BadChunks...)
+		for _, id := range lost {
+			segOf[id] = i
+			ids = append(ids, id)
+		}
+	}
+	uses, err := env.repo.layers.ChunkUsers(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, u := range uses {
+		d := &out.Damaged[segOf[u.Chunk]]
+		if s := u.String(); !slices.Contains(d.Affected, s) {
+			d.Affected = append(d.Affected, s)
+		}
+	}
+	return nil
 }
 
 type repairCmd struct {

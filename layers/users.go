@@ -1,0 +1,200 @@
+package layers
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/strata-backup/strata/store/chunk"
+)
+
+// ChunkUse says where a chunk's data appears: a file (fs volumes) or a
+// byte range of the disk (block volumes), and which revisions (ids, oldest
+// first) and whether the staging head see it there.
+type ChunkUse struct {
+	Chunk     chunk.ID
+	Volume    string
+	Where     string // "path/in/volume" or "disk.img bytes A-B"
+	Revisions []string
+	Staging   bool
+}
+
+func (u ChunkUse) String() string {
+	var seen []string
+	seen = append(seen, u.Revisions...)
+	if u.Staging {
+		seen = append(seen, "staging")
+	}
+	return fmt.Sprintf("%s: %s (%s)", u.Volume, u.Where, strings.Join(seen, ", "))
+}
+
+// ChunkUsers finds what holds the given chunks, for damage reports that
+// name files and revisions rather than chunk ids. It reads every extent
+// map and block record once, so it is for the rare case of damage, not for
+// a request path. Versions no revision or staging sees (kept for none)
+// are left out.
+func (r *Repo) ChunkUsers(ctx context.Context, ids []chunk.ID) ([]ChunkUse, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	if err := r.flushPendingAll(); err != nil {
+		return nil, fmt.Errorf("chunk users: %w", err)
+	}
+	want := make(map[chunk.ID]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	r.mu.Lock()
+	byID := make(map[volID]*volume, len(r.vols))
+	for _, v := range r.vols {
+		byID[v.id] = v
+	}
+	r.mu.Unlock()
+
+	// hit is a record version that holds a wanted chunk, with the seqs
+	// that see it: [seq, until).
+	type hit struct {
+		v          *volume
+		rk         []byte
+		seq, until uint64
+		id         chunk.ID
+		off, n     int64
+	}
+	var hits []hit
+	err := r.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(pfxData)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		var last []byte  // the previous key without its version
+		var newer uint64 // seq of that newer version of the record
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			key := it.Item().Key()
+			if len(key) < len(pfxData)+8+1+8 {
+				continue
+			}
+			var vid volID
+			copy(vid[:], key[len(pfxData):])
+			rk, seq := splitVersion(key)
+			until := ^uint64(0)
+			if string(key[:len(key)-8]) == string(last) {
+				until = newer
+			}
+			last = append(last[:0], key[:len(key)-8]...)
+			newer = seq
+			v := byID[vid]
+			if v == nil || (rk[0] != recExtents && rk[0] != recBlock) {
+				continue
+			}
+			val, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("read record: %w", err)
+			}
+			if len(val) == 0 || val[0] != valLive {
+				continue
+			}
+			idx := int64(binary.BigEndian.Uint64(rk[1:]))
+			if rk[0] == recBlock {
+				var id chunk.ID
+				if copy(id[:], val[1:]) == len(id) && want[id] {
+					bs := int64(v.rec.BlockSize)
+					hits = append(hits, hit{v: v, rk: append([]byte(nil), rk...), seq: seq, until: until, id: id, off: idx * bs, n: bs})
+				}
+				continue
+			}
+			es, err := decodeExtents(val[1:])
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				if want[e.ID] {
+					hits = append(hits, hit{v: v, rk: append([]byte(nil), rk...), seq: seq, until: until, id: e.ID, off: e.Off, n: e.Len})
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chunk users: %w", err)
+	}
+
+	var out []ChunkUse
+	for _, h := range hits {
+		revs, err := h.v.revisions()
+		if err != nil {
+			return nil, err
+		}
+		u := ChunkUse{Chunk: h.id, Volume: h.v.rec.Name}
+		var at uint64 // a seq that sees the version, to find its path
+		for _, rr := range revs {
+			if rr.Seq >= h.seq && rr.Seq < h.until {
+				u.Revisions = append(u.Revisions, rr.ID)
+				at = rr.Seq
+			}
+		}
+		if s := h.v.seq.Load(); s >= h.seq && s < h.until {
+			u.Staging = true
+			at = s
+		}
+		if at == 0 {
+			continue // kept for nobody: prune's leftovers
+		}
+		if h.rk[0] == recBlock {
+			u.Where = fmt.Sprintf("disk.img bytes %d-%d", h.off, h.off+h.n-1)
+		} else {
+			ino := Ino(binary.BigEndian.Uint64(h.rk[1:]))
+			u.Where = h.v.pathOf(ctx, ino, at)
+		}
+		out = append(out, u)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Volume != out[j].Volume {
+			return out[i].Volume < out[j].Volume
+		}
+		return out[i].Where < out[j].Where
+	})
+	return out, nil
+}
+
+// pathOf names inode ino as seen at seq by following parents up to the
+// root; "inode N" when a step cannot be found (files written before
+// inodes recorded their directory, or whose recorded link went).
+func (v *volume) pathOf(ctx context.Context, ino Ino, seq uint64) string {
+	t := &Tree{tree{v: v, seq: seq}}
+	var parts []string
+	for cur := ino; cur != RootIno && len(parts) < 4096; {
+		var n inode
+		err := t.view(func(rd *rtx) error {
+			var err error
+			n, _, err = v.getInode(rd, cur, seq)
+			return err
+		})
+		if err != nil {
+			return fmt.Sprintf("inode %d", ino)
+		}
+		name := ""
+		err = t.ReadDir(ctx, n.Parent, "", func(d Dirent) bool {
+			if d.Ino == cur {
+				name = d.Name
+				return false
+			}
+			return true
+		})
+		if err != nil || name == "" {
+			return fmt.Sprintf("inode %d", ino)
+		}
+		parts = append(parts, name)
+		cur = n.Parent
+	}
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return strings.Join(parts, "/")
+}
