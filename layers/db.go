@@ -31,23 +31,33 @@ func getVersion(r *rtx, vid volID, rk []byte, seq uint64) ([]byte, uint64, error
 		return b, vseq, err
 	}
 	prefix := dataPrefix(vid, rk)
-	return getBelow(r.txn, prefix[:len(prefix):len(prefix)], seq)
+	return getBelow(r, prefix[:len(prefix):len(prefix)], seq)
 }
 
 // getBelow is getVersion's search for the newest version at or below seq
 // with an iterator; prefix is dataPrefix(vid, rk).
-func getBelow(txn *badger.Txn, prefix []byte, seq uint64) ([]byte, uint64, error) {
-	opts := badger.DefaultIteratorOptions
-	opts.PrefetchValues = false
-	opts.Prefix = prefix
-	// AllVersions: a staging record rewritten many times (a directory's
-	// attributes as files are created in it) has many badger versions
-	// until compaction, and a plain iterator's Seek skips all of them to
-	// prefetch the next key. With AllVersions the first item is the newest
-	// version and nothing more is read.
-	opts.AllVersions = true
-	it := txn.NewIterator(opts)
-	defer it.Close()
+func getBelow(r *rtx, prefix []byte, seq uint64) ([]byte, uint64, error) {
+	var it *badger.Iterator
+	if r.p != nil {
+		// Staging reads: a pooled iterator of the shared snapshot. Making
+		// one costs more than the Seek (it opens every table's iterator),
+		// and a no-change rsync after a commit does two of these per
+		// LOOKUP.
+		it = r.p.iterator()
+		defer r.p.putIterator(it)
+	} else {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = prefix
+		// AllVersions: a staging record rewritten many times (a directory's
+		// attributes as files are created in it) has many badger versions
+		// until compaction, and a plain iterator's Seek skips all of them to
+		// prefetch the next key. With AllVersions the first item is the newest
+		// version and nothing more is read.
+		opts.AllVersions = true
+		it = r.txn.NewIterator(opts)
+		defer it.Close()
+	}
 	var skip []byte
 	for it.Seek(be64(prefix, ^seq)); it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
@@ -250,7 +260,7 @@ func (v *volume) getKeyed(r *rtx, ino Ino, rk []byte, seq uint64) ([]byte, uint6
 		// Not there after all: search, and remember afresh.
 	}
 	prefix := dataPrefix(v.id, rk)
-	b, vseq, err = getBelow(r.txn, prefix[:len(prefix):len(prefix)], seq)
+	b, vseq, err = getBelow(r, prefix[:len(prefix):len(prefix)], seq)
 	if vseq != 0 && vseq < seq && (err == nil || isNotFound(err)) && r.txn.ReadTs() >= f.ts {
 		f.setBelow(rk, vseq)
 	}

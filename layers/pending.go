@@ -35,6 +35,8 @@ type pending struct {
 	mu       sync.RWMutex
 	snap     *badger.Txn // read-only, newer than every batch no longer in memory
 	snapAt   time.Time
+	itMu     sync.Mutex            // guards its
+	its      []*badger.Iterator    // idle iterators of snap (AllVersions, no prefix)
 	writes   map[string]pendingVal // filled by mutations
 	flushing map[string]pendingVal // being written to badger: still the truth until it is
 	bytes    int64                 // badger's size estimate of writes, to bound a batch
@@ -96,6 +98,42 @@ func (p *pending) view(fn func(r *rtx) error) error {
 	return fn(&rtx{txn: p.snap, p: p})
 }
 
+// iterator returns an idle iterator of the snapshot, or a new one. The
+// caller holds mu shared and gives it back with putIterator before it
+// lets go: snapshots are only replaced under mu exclusively, which closes
+// the idle iterators first.
+func (p *pending) iterator() *badger.Iterator {
+	p.itMu.Lock()
+	if n := len(p.its); n > 0 {
+		it := p.its[n-1]
+		p.its = p.its[:n-1]
+		p.itMu.Unlock()
+		return it
+	}
+	p.itMu.Unlock()
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.AllVersions = true // see getBelow
+	return p.snap.NewIterator(opts)
+}
+
+func (p *pending) putIterator(it *badger.Iterator) {
+	p.itMu.Lock()
+	defer p.itMu.Unlock()
+	p.its = append(p.its, it)
+}
+
+// closeIterators closes the idle iterators (under mu exclusively, before
+// the snapshot goes).
+func (p *pending) closeIterators() {
+	p.itMu.Lock()
+	defer p.itMu.Unlock()
+	for _, it := range p.its {
+		it.Close()
+	}
+	p.its = nil
+}
+
 // renewSnap replaces the snapshot with one taken now; with onlyIfOld, only
 // an old one (or none). The caller must not hold mu.
 func (p *pending) renewSnap(onlyIfOld bool) {
@@ -110,6 +148,7 @@ func (p *pending) renewSnap(onlyIfOld bool) {
 	txn := p.db.NewTransaction(false)
 	p.mu.Lock()
 	old := p.snap
+	p.closeIterators()
 	p.snap, p.snapAt = txn, time.Now()
 	p.mu.Unlock()
 	if old != nil {
@@ -121,6 +160,7 @@ func (p *pending) renewSnap(onlyIfOld bool) {
 func (p *pending) close() {
 	p.mu.Lock()
 	old := p.snap
+	p.closeIterators()
 	p.snap = nil
 	p.mu.Unlock()
 	if old != nil {
@@ -215,6 +255,7 @@ func (p *pending) flush(force bool) error {
 		return fmt.Errorf("write staging records: %w", err)
 	}
 	old := p.snap
+	p.closeIterators()
 	p.snap, p.snapAt = snap, time.Now()
 	p.mu.Unlock()
 	if old != nil {
