@@ -35,6 +35,7 @@ type pending struct {
 	mu       sync.RWMutex
 	snap     *badger.Txn // read-only, newer than every batch no longer in memory
 	snapAt   time.Time
+	closed   bool                  // the volume was removed or the repository closed
 	itMu     sync.Mutex            // guards its
 	its      []*badger.Iterator    // idle iterators of snap (AllVersions, no prefix)
 	writes   map[string]pendingVal // filled by mutations
@@ -90,6 +91,10 @@ const snapMaxAge = time.Second
 func (p *pending) view(fn func(r *rtx) error) error {
 	p.mu.RLock()
 	for p.snap == nil {
+		if p.closed {
+			p.mu.RUnlock()
+			return fmt.Errorf("read staging: %w", ErrUnknownVolume)
+		}
 		p.mu.RUnlock()
 		p.renewSnap(false)
 		p.mu.RLock()
@@ -147,6 +152,11 @@ func (p *pending) renewSnap(onlyIfOld bool) {
 	// readers should not wait for that.
 	txn := p.db.NewTransaction(false)
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		txn.Discard()
+		return
+	}
 	old := p.snap
 	p.closeIterators()
 	p.snap, p.snapAt = txn, time.Now()
@@ -161,7 +171,7 @@ func (p *pending) close() {
 	p.mu.Lock()
 	old := p.snap
 	p.closeIterators()
-	p.snap = nil
+	p.snap, p.closed = nil, true
 	p.mu.Unlock()
 	if old != nil {
 		old.Discard()
@@ -256,7 +266,11 @@ func (p *pending) flush(force bool) error {
 	}
 	old := p.snap
 	p.closeIterators()
-	p.snap, p.snapAt = snap, time.Now()
+	if p.closed {
+		old = snap // closed meanwhile: the new snapshot goes too
+	} else {
+		p.snap, p.snapAt = snap, time.Now()
+	}
 	p.mu.Unlock()
 	if old != nil {
 		old.Discard()
