@@ -281,13 +281,6 @@ func (p *pending) flush(force bool) error {
 	return nil
 }
 
-// empty reports whether nothing waits for a flush.
-func (p *pending) empty() bool {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return len(p.writes) == 0 && len(p.after) == 0
-}
-
 // flushPending writes the volume's pending metadata to badger, and renews
 // the snapshot staging reads (so they see what others wrote before).
 func (v *volume) flushPending() error {
