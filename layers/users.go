@@ -126,10 +126,15 @@ func (r *Repo) ChunkUsers(ctx context.Context, ids []chunk.ID) ([]ChunkUse, erro
 	}
 
 	var out []ChunkUse
+	revsOf := map[*volume][]revRecord{}
 	for _, h := range hits {
-		revs, err := h.v.revisions()
-		if err != nil {
-			return nil, err
+		revs, ok := revsOf[h.v]
+		if !ok {
+			var err error
+			if revs, err = h.v.revisions(); err != nil {
+				return nil, err
+			}
+			revsOf[h.v] = revs
 		}
 		u := ChunkUse{Chunk: h.id, Volume: h.v.rec.Name}
 		var at uint64 // a seq that sees the version, to find its path
