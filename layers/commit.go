@@ -174,25 +174,7 @@ func (v *volume) sealLayer(ctx context.Context, seq uint64) (dsize, dfiles int64
 	startChunk()
 	empty := len(buf)
 	err = v.r.db.View(func(txn *badger.Txn) error {
-		prefix := touchedPrefix(v.id, seq)
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = prefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rk := it.Item().KeyCopy(nil)[len(prefix):]
-			item, err := txn.Get(verKey(v.id, rk, seq))
-			if err != nil {
-				return fmt.Errorf("read touched record: %w", err)
-			}
-			val, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
+		return eachTouched(ctx, txn, v.id, seq, nil, func(rk, val []byte) error {
 			if rk[0] == recAttr {
 				ds, df, err := v.attrDelta(txn, rk, seq, val)
 				if err != nil {
@@ -206,12 +188,10 @@ func (v *volume) sealLayer(ctx context.Context, seq uint64) (dsize, dfiles int64
 			buf = binary.AppendUvarint(buf, uint64(len(val)))
 			buf = append(buf, val...)
 			if len(buf) >= metaChunkSize {
-				if err := emit(); err != nil {
-					return err
-				}
+				return emit()
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err == nil && len(buf) > empty {
 		err = emit()

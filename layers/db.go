@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -280,4 +281,71 @@ func getExact(r *rtx, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) 
 		return nil, seq, ErrNotFound
 	}
 	return val[1:], seq, nil
+}
+
+// eachTouched calls fn, in key order, with the key and value (flag byte
+// included) of every record layer seq of volume vid wrote whose type want
+// accepts (nil: every type).
+func eachTouched(ctx context.Context, txn *badger.Txn, vid volID, seq uint64, want func(rt byte) bool, fn func(rk, val []byte) error) error {
+	prefix := touchedPrefix(vid, seq)
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = prefix
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rk := it.Item().KeyCopy(nil)[len(prefix):]
+		if want != nil && !want(rk[0]) {
+			continue
+		}
+		item, err := txn.Get(verKey(vid, rk, seq))
+		if err != nil {
+			return fmt.Errorf("read touched record: %w", err)
+		}
+		val, err := item.ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("read touched record: %w", err)
+		}
+		if err := fn(rk, val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holdsChunks says whether records of type rt refer to chunks.
+func holdsChunks(rt byte) bool { return rt == recExtents || rt == recBlock }
+
+// eachChunkRecord calls fn with every version of every extent-map and
+// block record of every volume, in key order (so a record's versions come
+// together, newest first): the volume, record key, version seq and value
+// (flag byte included).
+func eachChunkRecord(ctx context.Context, txn *badger.Txn, fn func(vid volID, rk []byte, seq uint64, val []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte(pfxData)
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		key := it.Item().Key()
+		rk, seq := splitVersion(key)
+		if !holdsChunks(rk[0]) {
+			continue
+		}
+		var vid volID
+		copy(vid[:], key[len(pfxData):])
+		val, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("read record: %w", err)
+		}
+		if err := fn(vid, append([]byte(nil), rk...), seq, val); err != nil {
+			return err
+		}
+	}
+	return nil
 }

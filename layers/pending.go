@@ -58,6 +58,14 @@ type pendingVal struct {
 	del bool
 }
 
+// writeTo sets (or deletes) key in txn.
+func (pv pendingVal) writeTo(txn *badger.Txn, key string) error {
+	if pv.del {
+		return txn.Delete([]byte(key))
+	}
+	return txn.Set([]byte(key), pv.val)
+}
+
 // pendingAge is how long metadata waits in memory at most (when something
 // keeps the flusher from it, durability points still flush at once).
 const pendingAge = 50 * time.Millisecond
@@ -234,13 +242,7 @@ func (p *pending) flush(force bool) error {
 
 	err := update(p.db, func(txn *badger.Txn) error {
 		for k, pv := range w {
-			var err error
-			if pv.del {
-				err = txn.Delete([]byte(k))
-			} else {
-				err = txn.Set([]byte(k), pv.val)
-			}
-			if err != nil {
+			if err := pv.writeTo(txn, k); err != nil {
 				return err
 			}
 		}
@@ -297,14 +299,8 @@ func (r *Repo) flushPendingAll() error {
 
 // eachPending calls fn with the pending writes of every volume.
 func (r *Repo) eachPending(fn func(p *pending) error) error {
-	r.mu.Lock()
-	vols := make([]*volume, 0, len(r.vols))
-	for _, v := range r.vols {
-		vols = append(vols, v)
-	}
-	r.mu.Unlock()
 	var first error
-	for _, v := range vols {
+	for _, v := range r.volumesByID() {
 		if err := fn(v.pend); err != nil && first == nil {
 			first = fmt.Errorf("volume %s: %w", v.rec.Name, err)
 		}
@@ -437,14 +433,7 @@ func (v *volume) stagingView(fn func(r *rtx) error) error { return v.pend.view(f
 // straight to badger).
 func (b *batch) writeTo(txn *badger.Txn) error {
 	for _, k := range b.keys {
-		pv := b.vals[k]
-		var err error
-		if pv.del {
-			err = txn.Delete([]byte(k))
-		} else {
-			err = txn.Set([]byte(k), pv.val)
-		}
-		if err != nil {
+		if err := b.vals[k].writeTo(txn, k); err != nil {
 			return fmt.Errorf("write record: %w", err)
 		}
 	}

@@ -230,22 +230,7 @@ func (r *Repo) References(ctx context.Context, fn func(id chunk.ID) error) error
 		return fmt.Errorf("references: %w", err)
 	}
 	return r.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(pfxData)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rk, _ := splitVersion(it.Item().Key())
-			if rk[0] != recExtents && rk[0] != recBlock {
-				continue
-			}
-			val, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
+		err := eachChunkRecord(ctx, txn, func(_ volID, rk []byte, _ uint64, val []byte) error {
 			ids, err := recordChunks(rk[0], val)
 			if err != nil {
 				return err
@@ -255,6 +240,10 @@ func (r *Repo) References(ctx context.Context, fn func(id chunk.ID) error) error
 					return err
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		popts := badger.DefaultIteratorOptions
 		popts.Prefix = []byte(pfxPruned)

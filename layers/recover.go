@@ -38,10 +38,7 @@ func orphanKey(vid volID, ino Ino) []byte {
 // handles that are gone now; markers of removed volumes or relinked
 // inodes just go.
 func (r *Repo) dropCrashOrphans() error {
-	byID := map[volID]*volume{}
-	for _, v := range r.vols {
-		byID[v.id] = v
-	}
+	byID := r.volumesByID()
 	var keys [][]byte
 	err := r.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
@@ -121,27 +118,9 @@ func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) 
 		}
 		var fixes []fix
 		err := r.db.View(func(txn *badger.Txn) error {
-			prefix := touchedPrefix(v.id, seq)
-			opts := badger.DefaultIteratorOptions
-			opts.PrefetchValues = false
-			opts.Prefix = prefix
-			it := txn.NewIterator(opts)
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				rk := it.Item().KeyCopy(nil)[len(prefix):]
-				if rk[0] != recExtents && rk[0] != recBlock {
-					continue
-				}
-				item, err := txn.Get(verKey(v.id, rk, seq))
-				if err != nil {
-					return fmt.Errorf("read staging record: %w", err)
-				}
-				val, err := item.ValueCopy(nil)
-				if err != nil {
-					return err
-				}
+			return eachTouched(ctx, txn, v.id, seq, holdsChunks, func(rk, val []byte) error {
 				if len(val) == 0 || val[0] != valLive {
-					continue
+					return nil
 				}
 				if rk[0] == recBlock {
 					ids, err := recordChunks(recBlock, val)
@@ -153,7 +132,7 @@ func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) 
 					} else if !ok {
 						fixes = append(fixes, fix{rk: rk})
 					}
-					continue
+					return nil
 				}
 				es, err := decodeExtents(val[1:])
 				if err != nil {
@@ -172,8 +151,8 @@ func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) 
 				if len(keep) != len(es) {
 					fixes = append(fixes, fix{rk: rk, val: encodeExtents(keep)})
 				}
-			}
-			return nil
+				return nil
+			})
 		})
 		if err != nil {
 			return fmt.Errorf("recover staging of %s: %w", v.rec.Name, err)
@@ -210,10 +189,7 @@ func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) 
 // mtime (rsync's quick check) sends them again. It runs at every Open: on
 // a clean one there are no markers.
 func (r *Repo) recoverUnflushed(lost map[volID]map[Ino]bool) error {
-	byID := map[volID]*volume{}
-	for _, v := range r.vols {
-		byID[v.id] = v
-	}
+	byID := r.volumesByID()
 	var stale [][]byte // markers of removed volumes
 	err := r.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions

@@ -208,7 +208,7 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 					continue
 				}
 				rk, _ := splitVersion(key)
-				if rk[0] != recExtents && rk[0] != recBlock {
+				if !holdsChunks(rk[0]) {
 					continue
 				}
 				val, err := item.ValueCopy(nil)

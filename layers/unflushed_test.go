@@ -180,6 +180,35 @@ func (e *crashEnv) staging(name string) *layers.Staging {
 	return st
 }
 
+// newStaging creates fs volume name and returns its staging head.
+func (e *crashEnv) newStaging(name string) *layers.Staging {
+	e.t.Helper()
+	if _, err := e.repo.CreateVolume(context.Background(), name, layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.staging(name)
+}
+
+// writeFile creates name in parent holding data and, if mtime is not nil,
+// sets it as rsync does after writing.
+func writeFile(t *testing.T, st *layers.Staging, parent layers.Ino, name string, data []byte, mtime *time.Time) layers.Ino {
+	t.Helper()
+	ctx := context.Background()
+	a, err := st.Create(ctx, parent, name, 0o644, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WriteAt(ctx, a.Ino, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if mtime != nil {
+		if _, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Mtime: mtime}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a.Ino
+}
+
 func seeded(seed int64, n int) []byte {
 	b := make([]byte, n)
 	rand.New(rand.NewSource(seed)).Read(b)
@@ -193,10 +222,7 @@ func seeded(seed int64, n int) []byte {
 func TestCrashMarksUnflushedFiles(t *testing.T) {
 	ctx := context.Background()
 	e := newCrashEnv(t)
-	if _, err := e.repo.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
-		t.Fatal(err)
-	}
-	st := e.staging("v")
+	st := e.newStaging("v")
 	srcTime := time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)
 	type file struct {
 		name    string
@@ -205,22 +231,13 @@ func TestCrashMarksUnflushedFiles(t *testing.T) {
 	}
 	write := func(st *layers.Staging, f file) layers.Ino {
 		t.Helper()
-		a, err := st.Create(ctx, layers.RootIno, f.name, 0o644, 0, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.WriteAt(ctx, a.Ino, f.data, 0); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Mtime: &srcTime}); err != nil {
-			t.Fatal(err)
-		}
+		ino := writeFile(t, st, layers.RootIno, f.name, f.data, &srcTime)
 		if f.durable {
-			if err := st.FlushFile(ctx, a.Ino, true); err != nil {
+			if err := st.FlushFile(ctx, ino, true); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return a.Ino
+		return ino
 	}
 	// Written across a commit: committed content, then rewritten.
 	across := write(st, file{name: "across", data: seeded(1, 3000)})
@@ -316,10 +333,7 @@ func TestCrashMarksUnflushedFiles(t *testing.T) {
 func TestCrashKeepsFsyncedRewrite(t *testing.T) {
 	ctx := context.Background()
 	e := newCrashEnv(t)
-	if _, err := e.repo.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
-		t.Fatal(err)
-	}
-	st := e.staging("v")
+	st := e.newStaging("v")
 	a, _ := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
 	old, neu := seeded(10, 20000), seeded(11, 20000)
 	if _, err := st.WriteAt(ctx, a.Ino, old, 0); err != nil {
@@ -408,27 +422,18 @@ func TestCrashKeepsFlushedBlocks(t *testing.T) {
 func TestCrashDropsHeldOrphans(t *testing.T) {
 	ctx := context.Background()
 	e := newCrashEnv(t)
-	if _, err := e.repo.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
-		t.Fatal(err)
-	}
-	st := e.staging("v")
+	st := e.newStaging("v")
 	mk := func(name string, seed int64) layers.Ino {
 		t.Helper()
-		a, err := st.Create(ctx, layers.RootIno, name, 0o644, 0, 0, 0)
-		if err != nil {
+		ino := writeFile(t, st, layers.RootIno, name, seeded(seed, 10000), nil)
+		if err := st.FlushFile(ctx, ino, true); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.WriteAt(ctx, a.Ino, seeded(seed, 10000), 0); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.FlushFile(ctx, a.Ino, true); err != nil {
-			t.Fatal(err)
-		}
-		st.Hold(a.Ino)
+		st.Hold(ino)
 		if err := st.Unlink(ctx, layers.RootIno, name); err != nil {
 			t.Fatal(err)
 		}
-		return a.Ino
+		return ino
 	}
 	gone := mk("gone", 30)
 	back := mk("back", 31)
@@ -462,26 +467,13 @@ func TestCrashDropsHeldOrphans(t *testing.T) {
 func TestCrashBeforeMetadataFlush(t *testing.T) {
 	ctx := context.Background()
 	e := newCrashEnv(t)
-	if _, err := e.repo.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
-		t.Fatal(err)
-	}
-	st := e.staging("v")
+	st := e.newStaging("v")
 	srcTime := time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)
 	data := map[string][]byte{}
 	mk := func(parent layers.Ino, name string, seed int64) layers.Ino {
 		t.Helper()
-		a, err := st.Create(ctx, parent, name, 0o644, 0, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
 		data[name] = seeded(seed, 2000+int(seed)*100)
-		if _, err := st.WriteAt(ctx, a.Ino, data[name], 0); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Mtime: &srcTime}); err != nil {
-			t.Fatal(err)
-		}
-		return a.Ino
+		return writeFile(t, st, parent, name, data[name], &srcTime)
 	}
 	durable := mk(layers.RootIno, "durable", 1)
 	if err := st.FlushFile(ctx, durable, true); err != nil {

@@ -48,12 +48,7 @@ func (r *Repo) ChunkUsers(ctx context.Context, ids []chunk.ID) ([]ChunkUse, erro
 	for _, id := range ids {
 		want[id] = true
 	}
-	r.mu.Lock()
-	byID := make(map[volID]*volume, len(r.vols))
-	for _, v := range r.vols {
-		byID[v.id] = v
-	}
-	r.mu.Unlock()
+	byID := r.volumesByID()
 
 	// hit is a record version that holds a wanted chunk, with the seqs
 	// that see it: [seq, until).
@@ -65,49 +60,28 @@ func (r *Repo) ChunkUsers(ctx context.Context, ids []chunk.ID) ([]ChunkUse, erro
 		off, n     int64
 	}
 	var hits []hit
+	var lastVid volID
+	var lastRK []byte
+	var newer uint64 // seq of the newer version of lastRK, if it is the same record
 	err := r.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(pfxData)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		var last []byte  // the previous key without its version
-		var newer uint64 // seq of that newer version of the record
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			key := it.Item().Key()
-			if len(key) < len(pfxData)+8+1+8 {
-				continue
-			}
-			var vid volID
-			copy(vid[:], key[len(pfxData):])
-			rk, seq := splitVersion(key)
+		return eachChunkRecord(ctx, txn, func(vid volID, rk []byte, seq uint64, val []byte) error {
 			until := ^uint64(0)
-			if string(key[:len(key)-8]) == string(last) {
-				until = newer
+			if vid == lastVid && string(rk) == string(lastRK) {
+				until = newer // versions come newest first
 			}
-			last = append(last[:0], key[:len(key)-8]...)
-			newer = seq
+			lastVid, lastRK, newer = vid, rk, seq
 			v := byID[vid]
-			if v == nil || (rk[0] != recExtents && rk[0] != recBlock) {
-				continue
-			}
-			val, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return fmt.Errorf("read record: %w", err)
-			}
-			if len(val) == 0 || val[0] != valLive {
-				continue
+			if v == nil || len(val) == 0 || val[0] != valLive {
+				return nil
 			}
 			idx := int64(binary.BigEndian.Uint64(rk[1:]))
 			if rk[0] == recBlock {
-				var id chunk.ID
-				if copy(id[:], val[1:]) == len(id) && want[id] {
+				ids, err := recordChunks(recBlock, val)
+				if err == nil && want[ids[0]] {
 					bs := int64(v.rec.BlockSize)
-					hits = append(hits, hit{v: v, rk: append([]byte(nil), rk...), seq: seq, until: until, id: id, off: idx * bs, n: bs})
+					hits = append(hits, hit{v: v, rk: rk, seq: seq, until: until, id: ids[0], off: idx * bs, n: bs})
 				}
-				continue
+				return err
 			}
 			es, err := decodeExtents(val[1:])
 			if err != nil {
@@ -115,11 +89,11 @@ func (r *Repo) ChunkUsers(ctx context.Context, ids []chunk.ID) ([]ChunkUse, erro
 			}
 			for _, e := range es {
 				if want[e.ID] {
-					hits = append(hits, hit{v: v, rk: append([]byte(nil), rk...), seq: seq, until: until, id: e.ID, off: e.Off, n: e.Len})
+					hits = append(hits, hit{v: v, rk: rk, seq: seq, until: until, id: e.ID, off: e.Off, n: e.Len})
 				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chunk users: %w", err)

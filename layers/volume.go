@@ -178,6 +178,17 @@ func (r *Repo) loadVolumes() error {
 	})
 }
 
+// volumesByID returns the open volumes, by id.
+func (r *Repo) volumesByID() map[volID]*volume {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	byID := make(map[volID]*volume, len(r.vols))
+	for _, v := range r.vols {
+		byID[v.id] = v
+	}
+	return byID
+}
+
 func (r *Repo) newVolume(rec volRecord) (*volume, error) {
 	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}, holds: map[Ino]int{}, orphans: map[Ino]bool{},
 		pend: newPending(r.db, r.metaKick)}
