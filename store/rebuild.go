@@ -83,14 +83,7 @@ func (s *Store) RebuildIndex(ctx context.Context, progress func(done, total int6
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("rebuild index: sync: %w", err)
 	}
-	if err := s.db.View(func(txn *badger.Txn) error {
-		st, err := s.countIndex(txn)
-		s.mu.Lock()
-		st.DegradedReads = s.stats.DegradedReads
-		s.stats = st
-		s.mu.Unlock()
-		return err
-	}); err != nil {
+	if err := s.recountStats(); err != nil {
 		return err
 	}
 	if len(failed) > 0 {

@@ -139,14 +139,7 @@ func (s *Store) SetReferences(ctx context.Context, counts func(yield func(id chu
 	if err := s.db.Sync(); err != nil {
 		return rep, fmt.Errorf("set references: sync index: %w", err)
 	}
-	if err := s.db.View(func(txn *badger.Txn) error {
-		st, err := s.countIndex(txn)
-		s.mu.Lock()
-		st.DegradedReads = s.stats.DegradedReads
-		s.stats = st
-		s.mu.Unlock()
-		return err
-	}); err != nil {
+	if err := s.recountStats(); err != nil {
 		return rep, fmt.Errorf("set references: %w", err)
 	}
 	s.log.Info("reference counts set", "chunks", rep.Chunks, "references", rep.References,

@@ -304,6 +304,20 @@ func (s *Store) loadState() error {
 	})
 }
 
+// recountStats recomputes the index-derived counters of Stats after the
+// index was rewritten (rebuild, reference counts), keeping the counters
+// that only live in memory.
+func (s *Store) recountStats() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		st, err := s.countIndex(txn)
+		s.mu.Lock()
+		st.DegradedReads = s.stats.DegradedReads
+		s.stats = st
+		s.mu.Unlock()
+		return err
+	})
+}
+
 // countIndex computes the index-derived counters of Stats.
 func (s *Store) countIndex(txn *badger.Txn) (Stats, error) {
 	var st Stats

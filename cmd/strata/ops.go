@@ -103,7 +103,7 @@ func call(ctx context.Context, g *Globals, op string, args any, out any) error {
 	deadline := time.Now().Add(g.LockWait)
 	waited := false
 	for {
-		err := callOnce(ctx, g, spec, op, dir, wd, req, raw, args, out, pr)
+		err := callOnce(ctx, g, spec, dir, req, args, out, pr)
 		var ue *userError
 		if !errors.As(err, &ue) || ue.code != exitLocked || !time.Now().Before(deadline) {
 			return err
@@ -122,7 +122,8 @@ func call(ctx context.Context, g *Globals, op string, args any, out any) error {
 
 // callOnce is one attempt of call: through a running server, a server
 // started for it, or in this process.
-func callOnce(ctx context.Context, g *Globals, spec opSpec, op, dir, wd string, req wireRequest, raw json.RawMessage, args, out any, pr *progressPrinter) error {
+func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wireRequest, args, out any, pr *progressPrinter) error {
+	op, raw, wd := req.Op, req.Args, req.Dir
 	conn, err := dialServer(dir)
 	if err == nil {
 		return remoteCall(ctx, conn, req, out, pr.update)
