@@ -49,6 +49,20 @@ func dropCaches(b *testing.B) {
 	}
 }
 
+// benchStaging mounts the staging head of a new volume "bench" of a new
+// repository.
+func benchStaging(b *testing.B) (*layers.Repo, string, *Mount) {
+	b.Helper()
+	r := testRepo(b)
+	st := testStaging(b, r, "bench")
+	mnt := mountDir(b)
+	m, err := MountStaging(context.Background(), mnt, st, Options{Repo: r})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r, mnt, m
+}
+
 // BenchmarkRsync: rsync -a of the corpus into a plain directory and into
 // a staging mount (each iteration a fresh destination; the staging run
 // includes the final Sync, i.e. unmount-durable data).
@@ -66,13 +80,7 @@ func BenchmarkRsync(b *testing.B) {
 		b.SetBytes(size)
 		for i := range b.N {
 			b.StopTimer()
-			r := testRepo(b)
-			st := testStaging(b, r, "bench")
-			mnt := mountDir(b)
-			m, err := MountStaging(context.Background(), mnt, st, Options{Repo: r})
-			if err != nil {
-				b.Fatal(err)
-			}
+			_, mnt, m := benchStaging(b)
 			b.StartTimer()
 			benchRun(b, "rsync", "-a", src+"/", mnt+"/")
 			if err := m.Unmount(); err != nil {
@@ -90,13 +98,7 @@ func BenchmarkColdRead(b *testing.B) {
 	plain := b.TempDir()
 	benchRun(b, "rsync", "-a", src+"/", plain+"/")
 
-	r := testRepo(b)
-	st := testStaging(b, r, "bench")
-	mnt := mountDir(b)
-	m, err := MountStaging(context.Background(), mnt, st, Options{Repo: r})
-	if err != nil {
-		b.Fatal(err)
-	}
+	r, mnt, m := benchStaging(b)
 	benchRun(b, "rsync", "-a", src+"/", mnt+"/")
 	if err := m.Unmount(); err != nil {
 		b.Fatal(err)

@@ -12,13 +12,7 @@ import (
 // sealed layer). Run with -benchtime=1x.
 func BenchmarkRsyncNoChange(b *testing.B) {
 	src, _ := benchCorpus(b)
-	r := testRepo(b)
-	st := testStaging(b, r, "bench")
-	mnt := mountDir(b)
-	m, err := MountStaging(context.Background(), mnt, st, Options{Repo: r})
-	if err != nil {
-		b.Fatal(err)
-	}
+	r, mnt, m := benchStaging(b)
 	defer m.Unmount()
 	benchRun(b, "rsync", "-a", src+"/", mnt+"/")
 	if _, err := r.Commit(context.Background(), "bench", layers.CommitOptions{}); err != nil {
