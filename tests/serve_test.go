@@ -2,6 +2,7 @@ package tests
 
 import (
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,4 +126,26 @@ func TestLockWait(t *testing.T) {
 	if !strings.Contains(werr.String(), "waiting") || !strings.Contains(wout.String(), "vm") {
 		t.Errorf("list after waiting: stdout %q, stderr %q; want the volume listed and a note that it waited", wout.String(), werr.String())
 	}
+}
+
+// TestProfiler: a server started with STRATA_PPROF in its environment
+// serves Go's heap profile there.
+func TestProfiler(t *testing.T) {
+	r := newRepo(t)
+	r.must("volume", "create", "home")
+	addr := "127.0.0.1:" + freePort(t)
+	mnt := r.mkdir("mnt")
+	if res := r.runEnv([]string{"STRATA_PPROF=" + addr}, "mount", "home", mnt); res.code != 0 {
+		t.Fatalf("mount: exit %d: %s", res.code, res.stderr)
+	}
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatalf("profile: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+		t.Errorf("heap profile: %s\n%.200s", resp.Status, body)
+	}
+	r.must("umount", mnt)
 }
