@@ -24,22 +24,10 @@ func storeRefs(t *testing.T, db *badger.DB) map[chunk.ID]int64 {
 	t.Helper()
 	out := map[chunk.ID]int64{}
 	err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(index.ChunkPrefix), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			id, ok := index.ChunkIDFromKey(it.Item().Key())
-			if !ok {
-				continue
-			}
-			if err := it.Item().Value(func(v []byte) error {
-				c, err := index.ParseChunk(v)
-				out[id] = c.Refs
-				return err
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
+		return index.EachChunk(txn, func(id chunk.ID, c index.Chunk) error {
+			out[id] = c.Refs
+			return nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
