@@ -39,9 +39,7 @@ func TestServerKilledMidRsync(t *testing.T) {
 	r := newRepo(t)
 	a := r.mkdir("a")
 	makeSmallTree(t, a, 200, 1)
-	r.must("volume", "create", "home")
-	stage := r.mkdir("mnt/stage")
-	r.must("mount", "home", stage)
+	stage := r.mountNewVolume("home")
 	sh(t, "rsync", "-aH", a+"/", stage+"/")
 	r.must("commit", "home", "--tag", "a")
 	if res := r.run("serve"); res.code != 11 || !strings.Contains(res.stderr, "already running") {

@@ -16,9 +16,7 @@ import (
 // all of them both revisions are still listed and the second still reads.
 func TestBadInputErrors(t *testing.T) {
 	r := newRepo(t)
-	r.must("volume", "create", "home")
-	stage := r.mkdir("mnt/stage")
-	r.must("mount", "home", stage)
+	stage := r.mountNewVolume("home")
 	os.WriteFile(filepath.Join(stage, "a"), []byte("one\n"), 0o644)
 	r.must("commit", "home", "--tag", "daily")
 	os.WriteFile(filepath.Join(stage, "a"), []byte("two\n"), 0o644)
@@ -103,9 +101,7 @@ func TestFullDisk(t *testing.T) {
 	makeSmallTree(t, src, 50, 12)
 	first := r.mkdir("first")
 	sh(t, "rsync", "-a", src+"/", first+"/")
-	r.must("volume", "create", "home")
-	stage := r.mkdir("mnt/stage")
-	r.must("mount", "home", stage)
+	stage := r.mountNewVolume("home")
 	sh(t, "rsync", "-a", src+"/", stage+"/")
 	r.must("commit", "home", "--tag", "small")
 

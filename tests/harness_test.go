@@ -147,6 +147,16 @@ func (r *repo) must(args ...string) string {
 }
 
 // mkdir makes a directory under the test's work dir.
+// mountNewVolume creates fs volume name and mounts its staging head at
+// WORK/mnt/stage, which it returns.
+func (r *repo) mountNewVolume(name string) string {
+	r.t.Helper()
+	r.must("volume", "create", name)
+	stage := r.mkdir("mnt/stage")
+	r.must("mount", name, stage)
+	return stage
+}
+
 func (r *repo) mkdir(name string) string {
 	r.t.Helper()
 	p := filepath.Join(r.work, name)

@@ -29,9 +29,7 @@ func TestRestoreTree(t *testing.T) {
 	f.WriteAt([]byte("tail"), 256<<20)
 	f.Close()
 
-	r.must("volume", "create", "home")
-	stage := r.mkdir("mnt/stage")
-	r.must("mount", "home", stage)
+	stage := r.mountNewVolume("home")
 	sh(t, "rsync", "-aHAXS", src+"/", stage+"/")
 	r.must("commit", "home")
 	r.must("umount", stage)

@@ -23,9 +23,7 @@ import (
 // staging and in the new revision.
 func TestServeForeground(t *testing.T) {
 	r := newRepo(t)
-	r.must("volume", "create", "home")
-	stage := r.mkdir("mnt/stage")
-	r.must("mount", "home", stage)
+	stage := r.mountNewVolume("home")
 	os.WriteFile(filepath.Join(stage, "one"), []byte("one\n"), 0o644)
 	r.must("commit", "home")
 	r.must("umount", stage)
