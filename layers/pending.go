@@ -1,9 +1,10 @@
 package layers
 
 import (
-	"bytes"
+	"encoding/binary"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -388,18 +389,23 @@ func (r *rtx) get(key []byte) (val []byte, ok bool, err error) {
 // ones. Values keep their flag byte.
 func (r *rtx) overNames(prefix []byte, seq uint64, after string) []namedVal {
 	var out []namedVal
-	seen := map[string]bool{}
+	var seen map[string]bool
+	pfx := string(prefix)
+	// add runs for every pending write on each directory page read: no
+	// allocation unless the write is a record under prefix.
 	add := func(k string, pv pendingVal) {
-		key := []byte(k)
-		if pv.del || len(key) < len(prefix)+9 || !bytes.HasPrefix(key, prefix) {
+		if pv.del || len(k) < len(pfx)+9 || !strings.HasPrefix(k, pfx) {
 			return
 		}
-		if _, vseq := splitVersion(key); vseq != seq {
+		if ^binary.BigEndian.Uint64([]byte(k[len(k)-8:])) != seq {
 			return
 		}
-		name := string(key[len(prefix) : len(key)-9])
+		name := k[len(pfx) : len(k)-9]
 		if name <= after && after != "" || seen[name] {
 			return
+		}
+		if seen == nil {
+			seen = map[string]bool{}
 		}
 		seen[name] = true
 		out = append(out, namedVal{name: name, val: pv.val})
