@@ -1,7 +1,10 @@
 package tests
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand"
@@ -9,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // makeImage writes a raw disk image of size with data runs and holes.
@@ -53,13 +58,16 @@ func fileSum(t testing.TB, path string) string {
 }
 
 // TestBlockVolumeNBD is the block story through real NBD clients.
-// Steps: create a 256 MiB block volume; serve NBD on a unix socket;
+// Steps: create a 1 GiB block volume; serve NBD on a unix socket;
 // nbdcopy an image with data and holes into staging; commit; nbdinfo the
 // export list, the read-only flag and the map of the revision; nbdcopy the
-// revision out; qemu-img compare both ways; write a few scattered blocks
-// with qemu-io, commit again; the first revision is unchanged.
+// revision out; qemu-img compare both ways; write, write-zeroes and
+// discard with qemu-io, commit again; diff the revisions; qemu-img convert
+// over TCP; write through an --overlay export; beyond-the-end requests.
 // Pass: copies are byte-identical (cmp via sha256), the revision export is
-// read-only, the map shows holes, revision 1 still equals the first image.
+// read-only, the maps show holes (also where qemu-io zeroed or discarded),
+// the patterns read back, the diff names only the ranges written, and
+// revision 1 still equals the first image after the overlay writes.
 func TestBlockVolumeNBD(t *testing.T) {
 	need(t, "nbdcopy", "nbdinfo", "qemu-img", "qemu-io")
 	r := newRepo(t)
@@ -92,9 +100,24 @@ func TestBlockVolumeNBD(t *testing.T) {
 	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri("vm@latest"))
 
 	// Change scattered blocks through qemu-io, commit, compare.
-	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0xab 1M 4k", "-c", "write -P 0xcd 100M 64k", "-c", "write -z 2M 1M", uri("vm"))
+	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0xab 1M 4k", "-c", "write -P 0xcd 100M 64k", "-c", "write -z 2M 1M", "-c", "discard 200M 1M", uri("vm"))
 	r.must("commit", "vm", "--tag", "two")
-	sh(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0xab 1M 4k", "-c", "read -P 0xcd 100M 64k", "-c", "read -P 0 2M 1M", uri("vm@two"))
+	sh(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0xab 1M 4k", "-c", "read -P 0xcd 100M 64k", "-c", "read -P 0 2M 1M", "-c", "read -P 0 200M 1M", uri("vm@two"))
+	// Discarded and zeroed data became holes.
+	var ext []struct {
+		Offset, Length int64
+		Type           int
+	}
+	if err := json.Unmarshal([]byte(sh(t, "nbdinfo", "--map", "--json", uri("vm@two"))), &ext); err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []int64{2 << 20, 200 << 20} {
+		for _, e := range ext {
+			if e.Offset <= at && at+1<<20 <= e.Offset+e.Length && e.Type&1 == 0 {
+				t.Errorf("map of vm@two: %d-%d is data after zeroing %d+1M", e.Offset, e.Offset+e.Length, at)
+			}
+		}
+	}
 	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri("vm@one"))
 	if exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri("vm@two")).Run() == nil {
 		t.Error("revision two equals the original image although blocks were written")
@@ -108,7 +131,7 @@ func TestBlockVolumeNBD(t *testing.T) {
 			continue
 		}
 		inside := func(lo, hi int64) bool { return from >= lo && to < hi }
-		if !inside(1<<20, 1<<20+64<<10) && !inside(2<<20, 3<<20) && !inside(100<<20, 100<<20+64<<10) {
+		if !inside(1<<20, 1<<20+64<<10) && !inside(2<<20, 3<<20) && !inside(100<<20, 100<<20+64<<10) && !inside(200<<20, 201<<20) {
 			t.Errorf("diff reports bytes %d-%d changed, outside what was written", from, to)
 		}
 	}
@@ -152,4 +175,252 @@ func freePort(t testing.TB) string {
 	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	return port
+}
+
+// nbdName is one export of nbdinfo --list --json.
+type nbdName struct {
+	Name     string `json:"export-name"`
+	Size     int64  `json:"export-size"`
+	ReadOnly bool   `json:"is_read_only"`
+}
+
+func nbdList(t *testing.T, uri string) []nbdName {
+	t.Helper()
+	out := sh(t, "nbdinfo", "--list", "--json", uri)
+	var got struct {
+		Exports []nbdName `json:"exports"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("nbdinfo --list --json: %v\n%s", err, out)
+	}
+	return got.Exports
+}
+
+// rawNBD connects to a unix socket, does the fixed newstyle handshake
+// up to NBD_OPT_EXPORT_NAME (no zero padding) and returns the connection.
+func rawNBD(t *testing.T, sock, export string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(time.Minute))
+	var greet struct {
+		Magic, Opt uint64
+		Flags      uint16
+	}
+	if err := binary.Read(c, binary.BigEndian, &greet); err != nil || greet.Magic != 0x4e42444d41474943 {
+		t.Fatalf("greeting %+v: %v", greet, err)
+	}
+	// FIXED_NEWSTYLE | NO_ZEROES, then NBD_OPT_EXPORT_NAME.
+	msg := binary.BigEndian.AppendUint32(nil, 3)
+	msg = binary.BigEndian.AppendUint64(msg, 0x49484156454F5054)
+	msg = binary.BigEndian.AppendUint32(msg, 1)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(len(export)))
+	msg = append(msg, export...)
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	var reply struct {
+		Size  uint64
+		Flags uint16
+	}
+	if err := binary.Read(c, binary.BigEndian, &reply); err != nil {
+		t.Fatalf("export %s: %v", export, err)
+	}
+	return c
+}
+
+// TestBlockBadInput sends what the issue calls bad input to the real
+// server. Steps: a 16 MiB block volume (and an fs volume); write 0x11 at
+// 0 and commit; write 0x22 at 1 MiB and FLUSH; list exports; through
+// libnbd with its client-side checks off, write/trim/zero a revision,
+// read and write past the end, ask for unknown exports; then a client
+// that sends half a write's payload and hangs up, and clients that send
+// garbage before and after the handshake; then an --export filter.
+// Pass: the list names staging, latest and the revision (read-only), not
+// the fs volume; EPERM, EINVAL, ENOSPC and NBD_REP_ERR_UNKNOWN come back
+// and the connection keeps answering; after the bad clients the server
+// still serves and staging is what it was at the last FLUSH.
+func TestBlockBadInput(t *testing.T) {
+	const python = "/usr/bin/python3" // Debian's, with the libnbd binding
+	need(t, "qemu-io", "nbdinfo", python)
+	if out, err := exec.Command(python, "-c", "import nbd").CombinedOutput(); err != nil {
+		t.Fatalf("python3-libnbd not installed (contrib/install-deps.sh installs it): %s", out)
+	}
+	r := newRepo(t)
+	const size = 16 << 20
+	r.must("volume", "create", "vm", "--block", "16M")
+	r.must("volume", "create", "home")
+	sock := filepath.Join(r.work, "nbd.sock")
+	r.must("nbd", "serve", "--listen", "unix:"+sock)
+	uri := func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
+	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", "-c", "flush", uri("vm"))
+	rev := strings.TrimSpace(r.must("commit", "vm", "--tag", "one"))
+	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x22 1M 1M", "-c", "flush", uri("vm"))
+
+	got := map[string]nbdName{}
+	for _, e := range nbdList(t, uri("")) {
+		got[e.Name] = e
+	}
+	for name, ro := range map[string]bool{"vm": false, "vm@latest": true, "vm@" + rev: true} {
+		if e, ok := got[name]; !ok || e.ReadOnly != ro || e.Size != size {
+			t.Errorf("export %s: listed %v, %+v; want size %d read-only %v", name, ok, e, size, ro)
+		}
+	}
+	if _, ok := got["home"]; ok || len(got) != 3 {
+		t.Errorf("exports %v, want vm, vm@latest, vm@%s", got, rev)
+	}
+
+	script := `
+import errno, sys, nbd
+sock, size = sys.argv[1], int(sys.argv[2])
+
+def expect(what, fn, code):
+    try:
+        fn()
+    except nbd.Error as e:
+        if e.errno not in (code, errno.errorcode.get(code)):
+            sys.exit("%s: errno %s (%s), want %s" % (what, e.errno, e.string, errno.errorcode[code]))
+    else:
+        sys.exit("%s: succeeded, want %s" % (what, errno.errorcode[code]))
+
+def connect(export):
+    h = nbd.NBD()
+    h.set_strict_mode(0)
+    h.set_export_name(export)
+    h.connect_unix(sock)
+    return h
+
+ro = connect("vm@one")
+assert ro.is_read_only()
+assert ro.pread(4096, 0) == b"\x11" * 4096
+expect("write to a revision", lambda: ro.pwrite(b"x" * 4096, 0), errno.EPERM)
+expect("trim of a revision", lambda: ro.trim(4096, 0), errno.EPERM)
+expect("zero of a revision", lambda: ro.zero(4096, 0), errno.EPERM)
+expect("read past the end", lambda: ro.pread(8192, size - 4096), errno.EINVAL)
+assert ro.pread(4096, 0) == b"\x11" * 4096, "revision connection unusable after errors"
+ro.shutdown()
+
+rw = connect("vm")
+expect("write past the end", lambda: rw.pwrite(b"x" * 8192, size - 4096), errno.ENOSPC)
+expect("zero past the end", lambda: rw.zero(8192, size - 4096), errno.ENOSPC)
+expect("trim past the end", lambda: rw.trim(8192, size - 4096), errno.EINVAL)
+expect("read past the end", lambda: rw.pread(4096, size), errno.EINVAL)
+assert rw.pread(4096, 1 << 20) == b"\x22" * 4096, "staging connection unusable after errors"
+assert rw.pread(4096, size - 4096) == bytes(4096), "a refused write reached the disk"
+rw.shutdown()
+
+for name in ("nope", "home", "vm@nosuch", "vm@one:/etc"):
+    expect("export " + name, lambda: connect(name), errno.ENOENT)
+print("ok")
+`
+	if out, err := exec.Command(python, "-c", script, sock, fmt.Sprint(size)).CombinedOutput(); err != nil || !strings.Contains(string(out), "ok") {
+		t.Fatalf("libnbd script: %v\n%s", err, out)
+	}
+
+	// A write whose payload never fully arrives, then hang up.
+	c := rawNBD(t, sock, "vm")
+	req := binary.BigEndian.AppendUint32(nil, 0x25609513)
+	req = binary.BigEndian.AppendUint16(req, 0)              // flags
+	req = binary.BigEndian.AppendUint16(req, 1)              // NBD_CMD_WRITE
+	req = binary.BigEndian.AppendUint64(req, 1)              // handle
+	req = binary.BigEndian.AppendUint64(req, 1<<20)          // offset
+	req = binary.BigEndian.AppendUint32(req, 1<<20)          // length
+	req = append(req, bytes.Repeat([]byte{0x33}, 64<<10)...) // a sixteenth of it
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	// Garbage instead of requests, and instead of a handshake.
+	rng := rand.New(rand.NewSource(5))
+	junk := make([]byte, 4096)
+	rng.Read(junk)
+	c = rawNBD(t, sock, "vm")
+	c.Write(junk)
+	io.Copy(io.Discard, c) // the server hangs up on a bad magic
+	c.Close()
+	if c, err := net.Dial("unix", sock); err == nil {
+		c.SetDeadline(time.Now().Add(time.Minute))
+		c.Write(junk)
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	// The server survived; staging is what the last FLUSH left.
+	sh(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 1M", "-c", "read -P 0x22 1M 1M", "-c", "read -P 0 2M 14M", uri("vm"))
+	r.must("nbd", "stop", "--listen", "unix:"+sock)
+
+	// --export: only the names given are listed and served.
+	r.must("nbd", "serve", "--listen", "unix:"+sock, "--export", "vm@one")
+	if l := nbdList(t, uri("")); len(l) != 1 || l[0].Name != "vm@one" || !l[0].ReadOnly {
+		t.Errorf("with --export vm@one the list is %+v", l)
+	}
+	if out, err := exec.Command("nbdinfo", uri("vm")).CombinedOutput(); err == nil || !strings.Contains(string(out), "No such file") {
+		t.Errorf("with --export vm@one, export vm: %v\n%s", err, out)
+	}
+	sh(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 1M", "-c", "read -P 0 1M 1M", uri("vm@one"))
+	r.must("nbd", "stop", "--listen", "unix:"+sock)
+}
+
+// TestBlockDiskImageMount is the block story without NBD: the FUSE view.
+// Steps: make an ext4 image with mkfs.ext4 -d; create a 64 MiB block
+// volume and mount its staging; dd the image into MNT/disk.img with
+// conv=notrunc,sparse; unmount, commit; mount the revision; write to its
+// disk.img; loop-mount it read-only and list the files.
+// Pass: staging disk.img has the volume's size and the image's bytes; the
+// revision's disk.img refuses writes and equals the image; the loop mount
+// shows the marker file with its content.
+func TestBlockDiskImageMount(t *testing.T) {
+	need(t, "mkfs.ext4", "dd", "cmp", "mount", "umount")
+	r := newRepo(t)
+	content := r.mkdir("content")
+	marker := "a file inside the guest disk\n"
+	os.WriteFile(filepath.Join(content, "marker"), []byte(marker), 0o644)
+	os.WriteFile(filepath.Join(content, "other"), bytes.Repeat([]byte("x"), 300<<10), 0o644)
+	img := filepath.Join(r.work, "ext4.img")
+	sh(t, "truncate", "-s", "64M", img)
+	sh(t, "mkfs.ext4", "-q", "-F", "-d", content, img)
+
+	r.must("volume", "create", "vm", "--block", "64M")
+	stage := r.mkdir("mnt/stage")
+	r.must("mount", "vm", stage)
+	disk := filepath.Join(stage, "disk.img")
+	if fi, err := os.Stat(disk); err != nil || fi.Size() != 64<<20 {
+		t.Fatalf("staging disk.img: %v, %v; want 64 MiB", fi, err)
+	}
+	sh(t, "dd", "if="+img, "of="+disk, "bs=4M", "conv=notrunc,sparse,fsync", "status=none")
+	sh(t, "cmp", img, disk)
+	r.must("umount", stage)
+	r.must("commit", "vm", "--tag", "one")
+
+	rev := r.mkdir("mnt/rev")
+	r.must("mount", "vm@one", rev)
+	rimg := filepath.Join(rev, "disk.img")
+	if err := os.WriteFile(rimg, []byte("x"), 0o644); err == nil {
+		t.Error("writing a revision's disk.img succeeded")
+	}
+	sh(t, "cmp", img, rimg)
+	guest := r.mkdir("guest")
+	sh(t, "mount", "-o", "loop,ro", rimg, guest)
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			exec.Command("umount", guest).Run()
+		}
+	})
+	if b, err := os.ReadFile(filepath.Join(guest, "marker")); err != nil || string(b) != marker {
+		t.Errorf("marker through the loop mount: %q, %v", b, err)
+	}
+	names, _ := os.ReadDir(guest)
+	var got []string
+	for _, e := range names {
+		got = append(got, e.Name())
+	}
+	if !slices.Equal(got, []string{"lost+found", "marker", "other"}) {
+		t.Errorf("loop-mounted revision lists %q", got)
+	}
+	sh(t, "umount", guest)
+	mounted = false
+	r.must("umount", rev)
 }

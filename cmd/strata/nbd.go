@@ -157,9 +157,10 @@ func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error)
 	if len(r.only) > 0 && !slices.Contains(r.only, name) {
 		return nil, nbd.ErrUnknownExport
 	}
-	vol, rev, _ := splitTarget(name)
+	vol, rev, path := splitTarget(name)
 	info, err := r.repo.Volume(ctx, vol)
-	if err != nil || info.Type != layers.TypeBlock {
+	// A path names a file inside an fs revision; a disk has none.
+	if err != nil || info.Type != layers.TypeBlock || path != "" {
 		return nil, nbd.ErrUnknownExport
 	}
 	if rev == "" {
@@ -206,10 +207,23 @@ func (r *nbdResolver) List(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Staging, then latest and every revision by id (newest first): the
+	// names a user can pass on to qemu or nbdcopy as they are.
 	var out []string
 	for _, v := range vols {
-		if v.Type == layers.TypeBlock {
-			out = append(out, v.Name)
+		if v.Type != layers.TypeBlock {
+			continue
+		}
+		out = append(out, v.Name)
+		revs, err := r.repo.Revisions(ctx, v.Name)
+		if err != nil {
+			return nil, fmt.Errorf("list revisions of %s: %w", v.Name, err)
+		}
+		if len(revs) > 0 {
+			out = append(out, v.Name+"@latest")
+		}
+		for i := len(revs) - 1; i >= 0; i-- {
+			out = append(out, v.Name+"@"+revs[i].ID)
 		}
 	}
 	return out, nil
