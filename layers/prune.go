@@ -20,6 +20,13 @@ const metaPrunedMagic = "strata-pruned-v1\n"
 // pfxPruned keys the pruned-revision records: l/p/<vid><seq>.
 const pfxPruned = "l/p/"
 
+// pfxReleasing keys the removals whose chunk releases may not have reached
+// the store yet: l/q/<vid><seq>, written in the transaction that deletes
+// the revision and deleted once its releases are durable. Store reference
+// counts are only ever too high while one exists (space, never data), and
+// FinishRemovals recounts them.
+const pfxReleasing = "l/q/"
+
 // prunedRecord remembers a removed revision whose layer still holds
 // versions later readers see: the layer's meta chunks stay (Keep), and
 // Marker is the meta chunk telling a rebuild the revision is gone.
@@ -33,6 +40,10 @@ type prunedRecord struct {
 
 func prunedKey(vid volID, seq uint64) []byte {
 	return be64(append([]byte(pfxPruned), vid[:]...), seq)
+}
+
+func releasingKey(vid volID, seq uint64) []byte {
+	return be64(append([]byte(pfxReleasing), vid[:]...), seq)
 }
 
 // RemoveRevision removes a revision (prune). Versions of its layer (and of
@@ -109,6 +120,9 @@ func (r *Repo) RemoveRevision(ctx context.Context, volume, id string) error {
 		if err := txn.Delete(revisionKey(v.id, rr.Seq)); err != nil {
 			return err
 		}
+		if err := txn.Set(releasingKey(v.id, rr.Seq), nil); err != nil {
+			return err
+		}
 		return txn.Set(prunedKey(v.id, rr.Seq), pb)
 	})
 	if err == nil {
@@ -123,7 +137,8 @@ func (r *Repo) RemoveRevision(ctx context.Context, volume, id string) error {
 	if err != nil {
 		return fmt.Errorf("remove revision %s@%s: %w", volume, id, err)
 	}
-	// References go last: a crash before leaks space, never data.
+	// References go last: a crash before leaks space, never data, and
+	// the releasing key left behind tells FinishRemovals to recount.
 	for len(release) > 0 {
 		n := min(len(release), 10000)
 		if err := r.cs.Release(ctx, release[:n]); err != nil {
@@ -131,7 +146,112 @@ func (r *Repo) RemoveRevision(ctx context.Context, volume, id string) error {
 		}
 		release = release[n:]
 	}
+	if err := r.cs.Flush(ctx); err != nil {
+		return fmt.Errorf("remove revision %s@%s: flush releases: %w", volume, id, err)
+	}
+	if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete(releasingKey(v.id, rr.Seq)) }); err != nil {
+		return fmt.Errorf("remove revision %s@%s: %w", volume, id, err)
+	}
 	return nil
+}
+
+// RemovalsPending reports whether a RemoveRevision was interrupted (a
+// crash, a failed store) after the revision was gone but before its
+// records were swept and its chunk releases were durable.
+func (r *Repo) RemovalsPending(ctx context.Context) (bool, error) {
+	keys, err := r.releasingKeys()
+	return len(keys) > 0, err
+}
+
+// RecountFunc replaces every chunk's reference count with the number of
+// times refs yields it (the store's SetReferences).
+type RecountFunc func(ctx context.Context, refs func(yield func(id chunk.ID) error) error) error
+
+// FinishRemovals completes interrupted RemoveRevision calls: it sweeps the
+// versions their layers left that nothing sees any more, then has recount
+// set the store's reference counts from References, since which releases
+// reached the store before the interruption is unknown. It returns how
+// many removals it finished. recount must not run while anything else
+// puts or releases chunks: call it with the repository otherwise idle.
+// A crash inside it leaves the keys; the next call does it all again.
+func (r *Repo) FinishRemovals(ctx context.Context, recount RecountFunc) (int, error) {
+	keys, err := r.releasingKeys()
+	if err != nil || len(keys) == 0 {
+		return 0, err
+	}
+	byID := r.volumesByID()
+	base := len(pfxReleasing)
+	for _, k := range keys {
+		var vid volID
+		copy(vid[:], k[base:base+len(vid)])
+		v, ok := byID[vid]
+		if !ok {
+			continue // the volume went since: its records went with it
+		}
+		if err := v.resweep(ctx, binary.BigEndian.Uint64(k[base+len(vid):])); err != nil {
+			return 0, fmt.Errorf("finish removal in volume %s: %w", v.rec.Name, err)
+		}
+	}
+	refs := func(yield func(id chunk.ID) error) error { return r.References(ctx, yield) }
+	if err := recount(ctx, refs); err != nil {
+		return 0, fmt.Errorf("finish removals: recount references: %w", err)
+	}
+	if err := r.deleteKeys(keys); err != nil {
+		return 0, fmt.Errorf("finish removals: %w", err)
+	}
+	return len(keys), nil
+}
+
+// resweep deletes what a removal of the revision at seq left behind: the
+// versions of layers since the previous surviving revision that no
+// surviving revision and not staging sees. Their chunks are left to the
+// recount.
+func (v *volume) resweep(ctx context.Context, seq uint64) error {
+	v.commitMu.Lock()
+	defer v.commitMu.Unlock()
+	if err := v.flushPending(); err != nil {
+		return err
+	}
+	rrs, err := v.revisions()
+	if err != nil {
+		return err
+	}
+	points := []uint64{v.seq.Load()}
+	var prev uint64
+	for _, o := range rrs {
+		if o.Seq == seq {
+			return nil // not removed after all
+		}
+		points = append(points, o.Seq)
+		if o.Seq < seq {
+			prev = max(prev, o.Seq)
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return points[i] < points[j] })
+	_, _, dels, err := v.sweep(ctx, prev+1, seq, points, false)
+	if err != nil {
+		return err
+	}
+	return v.r.deleteKeys(dels)
+}
+
+func (r *Repo) releasingKeys() ([][]byte, error) {
+	var keys [][]byte
+	err := r.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(pfxReleasing)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read pending removals: %w", err)
+	}
+	return keys, nil
 }
 
 // sweep deletes the versions written by layers from..to that no reading

@@ -141,6 +141,9 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 	if st, err := env.repo.store.Stats(ctx); err == nil {
 		usage = retention.Usage{RepoSize: st.SegmentBytes + st.OpenBytes, Free: int64(st.Free)}
 	}
+	// Every volume is planned before anything is removed: a policy that
+	// would empty one volume stops the prune of all of them.
+	remove := map[string][]string{}
 	for _, vol := range vols {
 		revs, err := lr.Revisions(ctx, vol)
 		if err != nil {
@@ -159,39 +162,45 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		}
 		plan, err := retention.Apply(in, a.Policy, retention.Options{Now: now(), Location: loc, Force: a.Force, Usage: usage})
 		if errors.Is(err, retention.ErrRemovesAll) {
-			return nil, &userError{msg: fmt.Sprintf("the policy would remove every revision of %s", vol), hint: "check the --keep-* options; --force overrides (the newest revision stays anyway)", code: exitError, err: err}
+			return nil, &userError{msg: fmt.Sprintf("the policy would remove every revision of %s; nothing was removed", vol), hint: "check the --keep-* options; --force overrides (the newest revision stays anyway)", code: exitError, err: err}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", vol, err)
 		}
 		pl.Decisions, pl.Warnings, pl.Space = plan.Decisions, plan.Warnings, plan.Space
 		res.Plans = append(res.Plans, pl)
-		if a.DryRun {
-			continue
-		}
-		var ids []string
 		for _, d := range plan.Decisions {
 			if !d.Keep && !d.Deferred {
-				ids = append(ids, d.Revision.ID)
+				remove[vol] = append(remove[vol], d.Revision.ID)
 			}
 		}
+	}
+	if a.DryRun {
+		return res, nil
+	}
+	for _, vol := range vols {
+		ids := remove[vol]
 		if len(ids) == 0 {
 			continue
 		}
-		if err := removeRevisions(ctx, lr, vol, ids); err != nil {
+		if err := removeRevisions(ctx, env, vol, ids); err != nil {
 			return nil, fmt.Errorf("remove revisions of %s: %w", vol, err)
 		}
 		res.Removed += len(ids)
 	}
-	if !a.DryRun && res.Removed > 0 {
-		if env.progress != nil {
-			env.progress(progress{Phase: "collecting garbage"})
-		}
-		freed, err := collectGarbage(ctx, env.repo, a.MaxUnused)
-		res.FreedBytes = freed
-		if err != nil {
-			return res, fmt.Errorf("garbage collection (revisions are removed; rerun prune to finish): %w", err)
-		}
+	// A prune killed or failed half-way is finished here, and GC runs even
+	// when this run removed nothing: what an interrupted run released (or
+	// a repair found unreferenced) is given back by the next prune.
+	if err := finishRemovals(ctx, env); err != nil {
+		return res, err
+	}
+	if env.progress != nil {
+		env.progress(progress{Phase: "collecting garbage"})
+	}
+	freed, err := collectGarbage(ctx, env.repo, a.MaxUnused)
+	res.FreedBytes = freed
+	if err != nil {
+		return res, fmt.Errorf("garbage collection (revisions are removed; rerun prune to finish): %w", err)
 	}
 	return res, nil
 }
