@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,18 +13,20 @@ import (
 
 // TestBlockKillAndRestore kills the server during nbdcopy and restores.
 // Steps: copy image A into a 128 MiB block volume and commit; write a
-// pattern at 100 MiB with qemu-io and FLUSH; start nbdcopy of a 64 MiB
-// image B into staging and SIGKILL the server mid-copy; serve again; read
-// the pattern; compare the revision with A; restore the revision to a file
-// and to stdout; diff the revision against a second one; lose two shard
-// dirs under the served revision, then damage a third.
-// Pass: the flushed pattern survived the kill; the revision still equals
-// A; the restored file equals A and is sparse; stdout carries the same
-// bytes; diff names changed ranges; with two dirs lost the served revision
-// still equals A; with three, reads of lost data get EIO and the
-// connection answers the next request (a hole, which needs no shard).
+// pattern at 100 MiB with qemu-io and FLUSH; start nbdcopy from a pipe
+// into staging and SIGKILL the server once its first megabyte shows; serve
+// again; read the pattern; compare the revision with A; restore the
+// revision to a file, to a loop device full of junk (--json) and to
+// stdout; diff the revision against a second one; lose two shard dirs
+// under the served revision, then damage a third.
+// Pass: nbdcopy fails; the flushed pattern survived the kill; the revision
+// still equals A; the restored file equals A and is sparse; the device and
+// stdout carry the same bytes and progress reaches the total; diff names
+// changed ranges; with two dirs lost the served revision still equals A;
+// with three, reads of lost data get EIO and the connection answers the
+// next request (a hole, which needs no shard).
 func TestBlockKillAndRestore(t *testing.T) {
-	need(t, "nbdcopy", "qemu-io", "qemu-img", "cmp")
+	need(t, "nbdcopy", "qemu-io", "qemu-img", "cmp", "losetup")
 	r := newRepo(t)
 	imgA := filepath.Join(r.work, "a.img")
 	makeImage(t, imgA, 128<<20, 21)
@@ -38,13 +41,34 @@ func TestBlockKillAndRestore(t *testing.T) {
 	rev1 := strings.TrimSpace(r.must("commit", "vm", "--tag", "a"))
 
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0xab 100M 64k", "-c", "flush", uri("vm"))
-	cp := exec.Command("nbdcopy", imgB, uri("vm"))
+	// Kill the server in the middle of an nbdcopy: nbdcopy reads from a
+	// pipe; once the first of it shows in staging (another connection
+	// reads the shared staging disk) the server is SIGKILLed while nbdcopy
+	// still has writes in flight or waits for more input.
+	cp := exec.Command("nbdcopy", "-", uri("vm"))
+	pipe, err := cp.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cp.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	go pipe.Write(bytes.Repeat([]byte{0xcc}, 32<<20))
+	for i := 0; ; i++ {
+		out, _ := exec.Command("qemu-io", "-r", "-f", "raw", "-c", "read -P 0xcc 0 1M", uri("vm")).CombinedOutput()
+		if !strings.Contains(string(out), "Pattern verification failed") && strings.Contains(string(out), "read 1048576/1048576") {
+			break
+		}
+		if i == 600 {
+			t.Fatalf("nbdcopy's first megabyte never reached staging:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	syscall.Kill(r.serverPID(), syscall.SIGKILL)
-	cp.Wait()
+	pipe.Close()
+	if err := cp.Wait(); err == nil {
+		t.Error("nbdcopy finished although the server was killed before its input ended")
+	}
 	for i := 0; i < 50; i++ { // the lock goes with the process
 		if res := r.run("list"); res.code == 0 {
 			break
@@ -66,6 +90,22 @@ func TestBlockKillAndRestore(t *testing.T) {
 	syscall.Stat(out, &st)
 	if st.Blocks*512 >= 128<<20 {
 		t.Errorf("restored image occupies %d bytes: holes were written out", st.Blocks*512)
+	}
+	// To a device (holes written as zeros over old contents), with
+	// progress as JSON lines.
+	dev := filepath.Join(r.work, "dev.img")
+	if err := os.WriteFile(dev, bytes.Repeat([]byte{0xee}, 128<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loop := strings.TrimSpace(sh(t, "losetup", "--find", "--show", dev))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	res := r.run("--json", "restore", "vm@a", loop)
+	if res.code != 0 {
+		t.Fatalf("restore to %s: exit %d\n%s", loop, res.code, res.stderr)
+	}
+	sh(t, "cmp", imgA, loop)
+	if !strings.Contains(res.stderr, `"phase":"restore","done":134217728,"total":134217728`) {
+		t.Errorf("restore --json reported no final progress:\n%s", tail(res.stderr, 2000))
 	}
 	stdout := r.must("restore", "vm@a", "-")
 	a, _ := os.ReadFile(imgA)
