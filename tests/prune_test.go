@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -42,10 +43,11 @@ type pruneJSON struct {
 	FreedBytes int64 `json:"freed_bytes"`
 }
 
-// commitDays backs up 60 daily states of a changing tree with --time:
-// each day rewrites one 1 MiB file with new random content, so every
-// revision adds about 1 MiB that only it (and later ones, until replaced)
-// reference.
+// commitDays backs up daily states of a changing tree with --time: each
+// day rewrites one 1 MiB file with new random content, so every revision
+// adds about 1 MiB that only it (and later ones, until replaced)
+// reference. The day's two changing files are kept (mtimes too) under
+// WORK/days/D for checkDay.
 func commitDays(t *testing.T, r *repo, stage, src string, days int, start time.Time) []string {
 	t.Helper()
 	var ids []string
@@ -57,10 +59,27 @@ func commitDays(t *testing.T, r *repo, stage, src string, days int, start time.T
 		// -c: the daily files keep their size and may keep their mtime
 		// second, which rsync's quick check would take for unchanged.
 		sh(t, "rsync", "-ac", "--delete", src+"/", stage+"/")
+		keep := r.mkdir("days/" + strconv.Itoa(d))
+		sh(t, "cp", "-p", filepath.Join(src, "daily.bin"), filepath.Join(src, "day.txt"), keep)
 		ts := start.AddDate(0, 0, d).Format(time.RFC3339)
 		ids = append(ids, strings.TrimSpace(r.must("commit", "home", "--time", ts)))
 	}
 	return ids
+}
+
+// checkDay mounts revision id and compares it, content and metadata, with
+// the source as it was on day d.
+func checkDay(t *testing.T, r *repo, src string, d int, id string) {
+	t.Helper()
+	want := filepath.Join(r.work, "want")
+	sh(t, "rsync", "-a", "--delete", src+"/", want+"/")
+	sh(t, "cp", "-p", filepath.Join(r.work, "days", strconv.Itoa(d), "daily.bin"), filepath.Join(r.work, "days", strconv.Itoa(d), "day.txt"), want)
+	mnt := r.mkdir("mnt/d" + strconv.Itoa(d))
+	r.must("mount", "home@"+id, mnt)
+	defer r.must("umount", mnt)
+	if out := itemize(t, want, mnt); out != "" {
+		t.Errorf("revision of day %d differs from its source:\n%s", d, out)
+	}
 }
 
 // TestPruneGivesSpaceBack runs retention end to end.
@@ -68,12 +87,13 @@ func commitDays(t *testing.T, r *repo, stage, src string, days int, start time.T
 // --dry-run --keep-daily 7 --keep-weekly 4 (nothing changes); protect the
 // oldest; mount staging and write into it; prune for real meanwhile;
 // check staging, the kept set, every kept revision's content, and shard
-// bytes before and after.
+// bytes before and after; prune again with nothing to remove.
 // Pass: the dry run removes nothing; staging keeps the write; the kept set
 // is exactly the protected one plus the 7 newest days plus the newest
 // revision of each of the 4 newest ISO weeks (worked out here); every kept
-// revision reads back its own day; shard bytes went down by at least 40
-// removed revisions' worth (~40 MiB plus parity).
+// revision reads back byte-identical to its day's source (rsync
+// --checksum); shard bytes went down by at least 40 removed revisions'
+// worth (~40 MiB plus parity); the second prune removes and frees nothing.
 func TestPruneGivesSpaceBack(t *testing.T) {
 	need(t, "rsync")
 	r := newRepo(t)
@@ -132,31 +152,60 @@ func TestPruneGivesSpaceBack(t *testing.T) {
 		t.Errorf("kept %d revisions, want %d", len(got), len(want))
 	}
 	for d := range ids {
-		if !want[ids[d]] {
-			continue
+		if want[ids[d]] {
+			checkDay(t, r, src, d, ids[d])
 		}
-		mnt := r.mkdir("mnt/d" + strconv.Itoa(d))
-		r.must("mount", "home@"+ids[d], mnt)
-		b, err := os.ReadFile(filepath.Join(mnt, "day.txt"))
-		if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(d) {
-			t.Errorf("revision of day %d reads day.txt = %q, %v", d, b, err)
-		}
-		r.must("umount", mnt)
 	}
 	after := r.shardBytes()
 	if freed := before - after; freed < 40<<20 {
 		t.Errorf("prune freed %d bytes of shards (before %d, after %d), want at least 40 MiB", freed, before, after)
 	}
 	t.Logf("shards before %d MiB, after %d MiB, prune reported %d bytes freed", before>>20, after>>20, res.FreedBytes)
+	var again pruneJSON
+	json.Unmarshal([]byte(r.must("--json", "prune", "--keep-daily", "7", "--keep-weekly", "4", "--max-unused", "0%")), &again)
+	if again.Removed != 0 || again.FreedBytes != 0 {
+		t.Errorf("second prune removed %d revisions, freed %d bytes; want nothing", again.Removed, again.FreedBytes)
+	}
+}
+
+// pruneKilled runs `strata --json prune args...` and SIGKILLs it as soon
+// as a progress line on stderr contains marker. It reports whether the
+// marker came (else prune ran to its end).
+func pruneKilled(t *testing.T, r *repo, marker string, args ...string) bool {
+	t.Helper()
+	cmd := exec.Command(strataBin, append([]string{"--json", "prune"}, args...)...)
+	cmd.Env = r.env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if !killed && strings.Contains(sc.Text(), marker) {
+			cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+		}
+	}
+	cmd.Wait()
+	return killed
 }
 
 // TestPruneKilledMidway kills prune with SIGKILL at several points and
 // reruns it.
-// Steps: commit 30 daily revisions; start prune --keep-last 5; SIGKILL it
-// after a growing delay (several rounds, reopening each time); finally run
-// prune to completion; scrub --read-data.
-// Pass: every run after a kill opens the repository; the final kept set is
-// the 5 newest; each reads back its own day; scrub finds no damage.
+// Steps: commit 30 daily revisions; run prune --keep-last 5 and SIGKILL
+// it right after its 3rd removed revision, then (rerun) after its 10th,
+// then as garbage collection starts, then twice more as GC starts again;
+// run prune to completion; check the revisions, scrub --read-data,
+// rebuild the index from the shards (which recounts references).
+// Pass: every kill hit its point and the repository opens after it; the
+// first kill left between 6 and 27 revisions; the final kept set is the 5
+// newest and each reads back byte-identical to its day's source; scrub
+// finds no damage; the rebuild finds no chunk left unreferenced (nothing
+// leaked) and shard bytes went down by at least the 25 removed MiB.
 func TestPruneKilledMidway(t *testing.T) {
 	need(t, "rsync")
 	r := newRepo(t)
@@ -166,17 +215,30 @@ func TestPruneKilledMidway(t *testing.T) {
 	ids := commitDays(t, r, stage, src, 30, time.Date(2026, 9, 1, 3, 0, 0, 0, time.UTC))
 	r.must("umount", stage)
 	r.must("stop")
+	before := r.shardBytes()
 
-	for _, delay := range []time.Duration{50, 150, 300, 600} {
-		cmd := exec.Command(strataBin, "prune", "--keep-last", "5", "--max-unused", "0%")
-		cmd.Env = r.env
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+	count := func() int {
+		t.Helper()
+		var revs []struct{}
+		json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
+		return len(revs)
+	}
+	args := []string{"--keep-last", "5", "--max-unused", "0%"}
+	if !pruneKilled(t, r, `"phase":"removing revisions of home","done":3,`, args...) {
+		t.Fatal("prune ended before its 3rd removal")
+	}
+	if n := count(); n < 5 || n > 27 {
+		t.Fatalf("after a kill at the 3rd removal %d revisions are left, want 5..27", n)
+	}
+	if !pruneKilled(t, r, `"phase":"removing revisions of home","done":10,`, args...) {
+		t.Fatal("second prune ended before its 10th removal")
+	}
+	count()
+	for i := 0; i < 3; i++ {
+		if !pruneKilled(t, r, `"phase":"collecting garbage"`, args...) {
+			t.Fatalf("prune %d ended before collecting garbage", i+3)
 		}
-		time.Sleep(delay * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		r.must("list", "home")
+		count()
 	}
 	r.must("prune", "--keep-last", "5", "--max-unused", "0%")
 	var revs []struct {
@@ -191,17 +253,81 @@ func TestPruneKilledMidway(t *testing.T) {
 			t.Errorf("kept revision %d is %s, want %s", i, rv.ID[:8], ids[25+i][:8])
 		}
 	}
-	mnt := r.mkdir("mnt/last")
-	r.must("mount", "home@latest", mnt)
-	b, _ := os.ReadFile(filepath.Join(mnt, "day.txt"))
-	if strings.TrimSpace(string(b)) != "29" {
-		t.Errorf("latest revision reads day %q, want 29", b)
+	for d := 25; d < 30; d++ {
+		checkDay(t, r, src, d, ids[d])
 	}
-	if out := itemize(t, src, mnt); out != "" {
-		t.Errorf("latest revision differs from the source:\n%s", out)
-	}
-	r.must("umount", mnt)
 	if out := r.must("scrub", "--read-data"); !strings.Contains(out, "no damage") {
 		t.Errorf("scrub after killed prunes:\n%s", out)
+	}
+	after := r.shardBytes()
+	if before-after < 25<<20 {
+		t.Errorf("shards before %d, after %d bytes: freed less than the 25 MiB the removed revisions held alone", before, after)
+	}
+	var rep struct {
+		Unreferenced int `json:"unreferenced"`
+		Missing      int `json:"missing"`
+	}
+	json.Unmarshal([]byte(r.must("--json", "repair", "--rebuild-index")), &rep)
+	if rep.Unreferenced != 0 || rep.Missing != 0 {
+		t.Errorf("after killed prunes and a full one, a recount finds %d chunks unreferenced (leaked) and %d missing; want none", rep.Unreferenced, rep.Missing)
+	}
+}
+
+// TestPruneBadInput: bad prune input gets a clear error and removes
+// nothing.
+// Steps: a volume with three revisions and an empty volume; run prune
+// (not --dry-run) with each bad input; then a dry run over all volumes.
+// Pass: each bad input exits non-zero with a message naming the cause;
+// the dry run says the empty volume has no revisions and plans the other;
+// all three revisions are still listed.
+func TestPruneBadInput(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	for i := 0; i < 3; i++ {
+		os.WriteFile(filepath.Join(stage, "a"), []byte(strconv.Itoa(i)), 0o644)
+		r.must("commit", "home", "--time", time.Date(2026, 11, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+	}
+	r.must("umount", stage)
+	r.must("volume", "create", "empty")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--keep-dayly", "7"}, "unknown flag --keep-dayly"},
+		{"bad duration", []string{"--keep-within", "7x"}, `unknown unit x in duration "7x"`},
+		{"bad count", []string{"--keep-daily", "seven"}, `--keep-daily: invalid count "seven"`},
+		{"negative count", []string{"--keep-daily=-5"}, `--keep-daily: invalid count "-5"`},
+		{"bad size", []string{"--max-size", "10Q"}, "--max-size"},
+		{"hanoi period without hanoi", []string{"--keep-last", "1", "--hanoi-every", "2d"}, "need --hanoi"},
+		{"space order without a goal", []string{"--space-order", "age"}, "space rule without a goal"},
+		{"space guard below 1", []string{"--max-size", "1G", "--space-guard", "0.5"}, "--space-guard"},
+		{"unknown schedule", []string{"--schedule", "nosuch"}, `unknown schedule "nosuch"`},
+		{"bad schedule spec", []string{"--schedule", "daily=1x:7"}, "1x"},
+		{"unknown time zone", []string{"--keep-daily", "1", "--tz", "Mars/Olympus"}, "unknown time zone"},
+		{"bad max-unused", []string{"--keep-daily", "1", "--max-unused", "150%"}, "--max-unused"},
+		{"empty policy", nil, "empty retention policy"},
+		{"policy removing everything", []string{"--keep-tag", "nosuch"}, "would remove every revision of home; nothing was removed"},
+		{"unknown volume", []string{"--keep-last", "1", "nosuch"}, "no volume named"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res := r.run(append([]string{"prune"}, c.args...)...)
+			if res.code == 0 {
+				t.Fatalf("strata prune %s succeeded; want an error mentioning %q", strings.Join(c.args, " "), c.want)
+			}
+			if !strings.Contains(res.stderr, c.want) {
+				t.Errorf("strata prune %s: stderr does not mention %q:\n%s", strings.Join(c.args, " "), c.want, tail(res.stderr, 600))
+			}
+		})
+	}
+	out := r.must("prune", "--keep-last", "1", "--dry-run")
+	if !strings.Contains(out, "volume empty:\n  no revisions") || !strings.Contains(out, "volume home:") {
+		t.Errorf("dry run over a volume without revisions:\n%s", out)
+	}
+	var revs []struct{}
+	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
+	if len(revs) != 3 {
+		t.Errorf("after the bad inputs home has %d revisions, want 3", len(revs))
 	}
 }
