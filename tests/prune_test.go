@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,8 +34,9 @@ type pruneJSON struct {
 				ID   string    `json:"id"`
 				Time time.Time `json:"time"`
 			} `json:"revision"`
-			Keep    bool `json:"keep"`
-			Reasons []struct {
+			Keep     bool `json:"keep"`
+			Deferred bool `json:"deferred"`
+			Reasons  []struct {
 				Text string `json:"text"`
 			} `json:"reasons"`
 		} `json:"decisions"`
@@ -329,5 +331,73 @@ func TestPruneBadInput(t *testing.T) {
 	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
 	if len(revs) != 3 {
 		t.Errorf("after the bad inputs home has %d revisions, want 3", len(revs))
+	}
+}
+
+// TestPruneMountedAndProtected: safety rails through the binary.
+// Steps: four daily revisions; mount the oldest read-only; protect the
+// second, then unprotect the third after protecting it; prune
+// --keep-last 1 (with TZ=:/etc/localtime in the environment); unmount;
+// prune again.
+// Pass: the first prune defers the mounted revision (reason "mounted"),
+// keeps the protected one and the newest, removes the unprotected one;
+// the second prune removes the formerly mounted revision.
+func TestPruneMountedAndProtected(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	var ids []string
+	for i := 0; i < 4; i++ {
+		os.WriteFile(filepath.Join(stage, "a"), []byte(strconv.Itoa(i)), 0o644)
+		ids = append(ids, strings.TrimSpace(r.must("commit", "home", "--time", time.Date(2026, 11, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))))
+	}
+	r.must("umount", stage)
+	mnt := r.mkdir("mnt/old")
+	r.must("mount", "home@"+ids[0], mnt)
+	r.must("protect", "home@"+ids[1])
+	r.must("protect", "home@"+ids[2])
+	r.must("unprotect", "home@"+ids[2])
+	var res pruneJSON
+	out := r.runEnv([]string{"TZ=:/etc/localtime"}, "--json", "prune", "--keep-last", "1")
+	if out.code != 0 {
+		t.Fatalf("prune with TZ=:/etc/localtime: %s", out.stderr)
+	}
+	json.Unmarshal([]byte(out.stdout), &res)
+	if len(res.Plans) != 1 || len(res.Plans[0].Decisions) != 4 {
+		t.Fatalf("plan: %s", out.stdout)
+	}
+	type verdict struct {
+		keep, deferred bool
+		reason         string
+	}
+	want := map[string]verdict{ids[0]: {true, true, "mounted: removal deferred"}, ids[1]: {true, false, "protected"},
+		ids[2]: {false, false, "no rule keeps it"}, ids[3]: {true, false, "newest"}}
+	for _, d := range res.Plans[0].Decisions {
+		w := want[d.Revision.ID]
+		var reasons []string
+		for _, rs := range d.Reasons {
+			reasons = append(reasons, rs.Text)
+		}
+		if d.Keep != w.keep || d.Deferred != w.deferred || !slices.Contains(reasons, w.reason) {
+			t.Errorf("revision %s: keep %v deferred %v reasons %q; want keep %v deferred %v with %q",
+				d.Revision.ID[:8], d.Keep, d.Deferred, reasons, w.keep, w.deferred, w.reason)
+		}
+	}
+	if res.Removed != 1 {
+		t.Errorf("removed %d revisions, want 1", res.Removed)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "a")); err != nil || string(b) != "0" {
+		t.Errorf("mounted revision reads %q, %v after prune", b, err)
+	}
+	r.must("umount", mnt)
+	json.Unmarshal([]byte(r.must("--json", "prune", "--keep-last", "1")), &res)
+	if res.Removed != 1 {
+		t.Errorf("prune after unmounting removed %d revisions, want the formerly mounted one", res.Removed)
+	}
+	var revs []struct {
+		ID string `json:"ID"`
+	}
+	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
+	if len(revs) != 2 || revs[0].ID != ids[1] || revs[1].ID != ids[3] {
+		t.Errorf("revisions left: %+v, want the protected and the newest", revs)
 	}
 }

@@ -67,7 +67,13 @@ func (c *pruneCmd) Run(ctx context.Context, g *Globals) error {
 	a.MaxUnused /= 100
 	if c.TZ != "" {
 		if _, err := time.LoadLocation(c.TZ); err != nil {
-			return fail(exitUsage, "use an IANA zone like Europe/Berlin", "--tz: unknown time zone %q", c.TZ)
+			if c.TZ != os.Getenv("TZ") {
+				return fail(exitUsage, "use an IANA zone like Europe/Berlin", "--tz: unknown time zone %q", c.TZ)
+			}
+			// TZ in the environment in a form only the system's local
+			// time reads (":/etc/localtime"): the local zone, as Go
+			// derives it from TZ.
+			a.TZ = "Local"
 		}
 	}
 	var res pruneResult
