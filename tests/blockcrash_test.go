@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,8 @@ import (
 // into staging and SIGKILL the server once its first megabyte shows; serve
 // again; read the pattern; compare the revision with A; restore the
 // revision to a file, to a loop device full of junk (--json) and to
-// stdout; diff the revision against a second one; lose two shard dirs
+// stdout (also while a server holds the repository, and to a reader that
+// leaves early); diff the revision against a second one; lose two shard dirs
 // under the served revision, then damage a third.
 // Pass: nbdcopy fails; the flushed pattern survived the kill; the revision
 // still equals A; the restored file equals A and is sparse; the device and
@@ -121,6 +123,33 @@ func TestBlockKillAndRestore(t *testing.T) {
 	// reads reconstruct; a third gone, reads of lost data fail with EIO
 	// and the connection keeps serving.
 	serve()
+	// To stdout while a server (this NBD one) holds the repository; a
+	// reader that goes away early ends the restore instead of hanging it;
+	// a file tree has no image for stdout.
+	if got := r.must("restore", "vm@a", "-"); got != string(a) {
+		t.Errorf("restore to stdout through the server gave %d bytes that differ from the image", len(got))
+	}
+	head := exec.Command(strataBin, "restore", "vm@a", "-")
+	head.Env = r.env
+	hout, err := head.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := head.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(hout, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	hout.Close()
+	if err := head.Wait(); err == nil {
+		t.Error("restore to a closed stdout succeeded")
+	}
+	r.must("volume", "create", "home")
+	r.must("commit", "home")
+	if res := r.run("restore", "home@latest", "-"); res.code == 0 || !strings.Contains(res.stderr, "block volume") {
+		t.Errorf("restore of a file tree to stdout: exit %d\n%s", res.code, res.stderr)
+	}
 	shards := filepath.Join(r.dir, "shards")
 	os.RemoveAll(filepath.Join(shards, "0"))
 	os.RemoveAll(filepath.Join(shards, "3"))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,8 @@ type restoreArgs struct {
 	Rev    string `json:"rev"`
 	Path   string `json:"path,omitempty"`
 	Dest   string `json:"dest"`
+	// Stdout: Dest is a FIFO the client copies to its standard output.
+	Stdout bool `json:"stdout,omitempty"`
 }
 
 type restoreResult struct {
@@ -42,15 +45,14 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 		rev = "latest"
 	}
 	a := restoreArgs{Volume: vol, Rev: rev, Path: p, Dest: c.Dest}
-	if c.Dest != "-" {
-		abs, err := filepath.Abs(c.Dest)
-		if err != nil {
-			return err
-		}
-		a.Dest = abs
-	} else if _, err := dialServer(mustAbs(g.Repo)); err == nil {
-		return fail(exitError, "restore to a file, or mount the revision ('strata mount "+vol+"@"+rev+" MNT') and read MNT/disk.img", "restore to stdout needs the repository to itself, but a strata server holds it")
+	if c.Dest == "-" {
+		return restoreToStdout(ctx, g, a)
 	}
+	abs, err := filepath.Abs(c.Dest)
+	if err != nil {
+		return err
+	}
+	a.Dest = abs
 	var res restoreResult
 	if err := call(ctx, g, "restore", a, &res); err != nil {
 		return err
@@ -58,19 +60,64 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 	if g.JSON {
 		return printJSON(res)
 	}
-	if c.Dest != "-" {
-		fmt.Fprintf(os.Stderr, "restored %s@%s to %s: %d files, %s", vol, res.Revision[:8], a.Dest, res.Files, humanBytes(res.Bytes))
-		if res.Skipped > 0 {
-			fmt.Fprintf(os.Stderr, " (%d already there)", res.Skipped)
-		}
-		fmt.Fprintln(os.Stderr)
+	fmt.Fprintf(os.Stderr, "restored %s@%s to %s: %d files, %s", vol, res.Revision[:8], a.Dest, res.Files, humanBytes(res.Bytes))
+	if res.Skipped > 0 {
+		fmt.Fprintf(os.Stderr, " (%d already there)", res.Skipped)
 	}
+	fmt.Fprintln(os.Stderr)
 	return nil
 }
 
-func mustAbs(p string) string {
-	a, _ := filepath.Abs(p)
-	return a
+// restoreToStdout has the restore write into a FIFO that this process
+// copies to its standard output: the restore may run in a server (one
+// serving NBD or mounts), which cannot write to our stdout.
+func restoreToStdout(ctx context.Context, g *Globals, a restoreArgs) error {
+	dir, err := os.MkdirTemp("", "strata-restore-")
+	if err != nil {
+		return fmt.Errorf("restore to stdout: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	fifo := filepath.Join(dir, "stdout")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		return fmt.Errorf("restore to stdout: %w", err)
+	}
+	// Our read end first, so the restore's open does not block; then a
+	// write end held until the restore returned, so the copy reads EOF
+	// only after the restore's writes, not before they start.
+	r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("restore to stdout: %w", err)
+	}
+	defer r.Close()
+	w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("restore to stdout: %w", err)
+	}
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(os.Stdout, r)
+		if err != nil {
+			// Stdout went away (| head): with no reader left the
+			// restore's next write fails instead of blocking.
+			r.Close()
+		}
+		copied <- err
+	}()
+	a.Dest, a.Stdout = fifo, true
+	var res restoreResult
+	callErr := call(ctx, g, "restore", a, &res)
+	w.Close()
+	copyErr := <-copied
+	if copyErr != nil {
+		return fmt.Errorf("write stdout: %w", copyErr)
+	}
+	if callErr != nil {
+		return callErr
+	}
+	if g.JSON {
+		return json.NewEncoder(os.Stderr).Encode(res)
+	}
+	return nil
 }
 
 func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
@@ -84,13 +131,20 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 		return nil, err
 	}
 	res := restoreResult{Revision: r.ID}
+	if a.Stdout && (info.Type != layers.TypeBlock || a.Path != "") {
+		return nil, fail(exitUsage, "restore a file tree to a directory, or read single files from 'strata mount "+a.Volume+"@"+a.Rev+" MNT'", "'-' (standard output) takes a block volume's disk image; %s is a file tree", a.Volume)
+	}
 	if info.Type == layers.TypeBlock {
 		d, err := lr.RevisionDisk(ctx, a.Volume, r.ID)
 		if err != nil {
 			return nil, err
 		}
 		defer d.Close()
-		n, err := restoreDisk(ctx, d, a.Dest, env.progress)
+		name := a.Dest
+		if a.Stdout {
+			name = "standard output"
+		}
+		n, err := restoreDisk(ctx, d, a.Dest, name, env.progress)
 		res.Bytes, res.Files = n, 1
 		return res, err
 	}
@@ -104,30 +158,28 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 	return res, err
 }
 
-// restoreDisk copies a block revision to a file, device or stdout. Holes
-// are skipped (seeked over) on files, so the copy stays sparse.
-func restoreDisk(ctx context.Context, d *layers.Disk, dest string, prog func(progress)) (int64, error) {
-	var w *os.File
-	sparse := false
-	if dest == "-" {
-		w = os.Stdout
-	} else {
-		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE, 0o600)
-		if err != nil {
-			return 0, fmt.Errorf("open %s: %w", dest, err)
+// restoreDisk copies a block revision to dest (a file, device or FIFO;
+// name is what messages call it). Holes are skipped (seeked over) on
+// files, so the copy stays sparse; devices and FIFOs get zeros.
+func restoreDisk(ctx context.Context, d *layers.Disk, dest, name string, prog func(progress)) (int64, error) {
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", name, err)
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("stat %s: %w", name, err)
+	}
+	mode := st.Mode & syscall.S_IFMT
+	sparse := mode == syscall.S_IFREG
+	if sparse {
+		if err := f.Truncate(0); err != nil {
+			return 0, fmt.Errorf("truncate %s: %w", name, err)
 		}
-		defer f.Close()
-		var st syscall.Stat_t
-		if err := syscall.Fstat(int(f.Fd()), &st); err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
-			if err := f.Truncate(0); err != nil {
-				return 0, err
-			}
-			if err := f.Truncate(d.Size()); err != nil {
-				return 0, fmt.Errorf("size %s: %w", dest, err)
-			}
-			sparse = true
+		if err := f.Truncate(d.Size()); err != nil {
+			return 0, fmt.Errorf("size %s: %w", name, err)
 		}
-		w = f
 	}
 	size := d.Size()
 	buf := make([]byte, 4<<20)
@@ -144,8 +196,8 @@ func restoreDisk(ctx context.Context, d *layers.Disk, dest string, prog func(pro
 				n := min(int64(len(buf)), e.Off+e.Len-p)
 				if e.Hole {
 					if !sparse {
-						if _, err := w.Write(zero[:n]); err != nil {
-							return done, fmt.Errorf("write %s: %w", dest, err)
+						if _, err := f.Write(zero[:n]); err != nil {
+							return done, fmt.Errorf("write %s: %w", name, err)
 						}
 					}
 				} else {
@@ -153,12 +205,12 @@ func restoreDisk(ctx context.Context, d *layers.Disk, dest string, prog func(pro
 						return done, fmt.Errorf("read at %d: %w", p, err)
 					}
 					if sparse {
-						_, err = w.WriteAt(buf[:n], p)
+						_, err = f.WriteAt(buf[:n], p)
 					} else {
-						_, err = w.Write(buf[:n])
+						_, err = f.Write(buf[:n])
 					}
 					if err != nil {
-						return done, fmt.Errorf("write %s: %w", dest, err)
+						return done, fmt.Errorf("write %s: %w", name, err)
 					}
 				}
 				p += n
@@ -169,10 +221,12 @@ func restoreDisk(ctx context.Context, d *layers.Disk, dest string, prog func(pro
 			}
 		}
 	}
-	if dest != "-" {
-		return done, w.Sync()
+	if mode == syscall.S_IFREG || mode == syscall.S_IFBLK {
+		if err := f.Sync(); err != nil {
+			return done, fmt.Errorf("sync %s: %w", name, err)
+		}
 	}
-	return done, nil
+	return done, f.Close()
 }
 
 // treeRestorer copies a revision's tree out, as `cp -a` from the mount
