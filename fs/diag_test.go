@@ -162,3 +162,34 @@ func BenchmarkOpsColdBigRead(b *testing.B) {
 	t.Logf("cat 512 MiB: %v", time.Since(t0))
 	c.report(t)
 }
+
+// BenchmarkOpsNoChange reports the FUSE requests of a second rsync -a
+// into staging after a commit, with caches dropped (DIAG_SRC, default
+// GOROOT/src).
+func BenchmarkOpsNoChange(b *testing.B) {
+	t := b
+	src := diagSrc(b, "src")
+	ctx := context.Background()
+	r := testRepo(t)
+	st := testStaging(t, r, "d")
+	mnt := mountDir(t)
+	c := &opCounter{n: map[string]int{}, d: map[string]time.Duration{}, start: map[string]time.Time{}, op: map[string]string{}}
+	m, err := MountStaging(ctx, mnt, st, Options{Repo: r, Debug: true, Logger: slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount()
+	run(t, "rsync", "-a", src+"/", mnt+"/")
+	if _, err := r.Commit(ctx, "d", layers.CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "sync")
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
+	c.mu.Lock()
+	c.n, c.d = map[string]int{}, map[string]time.Duration{}
+	c.mu.Unlock()
+	t0 := time.Now()
+	run(t, "rsync", "-a", src+"/", mnt+"/")
+	t.Logf("rsync no-change: %v", time.Since(t0))
+	c.report(t)
+}

@@ -141,6 +141,11 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		Debug:     opts.Debug,
 		Logger:    log.New(io.Discard, "", 0),
 	}
+	if !p.readOnly {
+		// Writable handles are opened FOPEN_DIRECT_IO (treeFS.Create and
+		// Open); this keeps mmap(MAP_SHARED) working on them.
+		mo.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
+	}
 	if p.acl && !p.readOnly {
 		// The kernel then leaves the umask to us, so a default ACL can
 		// replace it as POSIX says (treeFS.inherit).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,13 +42,15 @@ type treeFS struct {
 	dirs  handles[*dirHandle]
 	files handles[*fileHandle]
 	open  openInodes
-	pre   *prefetcher // nil: no read-ahead of small files
+	pre   *prefetcher  // nil: no read-ahead of small files
+	srv   *fuse.Server // set by Init, before the first request
 }
 
 // fileHandle is an open file. Reads and writes go by inode.
 type fileHandle struct {
-	oi       *openInode
-	writable bool
+	oi          *openInode
+	writable    bool
+	privsKilled atomic.Bool // see treeFS.killPrivs
 }
 
 // openInode remembers the last attributes of an open inode so fstat(2) on
@@ -228,6 +231,9 @@ func (f *treeFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	// handle goes (Release unholds).
 	f.st.Hold(a.Ino)
 	out.Fh = f.files.add(&fileHandle{oi: f.open.open(a), writable: writable})
+	if writable {
+		out.OpenFlags |= fuse.FOPEN_DIRECT_IO // see treeFS.Create
+	}
 	if !writable {
 		// Nothing to do on close of a read-only handle: skip the FLUSH
 		// round trip.

@@ -1,0 +1,160 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Writable handles on staging are direct I/O (treeFS.Create); these tests
+// pin down what the page cache used to give for free.
+
+// TestStagingMmapShared writes a file through a shared writable mapping
+// and reads it back through a new descriptor.
+func TestStagingMmapShared(t *testing.T) {
+	r := testRepo(t)
+	st := testStaging(t, r, "mmap")
+	dir := mountDir(t)
+	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	p := filepath.Join(dir, "f")
+	const size = 3*4096 + 100
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	b, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap MAP_SHARED of a writable staging file: %v", err)
+	}
+	want := bytes.Repeat([]byte("strata-mmap!"), size/12+1)[:size]
+	copy(b, want)
+	if err := unix.Msync(b, unix.MS_SYNC); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Munmap(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes, differs from what was written through the mapping", len(got))
+	}
+}
+
+// TestWriteDropsPrivileges: a write removes file capabilities (any
+// writer) and set-user-ID / set-group-ID bits (a writer without
+// CAP_FSETID), as on a local filesystem.
+func TestWriteDropsPrivileges(t *testing.T) {
+	r := testRepo(t)
+	st := testStaging(t, r, "privs")
+	dir := mountDir(t)
+	opts := testOpts(t, r)
+	opts.AllowOther = true // the set-ID case writes as nobody
+	m, err := MountStaging(context.Background(), dir, st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	// nobody must reach the mount: open up the test's temporary dirs.
+	for d := filepath.Dir(dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+
+	// A valid VFS_CAP_REVISION_2 value: cap_net_raw permitted+effective.
+	capv := make([]byte, 20)
+	binary.LittleEndian.PutUint32(capv[0:], 0x02000000|1)
+	binary.LittleEndian.PutUint32(capv[4:], 1<<13)
+	tests := []struct {
+		name     string
+		mode     os.FileMode
+		capable  bool // set security.capability first
+		asNobody bool
+		wantMode os.FileMode
+		wantCap  bool
+	}{
+		{"capability, root writes", 0o755, true, false, 0o755, false},
+		{"setuid, root keeps it", 0o4755 | os.ModeSetuid, false, false, 0o755 | os.ModeSetuid, false},
+		{"setuid+setgid, nobody writes", 0o777 | os.ModeSetuid | os.ModeSetgid, false, true, 0o777, false},
+		{"setgid without group exec stays", 0o766 | os.ModeSetgid, false, true, 0o766 | os.ModeSetgid, false},
+		{"plain file", 0o644, false, false, 0o644, false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, "f"+string(rune('a'+i)))
+			if err := os.WriteFile(p, []byte("before"), 0o666); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if tc.capable {
+				if err := unix.Setxattr(p, capabilityXattr, capv, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.asNobody {
+				out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+					"sh", "-c", "printf after >> "+p).CombinedOutput()
+				if err != nil {
+					t.Fatalf("write as nobody: %v: %s", err, out)
+				}
+			} else {
+				f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.WriteString("after"); err != nil {
+					t.Fatal(err)
+				}
+				f.Close()
+			}
+			var sx unix.Stat_t
+			if err := unix.Stat(p, &sx); err != nil {
+				t.Fatal(err)
+			}
+			got := os.FileMode(sx.Mode & 0o777)
+			if sx.Mode&syscall.S_ISUID != 0 {
+				got |= os.ModeSetuid
+			}
+			if sx.Mode&syscall.S_ISGID != 0 {
+				got |= os.ModeSetgid
+			}
+			if got != tc.wantMode {
+				t.Errorf("mode after write = %v, want %v", got, tc.wantMode)
+			}
+			_, err := unix.Getxattr(p, capabilityXattr, make([]byte, 64))
+			if hasCap := err == nil; hasCap != tc.wantCap {
+				t.Errorf("security.capability present after write = %v (%v), want %v", hasCap, err, tc.wantCap)
+			}
+			data, err := os.ReadFile(p)
+			if err != nil || string(data) != "beforeafter" {
+				t.Errorf("content = %q, %v", data, err)
+			}
+		})
+	}
+}
