@@ -63,11 +63,13 @@ func fileSum(t testing.TB, path string) string {
 // export list, the read-only flag and the map of the revision; nbdcopy the
 // revision out; qemu-img compare both ways; write, write-zeroes and
 // discard with qemu-io, commit again; diff the revisions; qemu-img convert
-// over TCP; write through an --overlay export; beyond-the-end requests.
+// over TCP; write through an --overlay export, reconnect, read another
+// export; beyond-the-end requests.
 // Pass: copies are byte-identical (cmp via sha256), the revision export is
 // read-only, the maps show holes (also where qemu-io zeroed or discarded),
 // the patterns read back, the diff names only the ranges written, and
-// revision 1 still equals the first image after the overlay writes.
+// the overlay writes stay with their export while served and revision 1
+// still equals the first image after the server stopped.
 func TestBlockVolumeNBD(t *testing.T) {
 	need(t, "nbdcopy", "nbdinfo", "qemu-img", "qemu-io")
 	r := newRepo(t)
@@ -149,6 +151,12 @@ func TestBlockVolumeNBD(t *testing.T) {
 	// Overlay: writes to a revision export land in a throwaway layer.
 	r.must("nbd", "serve", "--listen", "unix:"+sock, "--overlay")
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x77 0 64k", "-c", "read -P 0x77 0 64k", uri("vm@one"))
+	// The overlay outlives the connection (a VM may reconnect) and is the
+	// export's own: vm@latest does not see it.
+	sh(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x77 0 64k", uri("vm@one"))
+	if out, _ := exec.Command("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x77 0 64k", uri("vm@latest")).CombinedOutput(); !strings.Contains(string(out), "Pattern verification failed") {
+		t.Errorf("vm@latest sees the writes made to vm@one's overlay:\n%s", out)
+	}
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 	r.must("nbd", "serve", "--listen", "unix:"+sock)
 	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri("vm@one"))
