@@ -27,7 +27,8 @@ func guestDir(t testing.TB) string {
 // TestBootVMFromRevision boots a VM from a backup.
 // Steps: make an ext4 image holding a marker file; copy it into a block
 // volume through NBD; commit; overwrite the marker in staging and commit
-// again; serve the first revision with --overlay; boot a VM (TCG) from it
+// again; serve the first revision with --overlay; boot a VM from it
+// (--accel auto: KVM when a probe boot works, else TCG)
 // with contrib/vm/boot-revision.sh, writes going to the overlay.
 // Pass: the guest prints the first revision's marker (not the second's),
 // and afterwards the revision still equals the original image.
@@ -57,7 +58,7 @@ func TestBootVMFromRevision(t *testing.T) {
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 
 	r.must("nbd", "serve", "--listen", "unix:"+sock, "--overlay")
-	cmd := exec.Command("../contrib/vm/boot-revision.sh", "--socket", sock, "--accel", "tcg", "--writable",
+	cmd := exec.Command("../contrib/vm/boot-revision.sh", "--socket", sock, "--accel", "auto", "--writable",
 		"--kernel", filepath.Join(guest, "vmlinuz"), "--initrd", filepath.Join(guest, "initrd.img"),
 		"--timeout", "240", "vm@one")
 	start := time.Now()
@@ -73,7 +74,12 @@ func TestBootVMFromRevision(t *testing.T) {
 	if got := s[i:j]; !strings.Contains(got, "booted from revision one") {
 		t.Fatalf("guest printed %q, want the first revision's marker", got)
 	}
-	t.Logf("VM booted from vm@one and printed its marker in %s", time.Since(start).Round(time.Second))
+	accel := "?"
+	if k := strings.Index(s, "boot-revision: booting "); k >= 0 {
+		line := strings.SplitN(s[k:], "\n", 2)[0]
+		accel = line[strings.LastIndex(line, " ")+1:]
+	}
+	t.Logf("VM booted from vm@one (%s) and printed its marker in %s", accel, time.Since(start).Round(time.Second))
 	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, "nbd+unix:///vm@one?socket="+sock)
 	// The overlay is gone with the server; the revision never changed.
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
