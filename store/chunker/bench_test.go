@@ -34,7 +34,8 @@ func BenchmarkCut(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		for rest := data; len(rest) > 0; {
-			rest = rest[c.cut(rest):]
+			n, _, _ := c.scan(rest[:min(len(rest), c.max)], 0, c.normal, 0)
+			rest = rest[n:]
 		}
 	}
 }

@@ -58,13 +58,19 @@ type Chunker struct {
 	min, max, normal int
 	maskS, maskL     uint64
 
-	buf        []byte // window of the stream, len(buf) = max + readahead
-	start, end int    // unconsumed bytes are buf[start:end]
-	eof        bool   // r returned io.EOF
+	// buf is a window of the stream, not a whole chunk: chunks are built
+	// in the caller's buffer as the window slides, so a Chunker holds
+	// about 2*Avg bytes instead of 2*Max (16 MiB with the defaults, which
+	// was a fifth of the server's memory with two files being chunked).
+	// The cut rule only looks ahead to learn whether more than Min bytes
+	// are left.
+	buf        []byte
+	start, end int  // unconsumed bytes are buf[start:end]
+	eof        bool // r returned io.EOF
 }
 
 // New returns a Chunker reading from r with sizes p. Invalid p is reported
-// by the first call to Next.
+// by the first Next.
 func New(r io.Reader, p Params) *Chunker {
 	c := &Chunker{r: r}
 	if err := p.Validate(); err != nil {
@@ -80,9 +86,9 @@ func New(r io.Reader, p Params) *Chunker {
 	}
 	c.maskS = topBits(b + 2)
 	c.maskL = topBits(max(b-2, 1))
-	// Reading a full Max beyond the window start each time would copy a
-	// lot for small Max; at least 1 MiB of readahead keeps reads large.
-	c.buf = make([]byte, c.max+max(c.max, 1<<20))
+	// Twice Avg, so sliding the window moves about one chunk's data at
+	// most; at least 1 MiB keeps reads large for small Avg.
+	c.buf = make([]byte, max(2*c.normal, 1<<20))
 	return c
 }
 
@@ -105,34 +111,87 @@ func (c *Chunker) Reset(r io.Reader) {
 // io.EOF; a read error from the underlying reader is returned wrapped, and
 // the chunks before it were complete.
 func (c *Chunker) Next(buf []byte) ([]byte, error) {
+	buf = buf[:0]
 	if c.err != nil {
-		return buf[:0], c.err
+		return buf, c.err
 	}
-	if err := c.fill(); err != nil {
+	if err := c.fill(c.min + 1); err != nil {
 		c.err = err
-		return buf[:0], err
+		return buf, err
 	}
-	if c.start == c.end {
+	avail := c.end - c.start
+	if avail == 0 {
 		c.err = io.EOF
-		return buf[:0], io.EOF
+		return buf, io.EOF
 	}
-	data := c.buf[c.start:c.end]
-	n := c.cut(data)
-	buf = append(buf[:0], data[:n]...)
-	c.start += n
-	return buf, nil
+	// The rule, over the R bytes left: R <= Min is one chunk; otherwise
+	// the small mask applies from Min up to Avg, the large one after it,
+	// and a cut is forced at Max or where the stream ends.
+	if c.eof && avail <= c.min {
+		buf = append(buf, c.buf[c.start:c.end]...)
+		c.start = c.end
+		return buf, nil
+	}
+	normal := c.normal
+	var h uint64
+	n := 0 // bytes of this chunk so far
+	for {
+		if c.start == c.end {
+			if err := c.fill(1); err != nil {
+				c.err = err
+				return buf[:0], err
+			}
+			if c.start == c.end {
+				return buf, nil // the stream ends the chunk
+			}
+		}
+		seg := c.buf[c.start:min(c.end, c.start+c.max-n)]
+		j, cut := 0, false
+		j, cut, h = c.scan(seg, n, normal, h)
+		buf = append(buf, seg[:j]...)
+		c.start += j
+		n += j
+		if cut || n == c.max {
+			return buf, nil
+		}
+	}
 }
 
-// fill makes sure at least max bytes are buffered, or everything left.
-func (c *Chunker) fill() error {
-	if c.eof || c.end-c.start >= c.max {
+// scan hashes seg, the bytes at offsets n.. of the current chunk, and
+// returns how many of them belong to the chunk and whether it ends there.
+// The hash only depends on the last 64 bytes, so it starts 64 bytes
+// before Min: the first tested position depends on content alone.
+func (c *Chunker) scan(seg []byte, n, normal int, h uint64) (int, bool, uint64) {
+	j := max(0, min(len(seg), c.min-64-n)) // before the hash window
+	for ; j < len(seg) && n+j < c.min; j++ {
+		h = h<<1 + gear[seg[j]]
+	}
+	maskS, maskL := c.maskS, c.maskL
+	for ; j < len(seg) && n+j < normal; j++ {
+		h = h<<1 + gear[seg[j]]
+		if h&maskS == 0 {
+			return j + 1, true, h
+		}
+	}
+	for ; j < len(seg); j++ {
+		h = h<<1 + gear[seg[j]]
+		if h&maskL == 0 {
+			return j + 1, true, h
+		}
+	}
+	return len(seg), false, h
+}
+
+// fill makes sure at least want bytes are buffered, or everything left.
+func (c *Chunker) fill(want int) error {
+	if c.eof || c.end-c.start >= want {
 		return nil
 	}
-	if c.start > 0 {
+	if c.start > 0 && len(c.buf)-c.start < want {
 		c.end = copy(c.buf, c.buf[c.start:c.end])
 		c.start = 0
 	}
-	for empty := 0; c.end < c.max; {
+	for empty := 0; c.end-c.start < want; {
 		n, err := c.r.Read(c.buf[c.end:])
 		c.end += n
 		if err == io.EOF {
@@ -149,41 +208,4 @@ func (c *Chunker) fill() error {
 		}
 	}
 	return nil
-}
-
-// cut returns the length of the first chunk of data, given that data holds
-// at least max bytes or the rest of the stream.
-func (c *Chunker) cut(data []byte) int {
-	n := len(data)
-	if n <= c.min {
-		return n
-	}
-	if n > c.max {
-		n = c.max
-	}
-	normal := min(c.normal, n)
-	// The hash only depends on the last 64 bytes; starting 64 bytes early
-	// makes the first tested position depend on content alone.
-	i := c.min - 64
-	var h uint64
-	for _, b := range data[i:c.min] {
-		h = h<<1 + gear[b]
-	}
-	i = c.min
-	maskS, maskL := c.maskS, c.maskL
-	for _, b := range data[i:normal] {
-		h = h<<1 + gear[b]
-		if h&maskS == 0 {
-			return i + 1
-		}
-		i++
-	}
-	for _, b := range data[i:n] {
-		h = h<<1 + gear[b]
-		if h&maskL == 0 {
-			return i + 1
-		}
-		i++
-	}
-	return n
 }

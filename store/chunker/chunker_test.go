@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand"
+	"slices"
 	"testing"
 	"testing/iotest"
 )
@@ -223,5 +224,89 @@ func TestReset(t *testing.T) {
 	}
 	if !bytes.Equal(got, b) {
 		t.Fatal("after Reset the chunker did not reproduce the second stream")
+	}
+}
+
+// referenceChunks cuts data with the chunking rule stated over the whole
+// stream, as the first implementation did with a 2*Max window: the
+// streaming Chunker must give exactly these chunks (they are the chunk
+// ids of existing repositories).
+func referenceChunks(data []byte, p Params) []int {
+	p = p.WithDefaults()
+	c := New(nil, p)
+	var sizes []int
+	for len(data) > 0 {
+		n := len(data)
+		if n > c.min {
+			n = min(n, c.max)
+			normal := min(c.normal, n)
+			var h uint64
+			for _, b := range data[c.min-64 : c.min] {
+				h = h<<1 + gear[b]
+			}
+			cut := n
+			for i := c.min; i < n; i++ {
+				h = h<<1 + gear[data[i]]
+				mask := c.maskL
+				if i < normal {
+					mask = c.maskS
+				}
+				if h&mask == 0 {
+					cut = i + 1
+					break
+				}
+			}
+			n = cut
+		}
+		sizes = append(sizes, n)
+		data = data[n:]
+	}
+	return sizes
+}
+
+func TestMatchesReference(t *testing.T) {
+	zeros := func(n int) []byte { return make([]byte, n) }
+	mixed := func(seed int64, n int) []byte {
+		d := randomData(seed, n)
+		for i := n / 3; i < n/2; i++ {
+			d[i] = 0 // a long run forces cuts at Max
+		}
+		return d
+	}
+	tests := []struct {
+		name string
+		p    Params
+		data []byte
+	}{
+		{"small params, random", small, randomData(3, 3<<20)},
+		{"small params, zeros", small, zeros(1 << 20)},
+		{"small params, mixed", small, mixed(4, 2<<20)},
+		{"small params, just over min", small, randomData(5, small.Min+1)},
+		{"small params, exactly min", small, randomData(12, small.Min)},
+		{"small params, two chunks and min", small, randomData(13, 2*small.Max+small.Min)},
+		{"small params, just under avg", small, randomData(6, small.Avg-1)},
+		{"defaults, random 40 MiB", Params{}, randomData(7, 40<<20)},
+		{"defaults, mixed 30 MiB", Params{}, mixed(8, 30<<20)},
+		{"defaults, 1.5 MiB", Params{}, randomData(9, 3<<19)},
+		{"defaults, min+100", Params{}, randomData(10, DefaultMin+100)},
+		{"tight params", Params{Min: 64, Avg: 128, Max: 256}, randomData(11, 1<<20)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			want := referenceChunks(tc.data, tc.p)
+			for rname, r := range map[string]io.Reader{
+				"whole": bytes.NewReader(tc.data),
+				"half":  iotest.HalfReader(bytes.NewReader(tc.data)),
+				"eof":   iotest.DataErrReader(bytes.NewReader(tc.data)),
+			} {
+				var got []int
+				for _, ch := range chunks(t, r, tc.p) {
+					got = append(got, len(ch))
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s reader: %d chunks %v..., reference %d chunks %v...", rname, len(got), got[:min(len(got), 8)], len(want), want[:min(len(want), 8)])
+				}
+			}
+		})
 	}
 }
