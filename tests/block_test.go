@@ -373,7 +373,7 @@ print("ok")
 
 // TestBlockDiskImageMount is the block story without NBD: the FUSE view.
 // Steps: make an ext4 image with mkfs.ext4 -d; create a 64 MiB block
-// volume and mount its staging; dd the image into MNT/disk.img with
+// volume of 256 KiB blocks (and try a bad block size); mount its staging; dd the image into MNT/disk.img with
 // conv=notrunc,sparse; unmount, commit; mount the revision; write to its
 // disk.img; loop-mount it read-only and list the files.
 // Pass: staging disk.img has the volume's size and the image's bytes; the
@@ -390,7 +390,12 @@ func TestBlockDiskImageMount(t *testing.T) {
 	sh(t, "truncate", "-s", "64M", img)
 	sh(t, "mkfs.ext4", "-q", "-F", "-d", content, img)
 
-	r.must("volume", "create", "vm", "--block", "64M")
+	if res := r.run("volume", "create", "bad", "--block", "64M", "--block-size", "3000"); res.code == 0 {
+		t.Error("a block size that is no power of two was accepted")
+	}
+	if out := r.must("volume", "create", "vm", "--block", "64M", "--block-size", "256KiB"); !strings.Contains(out, "256.0 KiB blocks") {
+		t.Errorf("volume create --block-size 256KiB says %q", out)
+	}
 	stage := r.mkdir("mnt/stage")
 	r.must("mount", "vm", stage)
 	disk := filepath.Join(stage, "disk.img")
