@@ -264,8 +264,8 @@ func (d *Disk) Zero(ctx context.Context, off, length int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// A buffered all-zero block becomes a hole when flushed; zeroing
-	// whole blocks through the buffer keeps one code path. Whole-block
-	// runs too large to buffer are written as holes directly.
+	// whole blocks through the buffer keeps one code path, and the buffer
+	// bound below flushes long runs as they go.
 	end := off + length
 	for off < end {
 		idx, in := off/d.bs, off%d.bs
