@@ -323,6 +323,15 @@ func TestPruneBadInput(t *testing.T) {
 			}
 		})
 	}
+	// A parse error is a usage error: exit code 2 and the one-line usage,
+	// not the whole help of prune.
+	res := r.run("prune", "--keep-dayly", "7")
+	if res.code != 2 {
+		t.Errorf("unknown flag: exit code %d, want 2 (usage)", res.code)
+	}
+	if n := strings.Count(res.stdout+res.stderr, "\n"); n > 6 {
+		t.Errorf("unknown flag: %d lines of output, want the short usage:\n%s", n, res.stdout+res.stderr)
+	}
 	out := r.must("prune", "--keep-last", "1", "--dry-run")
 	if !strings.Contains(out, "volume empty:\n  no revisions") || !strings.Contains(out, "volume home:") {
 		t.Errorf("dry run over a volume without revisions:\n%s", out)

@@ -66,13 +66,24 @@ func main() {
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Name("strata"),
 		kong.Description("Backups as live mounts: rsync or dd into staging, commit, mount or serve any revision."),
-		kong.UsageOnError(),
+		// A mistyped flag gets the command's one-line usage, not its
+		// whole help, and our usage exit code instead of kong's 80.
+		kong.ShortUsageOnError(),
+		kong.Exit(func(code int) {
+			if code == kongUsageError {
+				code = exitUsage
+			}
+			os.Exit(code)
+		}),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
 	err := k.Run(&c.Globals)
 	stop()
 	os.Exit(report(os.Stderr, err))
 }
+
+// kongUsageError is the exit code kong gives parse errors.
+const kongUsageError = 80
 
 // optionalValues gives flags whose value is optional their default when
 // they stand alone (kong has no optional flag values): a bare --read-data
