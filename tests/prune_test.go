@@ -3,6 +3,7 @@ package tests
 import (
 	"bufio"
 	"encoding/json"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -408,5 +409,53 @@ func TestPruneMountedAndProtected(t *testing.T) {
 	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
 	if len(revs) != 2 || revs[0].ID != ids[1] || revs[1].ID != ids[3] {
 		t.Errorf("revisions left: %+v, want the protected and the newest", revs)
+	}
+}
+
+// TestPruneSpaceGoalAcrossVolumes: a space goal is the repository's, so
+// when the first volume's removals meet it the second volume keeps every
+// revision (each volume used to be planned for the whole shortfall).
+func TestPruneSpaceGoalAcrossVolumes(t *testing.T) {
+	r := newRepo(t)
+	for _, vol := range []string{"a", "b"} {
+		stage := r.mountNewVolume(vol)
+		for i := 0; i < 4; i++ {
+			data := make([]byte, 2<<20)
+			rand.New(rand.NewSource(int64(i*10+len(vol)+int(vol[0])))).Read(data) // incompressible
+			os.WriteFile(filepath.Join(stage, "f"+strconv.Itoa(i)), data, 0o644)
+			r.must("commit", vol, "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+		}
+		r.must("umount", stage)
+	}
+	type plan struct {
+		Volume    string
+		Decisions []struct{ Keep bool }
+		Space     *struct{ Need, Freed int64 }
+	}
+	dry := func(maxSize string) []plan {
+		t.Helper()
+		var res struct{ Plans []plan }
+		out := r.must("--json", "prune", "--dry-run", "--max-size", maxSize, "--space-guard=-1")
+		if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Plans) != 2 {
+			t.Fatalf("prune --json: %v: %s", err, out)
+		}
+		return res.Plans
+	}
+	size := dry("1")[0].Space.Need + 1
+	plans := dry(strconv.FormatInt(size-(512<<10), 10))
+	removed := map[string]int{}
+	for _, p := range plans {
+		for _, d := range p.Decisions {
+			if !d.Keep {
+				removed[p.Volume]++
+			}
+		}
+	}
+	if removed["a"] != 1 || removed["b"] != 0 {
+		t.Errorf("goal 512 KiB below the repository size of %d bytes: removals per volume %v, want a:1 b:0 (first plan %+v, second %+v)",
+			size, removed, *plans[0].Space, *plans[1].Space)
+	}
+	if plans[1].Space.Need != 0 {
+		t.Errorf("second volume still needs %d bytes after the first freed %d", plans[1].Space.Need, plans[0].Space.Freed)
 	}
 }

@@ -174,6 +174,13 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			return nil, fmt.Errorf("plan %s: %w", vol, err)
 		}
 		pl.Decisions, pl.Warnings, pl.Space = plan.Decisions, plan.Warnings, plan.Space
+		if plan.Space != nil {
+			// The goal is the repository's: what this volume's removals
+			// free is off the next volume's share, or a prune of N
+			// volumes would free about N times what the goal needs.
+			usage.RepoSize -= plan.Space.Freed
+			usage.Free += plan.Space.Freed
+		}
 		res.Plans = append(res.Plans, pl)
 		for _, d := range plan.Decisions {
 			if !d.Keep && !d.Deferred {
