@@ -421,7 +421,7 @@ func TestPruneSpaceGoalAcrossVolumes(t *testing.T) {
 		stage := r.mountNewVolume(vol)
 		for i := 0; i < 4; i++ {
 			data := make([]byte, 2<<20)
-			rand.New(rand.NewSource(int64(i*10+len(vol)+int(vol[0])))).Read(data) // incompressible
+			rand.New(rand.NewSource(int64(i*10 + len(vol) + int(vol[0])))).Read(data) // incompressible
 			os.WriteFile(filepath.Join(stage, "f"+strconv.Itoa(i)), data, 0o644)
 			r.must("commit", vol, "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
 		}
