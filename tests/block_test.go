@@ -246,11 +246,14 @@ func rawNBD(t *testing.T, sock, export string) net.Conn {
 // libnbd with its client-side checks off, write/trim/zero a revision,
 // read and write past the end, ask for unknown exports; then a client
 // that sends half a write's payload and hangs up, and clients that send
-// garbage before and after the handshake; then an --export filter.
+// garbage before and after the handshake; then an --export filter; then
+// --overlay.
 // Pass: the list names staging, latest and the revision (read-only), not
 // the fs volume; EPERM, EINVAL, ENOSPC and NBD_REP_ERR_UNKNOWN come back
 // and the connection keeps answering; after the bad clients the server
-// still serves and staging is what it was at the last FLUSH.
+// still serves and staging is what it was at the last FLUSH; --export
+// limits the list and what opens; overlay revisions are listed writable
+// and get their overlay file only at the first write.
 func TestBlockBadInput(t *testing.T) {
 	const python = "/usr/bin/python3" // Debian's, with the libnbd binding
 	need(t, "qemu-io", "nbdinfo", python)
@@ -368,6 +371,35 @@ print("ok")
 		t.Errorf("with --export vm@one, export vm: %v\n%s", err, out)
 	}
 	sh(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 1M", "-c", "read -P 0 1M 1M", uri("vm@one"))
+	r.must("nbd", "stop", "--listen", "unix:"+sock)
+
+	// --overlay: revisions are listed writable; listing and reading them
+	// makes no overlay file, the first write does.
+	r.must("nbd", "serve", "--listen", "unix:"+sock, "--overlay")
+	overlays := func() int {
+		n := 0
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", r.serverPID()))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", r.serverPID(), fd.Name())); strings.Contains(l, "/overlay-") {
+				n++
+			}
+		}
+		return n
+	}
+	for _, e := range nbdList(t, uri("")) {
+		if e.ReadOnly {
+			t.Errorf("with --overlay, export %s is listed read-only", e.Name)
+		}
+	}
+	sh(t, "qemu-io", "-f", "raw", "-c", "read -P 0x11 0 1M", uri("vm@one"))
+	if n := overlays(); n != 0 {
+		t.Errorf("%d overlay files open after listing and reading", n)
+	}
+	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x44 0 4k", uri("vm@one"))
+	sh(t, "qemu-io", "-f", "raw", "-c", "read -P 0x44 0 4k", "-c", "read -P 0x11 4k 1020k", uri("vm@one"))
+	if n := overlays(); n != 1 {
+		t.Errorf("%d overlay files open after writing to one export, want 1", n)
+	}
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 }
 

@@ -92,7 +92,7 @@ func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
 	if err != nil {
 		return nil, fail(exitError, "use tcp://HOST:PORT or unix:PATH, and an address nothing else listens on", "nbd serve: %v", err)
 	}
-	res := &nbdResolver{repo: env.repo.layers, only: a.Exports, overlay: a.Overlay, open: map[string]*layers.Disk{}}
+	res := &nbdResolver{repo: env.repo.layers, only: a.Exports, overlay: a.Overlay, open: map[string]*lazyOverlay{}}
 	// Every connection to the staging export shares one Disk, so a FLUSH on
 	// any covers them all: safe to let nbdcopy open several.
 	srv := nbd.NewServer(res, nbd.Options{Logger: s.log, WritableMultiConn: true})
@@ -150,7 +150,7 @@ type nbdResolver struct {
 	overlay bool
 
 	mu   sync.Mutex
-	open map[string]*layers.Disk // guarded by mu; overlays by export name
+	open map[string]*lazyOverlay // guarded by mu; overlays by export name
 }
 
 func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error) {
@@ -190,11 +190,7 @@ func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error)
 	if err != nil {
 		return nil, err
 	}
-	ov, err := base.Overlay(ctx)
-	if err != nil {
-		base.Close()
-		return nil, err
-	}
+	ov := &lazyOverlay{base: base}
 	r.open[name] = ov
 	return noClose{ov}, nil
 }
@@ -238,8 +234,92 @@ func (r *nbdResolver) closeAll() {
 	}
 }
 
+// diskExport is what the resolver hands out: a *layers.Disk or an overlay.
+type diskExport interface {
+	nbd.Export
+	nbd.Flusher
+	nbd.Zeroer
+	nbd.Extenter
+	nbd.BlockSizer
+}
+
 // noClose hides Close from the nbd server for disks that outlive a
 // connection (staging, overlays).
-type noClose struct{ *layers.Disk }
+type noClose struct{ diskExport }
 
 func (n noClose) Close() error { return nil }
+
+// lazyOverlay is a revision served read-write for --overlay. Its
+// copy-on-write layer (a spool file) is made on the first write, so
+// exports that are only listed (nbdinfo --list opens each) or read cost
+// nothing beyond the revision.
+type lazyOverlay struct {
+	base *layers.Disk
+
+	mu sync.RWMutex
+	ov *layers.Disk // guarded by mu; nil until the first write
+}
+
+// view is where reads go: the overlay once there is one.
+func (l *lazyOverlay) view() *layers.Disk {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.ov != nil {
+		return l.ov
+	}
+	return l.base
+}
+
+func (l *lazyOverlay) writable(ctx context.Context) (*layers.Disk, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ov == nil {
+		ov, err := l.base.Overlay(ctx)
+		if err != nil {
+			return nil, err
+		}
+		l.ov = ov
+	}
+	return l.ov, nil
+}
+
+func (l *lazyOverlay) Size() int64                 { return l.base.Size() }
+func (l *lazyOverlay) ReadOnly() bool              { return false }
+func (l *lazyOverlay) BlockSize() int              { return l.base.BlockSize() }
+func (l *lazyOverlay) Flush(context.Context) error { return nil } // throwaway
+
+func (l *lazyOverlay) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return l.view().ReadAt(ctx, p, off)
+}
+
+func (l *lazyOverlay) Extents(ctx context.Context, off, length int64) ([]layers.Extent, error) {
+	return l.view().Extents(ctx, off, length)
+}
+
+func (l *lazyOverlay) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	d, err := l.writable(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return d.WriteAt(ctx, p, off)
+}
+
+func (l *lazyOverlay) Zero(ctx context.Context, off, length int64) error {
+	d, err := l.writable(ctx)
+	if err != nil {
+		return err
+	}
+	return d.Zero(ctx, off, length)
+}
+
+// Close drops the overlay's writes and releases the revision.
+func (l *lazyOverlay) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var err error
+	if l.ov != nil {
+		err = l.ov.Close()
+		l.ov = nil
+	}
+	return errors.Join(err, l.base.Close())
+}
