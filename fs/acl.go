@@ -9,11 +9,13 @@ import (
 )
 
 // POSIX ACLs travel as the system.posix_acl_access/default xattrs; layers
-// stores them like any other xattr. With CAP_POSIX_ACL the kernel checks
-// permissions against them, keeps the mode and the access ACL in step on
-// setfacl and chmod, and leaves inheritance of a directory's default ACL
-// by new inodes to us (inherit below). Without it, rsync -A would leave
-// modes wrong: it sets the access ACL and trusts it to set the mode.
+// stores them like any other xattr. Keeping the mode and the access ACL in
+// step (setfacl sets the mode, chmod the ACL) and inheritance of a
+// directory's default ACL by new inodes are ours, with or without the
+// kernel's ACL support; rsync -A relies on the first: it sets the access
+// ACL and trusts it to set the mode. With CAP_POSIX_ACL (mounts other
+// users can enter, see mount) the kernel also checks permissions against
+// the ACLs.
 
 const (
 	aclAccess  = "system.posix_acl_access"
@@ -155,17 +157,17 @@ func aclModeBits(es []aclEntry) (bits uint32, extended bool) {
 }
 
 // setAccessACL stores an access ACL and sets the mode from it, as a local
-// filesystem does (with CAP_POSIX_ACL the kernel leaves both to us; rsync
-// -A relies on it and skips its chmod). An ACL that says no more than the
-// mode is not stored.
-func (f *treeFS) setAccessACL(ctx context.Context, ino layers.Ino, value []byte, flags uint32) error {
+// filesystem does (rsync -A relies on it and skips its chmod); it reports
+// whether the mode changed. An ACL that says no more than the mode is not
+// stored.
+func (f *treeFS) setAccessACL(ctx context.Context, ino layers.Ino, value []byte, flags uint32) (bool, error) {
 	es, ok := parseACL(value)
 	if !ok {
-		return layers.ErrInvalid
+		return false, layers.ErrInvalid
 	}
 	a, err := f.tree.GetAttr(ctx, ino)
 	if err != nil {
-		return err
+		return false, err
 	}
 	bits, extended := aclModeBits(es)
 	if extended {
@@ -174,14 +176,14 @@ func (f *treeFS) setAccessACL(ctx context.Context, ino layers.Ino, value []byte,
 		err = nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	mode := a.Mode&0o7000 | bits
 	if mode == a.Mode&0o7777 {
-		return nil
+		return false, nil
 	}
 	_, err = f.st.SetAttr(ctx, ino, layers.SetAttr{Mode: &mode})
-	return err
+	return err == nil, err
 }
 
 // chmodACL brings an existing access ACL in line with a new mode, as

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,12 +11,24 @@ import (
 
 // TestACLSemantics: umask applies without a default ACL; a default ACL is
 // inherited (and the umask ignored); setfacl changes the mode; chmod
-// changes the ACL mask.
+// changes the ACL mask. Both with the ACLs passing through to us as
+// xattrs (a mount only its owner enters) and with the kernel's ACL
+// support (AllowOther), which also enforces them.
 func TestACLSemantics(t *testing.T) {
+	for _, allowOther := range []bool{false, true} {
+		t.Run(map[bool]string{false: "owner only", true: "allow other"}[allowOther], func(t *testing.T) {
+			testACLSemantics(t, allowOther)
+		})
+	}
+}
+
+func testACLSemantics(t *testing.T, allowOther bool) {
 	r := testRepo(t)
 	st := testStaging(t, r, "acl")
 	mnt := mountDir(t)
-	m, err := MountStaging(context.Background(), mnt, st, testOpts(t, r))
+	opts := testOpts(t, r)
+	opts.AllowOther = allowOther
+	m, err := MountStaging(context.Background(), mnt, st, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,5 +66,24 @@ func TestACLSemantics(t *testing.T) {
 	}
 	if out := run(t, "getfacl", "-n", filepath.Join(mnt, "f")); !strings.Contains(out, "mask::---") {
 		t.Errorf("chmod 604 did not set the mask to ---:\n%s", out)
+	}
+
+	if !allowOther {
+		return
+	}
+	// The kernel enforces ACLs for other users: nobody may read a 0600
+	// file an ACL entry opens to it, and not its twin without one.
+	openToOthers(t, mnt)
+	for _, name := range []string{"open", "closed"} {
+		if err := os.WriteFile(filepath.Join(mnt, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, "setfacl", "-m", "u:65534:r", filepath.Join(mnt, "open"))
+	for name, wantOK := range map[string]bool{"open": true, "closed": false} {
+		err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", filepath.Join(mnt, name)).Run()
+		if (err == nil) != wantOK {
+			t.Errorf("nobody reading %s: err %v, want success %v", name, err, wantOK)
+		}
 	}
 }

@@ -75,15 +75,7 @@ func TestWriteDropsPrivileges(t *testing.T) {
 		t.Fatal(err)
 	}
 	unmountOnCleanup(t, m)
-	// nobody must reach the mount: open up the test's temporary dirs.
-	for d := filepath.Dir(dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	openToOthers(t, dir)
 
 	// A valid VFS_CAP_REVISION_2 value: cap_net_raw permitted+effective.
 	capv := make([]byte, 20)
@@ -156,5 +148,19 @@ func TestWriteDropsPrivileges(t *testing.T) {
 				t.Errorf("content = %q, %v", data, err)
 			}
 		})
+	}
+}
+
+// openToOthers lets other users reach mnt (mode 0777) through the test's
+// temporary directories.
+func openToOthers(t *testing.T, mnt string) {
+	t.Helper()
+	for d := filepath.Dir(mnt); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(mnt, 0o777); err != nil {
+		t.Fatal(err)
 	}
 }

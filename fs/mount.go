@@ -113,7 +113,18 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		return nil, err
 	}
 	flags := uintptr(syscall.MS_NOSUID | syscall.MS_NODEV)
-	mopts := []string{"default_permissions"}
+	// Permission checks in the kernel (default_permissions, and ACLs with
+	// them) matter when other users can enter the mount. A staging mount
+	// only its owner can enter goes without: the kernel forgets a
+	// directory's attributes on every create, rename and unlink in it,
+	// and the check on the next path walk costs a GETATTR round trip,
+	// two for every file rsync writes. The ACL xattrs then pass through
+	// to us as plain xattrs, and acl.go keeps mode and ACL in step.
+	kernelChecks := opts.AllowOther || p.readOnly
+	var mopts []string
+	if kernelChecks {
+		mopts = append(mopts, "default_permissions")
+	}
 	if p.readOnly {
 		// The kernel then refuses every write with EROFS before it
 		// reaches us; the handlers refuse too, as a second line.
@@ -135,9 +146,9 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		// 64 background requests keep readahead and async writes in
 		// flight on a 2-core box without starving synchronous ops.
 		MaxBackground: 64,
-		// POSIX ACLs: the kernel enforces them and keeps mode and ACL in
-		// step; see acl.go.
-		EnableAcl: p.acl,
+		// POSIX ACLs: the kernel enforces them; see acl.go. (The kernel
+		// turns on default_permissions with them.)
+		EnableAcl: p.acl && kernelChecks,
 		Debug:     opts.Debug,
 		Logger:    log.New(io.Discard, "", 0),
 	}

@@ -233,13 +233,20 @@ func (f *treeFS) killPrivs(ctx context.Context, node uint64, ino layers.Ino, sui
 			changed = true
 		}
 	}
-	if changed && f.srv != nil {
-		// The kernel keeps the mode it cached; tell it to ask again.
-		// Not from this goroutine: the kernel holds the inode while
-		// the write is in flight.
-		go f.srv.InodeNotify(node, -1, 0)
+	if changed {
+		f.invalidateAttr(node)
 	}
 	return nil
+}
+
+// invalidateAttr makes the kernel forget the attributes it caches for
+// node, after we changed its mode behind the request it sent. Not from
+// the handler's goroutine: the kernel may hold the inode until the
+// request is answered.
+func (f *treeFS) invalidateAttr(node uint64) {
+	if f.srv != nil {
+		go f.srv.InodeNotify(node, -1, 0)
+	}
 }
 
 // Init keeps the server for notifications (killPrivs).
@@ -269,7 +276,11 @@ func (f *treeFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name stri
 	}
 	ctx := newCtx(cancel)
 	if name == aclAccess {
-		return f.status("setxattr", f.setAccessACL(ctx, f.ino(in.NodeId), value, in.Flags))
+		changed, err := f.setAccessACL(ctx, f.ino(in.NodeId), value, in.Flags)
+		if changed {
+			f.invalidateAttr(in.NodeId)
+		}
+		return f.status("setxattr", err)
 	}
 	return f.status("setxattr", f.st.SetXattr(ctx, f.ino(in.NodeId), name, value, in.Flags))
 }
