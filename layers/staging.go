@@ -88,10 +88,12 @@ func (m *mutation) touchDir(n *inode) {
 // mutate runs fn as one atomic change of the staging layer. It holds the
 // volume's commit lock shared (so a commit sees all of it or none) and its
 // metadata lock (so changes apply one at a time, without conflicts).
-func (s *Staging) mutate(ctx context.Context, fn func(m *mutation) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+//
+// A change is not given up when ctx is done: it is short and all or
+// nothing, while giving up turns a signal the caller got (the Go runtime
+// preempting a thread of it, say) into EINTR from rename(2) or mkdir(2),
+// which programs do not expect from a local filesystem and rarely retry.
+func (s *Staging) mutate(_ context.Context, fn func(m *mutation) error) error {
 	v := s.v
 	v.commitMu.RLock()
 	defer v.commitMu.RUnlock()

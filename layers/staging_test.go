@@ -497,3 +497,32 @@ func TestCommitSkipsHeldOrphans(t *testing.T) {
 		t.Errorf("after the last handle went: %d files, %d bytes; want %d, %d", three.Files, three.Size, one.Files, one.Size)
 	}
 }
+
+// TestMutationsOutliveCancel: a metadata change whose context is already
+// done (the caller of a FUSE request got a signal) still happens whole,
+// so rename(2) and friends never fail with EINTR.
+func TestMutationsOutliveCancel(t *testing.T) {
+	e := newEnv(t, false)
+	st := e.staging(t, "v")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"mkdir", func() error { _, err := st.Mkdir(ctx, layers.RootIno, "d", 0o755, 0, 0); return err }},
+		{"create", func() error { _, err := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0); return err }},
+		{"rename", func() error { return st.Rename(ctx, layers.RootIno, "f", layers.RootIno, "g", 0) }},
+	}
+	for _, s := range steps {
+		if err := s.run(); err != nil {
+			t.Fatalf("%s with a cancelled context: %v", s.name, err)
+		}
+	}
+	for name, want := range map[string]bool{"d": true, "g": true, "f": false} {
+		_, err := st.Tree().Lookup(context.Background(), layers.RootIno, name)
+		if (err == nil) != want {
+			t.Errorf("lookup %s after the changes: %v, want found=%v", name, err, want)
+		}
+	}
+}
