@@ -8,11 +8,16 @@
 #     restic mount and borg mount; peak RSS of each tool.
 #   block: nbdcopy of a mixed image into strata staging + commit vs into
 #     qemu-nbd serving a raw file; out of a revision vs out of qemu-nbd;
-#     random 4 KiB reads at queue depth 32; 1,000 scattered 4 KiB writes
+#     random 4 KiB reads at queue depth 32 (fio, IOPS); 1,000 scattered 4 KiB writes
 #     then commit (bytes added, commit time).
 #
 # Env: BENCH_CORPUS (dirs, default GOROOT + /usr/share), BENCH_IMAGE_SIZE
-# (default 4G), BENCH_SKIP_PEERS=1 to skip restic/borg, BENCH_ONLY=fs|block.
+# (default 4G), BENCH_SKIP_PEERS=1 to skip restic/borg, BENCH_ONLY=fs|block,
+# BENCH_HALTPOLL=NS to run with guest halt polling (KVM guests with the
+# haltpoll cpuidle driver; restored on exit). Every FUSE request is a
+# round trip between two processes; on a guest whose idle vCPUs halt at
+# once (guest_halt_poll_ns 0), each wakeup of the other vCPU costs a VM
+# exit, which dominates small-file backups through any FUSE filesystem.
 # Run as root: make bench
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,8 +27,15 @@ corpus=${BENCH_CORPUS:-"$(go env GOROOT) /usr/share"}
 imgsize=${BENCH_IMAGE_SIZE:-4G}
 export STRATA_REPO=$work/repo STRATA_PASSPHRASE=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
 export RESTIC_REPOSITORY=$work/restic BORG_REPO=$work/borg BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+haltpoll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+oldpoll=
+if [ -n "${BENCH_HALTPOLL:-}" ]; then
+  [ -w "$haltpoll" ] || { echo "BENCH_HALTPOLL: $haltpoll not writable (not a KVM guest with cpuidle-haltpoll?)" >&2; exit 2; }
+  oldpoll=$(cat "$haltpoll"); echo "$BENCH_HALTPOLL" > "$haltpoll"
+fi
 cleanup() {
   set +e
+  [ -n "$oldpoll" ] && echo "$oldpoll" > "$haltpoll"
   for m in $(awk -v w="$work" '$2 ~ "^"w {print $2}' /proc/mounts | sort -r); do umount -l "$m"; done
   "$strata" stop >/dev/null 2>&1
   [ -n "${qpid:-}" ] && kill "$qpid" 2>/dev/null
@@ -44,7 +56,7 @@ src=$work/src
 mkdir -p "$src" "$work/plain" "$work/mnt/stage" "$work/mnt/rev" "$work/mnt/restic" "$work/mnt/borg"
 for d in $corpus; do cp -a "$d" "$src/"; done
 files=$(find "$src" | wc -l); bytes=$(du -sb "$src" | cut -f1)
-echo "corpus: $files entries, $((bytes/1024/1024)) MiB" >&2
+echo "corpus: $files entries, $((bytes/1024/1024)) MiB; guest_halt_poll_ns: $(cat "$haltpoll" 2>/dev/null || echo n/a)" >&2
 "$strata" init >/dev/null
 
 if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
@@ -129,10 +141,12 @@ PY
   cold; qout=$(t nbdcopy "nbd+unix:///disk?socket=$qsock" null:)
   cold; sout=$(t nbdcopy "nbd+unix:///disk@latest?socket=$sock" null:)
   row "nbdcopy out (s) | $qout | $sout | $(ratio "$sout" "$qout")"
-  iops() { qemu-img bench -f raw -t none -c 50000 -d 32 -s 4096 -S 409600 "$1" 2>&1 | awk '/Run completed/ {print $(NF-1)}'; }
-  qi=$(qemu-img bench -f raw -c 50000 -d 32 -s 4096 -S 1048576 "nbd+unix:///disk?socket=$qsock" 2>&1 | awk '/Run completed in/ {print $4}')
-  si=$(qemu-img bench -f raw -c 50000 -d 32 -s 4096 -S 1048576 "nbd+unix:///disk@latest?socket=$sock" 2>&1 | awk '/Run completed in/ {print $4}')
-  row "50k random 4 KiB reads, depth 32 (s) | $qi | $si | $(ratio "$si" "$qi")"
+  # Random 4 KiB reads at queue depth 32 over the whole image, 20 s each.
+  iops() { fio --name=r --ioengine=nbd --uri="$1" --rw=randread --bs=4k --iodepth=32 \
+    --size="$imgsize" --runtime=20 --time_based --output-format=terse --terse-version=3 2>/dev/null | awk -F';' 'NF > 8 {print $8}'; }
+  cold; qi=$(iops "nbd+unix:///disk?socket=$qsock")
+  cold; si=$(iops "nbd+unix:///disk@latest?socket=$sock")
+  row "random 4 KiB reads, depth 32 (IOPS, higher is better) | $qi | $si | $(ratio "$si" "$qi")"
   before=$(du -sb "$STRATA_REPO/shards" | cut -f1)
   python3 - "$(stat -c %s "$img")" <<'PY' > "$work/qemu-io.cmds"
 import random, sys

@@ -73,6 +73,8 @@ run "$strata" nbd serve --listen "unix:$sock"
 run nbdcopy "$work/disk.img" "nbd+unix:///vm?socket=$sock"
 run "$strata" commit vm --tag installed
 run nbdinfo --map "nbd+unix:///vm@latest?socket=$sock" | head -5
+run nbdcopy "nbd+unix:///vm@installed?socket=$sock" "$work/back.img"
+run cmp "$work/disk.img" "$work/back.img" && echo "    the revision reads back byte-identical"
 run "$strata" nbd stop --listen "unix:$sock"
 run "$strata" mount vm@latest "$mnt/disk"
 run mount -o loop,ro "$mnt/disk/disk.img" "$work/guest"
