@@ -27,6 +27,15 @@ var (
 	txRe = regexp.MustCompile(`tx (\d+):`)
 )
 
+func newOpCounter() *opCounter {
+	return &opCounter{n: map[string]int{}, d: map[string]time.Duration{}, start: map[string]time.Time{}, op: map[string]string{}}
+}
+
+// options are mount options that log every request into c.
+func (c *opCounter) options(r *layers.Repo) Options {
+	return Options{Repo: r, Debug: true, Logger: slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+}
+
 func (c *opCounter) Write(p []byte) (int, error) {
 	if os.Getenv("DIAG_LOG") != "" {
 		os.Stderr.Write(p)
@@ -59,8 +68,8 @@ func BenchmarkOpsRsync(b *testing.B) {
 	r := testRepo(t)
 	st := testStaging(t, r, "d")
 	mnt := mountDir(t)
-	c := &opCounter{n: map[string]int{}, d: map[string]time.Duration{}, start: map[string]time.Time{}, op: map[string]string{}}
-	m, err := MountStaging(context.Background(), mnt, st, Options{Repo: r, Debug: true, Logger: slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	c := newOpCounter()
+	m, err := MountStaging(context.Background(), mnt, st, c.options(r))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +103,8 @@ func BenchmarkOpsColdTar(b *testing.B) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &opCounter{n: map[string]int{}, d: map[string]time.Duration{}, start: map[string]time.Time{}, op: map[string]string{}}
-	rm, err := MountTree(ctx, mnt, tree, Options{Repo: r, Debug: true, Logger: slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	c := newOpCounter()
+	rm, err := MountTree(ctx, mnt, tree, c.options(r))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,8 +158,8 @@ func BenchmarkOpsColdBigRead(b *testing.B) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &opCounter{n: map[string]int{}, d: map[string]time.Duration{}, start: map[string]time.Time{}, op: map[string]string{}}
-	rm, err := MountTree(ctx, mnt, tree, Options{Repo: r, Debug: true, Logger: slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	c := newOpCounter()
+	rm, err := MountTree(ctx, mnt, tree, c.options(r))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,8 +182,8 @@ func BenchmarkOpsNoChange(b *testing.B) {
 	r := testRepo(t)
 	st := testStaging(t, r, "d")
 	mnt := mountDir(t)
-	c := &opCounter{n: map[string]int{}, d: map[string]time.Duration{}, start: map[string]time.Time{}, op: map[string]string{}}
-	m, err := MountStaging(ctx, mnt, st, Options{Repo: r, Debug: true, Logger: slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	c := newOpCounter()
+	m, err := MountStaging(ctx, mnt, st, c.options(r))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -349,3 +349,21 @@ func eachChunkRecord(ctx context.Context, txn *badger.Txn, fn func(vid volID, rk
 	}
 	return nil
 }
+
+// keysWithPrefix returns a copy of every key under prefix, read in one
+// view (for marker keys: few, small, and deleted one by one later).
+func (r *Repo) keysWithPrefix(prefix string) ([][]byte, error) {
+	var keys [][]byte
+	err := r.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefix)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	return keys, err
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/dgraph-io/badger/v4"
@@ -71,18 +72,7 @@ func (r *Repo) RemoveRevision(ctx context.Context, volume, id string) error {
 	if err != nil {
 		return err
 	}
-	points := []uint64{v.seq.Load()}
-	var prev uint64
-	for _, o := range rrs {
-		if o.Seq == rr.Seq {
-			continue
-		}
-		points = append(points, o.Seq)
-		if o.Seq < rr.Seq {
-			prev = max(prev, o.Seq)
-		}
-	}
-	sort.Slice(points, func(i, j int) bool { return points[i] < points[j] })
+	points, prev, _ := sweepBounds(v.seq.Load(), rrs, rr.Seq)
 	release, kept, dels, err := v.sweep(ctx, prev+1, rr.Seq, points, true)
 	if err != nil {
 		return fmt.Errorf("remove revision %s@%s: %w", volume, id, err)
@@ -216,18 +206,10 @@ func (v *volume) resweep(ctx context.Context, seq uint64) error {
 	if err != nil {
 		return err
 	}
-	points := []uint64{v.seq.Load()}
-	var prev uint64
-	for _, o := range rrs {
-		if o.Seq == seq {
-			return nil // not removed after all
-		}
-		points = append(points, o.Seq)
-		if o.Seq < seq {
-			prev = max(prev, o.Seq)
-		}
+	points, prev, listed := sweepBounds(v.seq.Load(), rrs, seq)
+	if listed {
+		return nil // not removed after all
 	}
-	sort.Slice(points, func(i, j int) bool { return points[i] < points[j] })
 	_, _, dels, err := v.sweep(ctx, prev+1, seq, points, false)
 	if err != nil {
 		return err
@@ -235,19 +217,28 @@ func (v *volume) resweep(ctx context.Context, seq uint64) error {
 	return v.r.deleteKeys(dels)
 }
 
-func (r *Repo) releasingKeys() ([][]byte, error) {
-	var keys [][]byte
-	err := r.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte(pfxReleasing)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
+// sweepBounds gives what a sweep of the layers up to the revision at seq
+// keeps versions for: points, staging's sequence and every other
+// revision's, ascending; prev, the newest other revision below seq; and
+// whether rrs still lists the revision at seq.
+func sweepBounds(staging uint64, rrs []revRecord, seq uint64) (points []uint64, prev uint64, listed bool) {
+	points = []uint64{staging}
+	for _, o := range rrs {
+		if o.Seq == seq {
+			listed = true
+			continue
 		}
-		return nil
-	})
+		points = append(points, o.Seq)
+		if o.Seq < seq {
+			prev = max(prev, o.Seq)
+		}
+	}
+	slices.Sort(points)
+	return points, prev, listed
+}
+
+func (r *Repo) releasingKeys() ([][]byte, error) {
+	keys, err := r.keysWithPrefix(pfxReleasing)
 	if err != nil {
 		return nil, fmt.Errorf("read pending removals: %w", err)
 	}

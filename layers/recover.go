@@ -39,18 +39,7 @@ func orphanKey(vid volID, ino Ino) []byte {
 // inodes just go.
 func (r *Repo) dropCrashOrphans() error {
 	byID := r.volumesByID()
-	var keys [][]byte
-	err := r.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte(pfxOrphan)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		return nil
-	})
+	keys, err := r.keysWithPrefix(pfxOrphan)
 	if err != nil {
 		return fmt.Errorf("drop orphaned inodes: %w", err)
 	}
