@@ -8,6 +8,8 @@ import (
 
 	"github.com/strata-backup/strata/layers"
 	"github.com/strata-backup/strata/layers/internal/memstore"
+	"github.com/strata-backup/strata/store"
+	"github.com/strata-backup/strata/store/format"
 )
 
 type env struct {
@@ -82,4 +84,19 @@ func (e *env) staging(t testing.TB, name string) *layers.Staging {
 		t.Fatalf("staging: %v", err)
 	}
 	return st
+}
+
+// newStoreDir creates a real store with config c in a temporary directory
+// and returns the directory and the config as stored (defaults filled).
+func newStoreDir(t testing.TB, c format.Config) (string, format.Config) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := store.Create(context.Background(), dir, c); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := format.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, cfg
 }

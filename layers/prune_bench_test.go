@@ -35,14 +35,7 @@ func BenchmarkPruneGC(b *testing.B) {
 func benchPruneGC(b *testing.B, baseFiles int) {
 	ctx := context.Background()
 	b.StopTimer()
-	dir := b.TempDir()
-	if err := store.Create(ctx, dir, format.Config{DataShards: 4, ParityShards: 2}); err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := format.Load(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	dir, cfg := newStoreDir(b, format.Config{DataShards: 4, ParityShards: 2})
 	s, err := store.Open(ctx, dir, cfg, crypt.NewKeys([32]byte{1}), store.Options{})
 	if err != nil {
 		b.Fatal(err)

@@ -181,14 +181,7 @@ func (s *releaseFails) Release(ctx context.Context, ids []chunk.ID) error {
 // the store counts exactly the references layers hold; GC frees bytes.
 func TestRemoveRevisionInterrupted(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := store.Create(ctx, dir, format.Config{DataShards: 2, ParityShards: 1, SegmentSize: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := format.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg := newStoreDir(t, format.Config{DataShards: 2, ParityShards: 1, SegmentSize: 1 << 20})
 	keys := crypt.NewKeys([32]byte{5, 5, 5})
 	spool := t.TempDir()
 	open := func() (*releaseFails, *layers.Repo) {

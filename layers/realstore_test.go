@@ -17,14 +17,7 @@ import (
 // real extent store (encrypted, erasure coded) and its badger index.
 func TestWithRealStore(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := store.Create(ctx, dir, format.Config{DataShards: 2, ParityShards: 1, SegmentSize: 4 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := format.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg := newStoreDir(t, format.Config{DataShards: 2, ParityShards: 1, SegmentSize: 4 << 20})
 	keys := crypt.NewKeys([32]byte{9, 8, 7})
 	spool := t.TempDir()
 	open := func() (*store.Store, *layers.Repo) {

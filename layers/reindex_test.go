@@ -41,14 +41,7 @@ func storeRefs(t *testing.T, db *badger.DB) map[chunk.ID]int64 {
 // revision, byte for byte, and the reference counts the index had.
 func TestRebuildIndexFromShards(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := store.Create(ctx, dir, format.Config{DataShards: 2, ParityShards: 1, SegmentSize: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := format.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg := newStoreDir(t, format.Config{DataShards: 2, ParityShards: 1, SegmentSize: 1 << 20})
 	keys := crypt.NewKeys([32]byte{4, 4, 4})
 	spool := t.TempDir()
 	s, err := store.Open(ctx, dir, cfg, keys, store.Options{})
