@@ -26,17 +26,19 @@ func removeRevisions(ctx context.Context, env *opEnv, vol string, ids []string) 
 // finishRemovals completes revision removals an earlier prune started but
 // did not finish (killed, or its store failed): their chunk references are
 // recounted, which needs the repository to itself — without a server, so
-// no mount writes meanwhile. With a server running it only warns; the
-// counts are too high until then, which costs space, never data.
-func finishRemovals(ctx context.Context, env *opEnv) error {
+// no mount writes meanwhile. With a server running it returns a warning
+// for the user instead; the counts are too high until then, which costs
+// space, never data.
+func finishRemovals(ctx context.Context, env *opEnv) (string, error) {
 	lr := env.repo.layers
 	pending, err := lr.RemovalsPending(ctx)
 	if err != nil || !pending {
-		return err
+		return "", err
 	}
 	if env.srv != nil {
-		env.repo.log.Warn("an interrupted prune left chunk references to recount; stop the server (unmount everything) and prune again to give that space back")
-		return nil
+		const warn = "an interrupted prune left chunk references to recount, which needs the repository to itself: run 'strata stop' (it unmounts everything) and prune again to give that space back"
+		env.repo.log.Warn(warn)
+		return warn, nil
 	}
 	if env.progress != nil {
 		env.progress(progress{Phase: "finishing an interrupted prune: recount chunk references"})
@@ -46,10 +48,10 @@ func finishRemovals(ctx context.Context, env *opEnv) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("finish an interrupted prune (rerun prune): %w", err)
+		return "", fmt.Errorf("finish an interrupted prune (rerun prune): %w", err)
 	}
 	env.repo.log.Info("finished interrupted revision removals", "removals", n)
-	return nil
+	return "", nil
 }
 
 // collectGarbage gives the space of unreferenced chunks back: segments with

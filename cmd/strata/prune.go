@@ -44,6 +44,7 @@ type pruneResult struct {
 	Removed    int         `json:"removed"`
 	FreedBytes int64       `json:"freed_bytes"`
 	DryRun     bool        `json:"dry_run"`
+	Warnings   []string    `json:"warnings,omitempty"`
 }
 
 func (c *pruneCmd) Run(ctx context.Context, g *Globals) error {
@@ -119,6 +120,9 @@ func printPrune(res pruneResult) error {
 		fmt.Println("dry run: nothing was removed")
 	} else {
 		fmt.Printf("removed %d revisions, freed %s\n", res.Removed, humanBytes(res.FreedBytes))
+	}
+	for _, w := range res.Warnings {
+		fmt.Printf("warning: %s\n", w)
 	}
 	return nil
 }
@@ -204,8 +208,12 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 	// A prune killed or failed half-way is finished here, and GC runs even
 	// when this run removed nothing: what an interrupted run released (or
 	// a repair found unreferenced) is given back by the next prune.
-	if err := finishRemovals(ctx, env); err != nil {
+	warn, err := finishRemovals(ctx, env)
+	if err != nil {
 		return res, err
+	}
+	if warn != "" {
+		res.Warnings = append(res.Warnings, warn)
 	}
 	if env.progress != nil {
 		env.progress(progress{Phase: "collecting garbage"})
