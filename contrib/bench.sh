@@ -50,7 +50,7 @@ t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.0f", $1/1024}'; }
 ratio() { case "$1$2" in *-*|*n/a*) echo -;; *) printf '%.2f\n' "$(echo "scale=4; $1 / $2" | bc)";; esac; }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-server_rss() { local pid; pid=$(pgrep -f "strata --repo $STRATA_REPO .*serve" | head -1); awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo "?"; }
+server_rss() { local pid; pid=$(pgrep -f -- "--repo $STRATA_REPO .*serve" | head -1); awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo "?"; }
 
 src=$work/src
 mkdir -p "$src" "$work/plain" "$work/mnt/stage" "$work/mnt/rev" "$work/mnt/restic" "$work/mnt/borg"
@@ -82,6 +82,9 @@ if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
     cold; b2=$(t borg create --compression lz4 ::two "$src")
   fi
   row "no-change pass (s) | $p2 | $s2 | $r2 | $b2 | $(ratio "$s2" "$p2") | $(ratio "$s2" "$r2")"
+  # The server exits with its last mount, so the backup and the read-back
+  # are two servers: take the peak of each.
+  srss_backup=$(server_rss)
   "$strata" umount "$work/mnt/stage" >/dev/null
   # Cold read-back.
   "$strata" mount bench@latest "$work/mnt/rev" >/dev/null
@@ -109,7 +112,7 @@ if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
     echo x >> "$src/$(ls "$src" | head -1)/.touch"
     rrss=$(rss restic backup "$src"); brss=$(rss borg create ::three "$src")
   fi
-  row "peak RSS (MiB) | - | $srss | $rrss | $brss | - | -"
+  row "peak RSS, backup / read-back server (MiB) | - | $srss_backup / $srss | $rrss | $brss | - | -"
   du_s=$(du -sb "$STRATA_REPO" | cut -f1)
   du_r=-; du_b=-
   [ -z "${BENCH_SKIP_PEERS:-}" ] && du_r=$(du -sb "$RESTIC_REPOSITORY" | cut -f1) && du_b=$(du -sb "$BORG_REPO" | cut -f1)
