@@ -67,12 +67,17 @@ func (f *treeFS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status 
 	return f.status("fsyncdir", f.st.Sync(newCtx(cancel)))
 }
 
+// ReadDir and ReadDirPlus fill one page of at most a few hundred entries
+// from the index, so they do not stop when the kernel interrupts them:
+// stopping only turned a signal the caller got (the Go runtime's
+// preemption, say) into getdents(2) failing with EINTR, which programs do
+// not expect from a local filesystem.
 func (f *treeFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	return f.readDir(newCtx(cancel), in, out, false)
+	return f.readDir(context.Background(), in, out, false)
 }
 
 func (f *treeFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	return f.readDir(newCtx(cancel), in, out, true)
+	return f.readDir(context.Background(), in, out, true)
 }
 
 func (f *treeFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
