@@ -24,7 +24,7 @@ test: deps build vet
 
 # Packages with concurrency, under the race detector.
 race:
-	$(GO) test -race -count=1 -timeout 20m ./store/... ./layers/... ./nbd/...
+	$(GO) test -race -count=1 -timeout 20m ./store/... ./layers/... ./nbd/... ./fs/...
 
 demo: deps build
 	contrib/demo.sh
