@@ -151,6 +151,41 @@ func TestWriteDropsPrivileges(t *testing.T) {
 	}
 }
 
+// TestWriteDropsPrivilegesAddedWhileOpen: capabilities set on a file
+// after a write through an open descriptor are still dropped by the next
+// write through it (writes skip the check only while nothing was added).
+func TestWriteDropsPrivilegesAddedWhileOpen(t *testing.T) {
+	r := testRepo(t)
+	st := testStaging(t, r, "privs2")
+	dir := mountDir(t)
+	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	p := filepath.Join(dir, "f")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("one"); err != nil {
+		t.Fatal(err)
+	}
+	capv := make([]byte, 20)
+	binary.LittleEndian.PutUint32(capv[0:], 0x02000000|1)
+	binary.LittleEndian.PutUint32(capv[4:], 1<<13)
+	if err := unix.Setxattr(p, capabilityXattr, capv, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("two"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Getxattr(p, capabilityXattr, make([]byte, 64)); err == nil {
+		t.Error("security.capability set while the file was open survived a write through it")
+	}
+}
+
 // openToOthers lets other users reach mnt (mode 0777) through the test's
 // temporary directories.
 func openToOthers(t *testing.T, mnt string) {

@@ -53,6 +53,11 @@ func (f *treeFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 	}
 	ctx := newCtx(cancel)
 	a, err := f.st.SetAttr(ctx, f.ino(in.NodeId), sa)
+	if err == nil && sa.Mode != nil && *sa.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+		// After the change: a write that looked before it must not
+		// record the inode clear (privsDropped compares generations).
+		f.open.privsMayChange(a.Ino)
+	}
 	if err == nil && sa.Mode != nil && a.Mode&syscall.S_IFMT != syscall.S_IFLNK {
 		err = f.chmodACL(ctx, a.Ino, *sa.Mode)
 	}
@@ -169,7 +174,7 @@ func (f *treeFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	f.fillEntry(a, &out.EntryOut)
 	writable := in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	f.st.Hold(a.Ino) // Release unholds
-	out.Fh = f.files.add(&fileHandle{oi: f.open.open(a), writable: writable})
+	out.Fh = f.files.add(&fileHandle{oi: f.open.create(a), writable: writable})
 	if writable {
 		// Writes through the page cache make the kernel ask for the
 		// security.capability xattr before every write(2) (to drop
@@ -188,9 +193,15 @@ func (f *treeFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 	}
 	ctx := newCtx(cancel)
 	ino := f.ino(in.NodeId)
-	if h, ok := f.files.get(in.Fh); ok && !h.privsKilled.Swap(true) {
-		if err := f.killPrivs(ctx, in.NodeId, ino, in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0); err != nil {
-			return 0, f.status("write", err)
+	if h, ok := f.files.get(in.Fh); ok {
+		if check, gen := f.open.privsToCheck(h.oi); check {
+			clear, err := f.killPrivs(ctx, in.NodeId, ino, in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0)
+			if err != nil {
+				return 0, f.status("write", err)
+			}
+			if clear {
+				f.open.privsDropped(h.oi, gen)
+			}
 		}
 	}
 	n, err := f.st.WriteAt(ctx, ino, data, int64(in.Offset))
@@ -200,43 +211,43 @@ func (f *treeFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 	return uint32(n), fuse.OK
 }
 
-// killPrivs does, on the first write through a handle, what the kernel
-// does before page-cache writes and leaves to us for direct I/O: drop
-// file capabilities, and the set-user-ID bit (set-group-ID too, with
-// group execute) when the writer lacks CAP_FSETID (the kernel says so in
-// the write flags).
-func (f *treeFS) killPrivs(ctx context.Context, node uint64, ino layers.Ino, suid bool) error {
+// killPrivs does before a write what the kernel does before page-cache
+// writes and leaves to us for direct I/O: drop file capabilities, and the
+// set-user-ID bit (set-group-ID too, with group execute) when the writer
+// lacks CAP_FSETID (the kernel says so in the write flags). It reports
+// whether the inode is left with nothing a later write could drop, so
+// writes skip the check until capabilities or set-ID bits come back
+// (openInodes.privsMayChange); files rsync creates never need it.
+func (f *treeFS) killPrivs(ctx context.Context, node uint64, ino layers.Ino, suid bool) (bool, error) {
 	changed := false
 	if _, err := f.tree.GetXattr(ctx, ino, capabilityXattr); err == nil {
 		if err := f.st.RemoveXattr(ctx, ino, capabilityXattr); err != nil && !errors.Is(err, layers.ErrNoXattr) {
-			return err
+			return false, err
 		}
 		changed = true
 	} else if !errors.Is(err, layers.ErrNoXattr) {
-		return err
+		return false, err
 	}
-	if suid {
-		a, err := f.tree.GetAttr(ctx, ino)
-		if err != nil {
-			return err
+	a, err := f.tree.GetAttr(ctx, ino)
+	if err != nil {
+		return false, err
+	}
+	mode := a.Mode & 0o7777
+	kill := uint32(syscall.S_ISUID)
+	if mode&syscall.S_IXGRP != 0 {
+		kill |= syscall.S_ISGID
+	}
+	if suid && mode&kill != 0 {
+		mode &^= kill
+		if _, err := f.st.SetAttr(ctx, ino, layers.SetAttr{Mode: &mode}); err != nil {
+			return false, err
 		}
-		mode := a.Mode & 0o7777
-		kill := uint32(syscall.S_ISUID)
-		if mode&syscall.S_IXGRP != 0 {
-			kill |= syscall.S_ISGID
-		}
-		if mode&kill != 0 {
-			mode &^= kill
-			if _, err := f.st.SetAttr(ctx, ino, layers.SetAttr{Mode: &mode}); err != nil {
-				return err
-			}
-			changed = true
-		}
+		changed = true
 	}
 	if changed {
 		f.invalidateAttr(node)
 	}
-	return nil
+	return mode&kill == 0, nil
 }
 
 // invalidateAttr makes the kernel forget the attributes it caches for
@@ -282,7 +293,11 @@ func (f *treeFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name stri
 		}
 		return f.status("setxattr", err)
 	}
-	return f.status("setxattr", f.st.SetXattr(ctx, f.ino(in.NodeId), name, value, in.Flags))
+	err := f.st.SetXattr(ctx, f.ino(in.NodeId), name, value, in.Flags)
+	if err == nil && name == capabilityXattr {
+		f.open.privsMayChange(f.ino(in.NodeId)) // after the change, as in SetAttr
+	}
+	return f.status("setxattr", err)
 }
 
 func (f *treeFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,9 +47,8 @@ type treeFS struct {
 
 // fileHandle is an open file. Reads and writes go by inode.
 type fileHandle struct {
-	oi          *openInode
-	writable    bool
-	privsKilled atomic.Bool // see treeFS.killPrivs
+	oi       *openInode
+	writable bool
 }
 
 // openInode remembers the last attributes of an open inode so fstat(2) on
@@ -60,6 +58,11 @@ type openInode struct {
 	ino  layers.Ino
 	refs int         // guarded by openInodes.mu
 	attr layers.Attr // guarded by openInodes.mu
+	// privsClear: a write has nothing to drop (treeFS.killPrivs), as of
+	// privsGen, which every change that could add file capabilities or
+	// set-ID bits moves on. Guarded by openInodes.mu.
+	privsClear bool
+	privsGen   uint64
 }
 
 // openInodes tracks the inodes with open file handles.
@@ -82,6 +85,44 @@ func (o *openInodes) open(a layers.Attr) *openInode {
 	oi.refs++
 	oi.attr = a
 	return oi
+}
+
+// create is open for an inode Create just made: it has no file
+// capabilities yet, so without set-ID bits its writes drop nothing.
+func (o *openInodes) create(a layers.Attr) *openInode {
+	oi := o.open(a)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	oi.privsClear = a.Mode&(syscall.S_ISUID|syscall.S_ISGID) == 0
+	return oi
+}
+
+// privsToCheck reports whether a write to oi must look for privileges to
+// drop, and the generation to hand privsDropped after looking.
+func (o *openInodes) privsToCheck(oi *openInode) (bool, uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !oi.privsClear, oi.privsGen
+}
+
+// privsDropped records that oi had nothing left to drop as of gen.
+func (o *openInodes) privsDropped(oi *openInode, gen uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if oi.privsGen == gen {
+		oi.privsClear = true
+	}
+}
+
+// privsMayChange records that ino (if open) may have gained file
+// capabilities or set-ID bits.
+func (o *openInodes) privsMayChange(ino layers.Ino) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if oi := o.m[ino]; oi != nil {
+		oi.privsClear = false
+		oi.privsGen++
+	}
 }
 
 func (o *openInodes) release(oi *openInode) {
