@@ -288,10 +288,7 @@ func getExact(r *rtx, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) 
 // accepts (nil: every type).
 func eachTouched(ctx context.Context, txn *badger.Txn, vid volID, seq uint64, want func(rt byte) bool, fn func(rk, val []byte) error) error {
 	prefix := touchedPrefix(vid, seq)
-	opts := badger.DefaultIteratorOptions
-	opts.PrefetchValues = false
-	opts.Prefix = prefix
-	it := txn.NewIterator(opts)
+	it := keyIterator(txn, prefix)
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		if err := ctx.Err(); err != nil {
@@ -350,15 +347,21 @@ func eachChunkRecord(ctx context.Context, txn *badger.Txn, fn func(vid volID, rk
 	return nil
 }
 
+// keyIterator iterates over the keys under prefix without prefetching
+// values (most walks here look at keys, or at few values).
+func keyIterator(txn *badger.Txn, prefix []byte) *badger.Iterator {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = prefix
+	return txn.NewIterator(opts)
+}
+
 // keysWithPrefix returns a copy of every key under prefix, read in one
 // view (for marker keys: few, small, and deleted one by one later).
 func (r *Repo) keysWithPrefix(prefix string) ([][]byte, error) {
 	var keys [][]byte
 	err := r.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte(prefix)
-		it := txn.NewIterator(opts)
+		it := keyIterator(txn, []byte(prefix))
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			keys = append(keys, it.Item().KeyCopy(nil))

@@ -258,10 +258,7 @@ func (v *volume) sweep(ctx context.Context, from, to uint64, points []uint64, co
 	}
 	err = v.r.db.View(func(txn *badger.Txn) error {
 		base := append([]byte(pfxTouched), v.id[:]...)
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = base
-		it := txn.NewIterator(opts)
+		it := keyIterator(txn, base)
 		defer it.Close()
 		for it.Seek(be64(append([]byte{}, base...), from)); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {
@@ -330,10 +327,7 @@ func (r *Repo) deleteKeys(keys [][]byte) error {
 // (0 if none).
 func nextVersion(txn *badger.Txn, vid volID, rk []byte, seq uint64) (uint64, error) {
 	prefix := dataPrefix(vid, rk)
-	opts := badger.DefaultIteratorOptions
-	opts.PrefetchValues = false
-	opts.Prefix = prefix
-	it := txn.NewIterator(opts)
+	it := keyIterator(txn, prefix)
 	defer it.Close()
 	var next uint64
 	for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {

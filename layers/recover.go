@@ -181,10 +181,7 @@ func (r *Repo) recoverUnflushed(lost map[volID]map[Ino]bool) error {
 	byID := r.volumesByID()
 	var stale [][]byte // markers of removed volumes
 	err := r.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte(pfxUnflushed)
-		it := txn.NewIterator(opts)
+		it := keyIterator(txn, []byte(pfxUnflushed))
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().KeyCopy(nil)

@@ -196,10 +196,7 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 			append([]byte(pfxTouched), v.id[:]...),
 			revisionPrefix(v.id),
 		} {
-			opts := badger.DefaultIteratorOptions
-			opts.PrefetchValues = false
-			opts.Prefix = p
-			it := txn.NewIterator(opts)
+			it := keyIterator(txn, p)
 			for it.Rewind(); it.Valid(); it.Next() {
 				item := it.Item()
 				key := item.KeyCopy(nil)
