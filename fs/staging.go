@@ -251,12 +251,14 @@ func (f *treeFS) killPrivs(ctx context.Context, node uint64, ino layers.Ino, sui
 }
 
 // invalidateAttr makes the kernel forget the attributes it caches for
-// node, after we changed its mode behind the request it sent. Not from
-// the handler's goroutine: the kernel may hold the inode until the
-// request is answered.
+// node, after we changed its mode behind the request it sent. It runs
+// before the reply, so the caller's next stat(2) asks again (done in a
+// goroutine, the notification could land after it). That is safe in a
+// handler: an attribute-only invalidation (offset -1) takes no inode
+// lock in the kernel, unlike entry or page invalidations.
 func (f *treeFS) invalidateAttr(node uint64) {
 	if f.srv != nil {
-		go f.srv.InodeNotify(node, -1, 0)
+		f.srv.InodeNotify(node, -1, 0)
 	}
 }
 
