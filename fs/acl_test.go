@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,16 +22,7 @@ func TestACLSemantics(t *testing.T) {
 }
 
 func testACLSemantics(t *testing.T, allowOther bool) {
-	r := testRepo(t)
-	st := testStaging(t, r, "acl")
-	mnt := mountDir(t)
-	opts := testOpts(t, r)
-	opts.AllowOther = allowOther
-	m, err := MountStaging(context.Background(), mnt, st, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	mnt := mountTestStaging(t, "acl", allowOther)
 	mode := func(p string) string {
 		t.Helper()
 		return strings.TrimSpace(run(t, "stat", "-c", "%a", filepath.Join(mnt, p)))

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"os"
 	"os/exec"
@@ -19,14 +18,7 @@ import (
 // TestStagingMmapShared writes a file through a shared writable mapping
 // and reads it back through a new descriptor.
 func TestStagingMmapShared(t *testing.T) {
-	r := testRepo(t)
-	st := testStaging(t, r, "mmap")
-	dir := mountDir(t)
-	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	dir := mountTestStaging(t, "mmap", false)
 	p := filepath.Join(dir, "f")
 	const size = 3*4096 + 100
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
@@ -65,16 +57,7 @@ func TestStagingMmapShared(t *testing.T) {
 // writer) and set-user-ID / set-group-ID bits (a writer without
 // CAP_FSETID), as on a local filesystem.
 func TestWriteDropsPrivileges(t *testing.T) {
-	r := testRepo(t)
-	st := testStaging(t, r, "privs")
-	dir := mountDir(t)
-	opts := testOpts(t, r)
-	opts.AllowOther = true // the set-ID case writes as nobody
-	m, err := MountStaging(context.Background(), dir, st, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	dir := mountTestStaging(t, "privs", true) // the set-ID case writes as nobody
 	openToOthers(t, dir)
 
 	// A valid VFS_CAP_REVISION_2 value: cap_net_raw permitted+effective.
@@ -155,14 +138,7 @@ func TestWriteDropsPrivileges(t *testing.T) {
 // after a write through an open descriptor are still dropped by the next
 // write through it (writes skip the check only while nothing was added).
 func TestWriteDropsPrivilegesAddedWhileOpen(t *testing.T) {
-	r := testRepo(t)
-	st := testStaging(t, r, "privs2")
-	dir := mountDir(t)
-	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	dir := mountTestStaging(t, "privs2", false)
 	p := filepath.Join(dir, "f")
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o755)
 	if err != nil {

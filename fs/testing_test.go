@@ -137,3 +137,20 @@ func isErrno(err error, want syscall.Errno) bool {
 	var errno syscall.Errno
 	return errors.As(err, &errno) && errno == want
 }
+
+// mountTestStaging mounts a new staging volume name for the test (owner
+// only, or open to other users) and returns the mountpoint.
+func mountTestStaging(t testing.TB, name string, allowOther bool) string {
+	t.Helper()
+	r := testRepo(t)
+	st := testStaging(t, r, name)
+	dir := mountDir(t)
+	opts := testOpts(t, r)
+	opts.AllowOther = allowOther
+	m, err := MountStaging(context.Background(), dir, st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	return dir
+}
