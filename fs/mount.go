@@ -33,6 +33,9 @@ type Options struct {
 	AllowOther bool
 	// Debug logs every FUSE request through Logger at debug level.
 	Debug bool
+	// NoWarm turns off listing staging directories ahead of lookups
+	// (warm.go), for comparing with it.
+	NoWarm bool
 }
 
 func (o Options) withDefaults() Options {
@@ -54,6 +57,7 @@ type Mount struct {
 	dir    string
 	srv    *fuse.Server
 	flush  func(context.Context) error // makes writes durable; nil for read-only mounts
+	stop   func()                      // ends the server's own use of the mount; may be nil
 	logger *slog.Logger
 
 	done chan struct{} // closed when serving ended and the final flush ran
@@ -79,6 +83,9 @@ func (m *Mount) Unmount() error {
 			return fmt.Errorf("flush before unmount of %s: %w", m.dir, err)
 		}
 	}
+	if m.stop != nil {
+		m.stop() // its open directories would make the unmount fail
+	}
 	if err := m.srv.Unmount(); err != nil {
 		return fmt.Errorf("unmount %s: %w", m.dir, err)
 	}
@@ -103,6 +110,9 @@ type mountParams struct {
 	acl      bool // the filesystem stores ACL xattrs (fs volumes)
 	name     string
 	flush    func(context.Context) error
+	// stop ends what the server itself does through the mount (the
+	// staging warmer), before unmounting and once serving ended.
+	stop func()
 }
 
 func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options, p mountParams) (*Mount, error) {
@@ -149,8 +159,12 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		// POSIX ACLs: the kernel enforces them; see acl.go. (The kernel
 		// turns on default_permissions with them.)
 		EnableAcl: p.acl && kernelChecks,
-		Debug:     opts.Debug,
-		Logger:    log.New(io.Discard, "", 0),
+		// A symlink's target never changes (layers has no operation
+		// for it), so the kernel may keep it: rsync reads every
+		// destination symlink it compares.
+		EnableSymlinkCaching: true,
+		Debug:                opts.Debug,
+		Logger:               log.New(io.Discard, "", 0),
 	}
 	if !p.readOnly {
 		// Writable handles are opened FOPEN_DIRECT_IO (treeFS.Create and
@@ -170,7 +184,7 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("mount %s at %s: %w", p.name, dir, err)
 	}
-	m := &Mount{dir: dir, srv: srv, flush: p.flush, logger: opts.Logger, done: make(chan struct{})}
+	m := &Mount{dir: dir, srv: srv, flush: p.flush, stop: p.stop, logger: opts.Logger, done: make(chan struct{})}
 	go m.serve()
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()
@@ -206,6 +220,9 @@ func raiseReadahead(dir string, logger *slog.Logger) {
 func (m *Mount) serve() {
 	defer close(m.done)
 	m.srv.Serve()
+	if m.stop != nil {
+		m.stop()
+	}
 	if m.flush == nil {
 		return
 	}

@@ -108,7 +108,11 @@ func (f *treeFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 	if err == nil {
 		err = f.setInherited(ctx, a.Ino, xattrs)
 	}
-	return f.entryResult("mkdir", a, err, out)
+	st := f.entryResult("mkdir", a, err, out)
+	if st == fuse.OK && f.warm != nil {
+		f.warm.made(out.NodeId)
+	}
+	return st
 }
 
 func (f *treeFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {

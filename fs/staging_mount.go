@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/strata-backup/strata/layers"
@@ -28,7 +30,19 @@ func MountStaging(ctx context.Context, dir string, st *layers.Staging, opts Opti
 	opts = opts.withDefaults()
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
 	raw := newTreeFS(st.Tree(), st, 0, stagingCache, opts, errs)
-	return mount(ctx, dir, raw, opts, mountParams{name: "staging", acl: true, flush: st.Sync})
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("mount staging at %s: %w", dir, err)
+	}
+	if !opts.NoWarm {
+		raw.warm = newWarmer(abs, opts.Logger, opts.Now)
+	}
+	m, err := mount(ctx, dir, raw, opts, mountParams{name: "staging", acl: true, flush: st.Sync, stop: raw.warm.stop})
+	if err != nil {
+		raw.warm.stop()
+		return nil, err
+	}
+	return m, nil
 }
 
 // Revision cache lifetimes: nothing changes under a revision, so the

@@ -42,6 +42,7 @@ type treeFS struct {
 	files handles[*fileHandle]
 	open  openInodes
 	pre   *prefetcher  // nil: no read-ahead of small files
+	warm  *warmer      // nil: no listing ahead of lookups (staging only)
 	srv   *fuse.Server // set by Init, before the first request
 }
 
@@ -213,6 +214,9 @@ func (f *treeFS) fillEntry(a layers.Attr, out *fuse.EntryOut) {
 
 func (f *treeFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	a, err := f.tree.Lookup(newCtx(cancel), f.ino(h.NodeId), name)
+	if f.warm != nil && name != "." && name != ".." {
+		f.warm.lookup(h.NodeId, err == nil, h.Caller.Pid)
+	}
 	if err != nil {
 		if errors.Is(err, layers.ErrNotFound) && f.cache.negative > 0 {
 			// NodeId 0 with a timeout is a cacheable negative entry.
@@ -226,8 +230,13 @@ func (f *treeFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	return fuse.OK
 }
 
-// Forget needs nothing: layers holds all inode state and ids are stable.
-func (f *treeFS) Forget(nodeid, nlookup uint64) {}
+// Forget needs nothing but telling the warmer: layers holds all inode
+// state and ids are stable.
+func (f *treeFS) Forget(nodeid, nlookup uint64) {
+	if f.warm != nil {
+		f.warm.forget(nodeid)
+	}
+}
 
 func (f *treeFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ino := f.ino(in.NodeId)

@@ -1,0 +1,164 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// warmTree makes dirs directories of files files each, with a symlink in
+// every directory.
+func warmTree(t *testing.T, dir string, dirs, files int) {
+	t.Helper()
+	for d := range dirs {
+		sub := filepath.Join(dir, fmt.Sprintf("d%03d", d))
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f := range files {
+			if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%d", f)), []byte(sub), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink("f0", filepath.Join(sub, "link")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func dropCachesT(t *testing.T) {
+	t.Helper()
+	run(t, "sync")
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *opCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n = map[string]int{}
+}
+
+func (c *opCounter) count(op string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[op]
+}
+
+// warmStaging mounts a staging volume holding a copy of src, counting
+// requests in c, with the warmer on or off.
+func warmStaging(t *testing.T, src string, c *opCounter, noWarm bool) (*Mount, string) {
+	t.Helper()
+	r := testRepo(t)
+	st := testStaging(t, r, "w")
+	mnt := mountDir(t)
+	opts := c.options(r)
+	opts.NoWarm = noWarm
+	m, err := MountStaging(context.Background(), mnt, st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	run(t, "rsync", "-a", src+"/", mnt+"/")
+	// The root was listed as rsync began; it is listed again only that
+	// long after.
+	time.Sleep(rewarmAfter)
+	return m, mnt
+}
+
+// TestWarmerAnswersLookupsAhead: after the kernel dropped its caches, a
+// no-change rsync into staging finds most destination entries already
+// in the kernel's cache, listed by the warmer, instead of looking each
+// up; and it still finds nothing to transfer.
+func TestWarmerAnswersLookupsAhead(t *testing.T) {
+	src := t.TempDir()
+	warmTree(t, src, 40, 25)
+	lookups := map[bool]int{}
+	for _, noWarm := range []bool{true, false} {
+		c := newOpCounter()
+		_, mnt := warmStaging(t, src, c, noWarm)
+		dropCachesT(t)
+		c.reset()
+		if out := run(t, "rsync", "-a", "--itemize-changes", src+"/", mnt+"/"); out != "" {
+			t.Fatalf("no-change rsync (noWarm %v) transferred:\n%s", noWarm, out)
+		}
+		lookups[noWarm] = c.count("LOOKUP")
+		if out := run(t, "rsync", "-an", "--checksum", "--itemize-changes", src+"/", mnt+"/"); out != "" {
+			t.Fatalf("staging (noWarm %v) differs from its source:\n%s", noWarm, out)
+		}
+	}
+	t.Logf("LOOKUPs of a no-change rsync of 1,081 entries: %d without the warmer, %d with", lookups[true], lookups[false])
+	if lookups[true] < 1000 {
+		t.Fatalf("without the warmer rsync looked up only %d entries: the caches were not dropped", lookups[true])
+	}
+	if lookups[false] > lookups[true]/2 {
+		t.Fatalf("with the warmer rsync still looked up %d of %d entries", lookups[false], lookups[true])
+	}
+}
+
+// TestWarmerStopsWithReader: the warmer lists ahead only while the
+// process whose lookup started it runs, so it does not list a large tree
+// into the kernel for one stat, and a umount(8) right after the reader
+// finished does not find the mount busy.
+func TestWarmerStopsWithReader(t *testing.T) {
+	src := t.TempDir()
+	warmTree(t, src, 300, 2)
+	c := newOpCounter()
+	_, mnt := warmStaging(t, src, c, false)
+	dropCachesT(t)
+	c.reset()
+	run(t, "stat", filepath.Join(mnt, "d000", "f0"))
+	time.Sleep(500 * time.Millisecond)
+	if n := c.count("OPENDIR"); n > 150 {
+		t.Fatalf("one stat made the warmer list %d of 301 directories", n)
+	}
+	if err := unmountNow(mnt); err != nil {
+		t.Fatalf("umount after the reader exited: %v", err)
+	}
+}
+
+// unmountNow is umount(8) of dir, retried only while the kernel still
+// holds the files of processes that exited.
+func unmountNow(dir string) error {
+	var err error
+	for range 10 {
+		if err = exec.Command("umount", dir).Run(); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return err
+}
+
+// TestWarmerUnmountWhileListing: Mount.Unmount stops the warmer before
+// unmounting, so directories it has open do not make it fail.
+func TestWarmerUnmountWhileListing(t *testing.T) {
+	src := t.TempDir()
+	warmTree(t, src, 300, 2)
+	c := newOpCounter()
+	m, mnt := warmStaging(t, src, c, false)
+	dropCachesT(t)
+	c.reset()
+	// A reader that stays alive keeps the warmer going: the shell opens
+	// the file itself, then waits.
+	reader := exec.Command("sh", "-c", ": <"+filepath.Join(mnt, "d000", "f0")+"; sleep 5")
+	if err := reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reader.Process.Kill(); _ = reader.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.count("OPENDIR") < 10 {
+		if time.Now().After(deadline) {
+			t.Fatal("the warmer never started listing")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := m.Unmount(); err != nil {
+		t.Fatalf("unmount while the warmer lists: %v", err)
+	}
+}
