@@ -107,6 +107,11 @@ func (t *Tree) Lookup(ctx context.Context, parent Ino, name string) (Attr, error
 		a = n.Attr
 		return err
 	})
+	if err == ErrNotFound || err == ErrNotDir {
+		// An answer, not a failure, and a frequent one (rsync looks up
+		// three absent names per file it writes): no message to build.
+		return Attr{}, err
+	}
 	if err != nil {
 		return Attr{}, fmt.Errorf("lookup %q in %d: %w", name, parent, err)
 	}
@@ -262,6 +267,9 @@ func (t *Tree) GetXattr(ctx context.Context, ino Ino, name string) ([]byte, erro
 		val = b
 		return err
 	})
+	if err == ErrNoXattr {
+		return nil, err // an answer, asked for on every create (default ACLs)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("get xattr %q of %d: %w", name, ino, err)
 	}
