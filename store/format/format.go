@@ -17,10 +17,14 @@ const Version = 1
 const (
 	DefaultDataShards   = 4
 	DefaultParityShards = 2
-	// DefaultSegmentSize keeps a 4+2 shard at 8 MiB: large enough that
-	// per-file overhead vanishes, small enough that sealing in the
-	// background bounds memory to a few segments.
-	DefaultSegmentSize = 32 << 20
+	// DefaultSegmentSize keeps a 4+2 shard at 4 MiB: large enough that
+	// per-file overhead stays small, small enough that the three segment
+	// buffers the store holds while sealing in the background (and their
+	// parity) cost the server under 100 MiB. Measured with putrss (2 GiB
+	// of 1 MiB chunks): 32 MiB segments put 540 MB/s at 223 MiB peak RSS,
+	// 16 MiB 440 MB/s at 158 MiB; an rsync of 67,833 files into staging
+	// took the same time with either, at 320-348 against 218-230 MiB.
+	DefaultSegmentSize = 16 << 20
 )
 
 // FileName is the name of the config file inside the repository directory.
