@@ -38,7 +38,14 @@
 // its next stat, as the kernel invalidates its ctime), FOPEN_NOFLUSH on
 // read-only opens, no writeback cache (the kernel would then own size and
 // mtime, a commit could miss pages still dirty in it, and rsync measured
-// more requests per file with it, not fewer), no keep_cache. Revisions and
+// more requests per file with it, not fewer), no keep_cache. A staging
+// mount also fills the kernel's cache ahead of a reader (warm.go): a
+// LOOKUP in a directory not listed since the kernel forgot it starts a
+// background READDIRPLUS listing of it and the directories below, so a
+// no-change rsync after a fresh mount finds its lstat answers in the
+// kernel instead of waiting on one LOOKUP per file. Symlink targets are
+// cached on every mount (CAP_CACHE_SYMLINKS; a target never changes).
+// Revisions and
 // browse views: one hour for entries, attributes and negative entries,
 // FOPEN_CACHE_DIR on directories, and zero-message opens for files: OPEN
 // and FLUSH answer ENOSYS, so the kernel stops sending OPEN, FLUSH and

@@ -50,13 +50,15 @@ func (c *opCounter) count(op string) int {
 	return c.n[op]
 }
 
-// warmStaging mounts a staging volume holding a copy of src, counting
-// requests in c, with the warmer on or off.
-func warmStaging(t *testing.T, src string, c *opCounter, noWarm bool) (*Mount, string) {
+// coldStaging mounts a staging volume holding a copy of src, with the
+// warmer on or off, then drops the kernel's caches; c counts the
+// requests from then on.
+func coldStaging(t *testing.T, src string, noWarm bool) (m *Mount, mnt string, c *opCounter) {
 	t.Helper()
+	c = newOpCounter()
 	r := testRepo(t)
 	st := testStaging(t, r, "w")
-	mnt := mountDir(t)
+	mnt = mountDir(t)
 	opts := c.options(r)
 	opts.NoWarm = noWarm
 	m, err := MountStaging(context.Background(), mnt, st, opts)
@@ -68,7 +70,9 @@ func warmStaging(t *testing.T, src string, c *opCounter, noWarm bool) (*Mount, s
 	// The root was listed as rsync began; it is listed again only that
 	// long after.
 	time.Sleep(rewarmAfter)
-	return m, mnt
+	dropCachesT(t)
+	c.reset()
+	return m, mnt, c
 }
 
 // TestWarmerAnswersLookupsAhead: after the kernel dropped its caches, a
@@ -80,10 +84,7 @@ func TestWarmerAnswersLookupsAhead(t *testing.T) {
 	warmTree(t, src, 40, 25)
 	lookups := map[bool]int{}
 	for _, noWarm := range []bool{true, false} {
-		c := newOpCounter()
-		_, mnt := warmStaging(t, src, c, noWarm)
-		dropCachesT(t)
-		c.reset()
+		_, mnt, c := coldStaging(t, src, noWarm)
 		if out := run(t, "rsync", "-a", "--itemize-changes", src+"/", mnt+"/"); out != "" {
 			t.Fatalf("no-change rsync (noWarm %v) transferred:\n%s", noWarm, out)
 		}
@@ -108,10 +109,7 @@ func TestWarmerAnswersLookupsAhead(t *testing.T) {
 func TestWarmerStopsWithReader(t *testing.T) {
 	src := t.TempDir()
 	warmTree(t, src, 300, 2)
-	c := newOpCounter()
-	_, mnt := warmStaging(t, src, c, false)
-	dropCachesT(t)
-	c.reset()
+	_, mnt, c := coldStaging(t, src, false)
 	run(t, "stat", filepath.Join(mnt, "d000", "f0"))
 	time.Sleep(500 * time.Millisecond)
 	if n := c.count("OPENDIR"); n > 150 {
@@ -140,10 +138,7 @@ func unmountNow(dir string) error {
 func TestWarmerUnmountWhileListing(t *testing.T) {
 	src := t.TempDir()
 	warmTree(t, src, 300, 2)
-	c := newOpCounter()
-	m, mnt := warmStaging(t, src, c, false)
-	dropCachesT(t)
-	c.reset()
+	m, mnt, c := coldStaging(t, src, false)
 	// A reader that stays alive keeps the warmer going: the shell opens
 	// the file itself, then waits.
 	reader := exec.Command("sh", "-c", ": <"+filepath.Join(mnt, "d000", "f0")+"; sleep 5")
