@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,6 +70,8 @@ type warmer struct {
 	// for (it passes getdents' buffer size on): the warmer infers the
 	// end of a directory from a reply that was not full (see list).
 	replySize atomic.Uint32
+	// lastPid caches the last pid lookup checked not to be one of ours.
+	lastPid atomic.Uint32
 }
 
 // warmJob is a directory to list: a subdirectory found by listing its
@@ -134,6 +138,15 @@ func newWarmer(dir string, logger *slog.Logger, now func() time.Time) *warmer {
 // lookup notes a LOOKUP by process pid of a name in directory parent
 // that found something or not.
 func (w *warmer) lookup(parent uint64, found bool, pid uint32) {
+	if pid != w.lastPid.Load() {
+		if ownThread(pid) {
+			// The warmer's own lookups (a subdirectory the kernel
+			// dropped meanwhile) start nothing, and a reader that is
+			// this process would never exit.
+			return
+		}
+		w.lastPid.Store(pid)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.sinceMiss = 0
@@ -204,6 +217,13 @@ func (w *warmer) pushLocked(j warmJob) bool {
 		j.parent.refs++
 	}
 	return true
+}
+
+// ownThread reports whether pid (FUSE passes the thread's id) is a
+// thread of this process.
+func ownThread(pid uint32) bool {
+	_, err := os.Stat("/proc/self/task/" + strconv.FormatUint(uint64(pid), 10))
+	return err == nil
 }
 
 // readerAliveLocked reports whether the process that sent the last
@@ -295,17 +315,20 @@ func (w *warmer) run() {
 			delete(w.listed, j.node)
 		}
 		w.sinceMiss += n
-		if !w.readerAliveLocked() {
+		alive := w.readerAliveLocked()
+		if !alive {
 			// Nobody left to read ahead of: drop the queue, and with it
 			// the open directories that would make a umount(8) right
-			// after the reader finished fail with EBUSY.
+			// after the reader finished fail with EBUSY. What was
+			// dropped was never listed.
 			for _, j := range w.stack {
 				w.releaseLocked(j.parent)
+				delete(w.listed, j.node)
 			}
 			w.stack = w.stack[:0]
 		}
 		ref := &dirRef{fd: fd}
-		if err == nil && w.sinceMiss < warmAhead && w.readerAliveLocked() {
+		if err == nil && w.sinceMiss < warmAhead && alive {
 			// Reverse, so the first name is listed next: rsync's order.
 			for i := len(subdirs) - 1; i >= 0; i-- {
 				if _, seen := w.listed[subdirs[i].node]; !seen {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // warmTree makes dirs directories of files files each, with a symlink in
@@ -155,5 +157,28 @@ func TestWarmerUnmountWhileListing(t *testing.T) {
 	}
 	if err := m.Unmount(); err != nil {
 		t.Fatalf("unmount while the warmer lists: %v", err)
+	}
+}
+
+// TestOwnThread: the warmer's own lookups must not count as a reader's
+// (a reader that is this process would never exit).
+func TestOwnThread(t *testing.T) {
+	child := exec.Command("sleep", "5")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	for _, tc := range []struct {
+		name string
+		pid  int
+		want bool
+	}{
+		{"this thread", unix.Gettid(), true},
+		{"this process", os.Getpid(), true},
+		{"a child process", child.Process.Pid, false},
+	} {
+		if got := ownThread(uint32(tc.pid)); got != tc.want {
+			t.Errorf("%s (%d): ownThread %v, want %v", tc.name, tc.pid, got, tc.want)
+		}
 	}
 }
