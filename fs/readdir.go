@@ -77,9 +77,7 @@ func (f *treeFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 }
 
 func (f *treeFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	if f.warm != nil {
-		f.warm.readDirPlus(in.Size)
-	}
+	f.warm.readDirPlus(in.Size)
 	return f.readDir(context.Background(), in, out, true)
 }
 

@@ -109,7 +109,7 @@ func (f *treeFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 		err = f.setInherited(ctx, a.Ino, xattrs)
 	}
 	st := f.entryResult("mkdir", a, err, out)
-	if st == fuse.OK && f.warm != nil {
+	if st == fuse.OK {
 		f.warm.made(out.NodeId)
 	}
 	return st

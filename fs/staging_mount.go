@@ -30,11 +30,11 @@ func MountStaging(ctx context.Context, dir string, st *layers.Staging, opts Opti
 	opts = opts.withDefaults()
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
 	raw := newTreeFS(st.Tree(), st, 0, stagingCache, opts, errs)
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, fmt.Errorf("mount staging at %s: %w", dir, err)
-	}
 	if !opts.NoWarm {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, fmt.Errorf("mount staging at %s: %w", dir, err)
+		}
 		raw.warm = newWarmer(abs, opts.Logger, opts.Now)
 	}
 	m, err := mount(ctx, dir, raw, opts, mountParams{name: "staging", acl: true, flush: st.Sync, stop: raw.warm.stop})

@@ -206,7 +206,7 @@ func setTimes(out *fuse.Attr, atime, mtime, ctime time.Time) {
 
 func (f *treeFS) fillEntry(a layers.Attr, out *fuse.EntryOut) {
 	out.NodeId = f.node(a.Ino)
-	out.Generation = 1
+	out.Generation = entryGeneration
 	out.SetEntryTimeout(f.cache.entry)
 	out.SetAttrTimeout(f.cache.attr)
 	f.fillAttr(a, &out.Attr)
@@ -214,9 +214,7 @@ func (f *treeFS) fillEntry(a layers.Attr, out *fuse.EntryOut) {
 
 func (f *treeFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	a, err := f.tree.Lookup(newCtx(cancel), f.ino(h.NodeId), name)
-	if f.warm != nil && name != "." && name != ".." {
-		f.warm.lookup(h.NodeId, err == nil, h.Caller.Pid)
-	}
+	f.warm.lookup(h.NodeId, name, err == nil, h.Caller.Pid)
 	if err != nil {
 		if errors.Is(err, layers.ErrNotFound) && f.cache.negative > 0 {
 			// NodeId 0 with a timeout is a cacheable negative entry.
@@ -232,11 +230,7 @@ func (f *treeFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 
 // Forget needs nothing but telling the warmer: layers holds all inode
 // state and ids are stable.
-func (f *treeFS) Forget(nodeid, nlookup uint64) {
-	if f.warm != nil {
-		f.warm.forget(nodeid)
-	}
-}
+func (f *treeFS) Forget(nodeid, nlookup uint64) { f.warm.forget(nodeid) }
 
 func (f *treeFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ino := f.ino(in.NodeId)

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,27 +26,33 @@ import (
 // for one LOOKUP round trip per file (lstat of the destination). rsync
 // without --delete never lists destination directories, so nothing else
 // would fill the cache in bulk. The warmer lists them itself, through the
-// mount: each READDIRPLUS reply carries entries and attributes for some
-// 25 names, which the kernel turns into dentries as if each had been
-// looked up. The reader's lstat calls then stay in the kernel, as on a
+// mount: each READDIRPLUS reply carries the entries and attributes of as
+// many names as fit the 32 KiB getdents buffer, which the kernel turns
+// into dentries as if each had been looked up; it also reads and stats
+// the directory's symlinks (their targets are cached, see mount). The
+// reader's lstat and readlink calls then stay in the kernel, as on a
 // local filesystem.
 //
 // What starts it: a LOOKUP reaching us for a name in a directory the
 // warmer has not listed (or made: MKDIR) since the kernel last forgot
 // it. The warmer then lists that directory and, depth first in name
-// order (rsync's order), the directories below it, at most warmAhead
-// entries past the last LOOKUP, so an `ls` does not list a whole large
-// tree into the kernel's memory. A positive LOOKUP in a directory listed
-// more than rewarmAfter ago lists it again (the kernel dropped entries
-// but kept the directory). Negative LOOKUPs (a new name, as in a first
-// backup) never start work in a listed directory.
+// order (rsync's order), the directories below it, while the process
+// that sent the last LOOKUP runs and at most warmAhead entries past that
+// LOOKUP, so an `ls` does not list a whole large tree into the kernel's
+// memory, and a umount(8) right after the reader finished finds nothing
+// open. A positive LOOKUP in a listed directory lists it again if the
+// kernel forgot nodes since and rewarmAfter has passed (it dropped
+// entries but kept the directory). Negative LOOKUPs (a new name, as in
+// a first backup) never start work in a listed directory.
 //
-// Directories are opened by FUSE node id with open_by_handle_at(2)
-// (the kernel's FUSE file handle is the node id and generation; the
-// inode of a directory being looked up in, or just listed, is in the
-// kernel's cache, so this costs no round trip). Without the privilege
-// for it (CAP_DAC_READ_SEARCH) the warmer turns itself off. Best effort
-// throughout: an error only means a directory stays cold.
+// A directory a LOOKUP named is opened by FUSE node id with
+// open_by_handle_at(2) (the kernel's FUSE file handle is the node id and
+// generation; the inode of a directory being looked up in is in the
+// kernel's cache, so this costs no round trip); the directories below
+// it by name from their parent. Without the privilege for handles
+// (CAP_DAC_READ_SEARCH) the warmer turns itself off. Best effort
+// throughout: an error only means a directory stays cold. A nil warmer
+// (read-only mounts, Options.NoWarm) does nothing.
 type warmer struct {
 	dir    string // absolute mountpoint
 	logger *slog.Logger
@@ -63,15 +70,15 @@ type warmer struct {
 	forgets   uint64    // FORGETs so far
 	stack     []warmJob // directories to list, next on top
 	sinceMiss int       // entries listed since the last LOOKUP
-	reader    uint32    // pid that sent the last LOOKUP
-	off       bool      // open_by_handle_at is not available
+	// readers are the last two pids that sent a LOOKUP (rsync looks up
+	// from two processes), newest first; none of them is ours.
+	readers [2]uint32
+	off     bool // open_by_handle_at is not available
 
 	// replySize is the largest READDIRPLUS reply size the kernel asked
 	// for (it passes getdents' buffer size on): the warmer infers the
 	// end of a directory from a reply that was not full (see list).
 	replySize atomic.Uint32
-	// lastPid caches the last pid lookup checked not to be one of ours.
-	lastPid atomic.Uint32
 }
 
 // warmJob is a directory to list: a subdirectory found by listing its
@@ -118,7 +125,8 @@ const (
 // the node id (high and low 32 bits) and the generation, as u32s.
 const fuseHandleType = 0x81
 
-// entryGeneration is the generation every entry reply carries (fillEntry).
+// entryGeneration is the generation every entry reply carries
+// (fillEntry), and so part of every handle the warmer opens.
 const entryGeneration = 1
 
 func newWarmer(dir string, logger *slog.Logger, now func() time.Time) *warmer {
@@ -135,22 +143,21 @@ func newWarmer(dir string, logger *slog.Logger, now func() time.Time) *warmer {
 	return w
 }
 
-// lookup notes a LOOKUP by process pid of a name in directory parent
+// lookup notes a LOOKUP by process pid of name in directory parent
 // that found something or not.
-func (w *warmer) lookup(parent uint64, found bool, pid uint32) {
-	if pid != w.lastPid.Load() {
-		if ownThread(pid) {
-			// The warmer's own lookups (a subdirectory the kernel
-			// dropped meanwhile) start nothing, and a reader that is
-			// this process would never exit.
-			return
-		}
-		w.lastPid.Store(pid)
+func (w *warmer) lookup(parent uint64, name string, found bool, pid uint32) {
+	if w == nil || name == "." || name == ".." {
+		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !w.readerLocked(pid) {
+		// The warmer's own lookups (a subdirectory the kernel dropped
+		// meanwhile) start nothing, and a reader that is this process
+		// would never exit.
+		return
+	}
 	w.sinceMiss = 0
-	w.reader = pid
 	if w.off {
 		return
 	}
@@ -169,6 +176,9 @@ func (w *warmer) lookup(parent uint64, found bool, pid uint32) {
 // made notes a directory created through the mount: the kernel saw
 // every entry it will ever have arrive.
 func (w *warmer) made(node uint64) {
+	if w == nil {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.listed[node] = listing{w.now(), w.forgets}
@@ -176,13 +186,16 @@ func (w *warmer) made(node uint64) {
 
 // readDirPlus notes the size of a READDIRPLUS request.
 func (w *warmer) readDirPlus(size uint32) {
-	if size > w.replySize.Load() {
+	if w != nil && size > w.replySize.Load() {
 		w.replySize.Store(size)
 	}
 }
 
 // forget notes that the kernel dropped a node (FORGET).
 func (w *warmer) forget(node uint64) {
+	if w == nil {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.listed, node)
@@ -219,6 +232,22 @@ func (w *warmer) pushLocked(j warmJob) bool {
 	return true
 }
 
+// readerLocked makes pid the newest reader, unless it is one of this
+// process's threads (checked once while it stays among the last two).
+func (w *warmer) readerLocked(pid uint32) bool {
+	switch pid {
+	case w.readers[0]:
+	case w.readers[1]:
+		w.readers[0], w.readers[1] = pid, w.readers[0]
+	default:
+		if ownThread(pid) {
+			return false
+		}
+		w.readers[0], w.readers[1] = pid, w.readers[0]
+	}
+	return true
+}
+
 // ownThread reports whether pid (FUSE passes the thread's id) is a
 // thread of this process.
 func ownThread(pid uint32) bool {
@@ -229,10 +258,10 @@ func ownThread(pid uint32) bool {
 // readerAliveLocked reports whether the process that sent the last
 // LOOKUP still runs.
 func (w *warmer) readerAliveLocked() bool {
-	if w.reader == 0 {
+	if w.readers[0] == 0 {
 		return false
 	}
-	return unix.Kill(int(w.reader), 0) != unix.ESRCH
+	return unix.Kill(int(w.readers[0]), 0) != unix.ESRCH
 }
 
 func (w *warmer) releaseLocked(d *dirRef) {
@@ -457,8 +486,7 @@ func (w *warmer) openAnchor() (*anchor, error) {
 		return nil, err
 	}
 	b := h.Bytes()
-	// The root is node 1.
-	if h.Type() != fuseHandleType || len(b) != 12 || binary.NativeEndian.Uint32(b) != 0 || binary.NativeEndian.Uint32(b[4:]) != 1 {
+	if h.Type() != fuseHandleType || len(b) != 12 || binary.NativeEndian.Uint32(b) != 0 || binary.NativeEndian.Uint32(b[4:]) != fuse.FUSE_ROOT_ID {
 		unix.Close(fd)
 		return nil, errHandleFormat
 	}
@@ -467,7 +495,7 @@ func (w *warmer) openAnchor() (*anchor, error) {
 
 // open opens directory node for reading.
 func (a *anchor) open(node uint64) (int, error) {
-	if node == 1 {
+	if node == fuse.FUSE_ROOT_ID {
 		return unix.Open(a.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}
 	b := append([]byte(nil), a.handle...)

@@ -181,4 +181,12 @@ func TestOwnThread(t *testing.T) {
 			t.Errorf("%s (%d): ownThread %v, want %v", tc.name, tc.pid, got, tc.want)
 		}
 	}
+	// A lookup from this process never becomes the reader.
+	var w warmer
+	if !w.readerLocked(uint32(child.Process.Pid)) || w.readers[0] != uint32(child.Process.Pid) {
+		t.Fatalf("the child was not taken as the reader: %v", w.readers)
+	}
+	if w.readerLocked(uint32(unix.Gettid())) || w.readers[0] != uint32(child.Process.Pid) {
+		t.Fatalf("this thread was taken as the reader: %v", w.readers)
+	}
 }

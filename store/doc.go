@@ -9,7 +9,7 @@
 // deduplicates by id, adding a reference. New chunks are sealed
 // (compressed if it pays, AES-GCM with the id as associated data) by a
 // pool of workers and appended to the open segment; Put returns as soon as
-// the chunk is queued. A full segment (Config.SegmentSize, 32 MiB by
+// the chunk is queued. A full segment (Config.SegmentSize, 16 MiB by
 // default) goes to a background sealer that appends an encrypted trailer
 // listing its chunks, splits it into K data + M parity shard files
 // (store/erasure; data shards hold the segment bytes verbatim, every 64 KiB
