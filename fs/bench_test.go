@@ -41,14 +41,6 @@ func benchRun(b *testing.B, name string, args ...string) {
 	}
 }
 
-func dropCaches(b *testing.B) {
-	b.Helper()
-	benchRun(b, "sync")
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
-		b.Fatalf("drop caches: %v", err)
-	}
-}
-
 // benchStaging mounts the staging head of a new volume "bench" of a new
 // repository.
 func benchStaging(b *testing.B) (*layers.Repo, string, *Mount) {

@@ -109,8 +109,7 @@ func BenchmarkOpsColdTar(b *testing.B) {
 		t.Fatal(err)
 	}
 	defer rm.Unmount()
-	run(t, "sync")
-	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
+	dropCaches(t)
 	t0 := time.Now()
 	run(t, "sh", "-c", "cd "+mnt+" && tar cf - . | cat >/dev/null")
 	t.Logf("tar: %v", time.Since(t0))
@@ -164,8 +163,7 @@ func BenchmarkOpsColdBigRead(b *testing.B) {
 		t.Fatal(err)
 	}
 	defer rm.Unmount()
-	run(t, "sync")
-	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
+	dropCaches(t)
 	t0 := time.Now()
 	run(t, "sh", "-c", "cat "+mnt+"/big >/dev/null")
 	t.Logf("cat 512 MiB: %v", time.Since(t0))
@@ -192,11 +190,8 @@ func BenchmarkOpsNoChange(b *testing.B) {
 	if _, err := r.Commit(ctx, "d", layers.CommitOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "sync")
-	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
-	c.mu.Lock()
-	c.n, c.d = map[string]int{}, map[string]time.Duration{}
-	c.mu.Unlock()
+	dropCaches(t)
+	c.reset()
 	t0 := time.Now()
 	run(t, "rsync", "-a", src+"/", mnt+"/")
 	t.Logf("rsync no-change: %v", time.Since(t0))

@@ -142,15 +142,35 @@ func isErrno(err error, want syscall.Errno) bool {
 // only, or open to other users) and returns the mountpoint.
 func mountTestStaging(t testing.TB, name string, allowOther bool) string {
 	t.Helper()
+	_, dir := mountStagingOpts(t, name, func(r *layers.Repo) Options {
+		opts := testOpts(t, r)
+		opts.AllowOther = allowOther
+		return opts
+	})
+	return dir
+}
+
+// mountStagingOpts mounts a new staging volume name of a new repository
+// with the options opts gives for it, unmounted when the test ends.
+func mountStagingOpts(t testing.TB, name string, opts func(*layers.Repo) Options) (*Mount, string) {
+	t.Helper()
 	r := testRepo(t)
 	st := testStaging(t, r, name)
 	dir := mountDir(t)
-	opts := testOpts(t, r)
-	opts.AllowOther = allowOther
-	m, err := MountStaging(context.Background(), dir, st, opts)
+	m, err := MountStaging(context.Background(), dir, st, opts(r))
 	if err != nil {
 		t.Fatal(err)
 	}
 	unmountOnCleanup(t, m)
-	return dir
+	return m, dir
+}
+
+// dropCaches makes the kernel drop its page, dentry and inode caches
+// (and so send us FORGETs), after writing back what is dirty.
+func dropCaches(t testing.TB) {
+	t.Helper()
+	run(t, "sync")
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
+		t.Fatalf("drop caches: %v", err)
+	}
 }

@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-backup/strata/layers"
 )
 
 // warmTree makes dirs directories of files files each, with a symlink in
@@ -32,18 +33,11 @@ func warmTree(t *testing.T, dir string, dirs, files int) {
 	}
 }
 
-func dropCachesT(t *testing.T) {
-	t.Helper()
-	run(t, "sync")
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
-		t.Fatal(err)
-	}
-}
-
+// reset forgets the requests counted so far.
 func (c *opCounter) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.n = map[string]int{}
+	c.n, c.d = map[string]int{}, map[string]time.Duration{}
 }
 
 func (c *opCounter) count(op string) int {
@@ -58,21 +52,16 @@ func (c *opCounter) count(op string) int {
 func coldStaging(t *testing.T, src string, noWarm bool) (m *Mount, mnt string, c *opCounter) {
 	t.Helper()
 	c = newOpCounter()
-	r := testRepo(t)
-	st := testStaging(t, r, "w")
-	mnt = mountDir(t)
-	opts := c.options(r)
-	opts.NoWarm = noWarm
-	m, err := MountStaging(context.Background(), mnt, st, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	m, mnt = mountStagingOpts(t, "w", func(r *layers.Repo) Options {
+		opts := c.options(r)
+		opts.NoWarm = noWarm
+		return opts
+	})
 	run(t, "rsync", "-a", src+"/", mnt+"/")
 	// The root was listed as rsync began; it is listed again only that
 	// long after.
 	time.Sleep(rewarmAfter)
-	dropCachesT(t)
+	dropCaches(t)
 	c.reset()
 	return m, mnt, c
 }
