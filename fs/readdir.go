@@ -29,6 +29,10 @@ type dirHandle struct {
 // READDIR reply holds ~100 short names, a READDIRPLUS reply ~25.
 const readdirBatch = 128
 
+// readdirPlusBatch bounds a READDIRPLUS batch: a 32 KiB reply holds ~200
+// entries with attributes.
+const readdirPlusBatch = 256
+
 func (f *treeFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	ino := f.ino(in.NodeId)
 	h := &dirHandle{ino: ino}
@@ -120,28 +124,39 @@ func (f *treeFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntr
 		h.off++
 		recent[h.off] = ""
 	}
+	n := readdirBatch
+	if plus {
+		// Attributes are read for the whole batch, so fetch about what
+		// fits: entries of 8-byte names.
+		n = max(1, min(readdirPlusBatch, int(in.Size)/direntPlusSize(8)))
+	}
 	for {
-		batch := make([]layers.Dirent, 0, readdirBatch)
+		batch := make([]layers.Dirent, 0, n)
 		err := f.tree.ReadDir(ctx, h.ino, h.after, func(d layers.Dirent) bool {
 			batch = append(batch, d)
-			return len(batch) < readdirBatch
+			return len(batch) < n
 		})
 		if err != nil {
 			return f.status("readdir", err)
 		}
-		for _, d := range batch {
+		var attrs []layers.Attr
+		var found []bool
+		if plus {
+			// Attributes are read outside the ReadDir callback so layers
+			// never has a lookup nested in an iteration, and for the
+			// whole batch at once (one index pass instead of a lookup
+			// per entry).
+			var err error
+			if attrs, found, err = f.batchAttrs(ctx, batch); err != nil {
+				return f.status("readdirplus", err)
+			}
+		}
+		for i, d := range batch {
 			var ap *layers.Attr
-			if plus {
-				// Attributes are read outside the ReadDir callback so
-				// layers never has a lookup nested in an iteration.
-				if a, err := f.tree.GetAttr(ctx, d.Ino); err == nil {
-					ap = &a
-					if f.pre != nil {
-						f.pre.add(a)
-					}
-				}
-				// On error (entry removed meanwhile) NodeId stays 0 and the
-				// kernel just does not cache it.
+			if plus && found[i] {
+				// An entry removed meanwhile has no attributes: NodeId
+				// stays 0 and the kernel just does not cache it.
+				ap = &attrs[i]
 			}
 			if !add(fuse.DirEntry{Name: d.Name, Ino: f.node(d.Ino), Mode: d.Mode}, ap) {
 				h.recent = recent
@@ -151,11 +166,34 @@ func (f *treeFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntr
 			h.after = d.Name
 			recent[h.off] = d.Name
 		}
-		if len(batch) < readdirBatch {
+		if len(batch) < n {
 			h.recent = recent
 			return fuse.OK
 		}
 	}
+}
+
+// batchAttrs reads the attributes of a page of entries.
+func (f *treeFS) batchAttrs(ctx context.Context, batch []layers.Dirent) ([]layers.Attr, []bool, error) {
+	inos := make([]layers.Ino, len(batch))
+	for i, d := range batch {
+		inos[i] = d.Ino
+	}
+	attrs := make([]layers.Attr, len(batch))
+	found := make([]bool, len(batch))
+	err := f.tree.GetAttrs(ctx, inos, func(i int, a layers.Attr) {
+		attrs[i], found[i] = a, true
+	})
+	if err != nil || f.pre == nil {
+		return attrs, found, err
+	}
+	// In name order, the order readers (tar, cp -r) open the files.
+	for i := range attrs {
+		if found[i] {
+			f.pre.add(attrs[i])
+		}
+	}
+	return attrs, found, nil
 }
 
 // seekDir moves the cursor to off. Sequential reads continue where the last

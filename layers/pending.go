@@ -357,17 +357,26 @@ type rtx struct {
 // sealed wraps a transaction for reads that need no pending writes.
 func sealed(txn *badger.Txn) *rtx { return &rtx{txn: txn} }
 
-// get returns the value of key, or ok=false if there is none.
-func (r *rtx) get(key []byte) (val []byte, ok bool, err error) {
+// pending returns key's value among the writes the snapshot does not
+// hold yet: hit=false if none wrote it, ok=false if one deleted it.
+func (r *rtx) pending(key []byte) (val []byte, ok, hit bool) {
 	if r.b != nil {
 		if pv, hit := r.b.vals[string(key)]; hit {
-			return pv.val, !pv.del, nil
+			return pv.val, !pv.del, true
 		}
 	}
 	if r.p != nil {
 		if pv, hit := r.p.lookup(key); hit {
-			return pv.val, !pv.del, nil
+			return pv.val, !pv.del, true
 		}
+	}
+	return nil, false, false
+}
+
+// get returns the value of key, or ok=false if there is none.
+func (r *rtx) get(key []byte) (val []byte, ok bool, err error) {
+	if val, ok, hit := r.pending(key); hit {
+		return val, ok, nil
 	}
 	item, err := r.txn.Get(key)
 	if err == badger.ErrKeyNotFound {
