@@ -127,7 +127,7 @@ func (r *Repo) Snapshot(ctx context.Context, volume, id string) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tree{tree{v: v, seq: rr.Seq}}, nil
+	return &Tree{tree{v: v, seq: rr.Seq, files: newFileMaps(fileMapsMax)}}, nil
 }
 
 // RemoveVolume removes a volume and, with force, all its revisions.

@@ -15,8 +15,9 @@ import (
 // laid over it.
 type tree struct {
 	v       *volume
-	seq     uint64 // revisions: the sealed layer's seq
-	staging bool   // staging head: read at v.seq, overlay dirty files
+	seq     uint64    // revisions: the sealed layer's seq
+	staging bool      // staging head: read at v.seq, overlay dirty files
+	files   *fileMaps // revisions: recently read files' maps (nil: none)
 }
 
 func (t *Tree) at() uint64 {
@@ -245,26 +246,11 @@ func (t *Tree) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, e
 			}
 		}
 	}
-	var size int64
-	var es []extent
-	err := t.view(func(rd *rtx) error {
-		n, _, err := t.v.getInode(rd, ino, t.at())
-		if err != nil {
-			return err
-		}
-		if isDir(n.Mode) {
-			return ErrIsDir
-		}
-		size = n.Size
-		if off >= size {
-			return nil
-		}
-		es, _, err = t.v.getExtents(rd, ino, t.at())
-		return err
-	})
+	m, err := t.fileMap(ino)
 	if err != nil {
 		return 0, fmt.Errorf("read %d: %w", ino, err)
 	}
+	size, es := m.size, m.es
 	if off >= size {
 		return 0, nil
 	}
@@ -275,6 +261,40 @@ func (t *Tree) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, e
 		return 0, fmt.Errorf("read %d: %w", ino, err)
 	}
 	return len(p), nil
+}
+
+// fileMap returns the size and extent map of regular file ino, from the
+// cache on a revision.
+func (t *Tree) fileMap(ino Ino) (fileMap, error) {
+	cache := t.files
+	if t.staging {
+		cache = nil
+	}
+	if cache != nil {
+		if m, ok := cache.get(ino); ok {
+			return m, nil
+		}
+	}
+	m := fileMap{ino: ino}
+	err := t.view(func(rd *rtx) error {
+		n, _, err := t.v.getInode(rd, ino, t.at())
+		if err != nil {
+			return err
+		}
+		if isDir(n.Mode) {
+			return ErrIsDir
+		}
+		m.size = n.Size
+		m.es, _, err = t.v.getExtents(rd, ino, t.at())
+		return err
+	})
+	if err != nil {
+		return fileMap{}, err
+	}
+	if cache != nil {
+		cache.add(m)
+	}
+	return m, nil
 }
 
 // readExtents fills p with the data at off described by the sorted extent
