@@ -233,7 +233,7 @@ func (s *Store) handOffLocked(h *segBuf) {
 const (
 	maxSyncing = 4
 	// maxSegChunks keeps a segment's index records within one badger
-	// transaction (about 24k small entries with a 16 MiB memtable), so
+	// transaction (about 12k small entries with an 8 MiB memtable), so
 	// sealing commits them atomically even for tiny chunks.
 	maxSegChunks    = 8192
 	maxPendingSeals = 2

@@ -49,7 +49,7 @@ func Options(dir string, key []byte, log *slog.Logger) badger.Options {
 		// would dominate the process's memory.
 		WithIndexCacheSize(16 << 20).
 		WithBlockCacheSize(32 << 20).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(8 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumVersionsToKeep(1).
 		WithNumCompactors(2).
