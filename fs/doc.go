@@ -52,7 +52,10 @@
 // RELEASE (keep_cache is then its default) and a cold `tar` of a revision
 // costs one READ round trip per small file. All mounts use 1 MiB requests (MaxWrite)
 // and 1 MiB readahead, set through the mount's bdi in sysfs because FUSE
-// INIT cannot go above the kernel's 128 KiB default.
+// INIT cannot go above the kernel's 128 KiB default. READDIRPLUS reads a
+// reply's worth of entries and then their attributes in one pass
+// (layers.Tree.GetAttrs). READ replies are plain bytes, so splicing is
+// off: go-fuse would otherwise stage each reply's header in a pipe first.
 //
 // # Concurrency
 //

@@ -36,6 +36,10 @@ type Options struct {
 	// NoWarm turns off listing staging directories ahead of lookups
 	// (warm.go), for comparing with it.
 	NoWarm bool
+	// ReadDirDelay holds every READDIRPLUS reply this long: fault
+	// injection for tests of a server killed while the staging warmer
+	// waits on its own mount.
+	ReadDirDelay time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -61,6 +65,7 @@ type Mount struct {
 	logger *slog.Logger
 
 	done chan struct{} // closed when serving ended and the final flush ran
+	conn uint32        // FUSE connection number (see Conn)
 
 	mu       sync.Mutex // guards flushErr
 	flushErr error
@@ -197,9 +202,13 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		<-m.done
 		return nil, fmt.Errorf("mount %s at %s: %w", p.name, dir, err)
 	}
-	raiseReadahead(dir, opts.Logger)
+	m.conn = raiseReadahead(dir, opts.Logger)
 	return m, nil
 }
+
+// Conn is the mount's FUSE connection number, its directory under
+// /sys/fs/fuse/connections (0 if unknown): what AbortConn takes.
+func (m *Mount) Conn() uint32 { return m.conn }
 
 // readaheadKB is the readahead we ask the kernel for on our mounts: 1 MiB,
 // one full-size READ request, instead of the 128 KiB FUSE INIT can
@@ -207,18 +216,21 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 const readaheadKB = 1024
 
 // raiseReadahead sets the mount's backing-device readahead through sysfs
-// (FUSE INIT caps it at the kernel's 128 KiB default). Best effort: a
-// failure only costs speed.
-func raiseReadahead(dir string, logger *slog.Logger) {
+// (FUSE INIT caps it at the kernel's 128 KiB default) and returns the
+// mount's connection number. Best effort: a failure only costs speed.
+func raiseReadahead(dir string, logger *slog.Logger) uint32 {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
 		logger.Debug("fuse: readahead: stat", "dir", dir, "err", err)
-		return
+		return 0
 	}
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
 	if err := os.WriteFile(p, []byte(strconv.Itoa(readaheadKB)), 0o644); err != nil {
 		logger.Debug("fuse: readahead", "path", p, "err", err)
 	}
+	// fusectl names a connection by the kernel's dev_t (major<<20|minor).
+	return major<<20 | minor
 }
 
 // serve runs the FUSE loop; when it ends (Unmount or an external umount)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -82,6 +83,9 @@ func (f *treeFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 
 func (f *treeFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	f.warm.readDirPlus(in.Size)
+	if f.opts.ReadDirDelay > 0 {
+		time.Sleep(f.opts.ReadDirDelay)
+	}
 	return f.readDir(context.Background(), in, out, true)
 }
 

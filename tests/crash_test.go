@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strata-backup/strata/fs"
 )
 
 // serverPID reads the PID of the process holding the repository lock.
@@ -76,6 +79,86 @@ func TestServerKilledMidRsync(t *testing.T) {
 	}
 	if out := itemize(t, b, rb); out != "" {
 		t.Errorf("revision b differs from its source:\n%s", out)
+	}
+}
+
+// TestServerKilledWhileWarming kills the server while the staging warmer,
+// one of the server's own threads, waits for a directory listing on the
+// server's own mount. That thread then waits uninterruptibly for a reply
+// only the dead server could send, so the process could not finish
+// exiting: a zombie holding the repository lock, and a mount on which
+// every access hung. The server's guard process must abort the
+// connection so it exits, and the next mount must work.
+// Steps: back up a tree and commit; remount staging with READDIRPLUS
+// replies held 3 s (fault injection); stat a file, which starts the
+// warmer; SIGKILL the server while the warmer's listing is held; the
+// server must be gone within 10 s and the stat must return; remount and
+// staging still matches the tree.
+func TestServerKilledWhileWarming(t *testing.T) {
+	need(t, "rsync")
+	r := newRepo(t)
+	a := r.mkdir("a")
+	makeSmallTree(t, a, 300, 1)
+	stage := r.mountNewVolume("home")
+	sh(t, "rsync", "-aH", a+"/", stage+"/")
+	r.must("commit", "home")
+	r.must("umount", stage)
+
+	if res := r.runEnv([]string{"STRATA_TEST_READDIR_DELAY=3s"}, "mount", "home", stage); res.code != 0 {
+		t.Fatalf("mount: exit %d: %s", res.code, res.stderr)
+	}
+	pid := r.serverPID()
+	stat := exec.Command("stat", filepath.Join(stage, "d0", "e0", "f0"))
+	if err := stat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	statDone := make(chan struct{})
+	go func() { stat.Wait(); close(statDone) }()
+	time.Sleep(time.Second) // the warmer's first READDIRPLUS is now held in the server
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill server %d: %v", pid, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); err == nil {
+		status, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+		t.Errorf("server %d still exists 10 s after SIGKILL:\n%s", pid, status)
+		abortMount(t, stage) // so the test run can go on
+	}
+	select {
+	case <-statDone:
+	case <-time.After(10 * time.Second):
+		t.Errorf("stat on the dead server's mount still waits 10 s after SIGKILL")
+		abortMount(t, stage)
+		<-statDone
+	}
+
+	r.must("mount", "home", stage)
+	if out := itemize(t, a, stage); out != "" {
+		t.Errorf("staging after the crash differs from the committed tree:\n%s", out)
+	}
+}
+
+// abortMount aborts the FUSE connection of the mount at dir.
+func abortMount(t *testing.T, dir string) {
+	t.Helper()
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[4] != dir {
+			continue
+		}
+		var major, minor uint32
+		if _, err := fmt.Sscanf(f[2], "%d:%d", &major, &minor); err == nil {
+			if err := fs.AbortConn(major<<20 | minor); err != nil {
+				t.Log(err)
+			}
+		}
 	}
 }
 

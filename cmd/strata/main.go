@@ -40,6 +40,7 @@ type cli struct {
 	Status    statusCmd    `cmd:"" help:"Volumes, mounts, exports and repository health."`
 	Serve     serveCmd     `cmd:"" help:"Run the repository server in the foreground (for systemd)."`
 	Stop      stopCmd      `cmd:"" help:"Stop the repository server: flush, unmount everything, exit."`
+	Guard     guardCmd     `cmd:"" hidden:"" help:"Started by the server: aborts its FUSE connections if it dies mid-request."`
 }
 
 // Globals are the options every command takes.

@@ -160,6 +160,9 @@ func opMount(ctx context.Context, env *opEnv, a mountArgs) (any, error) {
 		e.flush = st.Sync
 		sopts := opts
 		sopts.AllowOther = a.AllowOther
+		if d, err := time.ParseDuration(os.Getenv("STRATA_TEST_READDIR_DELAY")); err == nil {
+			sopts.ReadDirDelay = d // fault injection for tests/crash_test.go
+		}
 		e.m, err = fs.MountStaging(ctx, a.Mountpoint, st, sopts)
 		if err != nil {
 			return nil, fmt.Errorf("mount staging of %s: %w", vol, err)
@@ -215,10 +218,12 @@ func (s *server) addMount(e *mountEntry) mountInfo {
 	s.mu.Lock()
 	s.mounts[e.Mountpoint] = e
 	s.mu.Unlock()
+	s.guard.add(e.m.Conn())
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		e.m.Wait()
+		s.guard.remove(e.m.Conn())
 		if e.flush != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			if err := e.flush(ctx); err != nil {

@@ -33,6 +33,7 @@ type server struct {
 	mounts map[string]*mountEntry // guarded by mu; by absolute mountpoint
 	nbds   map[string]*nbdEntry   // guarded by mu; by listen address
 	wg     sync.WaitGroup         // connection handlers and mount waiters
+	guard  *guard                 // aborts our FUSE connections if we die mid-request
 }
 
 type serveCmd struct {
@@ -115,7 +116,7 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &server{repo: repo, log: log, autoExit: autoExit, stop: cancel,
-		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}}
+		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}, guard: startGuard(log)}
 	go func() {
 		<-ctx.Done()
 		l.Close()
@@ -184,6 +185,7 @@ func (s *server) shutdown(sock string) error {
 		}
 	}
 	s.wg.Wait()
+	s.guard.stop()
 	os.Remove(sock)
 	if err := s.repo.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close repository: %w", err))
