@@ -28,6 +28,21 @@ func (r *repo) serverPID() int {
 	return pid
 }
 
+// committedTree backs up a tree of n small files (WORK/a) into volume
+// "home" of a new repository and commits it as revision tag "a", leaving
+// staging mounted; it returns the repository, the tree and the mount.
+func committedTree(t *testing.T, n int) (*repo, string, string) {
+	t.Helper()
+	need(t, "rsync")
+	r := newRepo(t)
+	a := r.mkdir("a")
+	makeSmallTree(t, a, n, 1)
+	stage := r.mountNewVolume("home")
+	sh(t, "rsync", "-aH", a+"/", stage+"/")
+	r.must("commit", "home", "--tag", "a")
+	return r, a, stage
+}
+
 // TestServerKilledMidRsync kills the repository server with SIGKILL while
 // rsync writes into staging.
 // Steps: back up tree A and commit; a second `strata serve` is refused;
@@ -38,13 +53,7 @@ func (r *repo) serverPID() int {
 // one; the remount works without a manual umount; revision a still matches
 // A exactly; after the second rsync and commit revision b matches B.
 func TestServerKilledMidRsync(t *testing.T) {
-	need(t, "rsync")
-	r := newRepo(t)
-	a := r.mkdir("a")
-	makeSmallTree(t, a, 200, 1)
-	stage := r.mountNewVolume("home")
-	sh(t, "rsync", "-aH", a+"/", stage+"/")
-	r.must("commit", "home", "--tag", "a")
+	r, a, stage := committedTree(t, 200)
 	if res := r.run("serve"); res.code != 11 || !strings.Contains(res.stderr, "already running") {
 		t.Errorf("second server: exit %d, stderr %q; want exit 11 naming the running server", res.code, res.stderr)
 	}
@@ -95,13 +104,7 @@ func TestServerKilledMidRsync(t *testing.T) {
 // server must be gone within 10 s and the stat must return; remount and
 // staging still matches the tree.
 func TestServerKilledWhileWarming(t *testing.T) {
-	need(t, "rsync")
-	r := newRepo(t)
-	a := r.mkdir("a")
-	makeSmallTree(t, a, 300, 1)
-	stage := r.mountNewVolume("home")
-	sh(t, "rsync", "-aH", a+"/", stage+"/")
-	r.must("commit", "home")
+	r, a, stage := committedTree(t, 300)
 	r.must("umount", stage)
 
 	if res := r.runEnv([]string{"STRATA_TEST_READDIR_DELAY=3s"}, "mount", "home", stage); res.code != 0 {
