@@ -23,19 +23,15 @@ func AbortConn(conn uint32) error {
 	if conn == 0 {
 		return errors.New("abort FUSE connection: unknown connection")
 	}
-	p := filepath.Join(fusectlDir, fmt.Sprint(conn), "abort")
-	err := os.WriteFile(p, []byte("1"), 0o200)
-	if errors.Is(err, os.ErrNotExist) {
-		if _, serr := os.Stat(filepath.Join(fusectlDir, fmt.Sprint(conn))); serr != nil {
-			// Not listed: fusectl is not mounted, or the connection
-			// is gone already.
-			if merr := syscall.Mount("fusectl", fusectlDir, "fusectl", 0, ""); merr != nil && !errors.Is(merr, syscall.EBUSY) {
-				return fmt.Errorf("abort FUSE connection %d: mount fusectl on %s: %w", conn, fusectlDir, merr)
-			}
-			err = os.WriteFile(p, []byte("1"), 0o200)
+	dir := filepath.Join(fusectlDir, fmt.Sprint(conn))
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		// fusectl is not mounted (or the connection is gone already,
+		// and the write below says so).
+		if err := syscall.Mount("fusectl", fusectlDir, "fusectl", 0, ""); err != nil && !errors.Is(err, syscall.EBUSY) {
+			return fmt.Errorf("abort FUSE connection %d: mount fusectl on %s: %w", conn, fusectlDir, err)
 		}
 	}
-	if err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "abort"), []byte("1"), 0o200); err != nil {
 		return fmt.Errorf("abort FUSE connection %d: %w", conn, err)
 	}
 	return nil

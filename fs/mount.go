@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	"github.com/strata-backup/strata/layers"
 )
@@ -65,7 +64,7 @@ type Mount struct {
 	logger *slog.Logger
 
 	done chan struct{} // closed when serving ended and the final flush ran
-	conn uint32        // FUSE connection number (see Conn)
+	dev  devNum        // device number from the mount table (zero: unknown)
 
 	mu       sync.Mutex // guards flushErr
 	flushErr error
@@ -202,35 +201,32 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		<-m.done
 		return nil, fmt.Errorf("mount %s at %s: %w", p.name, dir, err)
 	}
-	m.conn = raiseReadahead(dir, opts.Logger)
+	if dev, err := mountedDev(dir); err != nil {
+		opts.Logger.Debug("fuse: mount not in the mount table", "dir", dir, "err", err)
+	} else {
+		m.dev = dev
+		raiseReadahead(dev, opts.Logger)
+	}
 	return m, nil
 }
 
 // Conn is the mount's FUSE connection number, its directory under
 // /sys/fs/fuse/connections (0 if unknown): what AbortConn takes.
-func (m *Mount) Conn() uint32 { return m.conn }
+func (m *Mount) Conn() uint32 { return m.dev.conn() }
 
 // readaheadKB is the readahead we ask the kernel for on our mounts: 1 MiB,
 // one full-size READ request, instead of the 128 KiB FUSE INIT can
 // negotiate, so sequential reads of large files take 8x fewer round trips.
 const readaheadKB = 1024
 
-// raiseReadahead sets the mount's backing-device readahead through sysfs
-// (FUSE INIT caps it at the kernel's 128 KiB default) and returns the
-// mount's connection number. Best effort: a failure only costs speed.
-func raiseReadahead(dir string, logger *slog.Logger) uint32 {
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
-		logger.Debug("fuse: readahead: stat", "dir", dir, "err", err)
-		return 0
-	}
-	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
+// raiseReadahead sets the readahead of the mount's backing device dev
+// through sysfs (FUSE INIT caps it at the kernel's 128 KiB default). Best
+// effort: a failure only costs speed.
+func raiseReadahead(dev devNum, logger *slog.Logger) {
+	p := dev.readaheadPath()
 	if err := os.WriteFile(p, []byte(strconv.Itoa(readaheadKB)), 0o644); err != nil {
 		logger.Debug("fuse: readahead", "path", p, "err", err)
 	}
-	// fusectl names a connection by the kernel's dev_t (major<<20|minor).
-	return major<<20 | minor
 }
 
 // serve runs the FUSE loop; when it ends (Unmount or an external umount)
@@ -306,19 +302,69 @@ func isMountpoint(dir string) (bool, error) {
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real
 	}
+	_, ok, err := mountDev(abs)
+	return ok, err
+}
+
+// ConnAt returns the FUSE connection number of the mount at dir (what
+// AbortConn takes), from the mount table alone: the mount itself is not
+// touched, since its server may be gone and any access would wait on it.
+func ConnAt(dir string) (uint32, error) {
+	dev, err := mountedDev(dir)
+	return dev.conn(), err
+}
+
+// mountedDev is the device number of the mount at dir, found as ConnAt
+// finds it.
+func mountedDev(dir string) (devNum, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return devNum{}, err
+	}
+	if parent, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		abs = filepath.Join(parent, filepath.Base(abs))
+	}
+	dev, ok, err := mountDev(abs)
+	if err == nil && !ok {
+		err = fmt.Errorf("%s is not a mount point: %w", dir, ErrMountpoint)
+	}
+	return dev, err
+}
+
+// devNum is a mount's device number.
+type devNum struct{ major, minor uint32 }
+
+// conn is the FUSE connection number: fusectl names a connection by the
+// kernel's dev_t, major<<20 | minor.
+func (d devNum) conn() uint32 { return d.major<<20 | d.minor }
+
+// readaheadPath is the sysfs file of the readahead of the mount's
+// backing device.
+func (d devNum) readaheadPath() string {
+	return fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", d.major, d.minor)
+}
+
+// mountDev looks the absolute, resolved path abs up in the mount table;
+// ok is false if nothing is mounted there. Of mounts stacked on abs the
+// top one counts.
+func mountDev(abs string) (dev devNum, ok bool, err error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return false, fmt.Errorf("read mount table: %w", err)
+		return devNum{}, false, fmt.Errorf("read mount table: %w", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		// Field 5 is the mount point, with space, tab, newline and
-		// backslash octal-escaped.
+		// Field 3 is major:minor, field 5 the mount point, with space,
+		// tab, newline and backslash octal-escaped.
 		f := strings.Fields(line)
-		if len(f) >= 5 && unescapeMountinfo(f[4]) == abs {
-			return true, nil
+		if len(f) < 5 || unescapeMountinfo(f[4]) != abs {
+			continue
+		}
+		var d devNum
+		if _, err := fmt.Sscanf(f[2], "%d:%d", &d.major, &d.minor); err == nil {
+			dev, ok = d, true
 		}
 	}
-	return false, nil
+	return dev, ok, nil
 }
 
 func unescapeMountinfo(s string) string {

@@ -143,26 +143,19 @@ func (f *treeFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntr
 		if err != nil {
 			return f.status("readdir", err)
 		}
-		var attrs []layers.Attr
-		var found []bool
+		// Attributes are read outside the ReadDir callback so layers
+		// never has a lookup nested in an iteration, and for the whole
+		// batch at once (one index pass instead of a lookup per entry).
+		// An entry removed meanwhile has none: NodeId stays 0 and the
+		// kernel just does not cache it.
+		attrs := make([]*layers.Attr, len(batch))
 		if plus {
-			// Attributes are read outside the ReadDir callback so layers
-			// never has a lookup nested in an iteration, and for the
-			// whole batch at once (one index pass instead of a lookup
-			// per entry).
-			var err error
-			if attrs, found, err = f.batchAttrs(ctx, batch); err != nil {
+			if err := f.batchAttrs(ctx, batch, attrs); err != nil {
 				return f.status("readdirplus", err)
 			}
 		}
 		for i, d := range batch {
-			var ap *layers.Attr
-			if plus && found[i] {
-				// An entry removed meanwhile has no attributes: NodeId
-				// stays 0 and the kernel just does not cache it.
-				ap = &attrs[i]
-			}
-			if !add(fuse.DirEntry{Name: d.Name, Ino: f.node(d.Ino), Mode: d.Mode}, ap) {
+			if !add(fuse.DirEntry{Name: d.Name, Ino: f.node(d.Ino), Mode: d.Mode}, attrs[i]) {
 				h.recent = recent
 				return fuse.OK
 			}
@@ -177,27 +170,24 @@ func (f *treeFS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntr
 	}
 }
 
-// batchAttrs reads the attributes of a page of entries.
-func (f *treeFS) batchAttrs(ctx context.Context, batch []layers.Dirent) ([]layers.Attr, []bool, error) {
+// batchAttrs sets attrs[i] to the attributes of batch[i], where it has
+// any, and queues small files for the prefetcher in name order, the order
+// readers (tar, cp -r) open them.
+func (f *treeFS) batchAttrs(ctx context.Context, batch []layers.Dirent, attrs []*layers.Attr) error {
 	inos := make([]layers.Ino, len(batch))
 	for i, d := range batch {
 		inos[i] = d.Ino
 	}
-	attrs := make([]layers.Attr, len(batch))
-	found := make([]bool, len(batch))
-	err := f.tree.GetAttrs(ctx, inos, func(i int, a layers.Attr) {
-		attrs[i], found[i] = a, true
-	})
+	err := f.tree.GetAttrs(ctx, inos, func(i int, a layers.Attr) { attrs[i] = &a })
 	if err != nil || f.pre == nil {
-		return attrs, found, err
+		return err
 	}
-	// In name order, the order readers (tar, cp -r) open the files.
-	for i := range attrs {
-		if found[i] {
-			f.pre.add(attrs[i])
+	for _, a := range attrs {
+		if a != nil {
+			f.pre.add(*a)
 		}
 	}
-	return attrs, found, nil
+	return nil
 }
 
 // seekDir moves the cursor to off. Sequential reads continue where the last

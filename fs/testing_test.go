@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -99,13 +98,8 @@ func unmountOnCleanup(t testing.TB, m *Mount) {
 		// FLUSH to this very process while it dies: the test binary then
 		// never exits and go test waits forever. Aborting the connection
 		// fails those requests instead.
-		var st syscall.Stat_t
-		statErr := syscall.Stat(m.Dir(), &st)
 		_ = syscall.Unmount(m.Dir(), syscall.MNT_DETACH)
-		if statErr == nil {
-			minor := (st.Dev & 0xff) | ((st.Dev >> 12) & 0xfff00)
-			_ = os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor), []byte("1"), 0)
-		}
+		_ = AbortConn(m.Conn())
 	})
 }
 

@@ -9,55 +9,68 @@ import (
 	"github.com/strata-backup/strata/store/chunk"
 )
 
-// chunkCache keeps recently read chunks so that small sequential reads of
-// one chunk (FUSE reads 128 KiB at a time) fetch and decrypt it once.
-// Chunks are immutable, so entries never go stale.
-type chunkCache struct {
-	max int
+// lru keeps the values most recently used, up to a total cost; values
+// never change once added (chunks, a revision's file maps), so entries
+// never go stale.
+type lru[K comparable, V any] struct {
+	max  int
+	cost func(V) int
 
 	mu    sync.Mutex // guards the fields below
 	size  int
-	lru   *list.List // of *cacheEntry, most recent first
-	items map[chunk.ID]*list.Element
+	order *list.List // of *lruEntry, most recent first
+	items map[K]*list.Element
 }
 
-type cacheEntry struct {
-	id   chunk.ID
-	data []byte
+type lruEntry[K comparable, V any] struct {
+	key K
+	val V
 }
+
+func newLRU[K comparable, V any](max int, cost func(V) int) *lru[K, V] {
+	return &lru[K, V]{max: max, cost: cost, order: list.New(), items: map[K]*list.Element{}}
+}
+
+func (c *lru[K, V]) get(k K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.order.MoveToFront(e)
+		return e.Value.(*lruEntry[K, V]).val, true
+	}
+	var zero V
+	return zero, false
+}
+
+// add keeps v unless it alone would take over a quarter of the cache
+// (it would push out everything else).
+func (c *lru[K, V]) add(k K, v V) {
+	cost := c.cost(v)
+	if cost > c.max/4 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[k]; ok {
+		return
+	}
+	c.items[k] = c.order.PushFront(&lruEntry[K, V]{key: k, val: v})
+	c.size += cost
+	for c.size > c.max {
+		e := c.order.Back()
+		old := e.Value.(*lruEntry[K, V])
+		c.order.Remove(e)
+		delete(c.items, old.key)
+		c.size -= c.cost(old.val)
+	}
+}
+
+// chunkCache keeps recently read chunks so that small sequential reads of
+// one chunk (FUSE reads 128 KiB at a time) fetch and decrypt it once.
+type chunkCache = lru[chunk.ID, []byte]
 
 func newChunkCache(max int) *chunkCache {
-	return &chunkCache{max: max, lru: list.New(), items: map[chunk.ID]*list.Element{}}
-}
-
-func (c *chunkCache) get(id chunk.ID) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[id]; ok {
-		c.lru.MoveToFront(e)
-		return e.Value.(*cacheEntry).data, true
-	}
-	return nil, false
-}
-
-func (c *chunkCache) add(id chunk.ID, data []byte) {
-	if len(data) > c.max/4 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.items[id]; ok {
-		return
-	}
-	c.items[id] = c.lru.PushFront(&cacheEntry{id: id, data: data})
-	c.size += len(data)
-	for c.size > c.max {
-		e := c.lru.Back()
-		ce := e.Value.(*cacheEntry)
-		c.lru.Remove(e)
-		delete(c.items, ce.id)
-		c.size -= len(ce.data)
-	}
+	return newLRU[chunk.ID](max, func(b []byte) int { return len(b) })
 }
 
 // getChunk returns a chunk's plaintext; callers must not modify it.

@@ -39,29 +39,43 @@ func getVersion(r *rtx, vid volID, rk []byte, seq uint64) ([]byte, uint64, error
 // getBelow is getVersion's search for the newest version at or below seq
 // with an iterator; prefix is dataPrefix(vid, rk).
 func getBelow(r *rtx, prefix []byte, seq uint64) ([]byte, uint64, error) {
-	var it *badger.Iterator
+	it, release := r.versionIterator(prefix)
+	defer release()
+	it.Seek(be64(prefix, ^seq))
+	return readVersion(it, prefix)
+}
+
+// versionIterator returns an iterator over every version of the records
+// under prefix (a dataPrefix), and what gives it back.
+func (r *rtx) versionIterator(prefix []byte) (*badger.Iterator, func()) {
 	if r.p != nil {
 		// Staging reads: a pooled iterator of the shared snapshot. Making
 		// one costs more than the Seek (it opens every table's iterator),
 		// and a no-change rsync after a commit does two of these per
 		// LOOKUP.
-		it = r.p.iterator()
-		defer r.p.putIterator(it)
-	} else {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = prefix
-		// AllVersions: a staging record rewritten many times (a directory's
-		// attributes as files are created in it) has many badger versions
-		// until compaction, and a plain iterator's Seek skips all of them to
-		// prefetch the next key. With AllVersions the first item is the newest
-		// version and nothing more is read.
-		opts.AllVersions = true
-		it = r.txn.NewIterator(opts)
-		defer it.Close()
+		it := r.p.iterator()
+		return it, func() { r.p.putIterator(it) }
 	}
-	it.Seek(be64(prefix, ^seq))
-	return readVersion(it, prefix)
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = prefix
+	// AllVersions: a staging record rewritten many times (a directory's
+	// attributes as files are created in it) has many badger versions
+	// until compaction, and a plain iterator's Seek skips all of them to
+	// prefetch the next key. With AllVersions the first item is the newest
+	// version and nothing more is read.
+	opts.AllVersions = true
+	it := r.txn.NewIterator(opts)
+	return it, it.Close
+}
+
+// liveVersion is the payload of version vseq's stored value val (flag
+// byte first); a tombstone is ErrNotFound.
+func liveVersion(val []byte, vseq uint64) ([]byte, uint64, error) {
+	if len(val) == 0 || val[0] == valTombstone {
+		return nil, vseq, ErrNotFound
+	}
+	return val[1:], vseq, nil
 }
 
 // readVersion returns the record version it stands at (or the first one
@@ -87,10 +101,7 @@ func readVersion(it *badger.Iterator, prefix []byte) ([]byte, uint64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("read record: %w", err)
 		}
-		if len(val) == 0 || val[0] == valTombstone {
-			return nil, vseq, ErrNotFound
-		}
-		return val[1:], vseq, nil
+		return liveVersion(val, vseq)
 	}
 	return nil, 0, ErrNotFound
 }
@@ -115,19 +126,8 @@ type versionCursor struct {
 // newVersionCursor returns a cursor over the records whose data keys
 // start with prefix (a dataPrefix). Close it before the view ends.
 func newVersionCursor(r *rtx, vid volID, prefix []byte) *versionCursor {
-	c := &versionCursor{r: r, vid: vid}
-	if r.p != nil {
-		c.it = r.p.iterator()
-		c.release = func() { r.p.putIterator(c.it) }
-	} else {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = prefix
-		opts.AllVersions = true // see getBelow
-		c.it = r.txn.NewIterator(opts)
-		c.release = c.it.Close
-	}
-	return c
+	it, release := r.versionIterator(prefix)
+	return &versionCursor{r: r, vid: vid, it: it, release: release}
 }
 
 func (c *versionCursor) close() { c.release() }
@@ -138,10 +138,7 @@ func (c *versionCursor) get(rk []byte, seq uint64) ([]byte, uint64, error) {
 	key := verKey(c.vid, rk, seq)
 	if val, ok, hit := c.r.pending(key); hit {
 		if ok {
-			if len(val) == 0 || val[0] == valTombstone {
-				return nil, seq, ErrNotFound
-			}
-			return val[1:], seq, nil
+			return liveVersion(val, seq)
 		}
 		if seq == 0 {
 			return nil, 0, ErrNotFound
@@ -358,10 +355,7 @@ func getExact(r *rtx, vid volID, rk []byte, seq uint64) ([]byte, uint64, error) 
 	if !ok {
 		return nil, 0, ErrNotFound
 	}
-	if len(val) == 0 || val[0] == valTombstone {
-		return nil, seq, ErrNotFound
-	}
-	return val[1:], seq, nil
+	return liveVersion(val, seq)
 }
 
 // eachTouched calls fn, in key order, with the key and value (flag byte

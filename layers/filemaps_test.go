@@ -17,7 +17,7 @@ func TestFileMapsBound(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newFileMaps(tc.max)
 			for i, n := range tc.extents {
-				c.add(fileMap{ino: Ino(i + 1), size: int64(n), es: make([]extent, n)})
+				c.add(Ino(i+1), fileMap{size: int64(n), es: make([]extent, n)})
 			}
 			for _, ino := range tc.cached {
 				m, ok := c.get(ino)
@@ -27,8 +27,8 @@ func TestFileMapsBound(t *testing.T) {
 					t.Errorf("inode %d: size %d, want %d", ino, m.size, tc.extents[ino-1])
 				}
 			}
-			if len(c.items) != len(tc.cached) || c.cost != tc.cost {
-				t.Errorf("%d entries costing %d, want %d costing %d", len(c.items), c.cost, len(tc.cached), tc.cost)
+			if len(c.items) != len(tc.cached) || c.size != tc.cost {
+				t.Errorf("%d entries costing %d, want %d costing %d", len(c.items), c.size, len(tc.cached), tc.cost)
 			}
 		})
 	}

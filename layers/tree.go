@@ -64,19 +64,24 @@ func (v *volume) getDirent(rd *rtx, parent Ino, name string, seq uint64) (Dirent
 // forgets it, and rd's view of pending writes cannot change under it, so
 // a read sees the record current or the open file there.
 func (t *Tree) attr(rd *rtx, ino Ino) (inode, error) {
-	if !t.staging {
-		n, _, err := t.v.getInode(rd, ino, t.seq)
+	return t.overlaid(ino, func() (inode, error) {
+		n, _, err := t.v.getInode(rd, ino, t.at())
 		return n, err
+	})
+}
+
+// overlaid is inode ino as read(), with the open file's buffered size and
+// times laid over it on staging (see attr for the order).
+func (t *Tree) overlaid(ino Ino, read func() (inode, error)) (inode, error) {
+	var f *openFile
+	if t.staging {
+		f = t.v.lookupFile(ino)
 	}
-	f := t.v.lookupFile(ino)
-	n, _, err := t.v.getInode(rd, ino, t.at())
-	if err != nil {
-		return n, err
-	}
-	if f != nil {
+	n, err := read()
+	if err == nil && f != nil {
 		f.overlay(&n.Attr)
 	}
-	return n, nil
+	return n, err
 }
 
 // view runs fn with a reader of the tree: a badger snapshot, with the
@@ -154,23 +159,18 @@ func (t *Tree) GetAttrs(ctx context.Context, inos []Ino, fn func(i int, a Attr))
 				return err
 			}
 			ino := inos[i]
-			var f *openFile
-			if t.staging {
-				f = t.v.lookupFile(ino) // before the read, as in attr
-			}
-			b, _, err := c.get(rkIno(recAttr, uint64(ino)), seq)
+			n, err := t.overlaid(ino, func() (inode, error) {
+				b, _, err := c.get(rkIno(recAttr, uint64(ino)), seq)
+				if err != nil {
+					return inode{}, err
+				}
+				return decodeInode(ino, b)
+			})
 			if isNotFound(err) {
 				continue
 			}
 			if err != nil {
 				return err
-			}
-			n, err := decodeInode(ino, b)
-			if err != nil {
-				return err
-			}
-			if f != nil {
-				f.overlay(&n.Attr)
 			}
 			fn(i, n.Attr)
 		}
@@ -266,16 +266,13 @@ func (t *Tree) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, e
 // fileMap returns the size and extent map of regular file ino, from the
 // cache on a revision.
 func (t *Tree) fileMap(ino Ino) (fileMap, error) {
-	cache := t.files
-	if t.staging {
-		cache = nil
-	}
+	cache := t.files // nil on staging, which changes
 	if cache != nil {
 		if m, ok := cache.get(ino); ok {
 			return m, nil
 		}
 	}
-	m := fileMap{ino: ino}
+	var m fileMap
 	err := t.view(func(rd *rtx) error {
 		n, _, err := t.v.getInode(rd, ino, t.at())
 		if err != nil {
@@ -292,7 +289,7 @@ func (t *Tree) fileMap(ino Ino) (fileMap, error) {
 		return fileMap{}, err
 	}
 	if cache != nil {
-		cache.add(m)
+		cache.add(ino, m)
 	}
 	return m, nil
 }

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,18 +149,12 @@ func TestServerKilledWhileWarming(t *testing.T) {
 // abortMount aborts the FUSE connection of the mount at dir.
 func abortMount(t *testing.T, dir string) {
 	t.Helper()
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[4] != dir {
-			continue
-		}
-		var major, minor uint32
-		if _, err := fmt.Sscanf(f[2], "%d:%d", &major, &minor); err == nil {
-			if err := fs.AbortConn(major<<20 | minor); err != nil {
-				t.Log(err)
-			}
-		}
+	conn, err := fs.ConnAt(dir)
+	if err == nil {
+		err = fs.AbortConn(conn)
+	}
+	if err != nil {
+		t.Log(err)
 	}
 }
 

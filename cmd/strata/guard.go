@@ -46,7 +46,7 @@ func (c *guardCmd) Run(g *Globals) error {
 		}
 		close(lines)
 	}()
-	conns := map[uint32]bool{}
+	conns := map[uint32]bool{} // the server's live FUSE connections
 	tick := time.NewTicker(guardPoll)
 	defer tick.Stop()
 	for {
@@ -56,19 +56,19 @@ func (c *guardCmd) Run(g *Globals) error {
 				return nil // the server closed its end: it exited whole
 			}
 			n, err := strconv.ParseUint(strings.TrimLeft(l, "+-"), 10, 32)
-			if err != nil || l == "" {
-				continue
+			switch {
+			case err != nil:
+			case l[0] == '+':
+				conns[uint32(n)] = true
+			default:
+				delete(conns, uint32(n))
 			}
-			conns[uint32(n)] = l[0] == '+'
 		case <-tick.C:
 			switch dying(c.PID) {
 			case processGone:
 				return nil
 			case processDying:
-				for n, live := range conns {
-					if !live {
-						continue
-					}
+				for n := range conns {
 					if err := fs.AbortConn(n); err != nil {
 						log.Error("guard: server died with its mount in use", "pid", c.PID, "err", err)
 					} else {
@@ -116,8 +116,7 @@ func dying(pid int) processState {
 // guard is the server's end of its guard process.
 type guard struct {
 	mu  sync.Mutex
-	w   io.WriteCloser
-	cmd *exec.Cmd
+	w   io.WriteCloser // nil: no guard
 	log *slog.Logger
 }
 
@@ -140,7 +139,7 @@ func startGuard(log *slog.Logger) *guard {
 		return &guard{log: log}
 	}
 	go cmd.Wait() // reap it
-	return &guard{w: w, cmd: cmd, log: log}
+	return &guard{w: w, log: log}
 }
 
 // add and remove tell the guard about a mount's FUSE connection.
