@@ -11,7 +11,8 @@
 #     random 4 KiB reads at queue depth 32 (fio, IOPS); 1,000 scattered 4 KiB writes
 #     then commit (bytes added, commit time).
 #
-# Env: BENCH_CORPUS (dirs, default GOROOT + /usr/share), BENCH_IMAGE_SIZE
+# Env: BENCH_RUNS (rounds of the no-change pass and the cold read, default
+# 3; the table shows medians), BENCH_CORPUS (dirs, default GOROOT + /usr/share), BENCH_IMAGE_SIZE
 # (default 4G), BENCH_SKIP_PEERS=1 to skip restic/borg, BENCH_ONLY=fs|block,
 # BENCH_HALTPOLL=NS to run with guest halt polling (KVM guests with the
 # haltpoll cpuidle driver; restored on exit). Every FUSE request is a
@@ -43,12 +44,18 @@ cleanup() {
 }
 trap cleanup EXIT
 rows=()
+details=()
+runs=${BENCH_RUNS:-3}
 row() { rows+=("| $* |"); printf '| %s |\n' "$*" >&2; }
 # t CMD...: run and print elapsed seconds (to 0.01) on stdout.
 t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }; e=$(date +%s.%N); printf '%.2f\n' "$(echo "$e - $s" | bc)"; }
 # rss CMD...: peak RSS in MiB of CMD (GNU time).
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.0f", $1/1024}'; }
 ratio() { case "$1$2" in *-*|*n/a*) echo -;; *) printf '%.2f\n' "$(echo "scale=4; $1 / $2" | bc)";; esac; }
+# median V...: the middle value ("-" for none).
+median() { [ $# -eq 0 ] && { echo -; return; }; printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# detail LABEL ARRAY...: every run of a repeated row, for the notes below the table.
+detail() { local l=$1 a r out=; shift; for a in "$@"; do r="$a[*]"; out+=" | ${!r:--}"; done; details+=("| $l$out |"); }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 server_rss() { local pid; pid=$(pgrep -f -- "--repo $STRATA_REPO .*serve" | head -1); awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo "?"; }
 
@@ -74,13 +81,19 @@ if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
     cold; b1=$(t borg create --compression lz4 ::one "$src")
   fi
   row "first backup (s) | $p1 | $s1 | $r1 | $b1 | $(ratio "$s1" "$p1") | $(ratio "$s1" "$r1")"
-  # No-change pass.
-  cold; p2=$(t rsync -a "$src/" "$work/plain/")
-  cold; s2=$(t sh -c "rsync -a '$src/' '$work/mnt/stage/' && '$strata' commit bench")
-  if [ -z "${BENCH_SKIP_PEERS:-}" ]; then
-    cold; r2=$(t restic backup "$src")
-    cold; b2=$(t borg create --compression lz4 ::two "$src")
-  fi
+  # No-change pass, BENCH_RUNS times in interleaved rounds (the machine's
+  # noise is as large as the differences measured); the table has medians.
+  P2=(); S2=(); R2=(); B2=()
+  for i in $(seq "$runs"); do
+    cold; P2+=("$(t rsync -a "$src/" "$work/plain/")")
+    cold; S2+=("$(t sh -c "rsync -a '$src/' '$work/mnt/stage/' && '$strata' commit bench")")
+    if [ -z "${BENCH_SKIP_PEERS:-}" ]; then
+      cold; R2+=("$(t restic backup "$src")")
+      cold; B2+=("$(t borg create --compression lz4 "::two-$i" "$src")")
+    fi
+  done
+  p2=$(median "${P2[@]}"); s2=$(median "${S2[@]}"); r2=$(median "${R2[@]}"); b2=$(median "${B2[@]}")
+  detail "no-change pass (s)" P2 S2 R2 B2
   row "no-change pass (s) | $p2 | $s2 | $r2 | $b2 | $(ratio "$s2" "$p2") | $(ratio "$s2" "$r2")"
   # The server exits with its last mount, so the backup and the read-back
   # are two servers: take the peak of each.
@@ -89,21 +102,25 @@ if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
   # Cold read-back.
   "$strata" mount bench@latest "$work/mnt/rev" >/dev/null
   readback() { (cd "$1" && tar cf - . | cat >/dev/null); }
-  cold; pr=$(t readback "$work/plain")
-  cold; sr=$(t readback "$work/mnt/rev")
-  rr=-; br=-
+  rpid=; bmnt=
   if [ -z "${BENCH_SKIP_PEERS:-}" ]; then
     restic mount "$work/mnt/restic" >/dev/null 2>&1 & rpid=$!
     for _ in $(seq 100); do [ -d "$work/mnt/restic/snapshots/latest" ] && break; sleep 0.2; done
-    cold; rr=$(t readback "$work/mnt/restic/snapshots/latest")
-    kill $rpid; wait $rpid 2>/dev/null || true
-    if borg mount ::one "$work/mnt/borg"; then
-      cold; br=$(t readback "$work/mnt/borg")
-      umount "$work/mnt/borg"
-    else
-      br=n/a
-    fi
+    borg mount ::one "$work/mnt/borg" && bmnt=$work/mnt/borg
   fi
+  # Interleaved rounds, as for the no-change pass.
+  PR=(); SR=(); RR=(); BR=()
+  for i in $(seq "$runs"); do
+    cold; PR+=("$(t readback "$work/plain")")
+    cold; SR+=("$(t readback "$work/mnt/rev")")
+    if [ -n "$rpid" ]; then cold; RR+=("$(t readback "$work/mnt/restic/snapshots/latest")"); fi
+    if [ -n "$bmnt" ]; then cold; BR+=("$(t readback "$bmnt")"); fi
+  done
+  [ -n "$rpid" ] && { kill "$rpid"; wait "$rpid" 2>/dev/null || true; }
+  [ -n "$bmnt" ] && umount "$bmnt"
+  pr=$(median "${PR[@]}"); sr=$(median "${SR[@]}"); rr=$(median "${RR[@]}"); br=$(median "${BR[@]}")
+  [ -z "${BENCH_SKIP_PEERS:-}" ] && [ -z "$bmnt" ] && br=n/a
+  detail "cold read of everything (s)" PR SR RR BR
   row "cold read of everything (s) | $pr | $sr | $rr | $br | $(ratio "$sr" "$pr") | $(ratio "$sr" "$rr")"
   srss=$(server_rss)
   "$strata" umount "$work/mnt/rev" >/dev/null
@@ -167,3 +184,11 @@ PY
 fi
 echo
 printf '%s\n' "${rows[@]}"
+if [ ${#details[@]} -gt 0 ]; then
+  echo
+  echo "Medians of $runs interleaved rounds; every run:"
+  echo
+  echo "| what | plain | strata | restic | borg |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${details[@]}"
+fi
