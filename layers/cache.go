@@ -74,14 +74,36 @@ func newChunkCache(max int) *chunkCache {
 }
 
 // getChunk returns a chunk's plaintext; callers must not modify it.
+//
+// Concurrent calls for one chunk share one fetch: the kernel's readahead
+// and the small-file prefetcher often ask for the chunk a reader is
+// already fetching, and each fetch would read, decrypt and decompress it
+// again, with a buffer of its own for each step. The shared fetch does not
+// stop when the caller that started it gives up (a reader interrupted
+// mid-read): the others still want the chunk, and each caller waits only
+// as long as its own ctx allows.
 func (r *Repo) getChunk(ctx context.Context, id chunk.ID) ([]byte, error) {
 	if b, ok := r.cache.get(id); ok {
 		return b, nil
 	}
-	b, err := r.cs.Get(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("read chunk %s: %w", id.Short(), err)
+	fetch := r.fetches.DoChan(string(id[:]), func() (any, error) {
+		if b, ok := r.cache.get(id); ok {
+			return b, nil // added by the fetch that just ended
+		}
+		b, err := r.cs.Get(context.WithoutCancel(ctx), id)
+		if err != nil {
+			return nil, err
+		}
+		r.cache.add(id, b)
+		return b, nil
+	})
+	select {
+	case res := <-fetch:
+		if res.Err != nil {
+			return nil, fmt.Errorf("read chunk %s: %w", id.Short(), res.Err)
+		}
+		return res.Val.([]byte), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	r.cache.add(id, b)
-	return b, nil
 }

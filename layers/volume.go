@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-backup/strata/store"
@@ -25,13 +26,14 @@ import (
 
 // repo is the implementation behind Repo.
 type repo struct {
-	db    *badger.DB
-	cs    ChunkStore
-	opts  Options
-	log   *slog.Logger
-	now   func() time.Time
-	cache *chunkCache
-	split *splitter
+	db      *badger.DB
+	cs      ChunkStore
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	cache   *chunkCache
+	fetches singleflight.Group // of getChunk, by chunk id
+	split   *splitter
 
 	memUsed  atomic.Int64  // bytes of spool buffers held in memory
 	spoolSeq atomic.Uint64 // makes spool file names unique
