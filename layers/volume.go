@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-backup/strata/store"
@@ -32,7 +31,7 @@ type repo struct {
 	log     *slog.Logger
 	now     func() time.Time
 	cache   *chunkCache
-	fetches singleflight.Group // of getChunk, by chunk id
+	fetches fetches // under way in getChunk
 	split   *splitter
 
 	memUsed  atomic.Int64  // bytes of spool buffers held in memory
