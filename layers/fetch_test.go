@@ -54,18 +54,7 @@ func (g *gatedStore) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 func TestConcurrentReadsShareAFetch(t *testing.T) {
 	ctx := context.Background()
 	cs := &gatedStore{Store: memstore.New(), release: make(chan struct{}), gets: map[chunk.ID]int{}, started: make(chan struct{}, 64)}
-	r, err := layers.Open(ctx, openDB(t, ""), cs, layers.Options{SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	if _, err := r.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := r.Staging(ctx, "v")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, st := repoOver(t, cs)
 	a, err := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -71,6 +71,30 @@ func (e *env) reopen(t testing.TB) {
 	e.open(t)
 }
 
+// repoOver opens a repo over cs (badger in memory) with one fs volume,
+// "v", and returns it with that volume's staging.
+func repoOver(t testing.TB, cs layers.ChunkStore) (*layers.Repo, *layers.Staging) {
+	t.Helper()
+	ctx := context.Background()
+	db := openDB(t, "")
+	r, err := layers.Open(ctx, db, cs, layers.Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = r.Close()
+		_ = db.Close()
+	})
+	if _, err := r.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Staging(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, st
+}
+
 func (e *env) staging(t testing.TB, name string) *layers.Staging {
 	t.Helper()
 	ctx := context.Background()

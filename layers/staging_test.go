@@ -416,15 +416,7 @@ func (f *fullStore) Put(ctx context.Context, kind chunk.Kind, data []byte) (chun
 func TestNoSpace(t *testing.T) {
 	ctx := context.Background()
 	cs := &fullStore{Store: memstore.New()}
-	r, err := layers.Open(ctx, openDB(t, ""), cs, layers.Options{SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	if _, err := r.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := r.Staging(ctx, "v")
+	r, st := repoOver(t, cs)
 	a, _ := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
 	data := bytes.Repeat([]byte("full"), 100000)
 	if _, err := st.WriteAt(ctx, a.Ino, data, 0); err != nil {
