@@ -79,11 +79,10 @@ func newChunkCache(max int) *chunkCache {
 // and the small-file prefetcher often ask for the chunk a reader is
 // already fetching, and each fetch would read, decrypt and decompress it
 // again, with a buffer of its own for each step. The first caller fetches
-// in its own goroutine (handing the fetch to another one cost ~4% of
-// random-read IOPS on a block revision: a thread wakeup per chunk) and
-// with its own ctx; the others wait as long as their ctx allows, and if
-// the fetcher gave up (its ctx ended, not the store failing) they fetch
-// again themselves.
+// in its own goroutine (a goroutine per fetch would add a thread wakeup
+// to every random block read) and with its own ctx; the others wait as
+// long as their ctx allows, and if the fetcher gave up (its ctx ended,
+// not the store failing) they fetch again themselves.
 func (r *Repo) getChunk(ctx context.Context, id chunk.ID) ([]byte, error) {
 	for {
 		if b, ok := r.cache.get(id); ok {

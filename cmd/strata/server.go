@@ -104,8 +104,8 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	}
 	// Unwrapping the key ran Argon2id over 64 MiB. That memory is garbage
 	// now, but the collector has not seen it go, and until it does the
-	// heap's target is sized by it: the peak RSS of a backup was ~50 MiB
-	// higher. Returning it now costs one collection of a small heap.
+	// heap's target is sized by it: an idle server held ~70 MiB of it.
+	// Returning it now costs one collection of a small heap.
 	debug.FreeOSMemory()
 	// The repository lock is ours, so a socket file left behind is stale.
 	os.Remove(sock)
