@@ -89,22 +89,22 @@ func (r *Repo) getChunk(ctx context.Context, id chunk.ID) ([]byte, error) {
 			return b, nil
 		}
 		f, leader := r.fetches.join(id)
-		if !leader {
+		if leader {
+			f.data, f.err = r.cs.Get(ctx, id)
+			if f.err == nil {
+				r.cache.add(id, f.data)
+			}
+			f.gaveUp = f.err != nil && ctx.Err() != nil
+			r.fetches.leave(id, f)
+		} else {
 			select {
 			case <-f.done:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			if f.err != nil && f.gaveUp && ctx.Err() == nil {
+			if f.gaveUp && ctx.Err() == nil {
 				continue
 			}
-		} else {
-			f.data, f.err = r.cs.Get(ctx, id)
-			if f.err == nil {
-				r.cache.add(id, f.data)
-			}
-			f.gaveUp = ctx.Err() != nil
-			r.fetches.leave(id, f)
 		}
 		if f.err != nil {
 			return nil, fmt.Errorf("read chunk %s: %w", id.Short(), f.err)
@@ -125,7 +125,7 @@ type fetch struct {
 	done   chan struct{}
 	data   []byte
 	err    error
-	gaveUp bool // the fetcher's ctx had ended
+	gaveUp bool // failed because the fetcher's ctx ended
 }
 
 // join returns the fetch of id under way, or starts one that the caller

@@ -135,15 +135,12 @@ func (c *versionCursor) close() { c.release() }
 // get returns the newest version at or below seq of record rk, which must
 // sort after the records of earlier calls.
 func (c *versionCursor) get(rk []byte, seq uint64) ([]byte, uint64, error) {
+	// As getVersion: a version at exactly seq among the pending writes is
+	// the answer (versioned records are only ever set there, never
+	// deleted); otherwise the newest stored one at or below seq.
 	key := verKey(c.vid, rk, seq)
-	if val, ok, hit := c.r.pending(key); hit {
-		if ok {
-			return liveVersion(val, seq)
-		}
-		if seq == 0 {
-			return nil, 0, ErrNotFound
-		}
-		key = verKey(c.vid, rk, seq-1) // deleted at seq: the version below holds
+	if val, ok, hit := c.r.pending(key); hit && ok {
+		return liveVersion(val, seq)
 	}
 	c.position(key)
 	return readVersion(c.it, key[:len(key)-8])

@@ -160,11 +160,13 @@ func (g *guard) send(op string, conn uint32) {
 
 // stop ends the guard after a clean shutdown.
 func (g *guard) stop() {
-	if g == nil || g.w == nil {
+	if g == nil {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.w.Close()
-	g.w = nil
+	if g.w != nil {
+		g.w.Close()
+		g.w = nil
+	}
 }
