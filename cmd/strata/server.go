@@ -91,13 +91,7 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	if addr := os.Getenv("STRATA_PPROF"); addr != "" {
 		startProfiler(addr, log)
 	}
-	if os.Getenv("GOGC") == "" {
-		// The server's live heap is mostly long-lived buffers (segments,
-		// parity, badger's memtable); Go's default lets garbage grow to
-		// as much again. Half as much cost ~10% more CPU and ~70 MiB less
-		// peak RSS on an rsync of the Go tree. GOGC overrides it.
-		debug.SetGCPercent(50)
-	}
+	governMemory(ctx, log)
 	repo, err := openRepository(ctx, g, log)
 	if err != nil {
 		return err

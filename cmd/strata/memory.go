@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// memoryFloor is the Go memory limit a server keeps while its live heap is
+// small. A backup server's heap is mostly long-lived buffers (open
+// segments, parity, badger's memtable, go-fuse's request buffers: ~100 MiB
+// at the peak of an rsync); the garbage on top of them is what the limit
+// trims. Measured on the 795 MiB benchmark corpus (GOGC 50): peak RSS
+// 228 MiB without a limit, 157 MiB at 128 MiB for 7% more server CPU,
+// 140 MiB at 96 MiB for 26% more.
+const memoryFloor = 128 << 20
+
+// memoryCheck is how often the limit follows the live heap.
+const memoryCheck = time.Second
+
+// governMemory sets the server's garbage collector: GOGC 50 and a soft
+// memory limit of memoryFloor that rises with the live heap (memoryLimit),
+// until ctx ends. GOGC and GOMEMLIMIT in the environment override each
+// part, as for any Go program.
+func governMemory(ctx context.Context, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" {
+		// Go's default lets garbage grow to as much again as the live
+		// heap; half as much cost ~10% more CPU and ~70 MiB less peak RSS
+		// on an rsync of the Go tree.
+		debug.SetGCPercent(50)
+	}
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := memoryLimit(0)
+	debug.SetMemoryLimit(limit)
+	go func() {
+		live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		t := time.NewTicker(memoryCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			metrics.Read(live)
+			if live[0].Value.Kind() != metrics.KindUint64 {
+				return
+			}
+			if want := memoryLimit(int64(live[0].Value.Uint64())); want != limit {
+				debug.SetMemoryLimit(want)
+				log.Debug("memory limit", "limit_mib", want>>20, "live_mib", live[0].Value.Uint64()>>20)
+				limit = want
+			}
+		}
+	}()
+}
+
+// memoryLimit is the soft limit for a live heap of live bytes. A fixed
+// limit below the live heap would make the collector run without pause
+// (Go caps it at half the CPU); a heap that outgrows the floor, as a
+// repository with a huge tree may, gets a quarter of itself as headroom
+// instead, like GOGC 25. Steps of 16 MiB keep the limit from moving on
+// every check.
+func memoryLimit(live int64) int64 {
+	const step = 16 << 20
+	want := (live + live/4 + step - 1) / step * step
+	return max(memoryFloor, want)
+}
