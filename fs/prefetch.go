@@ -3,6 +3,9 @@ package fs
 import (
 	"context"
 	"sync"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/strata-backup/strata/layers"
 )
@@ -10,12 +13,16 @@ import (
 // prefetcher reads small files of a read-only view ahead of the reader:
 // when a directory is listed with attributes (READDIRPLUS, as tar, cp -a,
 // rsync and find do), its small regular files are queued and read once
-// in the background, which leaves their chunks in layers' chunk cache.
-// A reader that then opens them one by one (tar is strictly sequential)
-// finds the data decrypted instead of waiting for the store each time.
-// Best effort: a full queue drops jobs, errors are ignored.
+// in the background, and what is read goes into the kernel's page cache
+// (FUSE_NOTIFY_STORE). A reader that then opens them one by one (tar is
+// strictly sequential) reads from the page cache: no READ round trip at
+// all, where it used to cost one each even with the chunks decrypted in
+// layers' cache ahead of it. Best effort: a full queue drops jobs, errors
+// are ignored, and a file the kernel no longer knows is read the usual way.
 type prefetcher struct {
-	tree   *layers.Tree
+	tree *layers.Tree
+	// store hands a file's whole content to the kernel's page cache.
+	store  func(ino layers.Ino, data []byte) fuse.Status
 	jobs   chan prefetchJob
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -31,15 +38,34 @@ type prefetchJob struct {
 // readahead anyway.
 const prefetchMax = 1 << 20
 
-// prefetchQueue bounds queued work (a few directories' worth); the layers
-// chunk cache (32 MiB) must hold what is read ahead until it is used.
+// prefetchQueue bounds queued work (a few directories' worth), and so the
+// page cache filled ahead of the reader.
 const prefetchQueue = 512
 
-func newPrefetcher(tree *layers.Tree) *prefetcher {
+// prefetchWorkers read ahead in parallel. With the data going to the page
+// cache, tar no longer waits on READ and catches up with a single worker,
+// which spends most of its time waiting on cold shard reads. A cold tar of
+// the 795 MiB benchmark revision: 14.0-14.9 s with 4 workers in four
+// rounds, 15.5-19.0 s with 1, 13.6-19.0 s with 2, 15.6-25.6 s without the
+// page cache store (plain disk 11.4-17.1 s in the same rounds).
+const prefetchWorkers = 4
+
+// storeRetries and storeRetryWait: the kernel knows the inodes of a
+// listing only once the lister has parsed the READDIRPLUS reply, which is
+// after the reply leaves us and so after the jobs were queued; an idle
+// worker can get there first and find ENOENT.
+const (
+	storeRetries   = 10
+	storeRetryWait = time.Millisecond
+)
+
+func newPrefetcher(tree *layers.Tree, store func(ino layers.Ino, data []byte) fuse.Status) *prefetcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &prefetcher{tree: tree, jobs: make(chan prefetchJob, prefetchQueue), cancel: cancel}
-	p.wg.Add(1)
-	go p.run(ctx)
+	p := &prefetcher{tree: tree, store: store, jobs: make(chan prefetchJob, prefetchQueue), cancel: cancel}
+	for range prefetchWorkers {
+		p.wg.Add(1)
+		go p.run(ctx)
+	}
 	return p
 }
 
@@ -51,7 +77,26 @@ func (p *prefetcher) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-p.jobs:
-			_, _ = p.tree.ReadAt(ctx, j.ino, buf[:j.size], 0)
+			n, err := p.tree.ReadAt(ctx, j.ino, buf[:j.size], 0)
+			if err == nil && int64(n) == j.size {
+				p.storeRetrying(ctx, j.ino, buf[:n])
+			}
+		}
+	}
+}
+
+// storeRetrying stores data, retrying a little while the kernel does not
+// know the inode yet (see storeRetries). An inode it has forgotten stays
+// unknown: the reader, if any comes, reads it the usual way.
+func (p *prefetcher) storeRetrying(ctx context.Context, ino layers.Ino, data []byte) {
+	for range storeRetries {
+		if p.store(ino, data) != fuse.ENOENT {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(storeRetryWait):
 		}
 	}
 }
@@ -71,4 +116,16 @@ func (p *prefetcher) add(a layers.Attr) {
 func (p *prefetcher) close() {
 	p.cancel()
 	p.wg.Wait()
+}
+
+// storeCache puts a file's whole content into the kernel's page cache.
+// Revisions never change and their files open without OPEN (keep_cache),
+// so the pages stay valid until memory pressure takes them. The kernel
+// answers ENOENT for an inode it does not know (yet, or any more).
+func (f *treeFS) storeCache(ino layers.Ino, data []byte) fuse.Status {
+	st := f.srv.InodeNotifyStoreCache(f.node(ino), 0, data)
+	if st != fuse.OK && st != fuse.ENOENT {
+		f.opts.Logger.Debug("fuse: store in page cache", "ino", ino, "status", st)
+	}
+	return st
 }

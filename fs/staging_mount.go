@@ -55,7 +55,7 @@ func MountTree(ctx context.Context, dir string, t *layers.Tree, opts Options) (*
 	opts = opts.withDefaults()
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
 	raw := newTreeFS(t, nil, 0, revisionCache, opts, errs)
-	raw.pre = newPrefetcher(t)
+	raw.pre = newPrefetcher(t, raw.storeCache)
 	m, err := mount(ctx, dir, raw, opts, mountParams{name: "revision", acl: true, readOnly: true})
 	if err != nil {
 		raw.pre.close()
