@@ -96,14 +96,7 @@ func BenchmarkColdRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	rev, err := r.Commit(ctx, "bench", layers.CommitOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	tree, err := r.Snapshot(ctx, "bench", rev.ID)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tree := commitTree(b, r, "bench")
 	rmnt := mountDir(b)
 	rm, err := MountTree(ctx, rmnt, tree, Options{Repo: r})
 	if err != nil {

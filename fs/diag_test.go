@@ -95,14 +95,7 @@ func BenchmarkOpsColdTar(b *testing.B) {
 	}
 	run(t, "rsync", "-a", src+"/", mnt+"/")
 	m.Unmount()
-	rev, err := r.Commit(ctx, "d", layers.CommitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := r.Snapshot(ctx, "d", rev.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tree := commitTree(t, r, "d")
 	c := newOpCounter()
 	rm, err := MountTree(ctx, mnt, tree, c.options(r))
 	if err != nil {
@@ -149,14 +142,7 @@ func BenchmarkOpsColdBigRead(b *testing.B) {
 	}
 	run(t, "sh", "-c", "head -c 512M /dev/urandom > "+mnt+"/big")
 	m.Unmount()
-	rev, err := r.Commit(ctx, "d", layers.CommitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := r.Snapshot(ctx, "d", rev.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tree := commitTree(t, r, "d")
 	c := newOpCounter()
 	rm, err := MountTree(ctx, mnt, tree, c.options(r))
 	if err != nil {

@@ -11,8 +11,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/strata-backup/strata/layers"
 )
 
 // TestPrefetchFillsPageCache lists a directory of a revision and expects
@@ -45,14 +43,7 @@ func TestPrefetchFillsPageCache(t *testing.T) {
 	if err := m.Unmount(); err != nil {
 		t.Fatal(err)
 	}
-	rev, err := r.Commit(ctx, "d", layers.CommitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree, err := r.Snapshot(ctx, "d", rev.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tree := commitTree(t, r, "d")
 	c := newOpCounter()
 	rm, err := MountTree(ctx, dir, tree, c.options(r))
 	if err != nil {

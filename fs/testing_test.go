@@ -168,3 +168,19 @@ func dropCaches(t testing.TB) {
 		t.Fatalf("drop caches: %v", err)
 	}
 }
+
+// commitTree commits the staging head of volume vol and opens the new
+// revision.
+func commitTree(t testing.TB, r *layers.Repo, vol string) *layers.Tree {
+	t.Helper()
+	ctx := context.Background()
+	rev, err := r.Commit(ctx, vol, layers.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := r.Snapshot(ctx, vol, rev.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
