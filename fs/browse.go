@@ -67,8 +67,10 @@ type viewInfo struct {
 }
 
 type openView struct {
-	fs      fuse.RawFileSystem
-	disk    *layers.Disk // closed when evicted and unused
+	fs fuse.RawFileSystem
+	// close releases what the view holds (a block revision's disk, a
+	// tree's prefetcher) once it is evicted and unused.
+	close   func()
 	refs    int
 	evicted bool
 	elem    *list.Element
@@ -81,6 +83,7 @@ type browseFS struct {
 	opts  Options
 	errs  *errLog
 	mtime time.Time
+	srv   *fuse.Server // set by Init, before the first request
 
 	mu       sync.Mutex // guards the fields below
 	synthIno map[synthNode]uint64
@@ -172,14 +175,17 @@ func (b *browseFS) acquire(ctx context.Context, v uint64) (fuse.RawFileSystem, f
 		if err != nil {
 			return nil, nil, b.errs.status("open revision", err)
 		}
-		ov.disk = d
+		ov.close = func() { _ = d.Close() }
 		ov.fs = newDiskFS(d, base, revisionCache, info.time, b.opts, b.errs)
 	default:
 		t, err := b.repo.Snapshot(ctx, info.vol, info.id)
 		if err != nil {
 			return nil, nil, b.errs.status("open revision", err)
 		}
-		ov.fs = newTreeFS(t, nil, base, revisionCache, b.opts, b.errs)
+		tfs := newTreeFS(t, nil, base, revisionCache, b.opts, b.errs)
+		tfs.srv = b.srv
+		tfs.pre = newPrefetcher(t, tfs.storeCache)
+		ov.fs, ov.close = tfs, tfs.pre.close
 	}
 
 	b.mu.Lock()
@@ -187,27 +193,25 @@ func (b *browseFS) acquire(ctx context.Context, v uint64) (fuse.RawFileSystem, f
 		cur.refs++
 		b.lru.MoveToFront(cur.elem)
 		b.mu.Unlock()
-		if ov.disk != nil {
-			_ = ov.disk.Close()
-		}
+		ov.close()
 		return cur.fs, func() { b.release(cur) }, fuse.OK
 	}
 	ov.elem = b.lru.PushFront(v)
 	b.open[v] = ov
-	var closing []*layers.Disk
+	var closing []func()
 	for b.lru.Len() > browseViews {
 		old := b.lru.Back()
 		ov2 := b.open[old.Value.(uint64)]
 		b.lru.Remove(old)
 		delete(b.open, old.Value.(uint64))
 		ov2.evicted = true
-		if ov2.refs == 0 && ov2.disk != nil {
-			closing = append(closing, ov2.disk)
+		if ov2.refs == 0 {
+			closing = append(closing, ov2.close)
 		}
 	}
 	b.mu.Unlock()
-	for _, d := range closing {
-		_ = d.Close()
+	for _, c := range closing {
+		c()
 	}
 	return ov.fs, func() { b.release(ov) }, fuse.OK
 }
@@ -215,14 +219,16 @@ func (b *browseFS) acquire(ctx context.Context, v uint64) (fuse.RawFileSystem, f
 func (b *browseFS) release(ov *openView) {
 	b.mu.Lock()
 	ov.refs--
-	closeIt := ov.evicted && ov.refs == 0 && ov.disk != nil
+	closeIt := ov.evicted && ov.refs == 0
 	b.mu.Unlock()
 	if closeIt {
-		_ = ov.disk.Close()
+		ov.close()
 	}
 }
 
-// closeAll closes every open disk view (after unmount).
+func (b *browseFS) Init(s *fuse.Server) { b.srv = s }
+
+// closeAll closes every open view (after unmount).
 func (b *browseFS) closeAll() {
 	b.mu.Lock()
 	open := b.open
@@ -230,9 +236,7 @@ func (b *browseFS) closeAll() {
 	b.lru.Init()
 	b.mu.Unlock()
 	for _, ov := range open {
-		if ov.disk != nil {
-			_ = ov.disk.Close()
-		}
+		ov.close()
 	}
 }
 

@@ -11,18 +11,42 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-backup/strata/layers"
 )
 
-// TestPrefetchFillsPageCache lists a directory of a revision and expects
-// its small files in the kernel's page cache without a READ request, so
-// that reading them afterwards costs no round trip; a file above
-// prefetchMax is still read through READ.
+// TestPrefetchFillsPageCache lists a directory of a revision, mounted
+// alone and in a browse mount, and expects its small files in the
+// kernel's page cache without a READ request, so that reading them
+// afterwards costs no round trip; a file above prefetchMax is still read
+// through READ.
 func TestPrefetchFillsPageCache(t *testing.T) {
 	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		// mount mounts the committed revision of volume d at mnt and
+		// returns the directory its files are in.
+		mount func(t *testing.T, r *layers.Repo, mnt string, opts Options) (*Mount, string, error)
+	}{
+		{"revision", func(t *testing.T, r *layers.Repo, mnt string, opts Options) (*Mount, string, error) {
+			m, err := MountTree(ctx, mnt, commitTree(t, r, "d"), opts)
+			return m, mnt, err
+		}},
+		{"browse", func(t *testing.T, r *layers.Repo, mnt string, opts Options) (*Mount, string, error) {
+			commitTree(t, r, "d")
+			m, err := MountBrowse(ctx, mnt, r, opts)
+			return m, filepath.Join(mnt, "d", "latest"), err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testPrefetchFillsPageCache(t, tc.mount) })
+	}
+}
+
+func testPrefetchFillsPageCache(t *testing.T, mount func(*testing.T, *layers.Repo, string, Options) (*Mount, string, error)) {
 	r := testRepo(t)
 	st := testStaging(t, r, "d")
-	dir := mountDir(t)
-	m, err := MountStaging(ctx, dir, st, testOpts(t, r))
+	mnt := mountDir(t)
+	m, err := MountStaging(context.Background(), mnt, st, testOpts(t, r))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,16 +60,15 @@ func TestPrefetchFillsPageCache(t *testing.T) {
 		files[name] = data
 	}
 	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(mnt, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := m.Unmount(); err != nil {
 		t.Fatal(err)
 	}
-	tree := commitTree(t, r, "d")
 	c := newOpCounter()
-	rm, err := MountTree(ctx, dir, tree, c.options(r))
+	rm, dir, err := mount(t, r, mnt, c.options(r))
 	if err != nil {
 		t.Fatal(err)
 	}
