@@ -49,8 +49,11 @@
 // browse views: one hour for entries, attributes and negative entries,
 // FOPEN_CACHE_DIR on directories, and zero-message opens for files: OPEN
 // and FLUSH answer ENOSYS, so the kernel stops sending OPEN, FLUSH and
-// RELEASE (keep_cache is then its default) and a cold `tar` of a revision
-// costs one READ round trip per small file. All mounts use 1 MiB requests (MaxWrite)
+// RELEASE (keep_cache is then its default). Listing a directory of a
+// revision (READDIRPLUS) queues its small files for the prefetcher, which
+// reads them in the background and stores them in the kernel's page cache
+// (FUSE_NOTIFY_STORE), so a cold `tar` mostly reads small files without a
+// READ round trip. All mounts use 1 MiB requests (MaxWrite)
 // and 1 MiB readahead, set through the mount's bdi in sysfs because FUSE
 // INIT cannot go above the kernel's 128 KiB default. READDIRPLUS reads a
 // reply's worth of entries and then their attributes in one pass
