@@ -71,12 +71,17 @@ func newPrefetcher(tree *layers.Tree, store func(ino layers.Ino, data []byte) fu
 
 func (p *prefetcher) run(ctx context.Context) {
 	defer p.wg.Done()
-	buf := make([]byte, prefetchMax)
+	// Grown on demand: a browse mount keeps up to browseViews views with
+	// prefetchWorkers workers each, most of them idle.
+	var buf []byte
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case j := <-p.jobs:
+			if int64(cap(buf)) < j.size {
+				buf = make([]byte, min(prefetchMax, max(j.size, 2*int64(cap(buf)))))
+			}
 			n, err := p.tree.ReadAt(ctx, j.ino, buf[:j.size], 0)
 			if err == nil && int64(n) == j.size {
 				p.storeRetrying(ctx, j.ino, buf[:n])
