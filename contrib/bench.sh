@@ -57,7 +57,9 @@ median() { [ $# -eq 0 ] && { echo -; return; }; printf '%s\n' "$@" | sort -g | a
 # detail LABEL ARRAY...: every run of a repeated row, for the notes below the table.
 detail() { local l=$1 a r out=; shift; for a in "$@"; do r="$a[*]"; out+=" | ${!r:--}"; done; details+=("| $l$out |"); }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-server_rss() { local pid; pid=$(pgrep -f -- "--repo $STRATA_REPO .*serve" | head -1); awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo "?"; }
+# server_pid: the repository server's pid, if one runs.
+server_pid() { pgrep -f -- "--repo $STRATA_REPO .*serve" | head -1; }
+server_rss() { local pid; pid=$(server_pid); awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo "?"; }
 
 src=$work/src
 mkdir -p "$src" "$work/plain" "$work/mnt/stage" "$work/mnt/rev" "$work/mnt/restic" "$work/mnt/borg"
@@ -127,7 +129,7 @@ if [ "${BENCH_ONLY:-fs}" = fs ] || [ -z "${BENCH_ONLY:-}" ]; then
   # The server exits with its last mount; until it has, badger's open
   # value log and memtable files count at their preallocated size (140 MiB
   # more in the repository size below, with BENCH_SKIP_PEERS=1).
-  for _ in $(seq 100); do pgrep -f -- "--repo $STRATA_REPO .*serve" >/dev/null || break; sleep 0.1; done
+  for _ in $(seq 100); do [ -n "$(server_pid)" ] || break; sleep 0.1; done
   rrss=-; brss=-
   if [ -z "${BENCH_SKIP_PEERS:-}" ]; then
     echo x >> "$src/$(ls "$src" | head -1)/.touch"

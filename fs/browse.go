@@ -182,9 +182,7 @@ func (b *browseFS) acquire(ctx context.Context, v uint64) (fuse.RawFileSystem, f
 		if err != nil {
 			return nil, nil, b.errs.status("open revision", err)
 		}
-		tfs := newTreeFS(t, nil, base, revisionCache, b.opts, b.errs)
-		tfs.srv = b.srv
-		tfs.pre = newPrefetcher(t, tfs.storeCache)
+		tfs := newRevisionFS(t, base, b.srv, b.opts, b.errs)
 		ov.fs, ov.close = tfs, tfs.pre.close
 	}
 

@@ -54,8 +54,7 @@ var revisionCache = cacheTimes{entry: time.Hour, attr: time.Hour, negative: time
 func MountTree(ctx context.Context, dir string, t *layers.Tree, opts Options) (*Mount, error) {
 	opts = opts.withDefaults()
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
-	raw := newTreeFS(t, nil, 0, revisionCache, opts, errs)
-	raw.pre = newPrefetcher(t, raw.storeCache)
+	raw := newRevisionFS(t, 0, nil, opts, errs)
 	m, err := mount(ctx, dir, raw, opts, mountParams{name: "revision", acl: true, readOnly: true})
 	if err != nil {
 		raw.pre.close()

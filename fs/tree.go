@@ -168,6 +168,17 @@ func newTreeFS(tree *layers.Tree, st *layers.Staging, base uint64, cache cacheTi
 	}
 }
 
+// newRevisionFS is a read-only view of a revision that reads small files
+// ahead into the kernel's page cache (prefetcher), stopped by f.pre.close.
+// srv is the FUSE server of a view inside a browse mount; a view mounted
+// alone gets it from Init.
+func newRevisionFS(tree *layers.Tree, base uint64, srv *fuse.Server, opts Options, errs *errLog) *treeFS {
+	f := newTreeFS(tree, nil, base, revisionCache, opts, errs)
+	f.srv = srv
+	f.pre = newPrefetcher(tree, f.storeCache)
+	return f
+}
+
 func (f *treeFS) String() string { return "strata" }
 
 func (f *treeFS) ino(node uint64) layers.Ino { return layers.Ino(node & inoMask) }
