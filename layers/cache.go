@@ -69,6 +69,15 @@ func (c *lru[K, V]) add(k K, v V) {
 // one chunk (FUSE reads 128 KiB at a time) fetch and decrypt it once.
 type chunkCache = lru[chunk.ID, []byte]
 
+// chunkCacheSize is the chunk cache's budget. A chunk is kept only if it
+// takes at most a quarter of it (lru.add), so 16 MiB keeps chunks up to
+// 4 MiB, which most of a large file's chunks are (1-2 MiB average, 8 MiB
+// max). Measured reading a 512 MiB file cold through a revision mount:
+// 0.96-1.00 s with 32 MiB, 1.03-1.05 s with 16 MiB, 1.08-1.14 s with
+// 8 MiB; small files no longer need the cache (the prefetcher hands them
+// to the kernel's page cache), and NBD's random 4 KiB reads rarely hit it.
+const chunkCacheSize = 16 << 20
+
 func newChunkCache(max int) *chunkCache {
 	return newLRU[chunk.ID](max, func(b []byte) int { return len(b) })
 }

@@ -125,7 +125,7 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 	if r.now == nil {
 		r.now = time.Now
 	}
-	r.cache = newChunkCache(32 << 20)
+	r.cache = newChunkCache(chunkCacheSize)
 	r.split = newSplitter(opts.Chunker)
 	if err := r.loadVolumes(); err != nil {
 		return nil, err

@@ -11,12 +11,16 @@ import (
 
 // memoryFloor is the Go memory limit a server keeps while its live heap is
 // small. A backup server's heap is mostly long-lived buffers (open
-// segments, parity, badger's memtable, go-fuse's request buffers: ~100 MiB
-// at the peak of an rsync); the garbage on top of them is what the limit
-// trims. Measured on the 795 MiB benchmark corpus (GOGC 50): peak RSS
-// 228 MiB without a limit, 157 MiB at 128 MiB for 7% more server CPU,
-// 140 MiB at 96 MiB for 26% more.
-const memoryFloor = 128 << 20
+// segments, parity, badger's memtable and caches, go-fuse's request
+// buffers: ~75 MiB at the peak of an rsync); the garbage on top of them is
+// what the limit trims. Measured on the 795 MiB benchmark corpus (GOGC
+// 50), with a live heap of ~100 MiB: peak RSS 228 MiB without a limit,
+// 157 MiB at 128 MiB for 7% more server CPU, 140 MiB at 96 MiB for 26%
+// more. With the smaller caches since (live ~75 MiB), 96 MiB leaves the
+// collector a quarter of the heap again: peak RSS 135-149 MiB for the
+// backup and 112-115 MiB for a cold read of the revision, against
+// 158-167 and 145-148 at 128 MiB.
+const memoryFloor = 96 << 20
 
 // memoryCheck is how often the limit follows the live heap.
 const memoryCheck = time.Second

@@ -44,11 +44,15 @@ func Options(dir string, key []byte, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(logger{log}).
 		WithEncryptionKey(key).
-		// 16 MiB index cache and 32 MiB block cache: the store's hot
+		// 8 MiB index cache and 16 MiB block cache: the store's hot
 		// set is small records; badger's 256 MiB default block cache
-		// would dominate the process's memory.
-		WithIndexCacheSize(16 << 20).
-		WithBlockCacheSize(32 << 20).
+		// would dominate the process's memory. The whole index of the
+		// 795 MiB benchmark corpus (68k files) is 17 MiB of tables;
+		// halving both caches from 16 and 32 MiB cut ~20 MiB of the
+		// servers' peak RSS with no change above the noise in a
+		// no-change rsync (3.0-4.1 s either way).
+		WithIndexCacheSize(8 << 20).
+		WithBlockCacheSize(16 << 20).
 		WithMemTableSize(8 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumVersionsToKeep(1).
