@@ -82,7 +82,7 @@ func (p *prefetcher) run(ctx context.Context) {
 			if int64(cap(buf)) < j.size {
 				buf = make([]byte, min(prefetchMax, max(j.size, 2*int64(cap(buf)))))
 			}
-			n, err := p.tree.ReadAt(ctx, j.ino, buf[:j.size], 0)
+			n, err := p.tree.ReadOnce(ctx, j.ino, buf[:j.size], 0)
 			if err == nil && int64(n) == j.size {
 				p.storeRetrying(ctx, j.ino, buf[:n])
 			}

@@ -122,6 +122,54 @@ func (r *Repo) getChunk(ctx context.Context, id chunk.ID) ([]byte, error) {
 	}
 }
 
+// chunkGetterInto is a ChunkStore that can decrypt a chunk into the
+// caller's buffer (store.Store can).
+type chunkGetterInto interface {
+	GetInto(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error)
+}
+
+// readChunkOnce fills dst, as long as chunk id, with the chunk's plaintext
+// for a reader that keeps the bytes itself (ReadOnce). A cached copy or a
+// fetch under way is used; otherwise the store decrypts into dst and
+// nothing is cached.
+func (r *Repo) readChunkOnce(ctx context.Context, id chunk.ID, dst []byte) error {
+	data, ok := r.cache.get(id)
+	if !ok {
+		if f := r.fetches.find(id); f != nil {
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			data, ok = f.data, f.err == nil
+		}
+	}
+	if !ok {
+		if gi, into := r.cs.(chunkGetterInto); into && len(dst) > 0 {
+			// Capped at dst, so a chunk longer than its extent cannot
+			// spill into the caller's buffer beyond it.
+			out, err := gi.GetInto(ctx, id, dst[:0:len(dst)])
+			if err != nil {
+				return fmt.Errorf("read chunk %s: %w", id.Short(), err)
+			}
+			if len(out) == len(dst) && &out[0] == &dst[0] {
+				return nil
+			}
+			data = out
+		} else {
+			var err error
+			if data, err = r.cs.Get(ctx, id); err != nil {
+				return fmt.Errorf("read chunk %s: %w", id.Short(), err)
+			}
+		}
+	}
+	if len(data) != len(dst) {
+		return fmt.Errorf("chunk %s: length %d, extent says %d", id.Short(), len(data), len(dst))
+	}
+	copy(dst, data)
+	return nil
+}
+
 // fetches are the chunk fetches under way, for getChunk.
 type fetches struct {
 	mu sync.Mutex
@@ -151,6 +199,13 @@ func (fs *fetches) join(id chunk.ID) (f *fetch, leader bool) {
 	f = &fetch{done: make(chan struct{})}
 	fs.m[id] = f
 	return f, true
+}
+
+// find returns the fetch of id under way, if any, without starting one.
+func (fs *fetches) find(id chunk.ID) *fetch {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.m[id]
 }
 
 func (fs *fetches) leave(id chunk.ID, f *fetch) {

@@ -4,3 +4,10 @@ package layers
 // background flusher does every pendingAge: crash tests use it to stand
 // for a server that ran that long after the changes.
 func FlushPending(r *Repo) error { return r.flushPendingAll() }
+
+// CachedChunks is how many chunks the chunk cache holds.
+func CachedChunks(r *Repo) int {
+	r.cache.mu.Lock()
+	defer r.cache.mu.Unlock()
+	return len(r.cache.items)
+}

@@ -235,6 +235,20 @@ func (t *Tree) Readlink(ctx context.Context, ino Ino) (string, error) {
 
 // ReadAt reads file data; holes read as zeros; short count only at EOF.
 func (t *Tree) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, error) {
+	return t.readAt(ctx, ino, p, off, false)
+}
+
+// ReadOnce is ReadAt for a reader that reads a file once and keeps the
+// bytes itself, as the prefetcher does when it hands small files to the
+// kernel's page cache. Whole chunks are decrypted straight into p, with
+// no buffer allocated (and zeroed) for each, and are not kept in the
+// chunk cache, where a stream of small files would push out the chunks of
+// the large files being read beside them.
+func (t *Tree) ReadOnce(ctx context.Context, ino Ino, p []byte, off int64) (int, error) {
+	return t.readAt(ctx, ino, p, off, true)
+}
+
+func (t *Tree) readAt(ctx context.Context, ino Ino, p []byte, off int64, once bool) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read %d: negative offset: %w", ino, ErrInvalid)
 	}
@@ -257,7 +271,7 @@ func (t *Tree) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, e
 	if rest := size - off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
-	if err := t.v.r.readExtents(ctx, es, p, off); err != nil {
+	if err := t.v.r.readExtents(ctx, es, p, off, once); err != nil {
 		return 0, fmt.Errorf("read %d: %w", ino, err)
 	}
 	return len(p), nil
@@ -295,8 +309,8 @@ func (t *Tree) fileMap(ino Ino) (fileMap, error) {
 }
 
 // readExtents fills p with the data at off described by the sorted extent
-// map es; gaps are zeros.
-func (r *Repo) readExtents(ctx context.Context, es []extent, p []byte, off int64) error {
+// map es; gaps are zeros. once: see ReadOnce.
+func (r *Repo) readExtents(ctx context.Context, es []extent, p []byte, off int64, once bool) error {
 	end := off + int64(len(p))
 	i := sort.Search(len(es), func(i int) bool { return es[i].Off+es[i].Len > off })
 	pos := off
@@ -305,6 +319,13 @@ func (r *Repo) readExtents(ctx context.Context, es []extent, p []byte, off int64
 		if e.Off > pos {
 			clear(p[pos-off : e.Off-off])
 			pos = e.Off
+		}
+		if once && pos == e.Off && e.Off+e.Len <= end {
+			if err := r.readChunkOnce(ctx, e.ID, p[pos-off:pos-off+e.Len]); err != nil {
+				return err
+			}
+			pos += e.Len
+			continue
 		}
 		data, err := r.getChunk(ctx, e.ID)
 		if err != nil {

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +20,15 @@ import (
 // if that fails or does not authenticate, the covering blocks of every
 // shard are read, checked and the damaged ones reconstructed.
 func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
-	plain, err := s.get(ctx, id)
+	return s.GetInto(ctx, id, nil)
+}
+
+// GetInto is Get appending the plaintext to dst, which saves an
+// allocation (and its zeroing) per chunk for a reader that keeps the
+// bytes elsewhere: layers' read-once path, which hands small files to the
+// kernel's page cache.
+func (s *Store) GetInto(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
+	plain, err := s.get(ctx, id, dst)
 	var de *DamageError
 	if err != nil && s.describe != nil && errors.As(err, &de) && !de.Chunk.IsZero() && de.What == "" {
 		de.What = s.describe(de.Chunk)
@@ -29,7 +36,7 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	return plain, err
 }
 
-func (s *Store) get(ctx context.Context, id chunk.ID) ([]byte, error) {
+func (s *Store) get(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -37,7 +44,7 @@ func (s *Store) get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	}
 	if m, ok := s.mem[id]; ok {
 		if m.plain != nil {
-			p := bytes.Clone(m.plain)
+			p := append(dst, m.plain...)
 			s.mu.Unlock()
 			return p, nil
 		}
@@ -47,7 +54,7 @@ func (s *Store) get(ctx context.Context, id chunk.ID) ([]byte, error) {
 			loc := index.Chunk{Segment: m.seg.id, Offset: uint32(m.off), Length: uint32(m.n)}
 			seg := index.Segment{SegLen: m.seg.segLen, K: s.k, M: s.m}
 			s.mu.Unlock()
-			plain, err := s.readChunk(ctx, id, loc, seg)
+			plain, err := s.readChunk(ctx, id, loc, seg, dst)
 			if err == nil {
 				return plain, nil
 			}
@@ -55,26 +62,26 @@ func (s *Store) get(ctx context.Context, id chunk.ID) ([]byte, error) {
 			if _, _, lerr := s.locate(id); lerr != nil {
 				return nil, err
 			}
-			return s.getIndexed(ctx, id)
+			return s.getIndexed(ctx, id, dst)
 		}
 		// Copy under the lock: the segment buffer is recycled once
 		// the segment is sealed.
 		sealed := append(s.chunkBuf(m.n), m.seg.buf[m.off:m.off+m.n]...)
 		s.mu.Unlock()
 		defer s.putChunkBuf(sealed)
-		return s.keys.Open(nil, sealed, id)
+		return s.keys.Open(dst, sealed, id)
 	}
 	s.mu.Unlock()
-	return s.getIndexed(ctx, id)
+	return s.getIndexed(ctx, id, dst)
 }
 
-func (s *Store) getIndexed(ctx context.Context, id chunk.ID) ([]byte, error) {
+func (s *Store) getIndexed(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
 		loc, seg, err := s.locate(id)
 		if err != nil {
 			return nil, err
 		}
-		plain, err := s.readChunk(ctx, id, loc, seg)
+		plain, err := s.readChunk(ctx, id, loc, seg, dst)
 		if err == nil || attempt > 0 {
 			return plain, err
 		}
@@ -123,13 +130,14 @@ func (s *Store) locate(id chunk.ID) (index.Chunk, index.Segment, error) {
 	return c, seg, err
 }
 
-func (s *Store) readChunk(ctx context.Context, id chunk.ID, loc index.Chunk, seg index.Segment) ([]byte, error) {
+// readChunk appends the plaintext of chunk id, at loc, to dst.
+func (s *Store) readChunk(ctx context.Context, id chunk.ID, loc index.Chunk, seg index.Segment, dst []byte) ([]byte, error) {
 	// The sealed bytes never leave this function: reuse their buffer.
 	sealed := s.chunkBuf(int(loc.Length))[:loc.Length]
 	defer s.putChunkBuf(sealed)
 	err := s.readHealthy(ctx, loc.Segment, seg, int64(loc.Offset), sealed)
 	if err == nil {
-		plain, oerr := s.keys.Open(nil, sealed, id)
+		plain, oerr := s.keys.Open(dst, sealed, id)
 		if oerr == nil {
 			return plain, nil
 		}
@@ -146,7 +154,7 @@ func (s *Store) readChunk(ctx context.Context, id chunk.ID, loc index.Chunk, seg
 		}
 		return nil, verr
 	}
-	plain, oerr := s.keys.Open(nil, sealed, id)
+	plain, oerr := s.keys.Open(dst, sealed, id)
 	if oerr == nil {
 		s.noteDamage(loc.Segment, bad, err)
 		return plain, nil
@@ -162,7 +170,7 @@ func (s *Store) readChunk(ctx context.Context, id chunk.ID, loc index.Chunk, seg
 		if verr != nil {
 			continue
 		}
-		if plain, err2 := s.keys.Open(nil, sealed, id); err2 == nil {
+		if plain, err2 := s.keys.Open(dst, sealed, id); err2 == nil {
 			s.noteDamage(loc.Segment, append(bad2, d), oerr)
 			return plain, nil
 		}
