@@ -106,14 +106,28 @@ func (p *prefetcher) storeRetrying(ctx context.Context, ino layers.Ino, data []b
 	}
 }
 
-// add queues a file if there is room.
-func (p *prefetcher) add(a layers.Attr) {
-	if a.Mode&0o170000 != 0o100000 || a.Size == 0 || a.Size > prefetchMax {
+// addAll queues the small regular files of a listing batch (nil entries:
+// removed meanwhile) while there is room, after loading their extent
+// maps in one index walk (LoadFileMaps), so the workers do not look each
+// up on their own. That walk runs on the READDIRPLUS request: the lister
+// waits for it, but reads those files next anyway.
+func (p *prefetcher) addAll(ctx context.Context, attrs []*layers.Attr) {
+	files := make([]layers.Attr, 0, len(attrs))
+	for _, a := range attrs {
+		if a != nil && a.Mode&0o170000 == 0o100000 && a.Size > 0 && a.Size <= prefetchMax {
+			files = append(files, *a)
+		}
+	}
+	if len(files) == 0 {
 		return
 	}
-	select {
-	case p.jobs <- prefetchJob{a.Ino, a.Size}:
-	default:
+	_ = p.tree.LoadFileMaps(ctx, files) // best effort: a worker looks up what is missing
+	for _, a := range files {
+		select {
+		case p.jobs <- prefetchJob{a.Ino, a.Size}:
+		default:
+			return
+		}
 	}
 }
 

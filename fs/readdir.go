@@ -182,11 +182,7 @@ func (f *treeFS) batchAttrs(ctx context.Context, batch []layers.Dirent, attrs []
 	if err != nil || f.pre == nil {
 		return err
 	}
-	for _, a := range attrs {
-		if a != nil {
-			f.pre.add(*a)
-		}
-	}
+	f.pre.addAll(ctx, attrs)
 	return nil
 }
 

@@ -11,3 +11,13 @@ func CachedChunks(r *Repo) int {
 	defer r.cache.mu.Unlock()
 	return len(r.cache.items)
 }
+
+// CachedFileMaps is how many files' maps a revision's file-map cache holds.
+func CachedFileMaps(t *Tree) int {
+	if t.files == nil {
+		return 0
+	}
+	t.files.mu.Lock()
+	defer t.files.mu.Unlock()
+	return len(t.files.items)
+}

@@ -182,6 +182,59 @@ func (t *Tree) GetAttrs(ctx context.Context, inos []Ino, fn func(i int, a Attr))
 	return nil
 }
 
+// LoadFileMaps reads the extent maps of the regular files among attrs (a
+// directory batch from GetAttrs) into a revision's file-map cache, for the
+// readers that come next: the prefetcher reads every small file a listing
+// shows. It walks the index once in inode order, stepping between
+// neighbouring files, where a lookup per file costs an inode and an extent
+// record, each an iterator seek through every table when the record was
+// written by an earlier layer than the revision's (most records of a
+// revision are). A no-op on staging, which has no such cache.
+func (t *Tree) LoadFileMaps(ctx context.Context, attrs []Attr) error {
+	if t.files == nil {
+		return nil
+	}
+	todo := make([]Attr, 0, len(attrs))
+	for _, a := range attrs {
+		if isReg(a.Mode) && a.Size > 0 {
+			if _, ok := t.files.get(a.Ino); !ok {
+				todo = append(todo, a)
+			}
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	slices.SortFunc(todo, func(a, b Attr) int { return cmp.Compare(a.Ino, b.Ino) })
+	seq := t.at()
+	err := t.view(func(rd *rtx) error {
+		c := newVersionCursor(rd, t.v.id, dataPrefix(t.v.id, []byte{recExtents}))
+		defer c.close()
+		for _, a := range todo {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var es []extent
+			b, _, err := c.get(rkIno(recExtents, uint64(a.Ino)), seq)
+			switch {
+			case isNotFound(err): // holes only
+			case err != nil:
+				return err
+			default:
+				if es, err = decodeExtents(b); err != nil {
+					return err
+				}
+			}
+			t.files.add(a.Ino, fileMap{size: a.Size, es: es})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read extent maps of %d files: %w", len(todo), err)
+	}
+	return nil
+}
+
 // ReadDir calls fn for the entries of directory ino in name order, starting
 // after name `after` ("" = from the start), until fn returns false. "." and
 // ".." are not included. Memory does not grow with directory size.
