@@ -9,6 +9,7 @@ import (
 	"github.com/strata-backup/strata/layers"
 	"github.com/strata-backup/strata/layers/internal/memstore"
 	"github.com/strata-backup/strata/store"
+	"github.com/strata-backup/strata/store/crypt"
 	"github.com/strata-backup/strata/store/format"
 )
 
@@ -85,6 +86,32 @@ func repoOver(t testing.TB, cs layers.ChunkStore) (*layers.Repo, *layers.Staging
 		_ = r.Close()
 		_ = db.Close()
 	})
+	return r, fsVolume(t, r)
+}
+
+// repoOverRealStore is repoOver with the real store (encrypted, erasure
+// coded, its own badger index on disk) under the repo.
+func repoOverRealStore(t testing.TB) (*layers.Repo, *layers.Staging) {
+	t.Helper()
+	ctx := context.Background()
+	dir, cfg := newStoreDir(t, format.Config{DataShards: 2, ParityShards: 1, SegmentSize: 4 << 20})
+	s, err := store.Open(ctx, dir, cfg, crypt.NewKeys([32]byte{3}), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	r, err := layers.Open(ctx, s.DB(), s, layers.Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r, fsVolume(t, r)
+}
+
+// fsVolume creates the fs volume "v" in r and returns its staging.
+func fsVolume(t testing.TB, r *layers.Repo) *layers.Staging {
+	t.Helper()
+	ctx := context.Background()
 	if _, err := r.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +119,7 @@ func repoOver(t testing.TB, cs layers.ChunkStore) (*layers.Repo, *layers.Staging
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r, st
+	return st
 }
 
 func (e *env) staging(t testing.TB, name string) *layers.Staging {

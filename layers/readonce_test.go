@@ -9,9 +9,6 @@ import (
 
 	"github.com/strata-backup/strata/layers"
 	"github.com/strata-backup/strata/layers/internal/memstore"
-	"github.com/strata-backup/strata/store"
-	"github.com/strata-backup/strata/store/crypt"
-	"github.com/strata-backup/strata/store/format"
 )
 
 // TestReadOnce: ReadOnce (the prefetcher's read) returns what ReadAt
@@ -25,27 +22,7 @@ func TestReadOnce(t *testing.T) {
 		name string
 		open func(t *testing.T) (*layers.Repo, *layers.Staging)
 	}{
-		{"real store", func(t *testing.T) (*layers.Repo, *layers.Staging) {
-			dir, cfg := newStoreDir(t, format.Config{DataShards: 2, ParityShards: 1, SegmentSize: 4 << 20})
-			s, err := store.Open(ctx, dir, cfg, crypt.NewKeys([32]byte{3}), store.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = s.Close() })
-			r, err := layers.Open(ctx, s.DB(), s, layers.Options{SpoolDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = r.Close() })
-			if _, err := r.CreateVolume(ctx, "v", layers.VolumeSpec{Type: layers.TypeFS}); err != nil {
-				t.Fatal(err)
-			}
-			st, err := r.Staging(ctx, "v")
-			if err != nil {
-				t.Fatal(err)
-			}
-			return r, st
-		}},
+		{"real store", func(t *testing.T) (*layers.Repo, *layers.Staging) { return repoOverRealStore(t) }},
 		{"memstore", func(t *testing.T) (*layers.Repo, *layers.Staging) { return repoOver(t, memstore.New()) }},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
