@@ -116,17 +116,23 @@ func TestReadOnce(t *testing.T) {
 			// Allocation: reading the 100 KB file 20 times would
 			// allocate 2 MB if each read decrypted into a buffer of its
 			// own; the sealed copy and the decryption scratch are pooled.
+			// The process's other goroutines (badger's, the store's)
+			// allocate too, so the least of three tries counts.
 			p := make([]byte, len(files["small"]))
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			for range 20 {
-				if _, err := tr.ReadOnce(ctx, inos["small"], p, 0); err != nil {
-					t.Fatal(err)
+			least := ^uint64(0)
+			for range 3 {
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				for range 20 {
+					if _, err := tr.ReadOnce(ctx, inos["small"], p, 0); err != nil {
+						t.Fatal(err)
+					}
 				}
+				runtime.ReadMemStats(&after)
+				least = min(least, after.TotalAlloc-before.TotalAlloc)
 			}
-			runtime.ReadMemStats(&after)
-			if got := after.TotalAlloc - before.TotalAlloc; got > 20*uint64(len(p))/2 {
-				t.Errorf("20 ReadOnce of a %d-byte file allocated %d bytes, want under half a copy each", len(p), got)
+			if least > 20*uint64(len(p))/2 {
+				t.Errorf("20 ReadOnce of a %d-byte file allocated %d bytes at least, want under half a copy each", len(p), least)
 			}
 		})
 	}

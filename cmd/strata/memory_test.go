@@ -8,9 +8,9 @@ func TestMemoryLimit(t *testing.T) {
 		live, want int64
 	}{
 		{0, memoryFloor},
-		{75 * mib, memoryFloor}, // the benchmark's peak: the floor binds
-		{76 * mib, memoryFloor}, // 1.25× rounds up to the floor exactly
-		{77 * mib, 112 * mib},   // above it the limit follows the heap
+		{75 * mib, memoryFloor},  // the benchmark's peak: the floor binds
+		{102 * mib, memoryFloor}, // 1.25× rounds up to the floor exactly
+		{103 * mib, 144 * mib},   // above it the limit follows the heap
 		{400 * mib, 512 * mib},
 		{401 * mib, 512 * mib},
 		{410 * mib, 528 * mib},
