@@ -91,7 +91,6 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	if addr := os.Getenv("STRATA_PPROF"); addr != "" {
 		startProfiler(addr, log)
 	}
-	governMemory(ctx, log)
 	repo, err := openRepository(ctx, g, log)
 	if err != nil {
 		return err
@@ -116,6 +115,7 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	defer cancel()
 	s := &server{repo: repo, log: log, autoExit: autoExit, stop: cancel,
 		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}, guard: startGuard(log)}
+	governMemory(ctx, log, s.writing)
 	go func() {
 		<-ctx.Done()
 		l.Close()
@@ -159,6 +159,22 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 // contrib/systemd/strata.service is longer, so strata gives up first and
 // says why.
 const shutdownTimeout = 3 * time.Minute
+
+// writing says whether the server takes writes: a staging mount or an
+// NBD export (exports serve staging devices).
+func (s *server) writing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.nbds) > 0 {
+		return true
+	}
+	for _, m := range s.mounts {
+		if !m.ReadOnly {
+			return true
+		}
+	}
+	return false
+}
 
 // shutdown unmounts and stops everything, then closes the repository.
 func (s *server) shutdown(sock string) error {
