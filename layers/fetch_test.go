@@ -64,14 +64,7 @@ func TestConcurrentReadsShareAFetch(t *testing.T) {
 	if _, err := st.WriteAt(ctx, a.Ino, data, 0); err != nil {
 		t.Fatal(err)
 	}
-	rev, err := r.Commit(ctx, "v", layers.CommitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := r.Snapshot(ctx, "v", rev.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := commitV(t, r)
 
 	cs.gated.Store(true)
 	read := func(ctx context.Context) error {

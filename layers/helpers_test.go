@@ -108,6 +108,21 @@ func repoOverRealStore(t testing.TB) (*layers.Repo, *layers.Staging) {
 	return r, fsVolume(t, r)
 }
 
+// commitV commits volume "v" of r and returns the new revision's tree.
+func commitV(t testing.TB, r *layers.Repo) *layers.Tree {
+	t.Helper()
+	ctx := context.Background()
+	rev, err := r.Commit(ctx, "v", layers.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := r.Snapshot(ctx, "v", rev.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
 // fsVolume creates the fs volume "v" in r and returns its staging.
 func fsVolume(t testing.TB, r *layers.Repo) *layers.Staging {
 	t.Helper()

@@ -58,14 +58,7 @@ func TestReadOnce(t *testing.T) {
 				}
 				inos[name] = a.Ino
 			}
-			rev, err := r.Commit(ctx, "v", layers.CommitOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr, err := r.Snapshot(ctx, "v", rev.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			tr := commitV(t, r)
 			read := func(f func(context.Context, layers.Ino, []byte, int64) (int, error), name string, off, n int) []byte {
 				t.Helper()
 				p := bytes.Repeat([]byte{0xaa}, n) // holes must come back as zeros
