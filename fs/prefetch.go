@@ -110,7 +110,11 @@ func (p *prefetcher) storeRetrying(ctx context.Context, ino layers.Ino, data []b
 // removed meanwhile) while there is room, after loading their extent
 // maps in one index walk (LoadFileMaps), so the workers do not look each
 // up on their own. That walk runs on the READDIRPLUS request: the lister
-// waits for it, but reads those files next anyway.
+// waits for it, but reads those files next anyway, and its own READs of
+// files the workers have not reached find the maps cached too. Moved into
+// the workers (the first to take a file of the batch walks), a cold tar
+// of the benchmark revision took 13.4-15.5 s and 12.4-14.6 s of server
+// CPU, against 12.7-14.1 s and 11.4-13.2 s here.
 func (p *prefetcher) addAll(ctx context.Context, attrs []*layers.Attr) {
 	files := make([]layers.Attr, 0, len(attrs))
 	for _, a := range attrs {

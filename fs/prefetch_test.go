@@ -114,15 +114,8 @@ func testPrefetchFillsPageCache(t *testing.T, mount func(*testing.T, *layers.Rep
 // the page cache (mincore on a read-only mapping, which reads nothing).
 func inPageCache(t *testing.T, p string) bool {
 	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, fi := openStat(t, p)
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatalf("mmap %s: %v", p, err)

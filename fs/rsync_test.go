@@ -141,15 +141,8 @@ func checkBigs(t *testing.T, src, dst string) {
 
 func checkBig(t *testing.T, path string) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, fi := openStat(t, path)
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if fi.Size() != bigSize {
 		t.Errorf("%s: size %d, want %d", path, fi.Size(), bigSize)
 	}

@@ -184,3 +184,18 @@ func commitTree(t testing.TB, r *layers.Repo, vol string) *layers.Tree {
 	}
 	return tree
 }
+
+// openStat opens path read-only and stats it; the caller closes the file.
+func openStat(t testing.TB, path string) (*os.File, os.FileInfo) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return f, fi
+}

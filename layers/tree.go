@@ -41,14 +41,23 @@ func (v *volume) getInode(rd *rtx, ino Ino, seq uint64) (inode, uint64, error) {
 
 func (v *volume) getExtents(rd *rtx, ino Ino, seq uint64) ([]extent, uint64, error) {
 	b, vseq, err := v.getKeyed(rd, ino, rkIno(recExtents, uint64(ino)), seq)
+	es, err := extentsRecord(b, err)
 	if err != nil {
-		if isNotFound(err) {
-			return nil, vseq, nil
-		}
 		return nil, 0, err
 	}
-	es, err := decodeExtents(b)
-	return es, vseq, err
+	return es, vseq, nil
+}
+
+// extentsRecord decodes an extent-map record as read (b, err): no record
+// is a file of holes only.
+func extentsRecord(b []byte, err error) ([]extent, error) {
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeExtents(b)
 }
 
 func (v *volume) getDirent(rd *rtx, parent Ino, name string, seq uint64) (Dirent, error) {
@@ -214,16 +223,10 @@ func (t *Tree) LoadFileMaps(ctx context.Context, attrs []Attr) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var es []extent
 			b, _, err := c.get(rkIno(recExtents, uint64(a.Ino)), seq)
-			switch {
-			case isNotFound(err): // holes only
-			case err != nil:
+			es, err := extentsRecord(b, err)
+			if err != nil {
 				return err
-			default:
-				if es, err = decodeExtents(b); err != nil {
-					return err
-				}
 			}
 			t.files.add(a.Ino, fileMap{size: a.Size, es: es})
 		}
