@@ -137,6 +137,7 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		return Revision{}, fmt.Errorf("commit %s: sync index: %w", volume, err)
 	}
 	r.log.Info("commit", "volume", volume, "revision", rev.ID, "seq", seq, "size", rev.Size, "added", rev.Added)
+	r.tidyIndex()
 	return rev.Revision, nil
 }
 

@@ -44,6 +44,7 @@ type repo struct {
 
 	jobs     chan *openFile // files waiting to be chunked
 	metaKick chan struct{}  // a volume's pending metadata is a full batch
+	tidyKick chan struct{}  // a commit finished: compact the index
 	done     chan struct{}  // closed by Close: workers stop
 	workers  sync.WaitGroup
 
@@ -118,7 +119,7 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 	}
 	r := &Repo{repo{db: db, cs: cs, opts: opts, log: opts.Logger, now: opts.Now,
 		vols: map[string]*volume{}, jobs: make(chan *openFile, 64), metaKick: make(chan struct{}, 1),
-		done: make(chan struct{})}}
+		tidyKick: make(chan struct{}, 1), done: make(chan struct{})}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -139,6 +140,8 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 	}
 	r.workers.Add(1)
 	go r.pendingFlusher(r.metaKick)
+	r.workers.Add(1)
+	go r.indexTidier(r.tidyKick)
 	return r, nil
 }
 
