@@ -176,3 +176,45 @@ func TestIdleServerMemory(t *testing.T) {
 	}
 	r.must("umount", stage)
 }
+
+// TestStopWaitsForExit: `strata stop` returns only once the server has
+// exited and let go of the repository, so a script may copy the
+// repository or unmount its disk next.
+// Steps: start a server with a staging mount and a file written; run
+// `strata stop`.
+// Pass: right after it returns, the server process is gone and the
+// repository lock can be taken.
+func TestStopWaitsForExit(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	if err := os.WriteFile(filepath.Join(stage, "f"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pid := r.serverPID()
+	r.must("stop")
+	if st := procState(pid); st != 0 && st != 'Z' {
+		t.Errorf("server (PID %d) in state %c after strata stop returned; want it gone", pid, st)
+	}
+	f, err := os.OpenFile(filepath.Join(r.dir, "lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("repository lock still held after strata stop returned: %v", err)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
+
+// procState is the state letter of process pid (0: no such process).
+func procState(pid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
+}

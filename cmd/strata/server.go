@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -351,8 +352,28 @@ func startServer(ctx context.Context, g *Globals, dir string) error {
 
 type stopCmd struct{}
 
+// stopAnswer is the server's answer to stop.
+type stopAnswer struct {
+	Status string `json:"status"`
+	PID    int    `json:"pid"`
+}
+
+// Run returns once the server has exited, not when it has been asked to:
+// scripts follow a stop with what needs the repository left alone (a copy
+// of it, unmounting its disk, another strata), and the server may still
+// be flushing and closing the index for a while after it answers.
 func (c *stopCmd) Run(ctx context.Context, g *Globals) error {
-	return call(ctx, g, "stop", struct{}{}, nil)
+	var a stopAnswer
+	if err := call(ctx, g, "stop", struct{}{}, &a); err != nil {
+		return err
+	}
+	if a.PID == 0 {
+		return nil // no server was running; call said so
+	}
+	dir, _ := g.repoDir()
+	return waitExit(ctx, a.PID, shutdownTimeout+30*time.Second, func() {
+		fmt.Fprintf(os.Stderr, "strata: waiting for the server (PID %d) to flush and close the repository\n", a.PID)
+	}, filepath.Join(dir, "server.log"))
 }
 
 func opStop(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
@@ -361,5 +382,53 @@ func opStop(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
 	}
 	// Answer first; the shutdown runs after this handler returns.
 	go env.srv.stop()
-	return map[string]string{"status": "stopping"}, nil
+	return stopAnswer{Status: "stopping", PID: os.Getpid()}, nil
+}
+
+// waitExit waits until process pid has exited, calling slow once if that
+// takes more than a moment, and fails after limit naming the server's
+// log.
+func waitExit(ctx context.Context, pid int, limit time.Duration, slow func(), logPath string) error {
+	const poll, patience = 50 * time.Millisecond, 2 * time.Second
+	start := time.Now()
+	told := false
+	for !exited(pid) {
+		if !told && time.Since(start) > patience {
+			slow()
+			told = true
+		}
+		if time.Since(start) > limit {
+			return fmt.Errorf("the server (PID %d) is still running %v after it was asked to stop (see %s)", pid, limit, logPath)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+	return nil
+}
+
+// exited reports whether process pid has exited as a whole. A zombie
+// has, once its last thread has: it closed its files, the repository
+// lock among them, and only waits for its parent (a script's `strata
+// serve &`) to collect its status. (A zombie main thread alone is what
+// guard's dying looks for; its other threads still hold the files.)
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	zombie, threads := false, 0
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		v = strings.TrimSpace(v)
+		switch k {
+		case "State":
+			zombie = strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X")
+		case "Threads":
+			threads, _ = strconv.Atoi(v)
+		}
+	}
+	return zombie && threads <= 1
 }
