@@ -16,6 +16,13 @@ func (r *Repo) indexTidier(kick <-chan struct{}) {
 			return
 		case <-kick:
 		}
+		// A commit ends a backup's writing: let the store's spare
+		// segment buffers go first, so the compaction's own buffers
+		// take their place instead of raising the server's peak memory
+		// (by 12-26 MiB after the benchmark's first backup, without).
+		if rb, ok := r.cs.(bufferReleaser); ok {
+			rb.ReleaseBuffers()
+		}
 		did, err := index.Tidy(r.db, index.TidyMax)
 		if err != nil {
 			r.log.Warn("compact index after commit", "err", err)
@@ -32,3 +39,7 @@ func (r *Repo) tidyIndex() {
 	default:
 	}
 }
+
+// bufferReleaser is a ChunkStore that keeps buffers for reuse and can let
+// them go (store.Store).
+type bufferReleaser interface{ ReleaseBuffers() }

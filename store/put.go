@@ -471,3 +471,19 @@ func (s *Store) applyDeltas() error {
 	}
 	return nil
 }
+
+// ReleaseBuffers drops the segment and parity buffers the store keeps for
+// reuse (up to four 16 MiB segments and three sets of parity with the
+// default layout), for when writing has stopped for a while, as after a
+// commit: an idle server should not hold a backup's working set. The
+// next writes allocate afresh.
+func (s *Store) ReleaseBuffers() {
+	for {
+		select {
+		case <-s.segBufs:
+		case <-s.shardBufs:
+		default:
+			return
+		}
+	}
+}

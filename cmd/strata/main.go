@@ -39,7 +39,7 @@ type cli struct {
 	Check     checkCmd     `cmd:"" help:"Monitoring check: Nagios-style line and exit code 0/1/2/3."`
 	Status    statusCmd    `cmd:"" help:"Volumes, mounts, exports and repository health."`
 	Serve     serveCmd     `cmd:"" help:"Run the repository server in the foreground (for systemd)."`
-	Stop      stopCmd      `cmd:"" help:"Stop the repository server: flush, unmount everything, exit."`
+	Stop      stopCmd      `cmd:"" help:"Stop the repository server: flush, unmount everything, exit. Returns once the server has exited and released the repository."`
 	Guard     guardCmd     `cmd:"" hidden:"" help:"Started by the server: aborts its FUSE connections if it dies mid-request."`
 }
 
