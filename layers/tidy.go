@@ -16,6 +16,11 @@ func (r *Repo) indexTidier(kick <-chan struct{}) {
 			return
 		case <-kick:
 		}
+		select {
+		case <-r.done: // closing: not now
+			return
+		default:
+		}
 		// A commit ends a backup's writing: let the store's spare
 		// segment buffers go first, so the compaction's own buffers
 		// take their place instead of raising the server's peak memory

@@ -92,25 +92,45 @@ const (
 // dying reads the server's state: its main thread exited (a zombie whose
 // other threads have not) or SIGKILL is pending.
 func dying(pid int) processState {
+	st, ok := procStatus(pid)
+	if !ok {
+		return processGone
+	}
+	if st.zombie || st.killPending {
+		return processDying
+	}
+	return processRunning
+}
+
+// procState is what dying and exited read of a process.
+type procState struct {
+	zombie      bool // the main thread has exited (State Z or X)
+	killPending bool // SIGKILL is pending
+	threads     int
+}
+
+// procStatus reads /proc/PID/status; ok is false when there is no such
+// process.
+func procStatus(pid int) (st procState, ok bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return processGone
+		return st, false
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, _ := strings.Cut(line, ":")
 		v = strings.TrimSpace(v)
 		switch k {
 		case "State":
-			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
-				return processDying
-			}
+			st.zombie = strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X")
 		case "ShdPnd", "SigPnd":
 			if m, err := strconv.ParseUint(v, 16, 64); err == nil && m&(1<<(syscall.SIGKILL-1)) != 0 {
-				return processDying
+				st.killPending = true
 			}
+		case "Threads":
+			st.threads, _ = strconv.Atoi(v)
 		}
 	}
-	return processRunning
+	return st, true
 }
 
 // guard is the server's end of its guard process.

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -415,20 +414,6 @@ func waitExit(ctx context.Context, pid int, limit time.Duration, slow func(), lo
 // serve &`) to collect its status. (A zombie main thread alone is what
 // guard's dying looks for; its other threads still hold the files.)
 func exited(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return true
-	}
-	zombie, threads := false, 0
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		v = strings.TrimSpace(v)
-		switch k {
-		case "State":
-			zombie = strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X")
-		case "Threads":
-			threads, _ = strconv.Atoi(v)
-		}
-	}
-	return zombie && threads <= 1
+	st, ok := procStatus(pid)
+	return !ok || (st.zombie && st.threads <= 1)
 }
