@@ -106,10 +106,8 @@ func (r *Repo) getChunk(ctx context.Context, id chunk.ID) ([]byte, error) {
 			f.gaveUp = f.err != nil && ctx.Err() != nil
 			r.fetches.leave(id, f)
 		} else {
-			select {
-			case <-f.done:
-			case <-ctx.Done():
-				return nil, ctx.Err()
+			if err := f.wait(ctx); err != nil {
+				return nil, err
 			}
 			if f.gaveUp && ctx.Err() == nil {
 				continue
@@ -136,10 +134,8 @@ func (r *Repo) readChunkOnce(ctx context.Context, id chunk.ID, dst []byte) error
 	data, ok := r.cache.get(id)
 	if !ok {
 		if f := r.fetches.find(id); f != nil {
-			select {
-			case <-f.done:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := f.wait(ctx); err != nil {
+				return err
 			}
 			data, ok = f.data, f.err == nil
 		}
@@ -183,6 +179,16 @@ type fetch struct {
 	data   []byte
 	err    error
 	gaveUp bool // failed because the fetcher's ctx ended
+}
+
+// wait waits for the fetch to end, or for ctx.
+func (f *fetch) wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // join returns the fetch of id under way, or starts one that the caller

@@ -28,7 +28,7 @@ func (r *Repo) indexTidier(kick <-chan struct{}) {
 		if rb, ok := r.cs.(bufferReleaser); ok {
 			rb.ReleaseBuffers()
 		}
-		did, err := index.Tidy(r.db, index.TidyMax)
+		did, err := index.Tidy(r.db)
 		if err != nil {
 			r.log.Warn("compact index after commit", "err", err)
 		} else if did {

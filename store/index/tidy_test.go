@@ -74,7 +74,7 @@ func TestTidy(t *testing.T) {
 		return m
 	}
 	before := levels()
-	did, err := Tidy(db, TidyMax)
+	did, err := Tidy(db)
 	if err != nil || !did {
 		t.Fatalf("Tidy = %v, %v", did, err)
 	}
@@ -83,7 +83,7 @@ func TestTidy(t *testing.T) {
 	if len(after) != 1 || after[0] > 1 {
 		t.Errorf("levels after Tidy: %v (before %v), want one level", after, before)
 	}
-	if did, err := Tidy(db, TidyMax); err != nil || did {
+	if did, err := Tidy(db); err != nil || did {
 		t.Errorf("second Tidy = %v, %v; want nothing to do", did, err)
 	}
 	err = db.View(func(txn *badger.Txn) error {
