@@ -8,21 +8,23 @@
 // Put hashes the plaintext to its id (keyed BLAKE3, store/crypt) and
 // deduplicates by id, adding a reference. New chunks are sealed
 // (compressed if it pays, AES-GCM with the id as associated data) by a
-// pool of workers and appended to the open segment; Put returns as soon as
-// the chunk is queued. A full segment (Config.SegmentSize, 16 MiB by
-// default) goes to a background sealer that appends an encrypted trailer
-// listing its chunks, splits it into K data + M parity shard files
-// (store/erasure; data shards hold the segment bytes verbatim, every 64 KiB
-// block checksummed) and writes each to its shard dir (a data shard
-// straight from the segment buffer between its header and checksum table,
-// renamed into place; evicted from the page cache once fsynced, see
-// store/shard). The segment buffer is then recycled and, behind the
-// sealer, the files are fsynced, the dirs fsynced, the chunk and segment
-// records committed to the index and the journal dropped; until then Get
-// reads those chunks from the shard files. Directory and index fsyncs are
-// group-committed. At most two handed-off segments hold their buffers
-// (beyond that appends wait), so memory stays at three segment buffers
-// while up to four segments wait for fsync.
+// pool of workers and appended to the open segment, whose bytes go to an
+// unlinked scratch file (segData: the page cache holds a filling segment,
+// not the server's heap); Put returns as soon as the chunk is queued. A
+// full segment (Config.SegmentSize, 16 MiB by default) goes to a
+// background sealer that appends an encrypted trailer listing its chunks,
+// splits it into K data + M parity shard files (store/erasure; data shards
+// hold the segment bytes verbatim, every 64 KiB block checksummed) and
+// writes each to its shard dir (renamed into place; evicted from the page
+// cache once fsynced, see store/shard). The data shards pass one at a time
+// through one reused region buffer, which also feeds the parity, so a
+// sealer's memory is one data shard plus the M parity files (12 MiB at
+// 4+2). The scratch file is then closed and, behind the sealer, the files
+// are fsynced, the dirs fsynced, the chunk and segment records committed
+// to the index and the journal dropped; until then Get reads those chunks
+// from the shard files. Directory and index fsyncs are group-committed. At
+// most two handed-off segments wait for their shard files to be written
+// (beyond that appends wait), while up to four wait for fsync.
 //
 // Seal is Flush that seals the open segment instead of journaling it:
 // after it, everything Put before is parity-protected (cmd/strata calls it

@@ -76,12 +76,17 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	}
 
 	var repack *segBuf
+	defer func() {
+		if repack != nil { // not sealed: GC failed or was cancelled
+			repack.data.close()
+		}
+	}()
 	var repacked []segEntry
 	flushRepack := func() error {
 		if repack == nil || len(repack.chunks) == 0 {
 			return nil
 		}
-		full := int64(len(s.buildFull(repack)))
+		full := s.buildFull(repack)
 		if err := s.sealSegment(ctx, repack); err != nil {
 			return fmt.Errorf("gc: write repacked segment: %w", err)
 		}
@@ -135,9 +140,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 					s.mu.Unlock()
 					repack.repack = true
 				}
-				repack.chunks = append(repack.chunks, segChunk{id: c.id, kind: c.loc.Kind, off: uint32(len(repack.buf)), n: c.loc.Length})
-				repack.buf = append(repack.buf, sealed...)
-				if len(repack.buf) >= s.cfg.SegmentSize || len(repack.chunks) >= maxSegChunks {
+				repack.chunks = append(repack.chunks, segChunk{id: c.id, kind: c.loc.Kind, off: uint32(repack.data.len), n: c.loc.Length})
+				repack.data.append(sealed)
+				if repack.data.len >= int64(s.cfg.SegmentSize) || len(repack.chunks) >= maxSegChunks {
 					if err := flushRepack(); err != nil {
 						return st, err
 					}

@@ -48,9 +48,9 @@ func (s *Store) get(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error
 			s.mu.Unlock()
 			return p, nil
 		}
-		if m.seg.buf == nil && m.seg.segLen > 0 {
-			// Its segment's shard files are written, the buffer
-			// recycled, the index not yet committed: read the files.
+		if m.seg.data == nil {
+			// Its segment's shard files are written, its bytes
+			// freed, the index not yet committed: read the files.
 			loc := index.Chunk{Segment: m.seg.id, Offset: uint32(m.off), Length: uint32(m.n)}
 			seg := index.Segment{SegLen: m.seg.segLen, K: s.k, M: s.m}
 			s.mu.Unlock()
@@ -64,11 +64,15 @@ func (s *Store) get(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error
 			}
 			return s.getIndexed(ctx, id, dst)
 		}
-		// Copy under the lock: the segment buffer is recycled once
-		// the segment is sealed.
-		sealed := append(s.chunkBuf(m.n), m.seg.buf[m.off:m.off+m.n]...)
+		// Read under the lock: the segment's bytes are freed once
+		// its shard files hold them.
+		sealed := s.chunkBuf(m.n)[:m.n]
+		err := m.seg.data.readAt(sealed, int64(m.off))
 		s.mu.Unlock()
 		defer s.putChunkBuf(sealed)
+		if err != nil {
+			return nil, fmt.Errorf("get chunk %s: %w", id.Short(), err)
+		}
 		return s.keys.Open(dst, sealed, id)
 	}
 	s.mu.Unlock()

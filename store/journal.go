@@ -83,7 +83,11 @@ func (s *Store) journalOpen(seg *segBuf) error {
 		}
 		switch {
 		case i >= seg.jChunks:
-			body := seg.buf[c.off : c.off+c.n]
+			body := make([]byte, c.n)
+			if err := seg.data.readAt(body, int64(c.off)); err != nil {
+				s.mu.Unlock()
+				return fmt.Errorf("journal segment %016x: %w", seg.id, err)
+			}
 			recs = append(recs, rec{m, m.refs, recHeader(recChunk, c.id, c.kind, m.refs, body), body})
 		case m.refs != m.jRefs:
 			recs = append(recs, rec{m, m.refs, recHeader(recRefs, c.id, c.kind, m.refs, nil), nil})
@@ -95,16 +99,16 @@ func (s *Store) journalOpen(seg *segBuf) error {
 		return nil
 	}
 
-	// Once the records are built, a hand-off does not matter: the bytes
-	// below len(buf) do not change and the journal file stays until the
-	// segment is sealed and synced (removeJournal takes jmu).
+	// Once the records are built, a hand-off does not matter: they hold
+	// copies of the bytes, and the journal file stays until the segment
+	// is sealed and synced (removeJournal takes jmu).
 	seg.jmu.Lock()
 	defer seg.jmu.Unlock()
 	if seg.sealed {
-		return nil // sealed meanwhile: durable in shards, body slices stale
+		return nil // sealed meanwhile: durable in shards
 	}
 	if seg.bufGone {
-		return errHandedOff // body slices stale; the caller waits for the seal
+		return errHandedOff // in the shard files already; the caller waits for the seal
 	}
 	if seg.jf == nil {
 		f, err := os.OpenFile(s.journalPath(seg.id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -236,6 +240,7 @@ func (s *Store) readJournal(segID uint64) (*segBuf, error) {
 		return nil, nil
 	}
 	seg := &segBuf{id: segID}
+	var buf []byte
 	pos := make(map[chunk.ID]int)
 	rest := b[16:]
 	for len(rest) >= recHeaderLen {
@@ -257,8 +262,8 @@ func (s *Store) readJournal(segID uint64) (*segBuf, error) {
 				break
 			}
 			pos[id] = len(seg.chunks)
-			seg.chunks = append(seg.chunks, segChunk{id: id, kind: chunk.Kind(h[33]), off: uint32(len(seg.buf)), n: uint32(n), refs: refs})
-			seg.buf = append(seg.buf, body...)
+			seg.chunks = append(seg.chunks, segChunk{id: id, kind: chunk.Kind(h[33]), off: uint32(len(buf)), n: uint32(n), refs: refs})
+			buf = append(buf, body...)
 		case recRefs:
 			if i, ok := pos[id]; ok {
 				seg.chunks[i].refs = refs
@@ -269,5 +274,6 @@ func (s *Store) readJournal(segID uint64) (*segBuf, error) {
 	if len(rest) > 0 {
 		s.log.Warn("journal has a torn tail (crash during flush), unacknowledged records dropped", "file", p, "bytes", len(rest))
 	}
+	seg.data = memData(buf)
 	return seg, nil
 }

@@ -26,30 +26,33 @@ type memChunk struct {
 	jRefs int64 // refs as last written to the journal; -1: not journaled
 }
 
-// segBuf is a segment in memory. buf only grows by appending, and the
-// bytes below len(buf) never change, so readers may use them without the
-// lock once they have the slice.
+// segBuf is a segment until its shard files are written: its bytes, which
+// only grow by appending, and what they hold.
 type segBuf struct {
-	id     uint64
-	buf    []byte     // guarded by Store.mu (the slice header)
+	id uint64
+	// data holds the bytes (guarded by Store.mu while the segment is
+	// open; afterwards only its sealer appends, the trailer).
+	data   *segData
+	limit  int64      // data.len beyond which the segment is full
 	chunks []segChunk // guarded by Store.mu
 	repack bool       // written by GC: refs come from the index
 	hseq   uint64     // guarded by Store.mu: order of hand-off to the sealers
 	done   bool       // guarded by Store.mu: sealed and durable
 	failed bool       // guarded by Store.mu: sealing failed, in Store.failed
-	full   []byte     // segment bytes with trailer, built once by seal
+	// fullLen is the segment's length with its trailer, appended once
+	// by the first seal so retries write identical shards; 0 before.
+	fullLen int64
 	// held: handed off with its buffer, counted in Store.memSeals.
 	held bool // guarded by Store.mu
-	// Once the shard files hold the segment its buffer is recycled
-	// (buf nil) and Get reads chunks from the files: segLen is then the
-	// segment's length with trailer and dataLen its chunk bytes.
-	segLen  int64 // guarded by Store.mu
-	dataLen int   // guarded by Store.mu
-	lost    error // set by the sealer: bytes unrecoverable, retries fail
+	// Once the shard files hold the segment its data is freed (nil)
+	// and Get reads chunks from the files: segLen is then the
+	// segment's length with trailer.
+	segLen int64 // guarded by Store.mu
+	lost   error // set by the sealer: bytes unrecoverable, retries fail
 
 	jmu     sync.Mutex // guards the journal fields and the journal file
 	sealed  bool       // the segment is sealed: journal removed, buffer recycled
-	bufGone bool       // the buffer was recycled (journal writers must not read it)
+	bufGone bool       // the data was freed: the shard files hold the segment
 	jf      *os.File
 	jOff    int64
 	jChunks int // guarded by Store.mu: chunks written to the journal
@@ -161,21 +164,10 @@ func (s *Store) dedupLocked(id chunk.ID) (bool, error) {
 	return found, nil
 }
 
-// newSegLocked allocates an empty segment buffer. Called with mu.
-func (s *Store) newSegLocked(minCap int) *segBuf {
-	// No slack above SegmentSize: a chunk that does not fit closes the
-	// segment (appendChunk), and up to three buffers are held at once, so
-	// 9 MiB of slack each cost 27 MiB of the server's memory.
-	c := max(s.cfg.SegmentSize, minCap)
-	var buf []byte
-	select {
-	case buf = <-s.segBufs:
-	default:
-	}
-	if cap(buf) < c {
-		buf = make([]byte, 0, c)
-	}
-	seg := &segBuf{id: s.nextSeg, buf: buf}
+// newSegLocked starts an empty segment, holding at most SegmentSize bytes
+// unless its first chunk, of minLen, is larger. Called with mu.
+func (s *Store) newSegLocked(minLen int) *segBuf {
+	seg := &segBuf{id: s.nextSeg, data: newSegData(s.journalDir()), limit: int64(max(s.cfg.SegmentSize, minLen))}
 	s.nextSeg++
 	return seg
 }
@@ -189,7 +181,7 @@ func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
 	for s.memSeals >= maxPendingSeals {
 		s.cond.Wait()
 	}
-	if s.open != nil && len(s.open.buf)+len(sealed) > cap(s.open.buf) {
+	if s.open != nil && s.open.data.len+int64(len(sealed)) > s.open.limit {
 		handoff = append(handoff, s.open)
 		s.open = nil
 	}
@@ -197,12 +189,12 @@ func (s *Store) appendChunk(id chunk.ID, m *memChunk, sealed []byte) {
 		s.open = s.newSegLocked(len(sealed))
 	}
 	seg := s.open
-	off := len(seg.buf)
-	seg.buf = append(seg.buf, sealed...)
+	off := int(seg.data.len)
+	seg.data.append(sealed)
 	seg.chunks = append(seg.chunks, segChunk{id: id, kind: m.kind, off: uint32(off), n: uint32(len(sealed))})
 	m.seg, m.off, m.n, m.plain = seg, off, len(sealed), nil
 	delete(s.inflight, m.seq)
-	if len(seg.buf) >= s.cfg.SegmentSize || len(seg.chunks) >= maxSegChunks {
+	if seg.data.len >= int64(s.cfg.SegmentSize) || len(seg.chunks) >= maxSegChunks {
 		handoff = append(handoff, seg)
 		s.open = nil
 	}
@@ -224,12 +216,12 @@ func (s *Store) handOffLocked(h *segBuf) {
 	s.sealQ <- h // never blocks: cap(sealQ) > maxPendingSeals+1 >= memSeals
 }
 
-// maxPendingSeals bounds segments handed off whose buffers are still held
-// (queued, or being encoded and written), and sealers is how many are
-// encoded and written at once; with the open segment that is three
-// segment buffers. Fsync holds no buffer: up to maxSyncing segments wait
-// for it while the next ones are written (measured: the sealers spent most
-// of their time in fsync, which stalled Put when they held the buffers).
+// maxPendingSeals bounds segments handed off whose shard files are not
+// written yet (queued, or being encoded and written), and sealers is how
+// many are encoded and written at once. Fsync holds no scratch file: up to
+// maxSyncing segments wait for it while the next ones are written
+// (measured: the sealers spent most of their time in fsync, which stalled
+// Put when they held the segments).
 const (
 	maxSyncing = 4
 	// maxSegChunks keeps a segment's index records within one badger
@@ -341,7 +333,7 @@ func (s *Store) flush(ctx context.Context, seal bool) error {
 		s.cond.Wait()
 	}
 	if seal && s.open != nil && len(s.open.chunks) > 0 {
-		// The same bound on segment buffers as appendChunk keeps.
+		// The same bound on segments being written as appendChunk keeps.
 		for s.memSeals >= maxPendingSeals {
 			s.cond.Wait()
 		}
@@ -472,16 +464,15 @@ func (s *Store) applyDeltas() error {
 	return nil
 }
 
-// ReleaseBuffers drops the segment and parity buffers the store keeps for
-// reuse (up to four 16 MiB segments and three sets of parity with the
+// ReleaseBuffers drops the sealers' buffers the store keeps for reuse (up
+// to three sets of parity files and a data region, 12 MiB each with the
 // default layout), for when writing has stopped for a while, as after a
 // commit: an idle server should not hold a backup's working set. The
 // next writes allocate afresh.
 func (s *Store) ReleaseBuffers() {
 	for {
 		select {
-		case <-s.segBufs:
-		case <-s.shardBufs:
+		case <-s.sealBufs:
 		default:
 			return
 		}

@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// TestReleaseBuffers: after a backup's writes the store holds spare
-// segment and parity buffers; ReleaseBuffers lets them all go, and later
+// TestReleaseBuffers: after a backup's writes the store holds the
+// sealers' spare buffers; ReleaseBuffers lets them all go, and later
 // writes and reads work as before.
 func TestReleaseBuffers(t *testing.T) {
 	ctx := context.Background()
@@ -17,12 +17,12 @@ func TestReleaseBuffers(t *testing.T) {
 	if err := s.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(s.segBufs) == 0 || len(s.shardBufs) == 0 {
-		t.Fatalf("no spare buffers after sealing segments (%d segment, %d parity); the test no longer sets up its case", len(s.segBufs), len(s.shardBufs))
+	if len(s.sealBufs) == 0 {
+		t.Fatal("no spare buffers after sealing segments; the test no longer sets up its case")
 	}
 	s.ReleaseBuffers()
-	if n, m := len(s.segBufs), len(s.shardBufs); n != 0 || m != 0 {
-		t.Errorf("after ReleaseBuffers: %d segment and %d parity buffers kept, want none", n, m)
+	if n := len(s.sealBufs); n != 0 {
+		t.Errorf("after ReleaseBuffers: %d sets of buffers kept, want none", n)
 	}
 	maps.Copy(want, putRandom(t, s, 2, 40, 256<<10))
 	if err := s.Flush(ctx); err != nil {

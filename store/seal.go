@@ -53,14 +53,14 @@ func (s *Store) trailerID(seg uint64) chunk.ID {
 	return id
 }
 
-// buildFull returns the segment bytes with the trailer, building them once
-// so retries write identical shards.
-func (s *Store) buildFull(seg *segBuf) []byte {
-	if seg.full != nil {
-		return seg.full
+// buildFull appends the trailer to a segment's bytes, once, so retries
+// write identical shards, and returns the segment's full length.
+func (s *Store) buildFull(seg *segBuf) int64 {
+	if seg.fullLen > 0 {
+		return seg.fullLen
 	}
 	s.mu.Lock()
-	buf, chunks := seg.buf, seg.chunks
+	chunks := seg.chunks
 	s.mu.Unlock()
 	plain := make([]byte, 4, 4+trailerEntry*len(chunks))
 	binary.LittleEndian.PutUint32(plain, uint32(len(chunks)))
@@ -71,13 +71,14 @@ func (s *Store) buildFull(seg *segBuf) []byte {
 		plain = binary.LittleEndian.AppendUint32(plain, c.n)
 	}
 	sealed := s.keys.Seal(nil, plain, s.trailerID(seg.id))
-	// Appending into buf's spare capacity is safe: nobody reads beyond
-	// len(buf), and the chunks below it are not touched.
-	full := append(buf[:len(buf):cap(buf)], sealed...)
-	full = binary.LittleEndian.AppendUint32(full, uint32(len(sealed)))
-	full = append(full, trailerMagic...)
-	seg.full = full
-	return full
+	sealed = binary.LittleEndian.AppendUint32(sealed, uint32(len(sealed)))
+	sealed = append(sealed, trailerMagic...)
+	// Under mu, as Get may read the segment meanwhile.
+	s.mu.Lock()
+	seg.data.append(sealed)
+	seg.fullLen = seg.data.len
+	s.mu.Unlock()
+	return seg.fullLen
 }
 
 // parseTrailer decodes a segment's trailer entries, given its last bytes
@@ -127,69 +128,73 @@ func (s *Store) parseTrailer(segID uint64, segLen int64, read func(off int64, n 
 	return out, nil
 }
 
-// writeShards encodes segment bytes and writes all K+M shard files
-// durably.
-func (s *Store) writeShards(ctx context.Context, segID uint64, full []byte) error {
-	if _, err := s.putShards(ctx, segID, full, false); err != nil {
+// writeShards encodes a segment of segLen bytes with its trailer and
+// writes all K+M shard files durably, each with its own fsync: the path of
+// retries, replays and GC, so a failure of the sealers' staged path is not
+// simply repeated.
+func (s *Store) writeShards(ctx context.Context, seg *segBuf, segLen int64) error {
+	if _, err := s.putShards(ctx, seg, segLen, false); err != nil {
 		return err
 	}
 	return s.dirSync.Sync(ctx)
 }
 
-// putShards encodes segment bytes and writes all K+M shard files in
-// parallel. With stage, backends that can (shard.Stager) only write: the
-// files are readable under their names but not durable until
-// finishShards; the others, and all without stage, are written with fsync
-// (names still need dirSync). Data shard files are written from full
-// itself (header, a slice of full, checksum table) rather than copied;
-// only backends with neither Stager nor Batcher get whole-file copies.
-func (s *Store) putShards(ctx context.Context, segID uint64, full []byte, stage bool) ([]shard.Staged, error) {
-	var parity [][]byte
+// putShards encodes a segment of segLen bytes with its trailer and writes
+// all K+M shard files, one data shard at a time (erasure.EncodeEach reads
+// them from the segment's data into one reused region) and the parity
+// files in parallel at the end. With stage, backends that can
+// (shard.Stager) only write: the files are readable under their names but
+// not durable until finishShards; the others, and all without stage, are
+// written with fsync (names still need dirSync).
+func (s *Store) putShards(ctx context.Context, seg *segBuf, segLen int64, stage bool) ([]shard.Staged, error) {
+	var buf erasure.Buffers
 	select {
-	case parity = <-s.shardBufs:
+	case buf = <-s.sealBufs:
 	default:
 	}
-	files, err := s.coder.EncodeParts(parity, segID, padSegment(full, s.k), int64(len(full)))
-	if err != nil {
-		return nil, err
+	n := s.k + s.m
+	errs := make([]error, n)
+	staged := make([]shard.Staged, n)
+	put := func(i int, parts [][]byte) {
+		var err error
+		b := s.backends[i]
+		if st, ok := b.(shard.Stager); ok && stage {
+			staged[i], err = st.Stage(ctx, segName(seg.id), parts...)
+		} else if bb, ok := b.(shard.Batcher); ok {
+			err = bb.PutBatch(ctx, segName(seg.id), parts...)
+		} else {
+			err = b.Put(ctx, segName(seg.id), bytes.Join(parts, nil))
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("write shard %d of segment %016x: %w", i, seg.id, err)
+		}
 	}
-	// The writes copy the bytes into the page cache: the parity buffers
-	// are free once they return.
-	defer func() {
-		parity = parity[:0]
-		for _, parts := range files[s.k:] {
-			parity = append(parity, parts[0])
-		}
-		select {
-		case s.shardBufs <- parity:
-		default:
-		}
-	}()
-	errs := make([]error, len(files))
-	staged := make([]shard.Staged, len(files))
+	L := erasure.ShardLen(segLen, s.k)
 	var wg sync.WaitGroup
-	for i, parts := range files {
-		if s.isMissing(i) {
+	buf, err := s.coder.EncodeEach(buf, seg.id, segLen, func(i int, region []byte) error {
+		return seg.data.readAt(region, int64(i)*L)
+	}, func(i int, parts [][]byte) error {
+		switch {
+		case s.isMissing(i):
 			errs[i] = s.backends[i].(*dirSlot).missingErr()
-			continue
+		case i < s.k:
+			put(i, parts) // before EncodeEach refills the region
+		default:
+			wg.Go(func() { put(i, parts) })
 		}
-		wg.Go(func() {
-			var err error
-			b := s.backends[i]
-			if st, ok := b.(shard.Stager); ok && stage {
-				staged[i], err = st.Stage(ctx, segName(segID), parts...)
-			} else if bb, ok := b.(shard.Batcher); ok {
-				err = bb.PutBatch(ctx, segName(segID), parts...)
-			} else {
-				err = b.Put(ctx, segName(segID), bytes.Join(parts, nil))
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("write shard %d of segment %016x: %w", i, segID, err)
-			}
-		})
-	}
+		return nil
+	})
+	// The writes copy the bytes into the page cache: the buffers are
+	// free once they return.
 	wg.Wait()
-	if err := s.shardWriteErr(segID, errs); err != nil {
+	select {
+	case s.sealBufs <- buf:
+	default:
+	}
+	if err == nil {
+		err = s.shardWriteErr(seg.id, errs)
+	}
+	if err != nil {
 		for _, st := range staged {
 			if st != nil {
 				st.Abort()
@@ -201,25 +206,10 @@ func (s *Store) putShards(ctx context.Context, segID uint64, full []byte, stage 
 		if err != nil && !s.isMissing(i) {
 			// Best effort: no older file of this name may pass for
 			// the shard that could not be written.
-			s.backends[i].Delete(ctx, segName(segID))
+			s.backends[i].Delete(ctx, segName(seg.id))
 		}
 	}
 	return staged, nil
-}
-
-// padSegment returns full followed by the zeros that make it k equal
-// data shards (erasure.PaddedLen), written into full's spare capacity
-// when it has room: beyond len(full) nobody reads a segment buffer.
-func padSegment(full []byte, k int) []byte {
-	n := int(erasure.PaddedLen(int64(len(full)), k))
-	if cap(full) < n {
-		p := make([]byte, n)
-		copy(p, full)
-		return p
-	}
-	p := full[:n]
-	clear(p[len(full):])
-	return p
 }
 
 // finishShards makes staged shard files durable, then their names.
@@ -310,31 +300,27 @@ func (s *Store) sealSegment(ctx context.Context, seg *segBuf) error {
 	if seg.lost != nil {
 		return seg.lost
 	}
-	full := s.buildFull(seg)
-	if err := s.writeShards(ctx, seg.id, full); err != nil {
+	segLen := s.buildFull(seg)
+	if err := s.writeShards(ctx, seg, segLen); err != nil {
 		return classify(err)
 	}
 	t1 := time.Now()
-	if err := s.commitSegment(seg, int64(len(full))); err != nil {
+	if err := s.commitSegment(seg, segLen); err != nil {
 		return classify(err)
 	}
 	if err := s.indexSync.Sync(ctx); err != nil {
 		return classify(fmt.Errorf("sync index: %w", err))
 	}
 	s.removeJournal(seg)
-	s.log.Debug("sealed segment", "segment", segName(seg.id), "bytes", len(full), "chunks", len(seg.chunks),
+	s.log.Debug("sealed segment", "segment", segName(seg.id), "bytes", segLen, "chunks", len(seg.chunks),
 		"write", t1.Sub(t0), "index", time.Since(t1))
-	// Nobody reads the buffer any more: Get copies under mu and the
+	// Nobody reads the data any more: Get reads under mu and the
 	// chunks left mem in commitSegment; journal writers hold jmu, which
 	// removeJournal took after them.
 	s.mu.Lock()
-	buf := seg.buf
-	seg.buf, seg.full = nil, nil
+	seg.data.close()
+	seg.data = nil
 	s.mu.Unlock()
-	select {
-	case s.segBufs <- buf[:0]:
-	default:
-	}
 	return nil
 }
 
@@ -408,16 +394,15 @@ func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
 func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 
 // sealStaged is the sealers' path: it writes the shard files without
-// waiting for fsync, then frees the segment buffer (the producer may fill
+// waiting for fsync, then frees the segment's data (the producer may fill
 // the next one while the disk catches up) and leaves fsync, index commit
 // and journal removal to a goroutine. Chunks of the segment are read from
 // its shard files meanwhile (Get). At most maxSyncing segments wait for
 // fsync at once.
 func (s *Store) sealStaged(ctx context.Context, seg *segBuf) {
 	t0 := time.Now()
-	full := s.buildFull(seg)
-	segLen := int64(len(full))
-	staged, err := s.putShards(ctx, seg.id, full, true)
+	segLen := s.buildFull(seg)
+	staged, err := s.putShards(ctx, seg, segLen, true)
 	if err != nil {
 		s.sealDone(seg, classify(err))
 		return
@@ -454,16 +439,15 @@ func (s *Store) sealStaged(ctx context.Context, seg *segBuf) {
 	}()
 }
 
-// releaseBuf recycles a handed-off segment's buffer once its shard files
-// hold the bytes.
+// releaseBuf frees a handed-off segment's data once its shard files hold
+// the bytes.
 func (s *Store) releaseBuf(seg *segBuf, segLen int64) {
-	// A journal write of this segment may still read the buffer.
+	// A journal write of this segment may still read the data.
 	seg.jmu.Lock()
 	seg.bufGone = true
 	s.mu.Lock()
-	buf := seg.buf
-	seg.dataLen = len(seg.buf)
-	seg.buf, seg.full, seg.segLen = nil, nil, segLen
+	seg.data.close()
+	seg.data, seg.segLen = nil, segLen
 	if seg.held {
 		seg.held = false
 		s.memSeals--
@@ -471,17 +455,13 @@ func (s *Store) releaseBuf(seg *segBuf, segLen int64) {
 	}
 	s.mu.Unlock()
 	seg.jmu.Unlock()
-	select {
-	case s.segBufs <- buf[:0]:
-	default:
-	}
 }
 
-// reloadSeg reads back a segment whose buffer was freed but whose sealing
+// reloadSeg reads back a segment whose data was freed but whose sealing
 // failed after the shard files were written, so it can be retried.
 func (s *Store) reloadSeg(ctx context.Context, seg *segBuf) error {
 	s.mu.Lock()
-	segLen, dataLen := seg.segLen, seg.dataLen
+	segLen := seg.segLen
 	s.mu.Unlock()
 	buf := make([]byte, segLen)
 	if _, err := s.readVerified(ctx, seg.id, index.Segment{SegLen: segLen, K: s.k, M: s.m}, 0, buf, nil); err != nil {
@@ -489,7 +469,7 @@ func (s *Store) reloadSeg(ctx context.Context, seg *segBuf) error {
 		return err
 	}
 	s.mu.Lock()
-	seg.buf, seg.full = buf[:dataLen], buf
+	seg.data = memData(buf)
 	s.mu.Unlock()
 	return nil
 }

@@ -58,12 +58,11 @@ type Store struct {
 	lockFile *os.File
 	k, m     int
 
-	workers   chan struct{} // semaphore: chunk seals in flight
-	shardBufs chan [][]byte // free list of parity shard file buffer sets, one per sealer
-	segBufs   chan []byte   // free list of segment buffers
-	chunkBufs sync.Pool     // *[]byte: chunk-sized scratch for Put
-	sealQ     chan *segBuf  // full segments to the sealer goroutine
-	syncSlots chan struct{} // semaphore: segments waiting for fsync
+	workers   chan struct{}        // semaphore: chunk seals in flight
+	sealBufs  chan erasure.Buffers // free list of the sealers' working memory
+	chunkBufs sync.Pool            // *[]byte: chunk-sized scratch for Put
+	sealQ     chan *segBuf         // full segments to the sealer goroutine
+	syncSlots chan struct{}        // semaphore: segments waiting for fsync
 	sealWG    sync.WaitGroup
 	workWG    sync.WaitGroup
 
@@ -193,6 +192,9 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	if err := os.MkdirAll(s.journalDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
+	if err := removeSpools(s.journalDir()); err != nil {
+		return nil, err
+	}
 	if s.db, err = index.Open(filepath.Join(dir, "index"), keys.IndexKey(), s.log); err != nil {
 		return nil, err
 	}
@@ -214,9 +216,8 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	s.sealQ = make(chan *segBuf, maxPendingSeals+2)
 	s.syncSlots = make(chan struct{}, maxSyncing)
 	// Reusing these large buffers keeps the garbage collector from
-	// doubling the process's footprint with dead segments.
-	s.shardBufs = make(chan [][]byte, sealers+1)
-	s.segBufs = make(chan []byte, maxPendingSeals+2)
+	// doubling the process's footprint with dead ones.
+	s.sealBufs = make(chan erasure.Buffers, sealers+1)
 	if err := s.replayJournals(ctx); err != nil {
 		return nil, err
 	}
@@ -373,6 +374,15 @@ func (s *Store) Close() error {
 	s.workWG.Wait()
 	close(s.sealQ)
 	s.sealWG.Wait()
+	s.mu.Lock()
+	// The open segment is in its journal (Flush above), a failed one
+	// lost with the error Flush returned: their scratch files can go.
+	for _, seg := range append(s.failed, s.open) {
+		if seg != nil && seg.data != nil {
+			seg.data.close()
+		}
+	}
+	s.mu.Unlock()
 	derr := s.db.Close()
 	lerr := unlockRepo(s.lockFile)
 	if ferr != nil {

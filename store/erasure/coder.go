@@ -1,7 +1,6 @@
 package erasure
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/klauspost/reedsolomon"
@@ -78,80 +77,6 @@ func (c *Coder) EncodeInto(dst [][]byte, segID uint64, seg []byte) ([][]byte, er
 	return files, nil
 }
 
-// PaddedLen returns how long EncodeParts needs the segment buffer to be:
-// segLen rounded up to K equal data shards (at most K-1 bytes more).
-func PaddedLen(segLen int64, k int) int64 { return int64(k) * ShardLen(segLen, k) }
-
-// EncodeParts is EncodeInto without copying the segment into the data
-// shard files: each file is returned as the parts to write back to back,
-// and a data shard's data region is a slice of seg itself (a file is
-// header | data | checksum table and footer; a parity file is one part,
-// reusing parity[j] when large enough, as EncodeInto does). seg must hold
-// the segLen segment bytes followed by zeros up to PaddedLen(segLen, K),
-// the padding every shard is coded with. The parts alias seg and the
-// parity buffers; the bytes written are exactly EncodeInto's.
-func (c *Coder) EncodeParts(parity [][]byte, segID uint64, seg []byte, segLen int64) ([][][]byte, error) {
-	L := ShardLen(segLen, c.k)
-	if int64(len(seg)) != PaddedLen(segLen, c.k) {
-		return nil, fmt.Errorf("encode segment %x: %d bytes given for %d padded to %d", segID, len(seg), segLen, PaddedLen(segLen, c.k))
-	}
-	size := FileSize(L)
-	tail := size - HeaderSize - L
-	small := make([]byte, int64(c.k)*(HeaderSize+tail))
-	files := make([][][]byte, c.k+c.m)
-	regions := make([][]byte, c.k+c.m)
-	for i := range files {
-		if i < c.k {
-			head, rest := small[:HeaderSize:HeaderSize], small[HeaderSize:]
-			foot := rest[:tail:tail]
-			small = rest[tail:]
-			regions[i] = seg[int64(i)*L : int64(i+1)*L]
-			files[i] = [][]byte{head, regions[i], foot}
-			continue
-		}
-		var f []byte
-		if j := i - c.k; j < len(parity) && int64(cap(parity[j])) >= size {
-			f = parity[j][:size]
-		} else {
-			f = make([]byte, size)
-		}
-		regions[i] = f[HeaderSize : HeaderSize+L]
-		files[i] = [][]byte{f}
-	}
-	// One block row at a time (a BlockSize block of every shard): its
-	// parity is computed and its blocks checksummed while the row is in
-	// the CPU cache, rather than reading all shards from memory twice.
-	tails := make([][]byte, len(files))
-	for i, parts := range files {
-		if i < c.k {
-			tails[i] = parts[2]
-		} else {
-			tails[i] = parts[0][TableOffset(L):]
-		}
-	}
-	row := make([][]byte, len(files))
-	for off := int64(0); off < L; off += BlockSize {
-		end := min(off+BlockSize, L)
-		for i := range regions {
-			row[i] = regions[i][off:end]
-		}
-		if c.m > 0 {
-			if err := c.rows.Encode(row); err != nil {
-				return nil, fmt.Errorf("encode segment %x: %w", segID, err)
-			}
-		}
-		blk := int(off / BlockSize)
-		for i := range row {
-			binary.LittleEndian.PutUint32(tails[i][4*blk:], BlockSum(segID, i, blk, row[i]))
-		}
-	}
-	for i, parts := range files {
-		Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L}.Marshal(parts[0][:HeaderSize])
-		finishTable(tails[i], L)
-	}
-	return files, nil
-}
-
 // Reconstruct fills in the nil entries of shards (K+M equal-length slices
 // of the same shard-local byte range; parity may be recomputed only for
 // full ranges). dataOnly restores just the data shards, which is all a read
@@ -178,3 +103,63 @@ func (c *Coder) Reconstruct(shards [][]byte, dataOnly bool) error {
 // Finish writes header, checksums and footer around a shard file whose data
 // region (file[HeaderSize:HeaderSize+L]) is filled, as after a repair.
 func Finish(file []byte, h Header) { finish(file, h) }
+
+// Buffers are the working memory EncodeEach reuses across calls: the
+// parity shard files and one data region.
+type Buffers struct {
+	Parity [][]byte
+	Region []byte
+}
+
+// EncodeEach is EncodeParts for a segment that is not in memory as a
+// whole. read(i, region) fills data shard i's region: the L segment bytes
+// from i*L, zeros past segLen. put(i, parts) writes shard file i as parts
+// back to back and must be done with them when it returns, since the
+// region is refilled for the next data shard; data shards come first, in
+// order, then parity, whose files accumulate in buf (EncodeIdx) as the
+// data goes by. So the segment passes through one region-sized buffer
+// instead of being held in full. The bytes put are exactly EncodeInto's.
+// It returns buf with the buffers it used, for the next call.
+func (c *Coder) EncodeEach(buf Buffers, segID uint64, segLen int64, read func(i int, region []byte) error, put func(i int, parts [][]byte) error) (Buffers, error) {
+	L := ShardLen(segLen, c.k)
+	size := FileSize(L)
+	if int64(cap(buf.Region)) < L {
+		buf.Region = make([]byte, L)
+	}
+	region := buf.Region[:L]
+	parity := make([][]byte, c.m)   // whole parity files
+	pregions := make([][]byte, c.m) // their data regions
+	for j := range parity {
+		if j < len(buf.Parity) && int64(cap(buf.Parity[j])) >= size {
+			parity[j] = buf.Parity[j][:size]
+		} else {
+			parity[j] = make([]byte, size)
+		}
+		pregions[j] = parity[j][HeaderSize : HeaderSize+L]
+		clear(pregions[j]) // EncodeIdx adds to what is there
+	}
+	buf.Parity = parity
+	head := make([]byte, HeaderSize)
+	tail := make([]byte, size-HeaderSize-L)
+	for i := range c.k {
+		if err := read(i, region); err != nil {
+			return buf, fmt.Errorf("encode segment %x: data shard %d: %w", segID, i, err)
+		}
+		if c.m > 0 && L > 0 {
+			if err := c.rows.EncodeIdx(region, i, pregions); err != nil {
+				return buf, fmt.Errorf("encode segment %x: %w", segID, err)
+			}
+		}
+		finishParts(head, region, tail, Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L})
+		if err := put(i, [][]byte{head, region, tail}); err != nil {
+			return buf, err
+		}
+	}
+	for j, f := range parity {
+		finish(f, Header{K: c.k, M: c.m, Index: c.k + j, Segment: segID, SegLen: segLen, DataLen: L})
+		if err := put(c.k+j, [][]byte{f}); err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}

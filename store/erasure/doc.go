@@ -21,9 +21,10 @@
 // seeded with the segment id, shard index and block number, so a block or
 // file in the wrong place fails its check too.
 //
-// Encode returns whole files; EncodeParts returns the same bytes as parts
-// (header, data, table and footer) whose data parts are slices of the
-// caller's segment buffer, so writers need not copy the segment.
+// Encode returns whole files; EncodeEach produces the same bytes one shard
+// file at a time, as parts (header, data, table and footer), from a
+// segment it reads one data region at a time, so neither it nor its caller
+// holds the whole segment.
 //
 // Coder is safe for concurrent use.
 package erasure

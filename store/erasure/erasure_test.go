@@ -2,6 +2,7 @@ package erasure
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"testing"
 )
@@ -104,7 +105,7 @@ func TestTruncatedAndDamagedFiles(t *testing.T) {
 // TestEncodePartsMatchesEncode checks that the parts EncodeParts returns,
 // written back to back, are byte for byte the files Encode makes (the
 // on-disk format), and that parity buffers are reused.
-func TestEncodePartsMatchesEncode(t *testing.T) {
+func TestEncodeEachMatchesEncode(t *testing.T) {
 	for _, tt := range []struct{ k, m, n int }{{4, 2, 1_000_003}, {4, 2, 1}, {4, 2, 5}, {1, 0, 70000}, {3, 3, 3 * BlockSize}, {4, 2, 0}, {4, 2, 4*BlockSize + 2}} {
 		c, err := New(tt.k, tt.m)
 		if err != nil {
@@ -115,55 +116,95 @@ func TestEncodePartsMatchesEncode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		padded := make([]byte, PaddedLen(int64(tt.n), tt.k))
-		copy(padded, seg)
-		var parity [][]byte
-		for range 2 { // the second round reuses the parity buffers
-			files, err := c.EncodeParts(parity, 7, padded, int64(tt.n))
+		L := ShardLen(int64(tt.n), tt.k)
+		read := func(i int, region []byte) error {
+			lo := min(int64(i)*L, int64(tt.n))
+			clear(region[copy(region, seg[lo:min(lo+L, int64(tt.n))]):])
+			return nil
+		}
+		var buf Buffers
+		for round := range 2 { // the second round reuses the buffers
+			var order []int
+			got := make([][]byte, tt.k+tt.m)
+			next, err := c.EncodeEach(buf, 7, int64(tt.n), read, func(i int, parts [][]byte) error {
+				order = append(order, i)
+				got[i] = bytes.Join(parts, nil) // copies: the region is reused
+				return nil
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(files) != tt.k+tt.m {
-				t.Fatalf("%+v: %d files", tt, len(files))
-			}
-			for i, parts := range files {
-				if got := bytes.Join(parts, nil); !bytes.Equal(got, want[i]) {
-					t.Fatalf("%+v shard %d: parts differ from Encode's file", tt, i)
+			for i := range got {
+				if i >= len(order) || order[i] != i {
+					t.Fatalf("%+v: shards put in order %v", tt, order)
+				}
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("%+v round %d shard %d: differs from Encode's file", tt, round, i)
 				}
 			}
-			var next [][]byte
-			for _, parts := range files[tt.k:] {
-				next = append(next, parts[0])
+			if round == 1 && tt.m > 0 && L > 0 && (&next.Parity[0][0] != &buf.Parity[0][0] || &next.Region[0] != &buf.Region[0]) {
+				t.Fatalf("%+v: buffers not reused", tt)
 			}
-			for j := range parity {
-				if len(next[j]) > 0 && &next[j][0] != &parity[j][0] {
-					t.Fatalf("%+v: parity buffer %d not reused", tt, j)
-				}
-			}
-			parity = next
-		}
-		if tt.n > 0 {
-			if _, err := c.EncodeParts(nil, 7, padded[:len(padded)-1], int64(tt.n)); err == nil {
-				t.Fatalf("%+v: short padding accepted", tt)
-			}
+			buf = next
 		}
 	}
 }
 
-// BenchmarkEncodeParts encodes a default-sized (32 MiB) segment at 4+2,
-// checksums included, reusing the parity buffers.
-func BenchmarkEncodeParts(b *testing.B) {
+// TestEncodeEachErrors: a failed read or put stops the encoding with the
+// cause, and nothing after it is put.
+func TestEncodeEachErrors(t *testing.T) {
+	c, err := New(4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	for _, tt := range []struct {
+		name              string
+		failRead, failPut int
+		wantPuts          int
+	}{
+		{"read of shard 2", 2, -1, 2},
+		{"put of shard 1", -1, 1, 2},
+		{"put of parity", -1, 5, 6},
+	} {
+		puts := 0
+		_, err := c.EncodeEach(Buffers{}, 1, 100_000, func(i int, region []byte) error {
+			if i == tt.failRead {
+				return boom
+			}
+			clear(region)
+			return nil
+		}, func(i int, parts [][]byte) error {
+			puts++
+			if i == tt.failPut {
+				return boom
+			}
+			return nil
+		})
+		if !errors.Is(err, boom) || puts != tt.wantPuts {
+			t.Errorf("%s: err %v after %d puts, want boom after %d", tt.name, err, puts, tt.wantPuts)
+		}
+	}
+}
+
+// BenchmarkEncodeEach encodes a default-sized (16 MiB) segment at 4+2,
+// checksums included, reusing the buffers, from memory.
+func BenchmarkEncodeEach(b *testing.B) {
 	c, _ := New(4, 2)
-	const n = 32<<20 + 1000
-	seg := make([]byte, PaddedLen(n, 4))
-	copy(seg, segment(n, 1))
-	var parity [][]byte
+	const n = 16<<20 + 1000
+	seg := segment(n, 1)
+	L := ShardLen(n, 4)
+	read := func(i int, region []byte) error {
+		lo := min(int64(i)*L, n)
+		clear(region[copy(region, seg[lo:min(lo+L, n)]):])
+		return nil
+	}
+	var buf Buffers
 	b.SetBytes(n)
 	for b.Loop() {
-		files, err := c.EncodeParts(parity, 1, seg, n)
-		if err != nil {
+		var err error
+		if buf, err = c.EncodeEach(buf, 1, n, read, func(int, [][]byte) error { return nil }); err != nil {
 			b.Fatal(err)
 		}
-		parity = [][]byte{files[4][0], files[5][0]}
 	}
 }
