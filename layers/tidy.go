@@ -22,9 +22,10 @@ func (r *Repo) indexTidier(kick <-chan struct{}) {
 		default:
 		}
 		// A commit ends a backup's writing: let the store's spare
-		// segment buffers go first, so the compaction's own buffers
+		// sealing buffers go first, so the compaction's own buffers
 		// take their place instead of raising the server's peak memory
-		// (by 12-26 MiB after the benchmark's first backup, without).
+		// (by 12-26 MiB after the benchmark's first backup, without,
+		// measured when they were whole segments).
 		if rb, ok := r.cs.(bufferReleaser); ok {
 			rb.ReleaseBuffers()
 		}

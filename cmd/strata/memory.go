@@ -11,15 +11,20 @@ import (
 
 // memoryFloor is the Go memory limit a server that takes writes keeps
 // while its live heap is small. A backup server's heap is mostly
-// long-lived buffers (open segments, parity, badger's memtable and caches,
-// go-fuse's request buffers: ~75 MiB at the peak of an rsync); the garbage
-// on top of them is what the limit trims. Measured on the 795 MiB benchmark corpus (GOGC
-// 50), with a live heap of ~100 MiB: peak RSS 228 MiB without a limit,
-// 157 MiB at 128 MiB for 7% more server CPU, 140 MiB at 96 MiB for 26%
-// more. With the smaller caches since (live ~75 MiB), 96 MiB still cost
-// the first backup 20% more server CPU (60.0 and 63.5 s against 50.7 and
-// 50.6 s; 72-78 s against 61 s of wall time) for 142-147 MiB of peak RSS
-// against 161: a bad trade while that backup is the slowest thing we do.
+// long-lived buffers (the sealers' parity and region buffers, badger's
+// memtable, caches and table builders, go-fuse's request buffers: ~60 MiB
+// at the peak of an rsync since filling segments went to scratch files);
+// the garbage on top of them is what the limit trims. Measured on the 795
+// MiB benchmark corpus (GOGC 50):
+//   - live ~100 MiB: peak RSS 228 MiB without a limit, 157 MiB at 128 MiB
+//     for 7% more server CPU, 140 MiB at 96 MiB for 26% more;
+//   - live ~75 MiB (smaller caches): 96 MiB cost the first backup 20% more
+//     server CPU (60.0 and 63.5 s against 50.7 and 50.6 s; 72-78 s against
+//     61 s of wall time) for 142-147 MiB of peak RSS against 161;
+//   - live ~60 MiB (segments spooled): 112 MiB cost 17% more (63 s of CPU
+//     against 54; 74 s of wall time against 63) for 146 MiB against 160.
+//
+// A bad trade each time while that backup is the slowest thing we do.
 const memoryFloor = 128 << 20
 
 // memoryFloorRead is the floor of a server that only serves read-only
