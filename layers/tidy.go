@@ -21,14 +21,6 @@ func (r *Repo) indexTidier(kick <-chan struct{}) {
 			return
 		default:
 		}
-		// A commit ends a backup's writing: let the store's spare
-		// sealing buffers go first, so the compaction's own buffers
-		// take their place instead of raising the server's peak memory
-		// (by 12-26 MiB after the benchmark's first backup, without,
-		// measured when they were whole segments).
-		if rb, ok := r.cs.(bufferReleaser); ok {
-			rb.ReleaseBuffers()
-		}
 		did, err := index.Tidy(r.db)
 		if err != nil {
 			r.log.Warn("compact index after commit", "err", err)
@@ -45,7 +37,3 @@ func (r *Repo) tidyIndex() {
 	default:
 	}
 }
-
-// bufferReleaser is a ChunkStore that keeps buffers for reuse and can let
-// them go (store.Store).
-type bufferReleaser interface{ ReleaseBuffers() }

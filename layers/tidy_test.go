@@ -3,7 +3,6 @@ package layers_test
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,37 +73,5 @@ func TestCommitCompactsIndex(t *testing.T) {
 	}
 	if n != files {
 		t.Errorf("revision lists %d files after compaction, want %d", n, files)
-	}
-}
-
-// releaseRecorder is a memstore that counts ReleaseBuffers calls, as the
-// real store would receive them.
-type releaseRecorder struct {
-	*memstore.Store
-	released atomic.Int32
-}
-
-func (r *releaseRecorder) ReleaseBuffers() { r.released.Add(1) }
-
-// TestCommitReleasesStoreBuffers: a commit ends a backup's writing, and
-// the store that keeps buffers for reuse is told to let them go (before
-// the index compaction, whose buffers would otherwise come on top).
-func TestCommitReleasesStoreBuffers(t *testing.T) {
-	cs := &releaseRecorder{Store: memstore.New()}
-	r, st := repoOver(t, cs)
-	ctx := context.Background()
-	if _, err := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	if n := cs.released.Load(); n != 0 {
-		t.Fatalf("ReleaseBuffers called %d times before any commit", n)
-	}
-	commitV(t, r)
-	deadline := time.Now().Add(30 * time.Second) // the tidier runs after Commit returns
-	for cs.released.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("ReleaseBuffers not called 30 s after a commit")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -17,11 +17,11 @@
 // hold the segment bytes verbatim, every 64 KiB block checksummed) and
 // writes each to its shard dir (renamed into place; evicted from the page
 // cache once fsynced, see store/shard). The data shards pass one at a time
-// through one reused region buffer, which also feeds the parity, so a
-// sealer's memory is one data shard plus the M parity files (12 MiB at
-// 4+2). The scratch file is then closed and, behind the sealer, the files
-// are fsynced, the dirs fsynced, the chunk and segment records committed
-// to the index and the journal dropped; until then Get reads those chunks
+// through one region buffer, which also feeds the parity, so a sealer's
+// memory is one data shard plus the M parity files (12 MiB at 4+2). The
+// scratch file is then closed and, behind the sealer, the files are
+// fsynced, the dirs fsynced, the chunk and segment records committed to
+// the index and the journal dropped; until then Get reads those chunks
 // from the shard files. Directory and index fsyncs are group-committed. At
 // most two handed-off segments wait for their shard files to be written
 // (beyond that appends wait), while up to four wait for fsync.

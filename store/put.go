@@ -463,18 +463,3 @@ func (s *Store) applyDeltas() error {
 	}
 	return nil
 }
-
-// ReleaseBuffers drops the sealers' buffers the store keeps for reuse (up
-// to three sets of parity files and a data region, 12 MiB each with the
-// default layout), for when writing has stopped for a while, as after a
-// commit: an idle server should not hold a backup's working set. The
-// next writes allocate afresh.
-func (s *Store) ReleaseBuffers() {
-	for {
-		select {
-		case <-s.sealBufs:
-		default:
-			return
-		}
-	}
-}

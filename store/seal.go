@@ -147,11 +147,6 @@ func (s *Store) writeShards(ctx context.Context, seg *segBuf, segLen int64) erro
 // not durable until finishShards; the others, and all without stage, are
 // written with fsync (names still need dirSync).
 func (s *Store) putShards(ctx context.Context, seg *segBuf, segLen int64, stage bool) ([]shard.Staged, error) {
-	var buf erasure.Buffers
-	select {
-	case buf = <-s.sealBufs:
-	default:
-	}
 	n := s.k + s.m
 	errs := make([]error, n)
 	staged := make([]shard.Staged, n)
@@ -171,7 +166,13 @@ func (s *Store) putShards(ctx context.Context, seg *segBuf, segLen int64, stage 
 	}
 	L := erasure.ShardLen(segLen, s.k)
 	var wg sync.WaitGroup
-	buf, err := s.coder.EncodeEach(buf, seg.id, segLen, func(i int, region []byte) error {
+	// EncodeEach allocates its region and parity files (12 MiB at 4+2)
+	// afresh for each segment, and they are garbage once the writes
+	// return: a pool would keep them live through a whole backup, which
+	// GOGC 50 turns into ~18 MiB more of the server's RSS. Measured on the
+	// benchmark's first backup, peak RSS during the rsync: 123-130 MiB
+	// against 142-151 pooled, with no more server CPU.
+	err := s.coder.EncodeEach(seg.id, segLen, func(i int, region []byte) error {
 		return seg.data.readAt(region, int64(i)*L)
 	}, func(i int, parts [][]byte) error {
 		switch {
@@ -184,13 +185,7 @@ func (s *Store) putShards(ctx context.Context, seg *segBuf, segLen int64, stage 
 		}
 		return nil
 	})
-	// The writes copy the bytes into the page cache: the buffers are
-	// free once they return.
 	wg.Wait()
-	select {
-	case s.sealBufs <- buf:
-	default:
-	}
 	if err == nil {
 		err = s.shardWriteErr(seg.id, errs)
 	}

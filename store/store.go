@@ -58,11 +58,10 @@ type Store struct {
 	lockFile *os.File
 	k, m     int
 
-	workers   chan struct{}        // semaphore: chunk seals in flight
-	sealBufs  chan erasure.Buffers // free list of the sealers' working memory
-	chunkBufs sync.Pool            // *[]byte: chunk-sized scratch for Put
-	sealQ     chan *segBuf         // full segments to the sealer goroutine
-	syncSlots chan struct{}        // semaphore: segments waiting for fsync
+	workers   chan struct{} // semaphore: chunk seals in flight
+	chunkBufs sync.Pool     // *[]byte: chunk-sized scratch for Put
+	sealQ     chan *segBuf  // full segments to the sealer goroutine
+	syncSlots chan struct{} // semaphore: segments waiting for fsync
 	sealWG    sync.WaitGroup
 	workWG    sync.WaitGroup
 
@@ -215,9 +214,6 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	s.workers = make(chan struct{}, n)
 	s.sealQ = make(chan *segBuf, maxPendingSeals+2)
 	s.syncSlots = make(chan struct{}, maxSyncing)
-	// Reusing these large buffers keeps the garbage collector from
-	// doubling the process's footprint with dead ones.
-	s.sealBufs = make(chan erasure.Buffers, sealers+1)
 	if err := s.replayJournals(ctx); err != nil {
 		return nil, err
 	}

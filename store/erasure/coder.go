@@ -104,62 +104,45 @@ func (c *Coder) Reconstruct(shards [][]byte, dataOnly bool) error {
 // region (file[HeaderSize:HeaderSize+L]) is filled, as after a repair.
 func Finish(file []byte, h Header) { finish(file, h) }
 
-// Buffers are the working memory EncodeEach reuses across calls: the
-// parity shard files and one data region.
-type Buffers struct {
-	Parity [][]byte
-	Region []byte
-}
-
-// EncodeEach is EncodeParts for a segment that is not in memory as a
-// whole. read(i, region) fills data shard i's region: the L segment bytes
-// from i*L, zeros past segLen. put(i, parts) writes shard file i as parts
-// back to back and must be done with them when it returns, since the
-// region is refilled for the next data shard; data shards come first, in
-// order, then parity, whose files accumulate in buf (EncodeIdx) as the
-// data goes by. So the segment passes through one region-sized buffer
-// instead of being held in full. The bytes put are exactly EncodeInto's.
-// It returns buf with the buffers it used, for the next call.
-func (c *Coder) EncodeEach(buf Buffers, segID uint64, segLen int64, read func(i int, region []byte) error, put func(i int, parts [][]byte) error) (Buffers, error) {
+// EncodeEach is Encode for a segment that is not in memory as a whole.
+// read(i, region) fills data shard i's region: the L segment bytes from
+// i*L, zeros past segLen. put(i, parts) writes shard file i as parts back
+// to back and must be done with them when it returns, since the region is
+// refilled for the next data shard; data shards come first, in order, then
+// parity, whose files accumulate (EncodeIdx) as the data goes by. So the
+// segment passes through one region-sized buffer instead of being held in
+// full. The bytes put are exactly Encode's.
+func (c *Coder) EncodeEach(segID uint64, segLen int64, read func(i int, region []byte) error, put func(i int, parts [][]byte) error) error {
 	L := ShardLen(segLen, c.k)
 	size := FileSize(L)
-	if int64(cap(buf.Region)) < L {
-		buf.Region = make([]byte, L)
-	}
-	region := buf.Region[:L]
+	region := make([]byte, L)
 	parity := make([][]byte, c.m)   // whole parity files
-	pregions := make([][]byte, c.m) // their data regions
+	pregions := make([][]byte, c.m) // their data regions, zero to start
 	for j := range parity {
-		if j < len(buf.Parity) && int64(cap(buf.Parity[j])) >= size {
-			parity[j] = buf.Parity[j][:size]
-		} else {
-			parity[j] = make([]byte, size)
-		}
+		parity[j] = make([]byte, size)
 		pregions[j] = parity[j][HeaderSize : HeaderSize+L]
-		clear(pregions[j]) // EncodeIdx adds to what is there
 	}
-	buf.Parity = parity
 	head := make([]byte, HeaderSize)
 	tail := make([]byte, size-HeaderSize-L)
 	for i := range c.k {
 		if err := read(i, region); err != nil {
-			return buf, fmt.Errorf("encode segment %x: data shard %d: %w", segID, i, err)
+			return fmt.Errorf("encode segment %x: data shard %d: %w", segID, i, err)
 		}
 		if c.m > 0 && L > 0 {
 			if err := c.rows.EncodeIdx(region, i, pregions); err != nil {
-				return buf, fmt.Errorf("encode segment %x: %w", segID, err)
+				return fmt.Errorf("encode segment %x: %w", segID, err)
 			}
 		}
 		finishParts(head, region, tail, Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L})
 		if err := put(i, [][]byte{head, region, tail}); err != nil {
-			return buf, err
+			return err
 		}
 	}
 	for j, f := range parity {
 		finish(f, Header{K: c.k, M: c.m, Index: c.k + j, Segment: segID, SegLen: segLen, DataLen: L})
 		if err := put(c.k+j, [][]byte{f}); err != nil {
-			return buf, err
+			return err
 		}
 	}
-	return buf, nil
+	return nil
 }
