@@ -38,32 +38,20 @@ func (c *Coder) K() int { return c.k }
 // M returns the number of parity shards.
 func (c *Coder) M() int { return c.m }
 
-// Encode splits segment seg (id segID) into K+M complete shard files.
+// Encode splits segment seg (id segID) into K+M complete shard files, all
+// in memory at once: the plain form of EncodeEach, which the store uses,
+// and the reference its test holds it to.
 func (c *Coder) Encode(segID uint64, seg []byte) ([][]byte, error) {
-	return c.EncodeInto(nil, segID, seg)
-}
-
-// EncodeInto is Encode reusing the buffers of dst (as returned by an
-// earlier call) when they are large enough, which spares a large
-// allocation and its page faults per segment.
-func (c *Coder) EncodeInto(dst [][]byte, segID uint64, seg []byte) ([][]byte, error) {
 	segLen := int64(len(seg))
 	L := ShardLen(segLen, c.k)
-	size := FileSize(L)
 	files := make([][]byte, c.k+c.m)
 	regions := make([][]byte, c.k+c.m)
 	for i := range files {
-		if i < len(dst) && int64(cap(dst[i])) >= size {
-			files[i] = dst[i][:size]
-		} else {
-			files[i] = make([]byte, size)
-		}
+		files[i] = make([]byte, FileSize(L))
 		regions[i] = files[i][HeaderSize : HeaderSize+L]
 		if i < c.k {
 			lo := min(int64(i)*L, segLen)
-			hi := min(lo+L, segLen)
-			n := copy(regions[i], seg[lo:hi])
-			clear(regions[i][n:]) // padding of the last data shard
+			copy(regions[i], seg[lo:min(lo+L, segLen)]) // the rest is padding: zeros
 		}
 	}
 	if c.m > 0 && L > 0 {
