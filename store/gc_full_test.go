@@ -54,13 +54,5 @@ func TestGCDiskFullWhileRepacking(t *testing.T) {
 		t.Errorf("second GC did nothing: %+v", st)
 	}
 	checkAll(t, s, keep)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, dir, cfg, Options{})
-	checkAll(t, s, keep)
-	rep, err := s.Scrub(ctx, ScrubOptions{ReadData: 100})
-	if err != nil || !rep.OK() {
-		t.Fatalf("scrub after an interrupted GC: %+v, %v", rep, err)
-	}
+	reopenChecked(t, s, dir, cfg, keep)
 }

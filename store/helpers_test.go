@@ -77,3 +77,20 @@ func mustLoad(t testing.TB, dir string) format.Config {
 	}
 	return c
 }
+
+// reopenChecked closes s, opens the repository again, checks that every
+// chunk in want reads back and that a full scrub finds it healthy, and
+// returns the new store.
+func reopenChecked(t *testing.T, s *Store, dir string, cfg format.Config, want map[[32]byte][]byte) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, cfg, Options{})
+	checkAll(t, s, want)
+	rep, err := s.Scrub(context.Background(), ScrubOptions{ReadData: 100})
+	if err != nil || !rep.OK() {
+		t.Fatalf("scrub after reopening: %+v, %v", rep, err)
+	}
+	return s
+}

@@ -154,13 +154,5 @@ func TestScratchDiskFull(t *testing.T) {
 	if err := s.Seal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, dir, cfg, Options{})
-	checkAll(t, s, want)
-	rep, err := s.Scrub(ctx, ScrubOptions{ReadData: 100})
-	if err != nil || !rep.OK() {
-		t.Fatalf("scrub: %+v, %v", rep, err)
-	}
+	reopenChecked(t, s, dir, cfg, want)
 }
