@@ -10,10 +10,10 @@ import (
 )
 
 // memoryFloor is the Go memory limit a server that takes writes keeps
-// while its live heap is small. A backup server's heap is mostly
-// long-lived buffers (the sealers' parity and region buffers, badger's
-// memtable, caches and table builders, go-fuse's request buffers: ~60 MiB
-// at the peak of an rsync since filling segments went to scratch files);
+// while its live heap is small. A backup server's heap is mostly buffers
+// (badger's memtable, caches and table builders, a sealer's region and
+// parity while a segment is written, go-fuse's request buffers: 35-50 MiB
+// in an rsync since filling segments went to scratch files, ~75 before);
 // the garbage on top of them is what the limit trims. Measured on the 795
 // MiB benchmark corpus (GOGC 50):
 //   - live ~100 MiB: peak RSS 228 MiB without a limit, 157 MiB at 128 MiB
