@@ -75,6 +75,19 @@ func (s *Store) journalOpen(seg *segBuf) error {
 		hdr  []byte
 		body []byte
 	}
+	// The chunks not journaled yet were appended back to back: one read
+	// of their range, under the lock like every read of an open
+	// segment, rather than one per chunk.
+	var fresh []byte
+	var freshOff int64
+	if seg.jChunks < len(seg.chunks) {
+		freshOff = int64(seg.chunks[seg.jChunks].off)
+		fresh = make([]byte, seg.data.len-freshOff)
+		if err := seg.data.readAt(fresh, freshOff); err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("journal segment %016x: %w", seg.id, err)
+		}
+	}
 	var recs []rec
 	for i, c := range seg.chunks {
 		m := s.mem[c.id]
@@ -83,11 +96,8 @@ func (s *Store) journalOpen(seg *segBuf) error {
 		}
 		switch {
 		case i >= seg.jChunks:
-			body := make([]byte, c.n)
-			if err := seg.data.readAt(body, int64(c.off)); err != nil {
-				s.mu.Unlock()
-				return fmt.Errorf("journal segment %016x: %w", seg.id, err)
-			}
+			lo := int64(c.off) - freshOff
+			body := fresh[lo : lo+int64(c.n)]
 			recs = append(recs, rec{m, m.refs, recHeader(recChunk, c.id, c.kind, m.refs, body), body})
 		case m.refs != m.jRefs:
 			recs = append(recs, rec{m, m.refs, recHeader(recRefs, c.id, c.kind, m.refs, nil), nil})
