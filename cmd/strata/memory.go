@@ -12,28 +12,27 @@ import (
 // memoryFloor is the Go memory limit a server that takes writes keeps
 // while its live heap is small. A backup server's heap is mostly buffers
 // (badger's memtable, caches and table builders, a sealer's region and
-// parity while a segment is written, go-fuse's request buffers: 35-50 MiB
-// in an rsync since filling segments went to scratch files, ~75 before);
-// the garbage on top of them is what the limit trims. Measured on the 795
-// MiB benchmark corpus (GOGC 50):
-//   - live ~100 MiB: peak RSS 228 MiB without a limit, 157 MiB at 128 MiB
-//     for 7% more server CPU, 140 MiB at 96 MiB for 26% more;
-//   - live ~75 MiB (smaller caches): 96 MiB cost the first backup 20% more
-//     server CPU (60.0 and 63.5 s against 50.7 and 50.6 s; 72-78 s against
-//     61 s of wall time) for 142-147 MiB of peak RSS against 161;
-//   - live ~60 MiB (segments spooled): 112 MiB cost 17% more (63 s of CPU
-//     against 54; 74 s of wall time against 63) for 146 MiB against 160.
-//
-// A bad trade each time while that backup is the slowest thing we do.
-const memoryFloor = 128 << 20
+// parity while a segment is written, go-fuse's request buffers: ~40 MiB
+// in an rsync); the garbage on top of them is what the limit trims. The
+// limit is cheap only while the live heap sits well below it, so the two
+// move together. Measured on the 795 MiB benchmark corpus (GOGC 50), the
+// first backup into staging and its commit, peak RSS and server CPU:
+//   - with badger's block cache at 4 MiB (store/index): a 128 MiB limit
+//     160 and 161 MiB for 22.1 and 23.0 s of CPU; 96 MiB 123-139 MiB for
+//     21.2-22.9 s (four runs); 80 MiB 119 and 131 MiB for 22.6 and 24.3 s;
+//   - with it at 16 MiB (live ~55 MiB): 128 MiB 155-158 MiB, 96 MiB
+//     142-152 MiB for 3% more CPU; on a slower machine, where the server
+//     was CPU-bound, 112 MiB cost 17% more CPU and wall time.
+const memoryFloor = 96 << 20
 
 // memoryFloorRead is the floor of a server that only serves read-only
-// mounts. Its heap is caches and read buffers that allocate little, so a
-// tighter limit costs next to no collector time: the benchmark's cold
-// reads of a revision ran as fast at 96 MiB (13.1, 14.9 and 15.8 s) as at
-// 128 in the next run (13.3 s median), at a peak RSS of 112-115 MiB
-// against 145.
-const memoryFloorRead = 96 << 20
+// mounts. Its heap is caches and read buffers (~55 MiB after a cold tar
+// of the benchmark revision: layers' chunk cache 16 MiB, badger's
+// memtable 10, go-fuse's buffers 7). At 80 MiB the cold tar ran as fast
+// as at 96 with the block cache at 16 MiB (5.5 and 5.6 s against 5.6 and
+// 5.2), at a peak RSS of 97 MiB against 113; with that larger cache, 80
+// MiB had cost 30% more time, and 64 MiB 2.5x.
+const memoryFloorRead = 80 << 20
 
 // memoryCheck is how often the limit follows the live heap.
 const memoryCheck = time.Second

@@ -7,16 +7,16 @@ func TestMemoryLimit(t *testing.T) {
 	for _, c := range []struct {
 		live, floor, want int64
 	}{
-		{0, memoryFloor, memoryFloor},
-		{75 * mib, memoryFloor, memoryFloor},  // the benchmark's backup peak: the floor binds
-		{102 * mib, memoryFloor, memoryFloor}, // 1.25× rounds up to the floor exactly
-		{103 * mib, memoryFloor, 144 * mib},   // above it the limit follows the heap
-		{400 * mib, memoryFloor, 512 * mib},
-		{401 * mib, memoryFloor, 512 * mib},
-		{410 * mib, memoryFloor, 528 * mib},
-		{0, memoryFloorRead, memoryFloorRead},
-		{76 * mib, memoryFloorRead, memoryFloorRead},
-		{77 * mib, memoryFloorRead, 112 * mib},
+		{0, 96 * mib, 96 * mib},
+		{45 * mib, 96 * mib, 96 * mib},  // the benchmark's backup: the floor binds
+		{76 * mib, 96 * mib, 96 * mib},  // 1.25× rounds up to the floor exactly
+		{77 * mib, 96 * mib, 112 * mib}, // above it the limit follows the heap
+		{400 * mib, 96 * mib, 512 * mib},
+		{401 * mib, 96 * mib, 512 * mib},
+		{410 * mib, 96 * mib, 528 * mib},
+		{0, 80 * mib, 80 * mib},
+		{64 * mib, 80 * mib, 80 * mib},
+		{65 * mib, 80 * mib, 96 * mib},
 	} {
 		if got := memoryLimit(c.live, c.floor); got != c.want {
 			t.Errorf("memoryLimit(%d MiB, floor %d MiB) = %d MiB, want %d MiB", c.live/mib, c.floor/mib, got/mib, c.want/mib)

@@ -44,15 +44,20 @@ func Options(dir string, key []byte, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(logger{log}).
 		WithEncryptionKey(key).
-		// 8 MiB index cache and 16 MiB block cache: the store's hot
+		// 8 MiB index cache and 4 MiB block cache: the store's hot
 		// set is small records; badger's 256 MiB default block cache
 		// would dominate the process's memory. The whole index of the
-		// 795 MiB benchmark corpus (68k files) is 17 MiB of tables;
-		// halving both caches from 16 and 32 MiB cut ~20 MiB of the
-		// servers' peak RSS with no change above the noise in a
-		// no-change rsync (3.0-4.1 s either way).
+		// 795 MiB benchmark corpus (68k files) is 17 MiB of tables.
+		// A full 16 MiB block cache was a quarter of a revision
+		// server's live heap (17.6 of 68 MiB after a cold tar of that
+		// corpus); at 4 MiB, with the servers' memory floors lowered
+		// to match (cmd/strata/memory.go), the cold tar ran as fast
+		// (5.3 s either way), a no-change rsync as fast (median of 8
+		// passes 1.37 s against 1.49), 4 KiB random NBD reads as fast
+		// (57k IOPS against 53k). The one cost seen: nbdcopy out of a
+		// 4 GiB block revision, 1.65-1.87 s against 1.42-1.44.
 		WithIndexCacheSize(8 << 20).
-		WithBlockCacheSize(16 << 20).
+		WithBlockCacheSize(4 << 20).
 		WithMemTableSize(8 << 20).
 		// 1 MiB tables, not badger's 2: a compaction runs several
 		// table builders at once, each holding about twice its table
