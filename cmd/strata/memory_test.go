@@ -27,18 +27,19 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
-// TestServerWriting: the memory floor follows what the server serves.
-func TestServerWriting(t *testing.T) {
+// TestServerMemoryFloor: the memory floor follows what the server serves.
+func TestServerMemoryFloor(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		mounts []bool // ReadOnly of each mount
 		nbd    bool
-		want   bool
+		want   int64
 	}{
-		{"idle", nil, false, false},
-		{"revision mounts", []bool{true, true}, false, false},
-		{"a staging mount among them", []bool{true, false}, false, true},
-		{"an NBD export", nil, true, true},
+		{"idle", nil, false, memoryFloorRead},
+		{"revision mounts", []bool{true, true}, false, memoryFloorRead},
+		{"a staging mount among them", []bool{true, false}, false, memoryFloorStaging},
+		{"an NBD export", nil, true, memoryFloorExport},
+		{"an NBD export and a staging mount", []bool{false}, true, memoryFloorExport},
 	} {
 		s := &server{mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}}
 		for i, ro := range c.mounts {
@@ -47,8 +48,8 @@ func TestServerWriting(t *testing.T) {
 		if c.nbd {
 			s.nbds["unix:/x"] = &nbdEntry{}
 		}
-		if got := s.writing(); got != c.want {
-			t.Errorf("%s: writing() = %v, want %v", c.name, got, c.want)
+		if got := s.memoryFloor(); got != c.want {
+			t.Errorf("%s: memoryFloor() = %d MiB, want %d MiB", c.name, got>>20, c.want>>20)
 		}
 	}
 }

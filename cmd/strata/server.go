@@ -115,7 +115,7 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	defer cancel()
 	s := &server{repo: repo, log: log, autoExit: autoExit, stop: cancel,
 		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}, guard: startGuard(log)}
-	governMemory(ctx, log, s.writing)
+	governMemory(ctx, log, s.memoryFloor)
 	go func() {
 		<-ctx.Done()
 		l.Close()
@@ -160,20 +160,21 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 // says why.
 const shutdownTimeout = 3 * time.Minute
 
-// writing says whether the server takes writes: a staging mount or an
-// NBD export (exports serve staging devices).
-func (s *server) writing() bool {
+// memoryFloor is the floor of the server's memory limit for what it
+// serves now: NBD exports, staging mounts, or read-only mounts only (see
+// memoryFloorExport).
+func (s *server) memoryFloor() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.nbds) > 0 {
-		return true
+		return memoryFloorExport
 	}
 	for _, m := range s.mounts {
 		if !m.ReadOnly {
-			return true
+			return memoryFloorStaging
 		}
 	}
-	return false
+	return memoryFloorRead
 }
 
 // shutdown unmounts and stops everything, then closes the repository.
