@@ -29,7 +29,9 @@ const (
 	// 96 MiB 123-139 MiB (four runs) for 21.2-22.9 s; at 80 MiB 119 and
 	// 131 MiB for 22.6 and 24.3 s. (With the block cache at 16 MiB, 96
 	// MiB had cost 3% more CPU; on a slower machine, where the server was
-	// CPU-bound, 112 MiB had cost 17% more CPU and wall time.)
+	// CPU-bound, 112 MiB had cost 17% more CPU and wall time.) With a busy
+	// loop holding one of the two cores, 96 MiB against 128 cost 1%: 26.6
+	// and 28.4 s of rsync against 26.3 and 28.1.
 	memoryFloorStaging = 96 << 20
 	// memoryFloorRead: a server with only read-only mounts holds caches
 	// and read buffers (~55 MiB after a cold tar of the benchmark
