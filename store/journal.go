@@ -117,7 +117,7 @@ func (s *Store) journalOpen(seg *segBuf) error {
 	if seg.sealed {
 		return nil // sealed meanwhile: durable in shards
 	}
-	if seg.bufGone {
+	if seg.dataGone {
 		return errHandedOff // in the shard files already; the caller waits for the seal
 	}
 	if seg.jf == nil {

@@ -42,7 +42,7 @@ type segBuf struct {
 	// fullLen is the segment's length with its trailer, appended once
 	// by the first seal so retries write identical shards; 0 before.
 	fullLen int64
-	// held: handed off with its buffer, counted in Store.memSeals.
+	// held: handed off with its data, counted in Store.memSeals.
 	held bool // guarded by Store.mu
 	// Once the shard files hold the segment its data is freed (nil)
 	// and Get reads chunks from the files: segLen is then the
@@ -50,12 +50,12 @@ type segBuf struct {
 	segLen int64 // guarded by Store.mu
 	lost   error // set by the sealer: bytes unrecoverable, retries fail
 
-	jmu     sync.Mutex // guards the journal fields and the journal file
-	sealed  bool       // the segment is sealed: journal removed, buffer recycled
-	bufGone bool       // the data was freed: the shard files hold the segment
-	jf      *os.File
-	jOff    int64
-	jChunks int // guarded by Store.mu: chunks written to the journal
+	jmu      sync.Mutex // guards the journal fields and the journal file
+	sealed   bool       // the segment is sealed: journal removed, data freed
+	dataGone bool       // the data was freed: the shard files hold the segment
+	jf       *os.File
+	jOff     int64
+	jChunks  int // guarded by Store.mu: chunks written to the journal
 }
 
 type segChunk struct {

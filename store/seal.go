@@ -403,7 +403,7 @@ func (s *Store) sealStaged(ctx context.Context, seg *segBuf) {
 		return
 	}
 	t1 := time.Now()
-	s.releaseBuf(seg, segLen)
+	s.releaseData(seg, segLen)
 	s.syncSlots <- struct{}{}
 	s.sealWG.Add(1)
 	go func() {
@@ -434,12 +434,12 @@ func (s *Store) sealStaged(ctx context.Context, seg *segBuf) {
 	}()
 }
 
-// releaseBuf frees a handed-off segment's data once its shard files hold
+// releaseData frees a handed-off segment's data once its shard files hold
 // the bytes.
-func (s *Store) releaseBuf(seg *segBuf, segLen int64) {
+func (s *Store) releaseData(seg *segBuf, segLen int64) {
 	// A journal write of this segment may still read the data.
 	seg.jmu.Lock()
-	seg.bufGone = true
+	seg.dataGone = true
 	s.mu.Lock()
 	seg.data.close()
 	seg.data, seg.segLen = nil, segLen

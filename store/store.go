@@ -85,7 +85,7 @@ type Store struct {
 	inflight map[uint64]struct{}    // seqs of chunks being sealed, not yet in a segment
 	segSeq   uint64                 // numbers hand-offs to the sealers
 	sealing  map[*segBuf]struct{}   // segments handed to the sealers, not yet done
-	memSeals int                    // of those, how many still hold their buffer
+	memSeals int                    // of those, how many still hold their data
 	nextSeg  uint64
 	closed   bool
 	damaged  map[uint64]bool // segments already reported damaged by reads

@@ -10,10 +10,11 @@ import (
 type Coder struct {
 	k, m int
 	enc  reedsolomon.Encoder
-	// rows encodes EncodeParts' 64 KiB block rows on the calling
-	// goroutine: rows that small gain nothing from being split across
-	// goroutines, and the store seals segments in parallel already.
-	rows reedsolomon.Encoder
+	// serial folds EncodeEach's data regions into the parity on the
+	// calling goroutine: the store seals segments in parallel already
+	// (one sealer per core), so splitting each region across goroutines
+	// would only add handoffs.
+	serial reedsolomon.Encoder
 }
 
 // New returns a Coder for k data and m parity shards.
@@ -25,7 +26,7 @@ func New(k, m int) (*Coder, error) {
 			return nil, fmt.Errorf("erasure coder %d+%d: %w", k, m, err)
 		}
 		c.enc = enc
-		if c.rows, err = reedsolomon.New(k, m, reedsolomon.WithMaxGoroutines(1)); err != nil {
+		if c.serial, err = reedsolomon.New(k, m, reedsolomon.WithMaxGoroutines(1)); err != nil {
 			return nil, fmt.Errorf("erasure coder %d+%d: %w", k, m, err)
 		}
 	}
@@ -37,33 +38,6 @@ func (c *Coder) K() int { return c.k }
 
 // M returns the number of parity shards.
 func (c *Coder) M() int { return c.m }
-
-// Encode splits segment seg (id segID) into K+M complete shard files, all
-// in memory at once: the plain form of EncodeEach, which the store uses,
-// and the reference its test holds it to.
-func (c *Coder) Encode(segID uint64, seg []byte) ([][]byte, error) {
-	segLen := int64(len(seg))
-	L := ShardLen(segLen, c.k)
-	files := make([][]byte, c.k+c.m)
-	regions := make([][]byte, c.k+c.m)
-	for i := range files {
-		files[i] = make([]byte, FileSize(L))
-		regions[i] = files[i][HeaderSize : HeaderSize+L]
-		if i < c.k {
-			lo := min(int64(i)*L, segLen)
-			copy(regions[i], seg[lo:min(lo+L, segLen)]) // the rest is padding: zeros
-		}
-	}
-	if c.m > 0 && L > 0 {
-		if err := c.enc.Encode(regions); err != nil {
-			return nil, fmt.Errorf("encode segment %x: %w", segID, err)
-		}
-	}
-	for i := range files {
-		finish(files[i], Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L})
-	}
-	return files, nil
-}
 
 // Reconstruct fills in the nil entries of shards (K+M equal-length slices
 // of the same shard-local byte range; parity may be recomputed only for
@@ -92,14 +66,15 @@ func (c *Coder) Reconstruct(shards [][]byte, dataOnly bool) error {
 // region (file[HeaderSize:HeaderSize+L]) is filled, as after a repair.
 func Finish(file []byte, h Header) { finish(file, h) }
 
-// EncodeEach is Encode for a segment that is not in memory as a whole.
-// read(i, region) fills data shard i's region: the L segment bytes from
+// EncodeEach encodes segment segID of segLen bytes into K+M shard files
+// without holding the segment in memory as a whole. read(i, region) fills data shard i's region: the L segment bytes from
 // i*L, zeros past segLen. put(i, parts) writes shard file i as parts back
 // to back and must be done with them when it returns, since the region is
 // refilled for the next data shard; data shards come first, in order, then
 // parity, whose files accumulate (EncodeIdx) as the data goes by. So the
 // segment passes through one region-sized buffer instead of being held in
-// full. The bytes put are exactly Encode's.
+// full. The bytes put are exactly those of encoding the whole segment at once
+// (the test's Encode).
 func (c *Coder) EncodeEach(segID uint64, segLen int64, read func(i int, region []byte) error, put func(i int, parts [][]byte) error) error {
 	L := ShardLen(segLen, c.k)
 	size := FileSize(L)
@@ -117,7 +92,7 @@ func (c *Coder) EncodeEach(segID uint64, segLen int64, read func(i int, region [
 			return fmt.Errorf("encode segment %x: data shard %d: %w", segID, i, err)
 		}
 		if c.m > 0 && L > 0 {
-			if err := c.rows.EncodeIdx(region, i, pregions); err != nil {
+			if err := c.serial.EncodeIdx(region, i, pregions); err != nil {
 				return fmt.Errorf("encode segment %x: %w", segID, err)
 			}
 		}

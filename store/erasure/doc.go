@@ -21,10 +21,9 @@
 // seeded with the segment id, shard index and block number, so a block or
 // file in the wrong place fails its check too.
 //
-// Encode returns whole files; EncodeEach produces the same bytes one shard
-// file at a time, as parts (header, data, table and footer), from a
-// segment it reads one data region at a time, so neither it nor its caller
-// holds the whole segment.
+// EncodeEach produces the shard files one at a time, as parts (header,
+// data, table and footer), from a segment it reads one data region at a
+// time, so neither it nor its caller holds the whole segment.
 //
 // Coder is safe for concurrent use.
 package erasure

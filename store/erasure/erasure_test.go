@@ -3,9 +3,37 @@ package erasure
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
+
+// Encode splits segment seg (id segID) into K+M complete shard files, all
+// in memory at once: the plain form of EncodeEach, kept here as the
+// reference the tests hold it to and as a fixture for the decoding tests.
+func (c *Coder) Encode(segID uint64, seg []byte) ([][]byte, error) {
+	segLen := int64(len(seg))
+	L := ShardLen(segLen, c.k)
+	files := make([][]byte, c.k+c.m)
+	regions := make([][]byte, c.k+c.m)
+	for i := range files {
+		files[i] = make([]byte, FileSize(L))
+		regions[i] = files[i][HeaderSize : HeaderSize+L]
+		if i < c.k {
+			lo := min(int64(i)*L, segLen)
+			copy(regions[i], seg[lo:min(lo+L, segLen)]) // the rest is padding: zeros
+		}
+	}
+	if c.m > 0 && L > 0 {
+		if err := c.enc.Encode(regions); err != nil {
+			return nil, fmt.Errorf("encode segment %x: %w", segID, err)
+		}
+	}
+	for i := range files {
+		finish(files[i], Header{K: c.k, M: c.m, Index: i, Segment: segID, SegLen: segLen, DataLen: L})
+	}
+	return files, nil
+}
 
 func segment(n int, seed uint64) []byte {
 	r := rand.New(rand.NewPCG(seed, 7))
