@@ -159,10 +159,16 @@ func abortMount(t *testing.T, dir string) {
 }
 
 // makeSmallTree writes n files of a few KiB to 1 MiB in nested dirs.
+// File i has the same size whatever the seed, so each file gets an mtime
+// that depends on the seed: rsync's quick check compares whole seconds,
+// and trees of two seeds written within one second would otherwise look
+// unchanged to it wherever their files line up (CI saw that: tree B
+// rsynced over tree A kept A's files).
 func makeSmallTree(t testing.TB, root string, n int, seed int64) {
 	t.Helper()
 	data := make([]byte, 1<<20)
 	fillRandom(data, uint64(seed))
+	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(seed) * 24 * time.Hour)
 	for i := 0; i < n; i++ {
 		dir := filepath.Join(root, "d"+strconv.Itoa(i%17), "e"+strconv.Itoa(i%5))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -173,7 +179,12 @@ func makeSmallTree(t testing.TB, root string, n int, seed int64) {
 			size = 1 << 20
 		}
 		off := (i * 4099) % (len(data) - size + 1)
-		if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), data[off:off+size], 0o644); err != nil {
+		name := filepath.Join(dir, "f"+strconv.Itoa(i))
+		if err := os.WriteFile(name, data[off:off+size], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mtime := base.Add(time.Duration(i)*time.Second + time.Duration(i)*time.Microsecond)
+		if err := os.Chtimes(name, mtime, mtime); err != nil {
 			t.Fatal(err)
 		}
 	}
