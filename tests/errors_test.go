@@ -74,6 +74,43 @@ func TestBadInputErrors(t *testing.T) {
 	}
 }
 
+// TestMountConflicts: requests that clash with what the server has
+// mounted are refused with the reason.
+// Steps: mount staging of home; mount it again elsewhere; mount every
+// volume (--all); remove a volume that nothing mounts itself, and one
+// that does not exist.
+// Pass: the second staging mount fails naming the first mountpoint (two
+// kernel mounts of one staging would each cache what the other changed),
+// and the first still takes writes; volume rm names the --all mount as
+// the reason, and an unknown volume is reported as unknown.
+func TestMountConflicts(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	r.must("volume", "create", "other")
+	second := r.mkdir("mnt/second")
+	res := r.run("mount", "home", second)
+	if res.code == 0 || !strings.Contains(res.stderr, "already mounted at "+stage) {
+		t.Errorf("second staging mount: exit %d, stderr %q; want a refusal naming %s", res.code, res.stderr, stage)
+	}
+	if err := os.WriteFile(filepath.Join(stage, "a"), []byte("one\n"), 0o644); err != nil {
+		t.Errorf("write into the first staging mount after the refusal: %v", err)
+	}
+	all := r.mkdir("mnt/all")
+	r.must("mount", "--all", all)
+	if res := r.run("volume", "rm", "other"); res.code == 0 || !strings.Contains(res.stderr, "mount of every volume at "+all) {
+		t.Errorf("volume rm under an --all mount: exit %d, stderr %q; want the --all mount named", res.code, res.stderr)
+	}
+	if res := r.run("volume", "rm", "nosuch"); res.code == 0 || !strings.Contains(res.stderr, `no volume named "nosuch"`) {
+		t.Errorf("volume rm of an unknown volume: exit %d, stderr %q", res.code, res.stderr)
+	}
+	r.must("umount", all)
+	r.must("umount", stage)
+	r.must("mount", "home", second) // free again once unmounted
+	if b, err := os.ReadFile(filepath.Join(second, "a")); err != nil || string(b) != "one\n" {
+		t.Errorf("staging remounted elsewhere reads %q, %v", b, err)
+	}
+}
+
 // TestFullDisk fills the shard filesystems while rsync writes.
 // Steps: init with six shard dirs on a 96 MiB tmpfs; back up a small tree
 // and commit; rsync 200 MiB of random data into staging; grow the tmpfs

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"syscall"
 	"time"
@@ -129,6 +130,15 @@ func opMount(ctx context.Context, env *opEnv, a mountArgs) (any, error) {
 	if busy {
 		return nil, fail(exitError, "", "%s is already a strata mount", a.Mountpoint)
 	}
+	if vol, rev, _ := splitTarget(a.Target); !a.All && rev == "" {
+		// Held from this check until addMount records the mount, so two
+		// mounts of one staging cannot both pass it.
+		release, err := s.reserveStaging(vol, a.Mountpoint)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	if err := checkMountpoint(a.Mountpoint); err != nil {
 		return nil, err
 	}
@@ -212,6 +222,28 @@ func opMount(ctx context.Context, env *opEnv, a mountArgs) (any, error) {
 	return s.addMount(e), nil
 }
 
+// reserveStaging claims vol's staging for a mount at mp until release is
+// called (after addMount recorded the mount, or on failure); it fails if
+// the staging is mounted or being mounted elsewhere.
+func (s *server) reserveStaging(vol, mp string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	other := s.stagingMount(vol)
+	if other == "" {
+		other = s.mounting[vol]
+	}
+	if other != "" {
+		return nil, fail(exitError, "use that mount, or 'strata umount "+other+"' first",
+			"staging of %s is already mounted at %s", vol, other)
+	}
+	s.mounting[vol] = mp
+	return func() {
+		s.mu.Lock()
+		delete(s.mounting, vol)
+		s.mu.Unlock()
+	}, nil
+}
+
 // addMount records a live mount and watches for its end, however it ends
 // (strata umount, plain umount, server shutdown).
 func (s *server) addMount(e *mountEntry) mountInfo {
@@ -243,16 +275,43 @@ func (s *server) addMount(e *mountEntry) mountInfo {
 	return e.mountInfo
 }
 
-// volumeInUse reports whether a volume is mounted or exported.
-func (s *server) volumeInUse(vol string) bool {
+// volumeUse says where a volume is mounted or exported ("" if nowhere),
+// in words for an error message.
+func (s *server) volumeUse(vol string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range s.mounts {
-		if m.volume == vol || m.Target == "--all" {
-			return true
+		switch {
+		case m.volume == vol:
+			return "mounted at " + m.Mountpoint
+		case m.Target == "--all":
+			return "shown by the mount of every volume at " + m.Mountpoint
 		}
 	}
-	return len(s.nbds) > 0 && s.nbdServes(vol)
+	for _, n := range s.nbds {
+		if len(n.Exports) == 0 || slices.ContainsFunc(n.Exports, func(x string) bool {
+			name, _, _ := splitTarget(x)
+			return name == vol
+		}) {
+			return "exported by the NBD server on " + n.Listen
+		}
+	}
+	return ""
+}
+
+// stagingMount returns the mountpoint of vol's staging ("" if none is
+// mounted); s.mu held. A second writable mount of one staging must be
+// refused: each kernel mount caches entries and attributes for an hour on
+// the promise that every change passes through it, so changes made
+// through one would stay invisible to the other (a file removed through
+// one still listed in the other, and creating it again failing).
+func (s *server) stagingMount(vol string) string {
+	for _, m := range s.mounts {
+		if m.volume == vol && !m.ReadOnly {
+			return m.Mountpoint
+		}
+	}
+	return ""
 }
 
 // mountList returns the live mounts sorted by mountpoint.

@@ -32,8 +32,11 @@ type server struct {
 	mu     sync.Mutex
 	mounts map[string]*mountEntry // guarded by mu; by absolute mountpoint
 	nbds   map[string]*nbdEntry   // guarded by mu; by listen address
-	wg     sync.WaitGroup         // connection handlers and mount waiters
-	guard  *guard                 // aborts our FUSE connections if we die mid-request
+	// mounting: volumes whose staging a mount request is mounting now, to
+	// its mountpoint (reserveStaging); guarded by mu.
+	mounting map[string]string
+	wg       sync.WaitGroup // connection handlers and mount waiters
+	guard    *guard         // aborts our FUSE connections if we die mid-request
 }
 
 type serveCmd struct {
@@ -114,7 +117,7 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &server{repo: repo, log: log, autoExit: autoExit, stop: cancel,
-		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}, guard: startGuard(log)}
+		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}, mounting: map[string]string{}, guard: startGuard(log)}
 	governMemory(ctx, log, s.memoryFloor)
 	go func() {
 		<-ctx.Done()

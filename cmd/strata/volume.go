@@ -130,8 +130,13 @@ func (c *volumeRmCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 func opVolumeRemove(ctx context.Context, env *opEnv, a volumeRmArgs) (any, error) {
-	if env.srv != nil && env.srv.volumeInUse(a.Name) {
-		return nil, fail(exitError, "unmount it first ('strata status' lists mounts and exports)", "volume %s is mounted or exported", a.Name)
+	if _, err := env.repo.layers.Volume(ctx, a.Name); err != nil {
+		return nil, volumeErr(err, a.Name)
+	}
+	if env.srv != nil {
+		if where := env.srv.volumeUse(a.Name); where != "" {
+			return nil, fail(exitError, "unmount or stop that first ('strata status' lists mounts and exports)", "volume %s is %s", a.Name, where)
+		}
 	}
 	err := env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
 	var hr *layers.HasRevisionsError
