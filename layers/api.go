@@ -87,16 +87,21 @@ type VolumeInfo struct {
 
 // Revision is an immutable committed state of a volume.
 type Revision struct {
-	Volume    string
-	ID        string // random, hex; unique prefixes resolve
-	Seq       uint64 // layer sequence number sealed by this revision
-	Time      time.Time
-	Tags      []string
-	Message   string
-	Size      int64         // logical bytes visible in the revision
-	Added     int64         // bytes newly stored by this commit after dedup and compression
-	Files     int64         // fs volumes: inodes in the revision
-	Duration  time.Duration // staging period: previous commit to this one
+	Volume  string
+	ID      string // random, hex; unique prefixes resolve
+	Seq     uint64 // layer sequence number sealed by this revision
+	Time    time.Time
+	Tags    []string
+	Message string
+	Size    int64 // logical bytes visible in the revision
+	Added   int64 // bytes newly stored by this commit after dedup and compression
+	Files   int64 // fs volumes: inodes in the revision
+	// Duration is how long the backup took as far as strata sees it: from
+	// the first change to staging after the previous commit (or from the
+	// start of the commit, if nothing changed) to the end of the commit.
+	// The first change is kept in memory only, so after a server restart
+	// the time counts from the first change since then.
+	Duration  time.Duration
 	Protected bool
 }
 

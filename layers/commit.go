@@ -10,6 +10,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -70,14 +71,9 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
 	}
 	rev.ID = hex.EncodeToString(idb[:])
-	since := v.rec.Created
 	if len(revs) > 0 {
 		prev := revs[len(revs)-1]
 		rev.Size, rev.Files = prev.Size, prev.Files
-		since = prev.Time
-	}
-	if d := when.Sub(since); d > 0 {
-		rev.Duration = d
 	}
 	dsize, dfiles, metaIDs, err := v.sealLayer(ctx, seq)
 	if err != nil {
@@ -90,6 +86,13 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 	}
 	rev.Added = v.added.Load()
 	rev.Meta = metaIDs
+	// Not the gap since the previous revision's time: with commit --time
+	// that is an import's age, and for scheduled backups the schedule.
+	first := now
+	if c := v.changed.Load(); c != 0 && c < now.UnixNano() {
+		first = time.Unix(0, c).UTC()
+	}
+	rev.Duration = r.now().Sub(first)
 	// The revision record itself goes into the store too, so a rebuild
 	// of the index finds volumes and revisions from the shards alone.
 	rb, err := json.Marshal(struct {
@@ -127,6 +130,7 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		v.seq.Store(seq + 1)
 		v.setFresh()
 		v.added.Store(0)
+		v.changed.Store(0)
 	}
 	v.mu.Unlock()
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/layers/internal/memstore"
 	"github.com/strata-backup/strata/store/chunk"
 )
 
@@ -164,7 +165,12 @@ func TestRevisionsStayImmutable(t *testing.T) {
 
 func TestCommitStats(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t, false)
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clock atomic.Int64 // layers' clock, in Unix ns
+	set := func(t time.Time) { clock.Store(t.UnixNano()) }
+	set(t0.Add(-10 * time.Minute)) // the first backup starts writing
+	e := &env{cs: memstore.New(), spool: t.TempDir(), now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }}
+	e.open(t)
 	st := e.staging(t, "v")
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB, one chunk
 	for i := 0; i < 3; i++ {
@@ -179,24 +185,41 @@ func TestCommitStats(t *testing.T) {
 	if _, err := st.Mkdir(ctx, layers.RootIno, "d", 0o755, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	set(t0)
 	r1, err := e.repo.Commit(ctx, "v", layers.CommitOptions{Time: t0})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// 3 identical files dedup to one chunk; root + 3 files + d = 5 inodes.
-	if r1.Size != 3<<20 || r1.Files != 5 || r1.Added < 1<<20 || r1.Added > 1<<20+4096 {
-		t.Errorf("rev 1: size %d files %d added %d", r1.Size, r1.Files, r1.Added)
+	if r1.Size != 3<<20 || r1.Files != 5 || r1.Added < 1<<20 || r1.Added > 1<<20+4096 || r1.Duration != 10*time.Minute {
+		t.Errorf("rev 1: size %d files %d added %d duration %v", r1.Size, r1.Files, r1.Added, r1.Duration)
 	}
+	// Duration runs from the first change after the previous commit to
+	// the end of this one: not the gap between revision times, which for
+	// an import (--time) is its age and for daily backups a day.
+	set(t0.Add(50 * time.Minute))
 	if err := st.Unlink(ctx, layers.RootIno, "f0"); err != nil {
 		t.Fatal(err)
 	}
+	set(t0.Add(time.Hour))
 	r2, err := e.repo.Commit(ctx, "v", layers.CommitOptions{Time: t0.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r2.Size != 2<<20 || r2.Files != 4 || r2.Added > 4096 || r2.Duration != time.Hour {
+	if r2.Size != 2<<20 || r2.Files != 4 || r2.Added > 4096 || r2.Duration != 10*time.Minute {
 		t.Errorf("rev 2: size %d files %d added %d duration %v", r2.Size, r2.Files, r2.Added, r2.Duration)
+	}
+	set(t0.Add(2 * time.Hour)) // nothing changed: the commit's own time, 0 on this clock
+	if r3, err := e.repo.Commit(ctx, "v", layers.CommitOptions{}); err != nil || r3.Duration != 0 {
+		t.Errorf("rev 3 (no change): duration %v, %v; want 0", r3.Duration, err)
+	}
+	set(t0.Add(3 * time.Hour))
+	if _, err := st.Mkdir(ctx, layers.RootIno, "imported", 0o755, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	set(t0.Add(3*time.Hour + 5*time.Minute))
+	if r4, err := e.repo.Commit(ctx, "v", layers.CommitOptions{Time: t0.AddDate(-1, 0, 0)}); err != nil || r4.Duration != 5*time.Minute {
+		t.Errorf("rev 4 (an import dated a year back): duration %v, %v; want 5m", r4.Duration, err)
 	}
 }
 
@@ -300,13 +323,16 @@ func TestResolve(t *testing.T) {
 	}
 	base := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	tags := [][]string{{"daily"}, {"daily", "weekly"}, {"daily"}, {"weekly"}, {"daily"}}
-	var revs []layers.Revision
-	for i, tg := range tags {
-		rev, err := e.repo.Commit(ctx, "v", layers.CommitOptions{Time: base.Add(time.Duration(i) * 24 * time.Hour), Tags: tg})
+	// revs[i] is day i. Day 2 is committed last, as an import of an older
+	// backup (commit --time) would be: specs count by time, not by commit
+	// order, so they agree with list.
+	revs := make([]layers.Revision, len(tags))
+	for _, i := range []int{0, 1, 3, 4, 2} {
+		rev, err := e.repo.Commit(ctx, "v", layers.CommitOptions{Time: base.Add(time.Duration(i) * 24 * time.Hour), Tags: tags[i]})
 		if err != nil {
 			t.Fatal(err)
 		}
-		revs = append(revs, rev)
+		revs[i] = rev
 	}
 	now := base.Add(4*24*time.Hour + time.Hour) // an hour after the last
 	// Two revisions sharing an id prefix cannot be forced with random ids;

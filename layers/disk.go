@@ -217,6 +217,7 @@ func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	d.v.commitMu.RLock()
 	defer d.v.commitMu.RUnlock()
+	d.v.noteChange(d.v.r.now())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for q, o := p, off; len(q) > 0; {
@@ -261,6 +262,7 @@ func (d *Disk) Zero(ctx context.Context, off, length int64) error {
 	}
 	d.v.commitMu.RLock()
 	defer d.v.commitMu.RUnlock()
+	d.v.noteChange(d.v.r.now())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// A buffered all-zero block becomes a hole when flushed; zeroing

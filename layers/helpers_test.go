@@ -3,6 +3,7 @@ package layers_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -19,6 +20,7 @@ type env struct {
 	db    *badger.DB
 	dir   string // badger dir ("" = in memory)
 	spool string
+	now   func() time.Time // layers' clock; nil: time.Now
 }
 
 func openDB(t testing.TB, dir string) *badger.DB {
@@ -48,7 +50,7 @@ func newEnv(t testing.TB, onDisk bool) *env {
 func (e *env) open(t testing.TB) {
 	t.Helper()
 	e.db = openDB(t, e.dir)
-	r, err := layers.Open(context.Background(), e.db, e.cs, layers.Options{SpoolDir: e.spool})
+	r, err := layers.Open(context.Background(), e.db, e.cs, layers.Options{SpoolDir: e.spool, Now: e.now})
 	if err != nil {
 		t.Fatalf("open layers: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,7 +33,10 @@ var (
 //
 // A full id always wins and a tag wins over an id prefix; a count, age or
 // date that finds no revision is tried as an id prefix (see resolveSpec).
-// "Newest" is by commit order (seq); "at or before" compares revision times.
+// Revisions are ordered by their time, ties by commit order: the order
+// list prints them in and the --all mount's latest follows, so ~N counts
+// rows of list even when a commit --time imported an older backup after
+// newer ones.
 func (r *Repo) Resolve(ctx context.Context, volume, spec string, now time.Time) (Revision, error) {
 	v, err := r.volume(volume)
 	if err != nil {
@@ -49,6 +53,7 @@ func (r *Repo) Resolve(ctx context.Context, volume, spec string, now time.Time) 
 	for i, rr := range rrs {
 		revs[i] = rr.Revision
 	}
+	slices.SortStableFunc(revs, func(a, b Revision) int { return a.Time.Compare(b.Time) })
 	rev, err := resolveSpec(revs, strings.TrimSpace(spec), now)
 	if err != nil {
 		return Revision{}, fmt.Errorf("resolve %s@%s: %w", volume, spec, err)

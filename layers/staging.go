@@ -127,6 +127,7 @@ func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 		return nil
 	})
 	if err == nil {
+		v.noteChange(m.now)
 		if v.pend.apply(b, m.flushed) {
 			// Badger takes a batch in one transaction: past the hard
 			// limit, this change waits for it (and so do the next ones,
@@ -785,7 +786,9 @@ func (s *Staging) WriteAt(ctx context.Context, ino Ino, p []byte, off int64) (in
 		return 0, fmt.Errorf("write %d: %w", ino, err)
 	}
 	defer f.dataMu.Unlock()
-	n, err := f.writeAt(p, off, v.r.now())
+	now := v.r.now()
+	v.noteChange(now)
+	n, err := f.writeAt(p, off, now)
 	if err != nil {
 		return n, fmt.Errorf("write %d: %w", ino, err)
 	}

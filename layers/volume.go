@@ -85,6 +85,7 @@ type volume struct {
 
 	seq     atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
 	added   atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
+	changed atomic.Int64  // Unix ns of the first staging change since the last commit, 0 if none (noteChange)
 	removed atomic.Bool   // RemoveVolume ran: staging objects still held refuse writes
 
 	// fresh says which inodes staging created (db.go); set with seq.
@@ -450,4 +451,12 @@ func (r *Repo) StatFS(ctx context.Context) (StatFS, error) {
 // store's real capacity; *store.Store has it.
 type statser interface {
 	Stats(ctx context.Context) (store.Stats, error)
+}
+
+// noteChange records now as the first change to staging since the last
+// commit, unless one is recorded (Revision.Duration counts from it).
+func (v *volume) noteChange(now time.Time) {
+	if v.changed.Load() == 0 {
+		v.changed.CompareAndSwap(0, now.UnixNano())
+	}
 }

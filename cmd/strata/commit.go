@@ -33,6 +33,11 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 		if err != nil {
 			return fail(exitUsage, "use RFC 3339 (2026-11-20T10:00:00Z) or YYYY-MM-DD[ HH:MM:SS] (UTC)", "--time: %v", err)
 		}
+		// A future time would make the revision "latest" and its age
+		// negative until then, hiding missed backups from 'strata check'.
+		if t.After(time.Now().Add(time.Minute)) {
+			return fail(exitUsage, "--time says when the data was backed up (for imports of older backups); leave it out to use now", "--time %s is in the future", t.UTC().Format(time.RFC3339))
+		}
 		a.Time = t
 	}
 	var rev layers.Revision
@@ -49,9 +54,9 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	files := ""
 	if rev.Files > 0 {
-		files = fmt.Sprintf("%d files, ", rev.Files)
+		files = count(rev.Files, "file") + ", "
 	}
-	fmt.Fprintf(os.Stderr, "committed %s@%s: %s%s, %s added%s\n", rev.Volume, rev.ID[:8], files, humanBytes(rev.Size), humanBytes(rev.Added), tags)
+	fmt.Fprintf(os.Stderr, "committed %s@%s: %s%s, %s added, took %s%s\n", rev.Volume, rev.ID[:8], files, humanBytes(rev.Size), humanBytes(rev.Added), rev.Duration.Round(time.Second), tags)
 	return nil
 }
 

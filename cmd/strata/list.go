@@ -46,7 +46,7 @@ func (c *listCmd) Run(ctx context.Context, g *Globals) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Printf("%d revisions, %s stored\n", len(revs), humanBytes(added))
+	fmt.Printf("%s, %s stored\n", count(int64(len(revs)), "revision"), humanBytes(added))
 	return nil
 }
 

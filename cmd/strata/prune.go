@@ -119,7 +119,7 @@ func printPrune(res pruneResult) error {
 	if res.DryRun {
 		fmt.Println("dry run: nothing was removed")
 	} else {
-		fmt.Printf("removed %d revisions, freed %s\n", res.Removed, humanBytes(res.FreedBytes))
+		fmt.Printf("removed %s, freed %s\n", count(int64(res.Removed), "revision"), humanBytes(res.FreedBytes))
 	}
 	for _, w := range res.Warnings {
 		fmt.Printf("warning: %s\n", w)

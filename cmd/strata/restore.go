@@ -60,7 +60,7 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 	if g.JSON {
 		return printJSON(res)
 	}
-	fmt.Fprintf(os.Stderr, "restored %s@%s to %s: %d files, %s", vol, res.Revision[:8], a.Dest, res.Files, humanBytes(res.Bytes))
+	fmt.Fprintf(os.Stderr, "restored %s@%s to %s: %s, %s", vol, res.Revision[:8], a.Dest, count(res.Files, "file"), humanBytes(res.Bytes))
 	if res.Skipped > 0 {
 		fmt.Fprintf(os.Stderr, " (%d already there)", res.Skipped)
 	}

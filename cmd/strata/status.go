@@ -137,6 +137,12 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		age := time.Since(v.Last.Time)
 		switch {
+		case age < -time.Minute:
+			// Set by a wrong clock: the age says nothing about whether
+			// backups still run.
+			code = max(code, 1)
+			msgs = append(msgs, fmt.Sprintf("%s: newest revision dated in the future (%s)", v.Name, v.Last.Time.UTC().Format(time.RFC3339)))
+			continue
 		case age > crit:
 			code = 2
 			worst = v.Name

@@ -141,7 +141,7 @@ func opVolumeRemove(ctx context.Context, env *opEnv, a volumeRmArgs) (any, error
 	err := env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
 	var hr *layers.HasRevisionsError
 	if errors.As(err, &hr) {
-		return nil, fail(exitError, "pass --force to remove them too (this cannot be undone)", "volume %s has %d revisions", a.Name, hr.Revisions)
+		return nil, fail(exitError, "pass --force to remove them too (this cannot be undone)", "volume %s has %s", a.Name, count(int64(hr.Revisions), "revision"))
 	}
 	return nil, volumeErr(err, a.Name)
 }
