@@ -159,15 +159,45 @@ func resolveNumeric(revs []Revision, spec string, now time.Time) (rev Revision, 
 		}
 		rev, err = atOrBefore(revs, spec, now.Add(-age))
 	default:
-		if t, perr := time.Parse("2006-01-02", spec); perr == nil {
-			rev, err = atOrBefore(revs, spec, t.Add(24*time.Hour-time.Nanosecond))
-		} else if t, perr := time.Parse(time.RFC3339Nano, spec); perr == nil {
-			rev, err = atOrBefore(revs, spec, t)
-		} else {
+		t, ok := ParseSpecTime(spec)
+		if !ok {
 			return Revision{}, false, nil
 		}
+		rev, err = atOrBefore(revs, spec, t)
 	}
 	return rev, err == nil, err
+}
+
+// specTimes are the time forms of a spec: RFC 3339, and the form list
+// prints (UTC) so a time can be pasted from it, down to the minute or the
+// day. Each stands for the end of the span it names, so a revision made at
+// 10:00:05.7 is found by the 10:00:05 that list shows for it.
+var specTimes = []struct {
+	layout string
+	span   time.Duration
+}{
+	{time.RFC3339, time.Second}, // also takes fractional seconds, see ParseSpecTime
+	{"2006-01-02 15:04:05", time.Second},
+	{"2006-01-02T15:04:05", time.Second},
+	{"2006-01-02 15:04", time.Minute},
+	{"2006-01-02T15:04", time.Minute},
+	{"2006-01-02", 24 * time.Hour},
+}
+
+// ParseSpecTime reads spec as one of a spec's time forms, returning the
+// last instant it names.
+func ParseSpecTime(spec string) (time.Time, bool) {
+	for _, f := range specTimes {
+		t, err := time.ParseInLocation(f.layout, spec, time.UTC)
+		if err != nil {
+			continue
+		}
+		if t.Nanosecond() != 0 {
+			return t, true // an exact time: fractional seconds were given
+		}
+		return t.Add(f.span - time.Nanosecond), true
+	}
+	return time.Time{}, false
 }
 
 // nth returns the revision n before the newest of list.

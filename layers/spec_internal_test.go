@@ -91,3 +91,25 @@ func TestResolveAmbiguousPrefix(t *testing.T) {
 		})
 	}
 }
+
+// A time as list prints it (whole seconds, UTC) finds the revision made
+// within that second; the second before does not.
+func TestResolveTimeAsListed(t *testing.T) {
+	t0 := time.Date(2026, 11, 20, 10, 0, 5, 700_000_000, time.UTC)
+	revs := []Revision{{ID: "a1b2c3d4e5f60718", Time: t0}}
+	for _, tt := range []struct {
+		spec  string
+		found bool
+	}{
+		{t0.Format("2006-01-02 15:04:05"), true},
+		{t0.Format(time.RFC3339), true},
+		{t0.Format("2006-01-02 15:04"), true},
+		{t0.Add(-time.Second).Format("2006-01-02 15:04:05"), false},
+		{t0.Add(-time.Second).Format(time.RFC3339), false},
+	} {
+		got, err := resolveSpec(revs, tt.spec, t0.Add(time.Hour))
+		if found := err == nil && got.ID == revs[0].ID; found != tt.found {
+			t.Errorf("%q: found %v (%v), want %v", tt.spec, found, err, tt.found)
+		}
+	}
+}

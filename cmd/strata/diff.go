@@ -10,7 +10,7 @@ import (
 
 type diffCmd struct {
 	A string `arg:"" help:"NAME@REV: the older revision."`
-	B string `arg:"" help:"NAME@REV or NAME@REV: the newer revision (same volume)."`
+	B string `arg:"" help:"NAME@REV: the newer revision (same volume)."`
 }
 
 type diffArgs struct {
@@ -25,8 +25,11 @@ type diffResult struct {
 }
 
 func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
-	va, ra, _ := splitTarget(c.A)
-	vb, rb, _ := splitTarget(c.B)
+	va, ra, pa := splitTarget(c.A)
+	vb, rb, pb := splitTarget(c.B)
+	if pa != "" || pb != "" {
+		return fail(exitUsage, "diff compares whole revisions; filter its output for a path (e.g. | grep ' /etc/')", "diff takes NAME@REV without a :PATH")
+	}
 	if va != vb {
 		return fail(exitUsage, "", "diff compares two revisions of one volume, got %s and %s", va, vb)
 	}

@@ -56,6 +56,12 @@ func TestSplitTarget(t *testing.T) {
 		{"home@latest", "home", "latest", ""},
 		{"home@~2:/etc/passwd", "home", "~2", "/etc/passwd"},
 		{"home@2026-11-20T10:00:00Z", "home", "2026-11-20T10:00:00Z", ""},
+		{"home@2026-11-20T10:00:00Z:/etc", "home", "2026-11-20T10:00:00Z", "/etc"},
+		{"home@2026-11-20T11:00:00+01:00:etc/x", "home", "2026-11-20T11:00:00+01:00", "etc/x"},
+		{"home@2026-11-20 10:00:05", "home", "2026-11-20 10:00:05", ""},
+		{"home@2026-11-20 10:00:05:/etc", "home", "2026-11-20 10:00:05", "/etc"},
+		{"home@2026-11-20 10:00:/etc", "home", "2026-11-20 10:00", "/etc"},
+		{"home@2026-11-20:/etc", "home", "2026-11-20", "/etc"},
 		{"vm@3d", "vm", "3d", ""},
 	} {
 		n, r, p := splitTarget(c.in)

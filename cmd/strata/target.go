@@ -14,16 +14,33 @@ func splitTarget(s string) (name, rev, path string) {
 	name = s
 	if i := strings.IndexByte(s, '@'); i >= 0 {
 		name, rev = s[:i], s[i+1:]
-		if j := strings.IndexByte(rev, ':'); j >= 0 && !looksLikeTime(rev) {
+		if j := pathColon(rev); j >= 0 {
 			rev, path = rev[:j], rev[j+1:]
 		}
 	}
 	return name, rev, path
 }
 
-// looksLikeTime: RFC 3339 times contain ':' themselves.
-func looksLikeTime(rev string) bool {
-	return len(rev) >= 13 && rev[4] == '-' && strings.Contains(rev, "T")
+// pathColon returns the index of the ':' that starts the path in REV[:PATH],
+// or -1. Times contain ':' themselves (RFC 3339, and the form list prints:
+// 2026-11-20 10:00:05), so the path starts after the longest prefix that
+// reads as a time.
+func pathColon(rev string) int {
+	first := strings.IndexByte(rev, ':')
+	if first < 0 || len(rev) < 13 || rev[4] != '-' || (rev[10] != 'T' && rev[10] != ' ') {
+		return first
+	}
+	if _, ok := layers.ParseSpecTime(rev); ok {
+		return -1
+	}
+	for j := len(rev) - 1; j > 0; j-- {
+		if rev[j] == ':' {
+			if _, ok := layers.ParseSpecTime(rev[:j]); ok {
+				return j
+			}
+		}
+	}
+	return first
 }
 
 // resolve turns a revision spec into a revision, with messages that list
@@ -46,7 +63,10 @@ func resolve(ctx context.Context, r *layers.Repo, volume, spec string) (layers.R
 		if se.Ambiguous {
 			return rev, fail(exitError, "use a longer id prefix or an exact time", "revision spec %q of %s is ambiguous; it matches:%s", spec, volume, b.String())
 		}
-		hint := "specs: latest, ~N, TAG, TAG~N, an id prefix, a date or RFC 3339 time, an age like 3d"
+		hint := "specs: latest, ~N, TAG, TAG~N, an id prefix, a date or time (2026-11-20, 2026-11-20 10:00:05, RFC 3339), an age like 3d"
+		if strings.Trim(spec, "~0123456789") == "" && len(spec) < 4 {
+			hint = "a number N or ~N counts back from the latest revision (0 is the latest); an id prefix needs at least 4 characters"
+		}
 		if b.Len() > 0 {
 			return rev, fail(exitError, hint, "no revision of %s matches %q; revisions are:%s", volume, spec, b.String())
 		}
