@@ -54,7 +54,12 @@ func report(w io.Writer, err error) int {
 	}
 	code := exitCodeOf(err)
 	var ue *userError
-	errors.As(err, &ue)
+	if !errors.As(err, &ue) && errors.Is(err, context.Canceled) {
+		// Ctrl-C or SIGTERM: "context canceled" would read like a fault.
+		fmt.Fprintln(w, "strata: interrupted")
+		fmt.Fprintln(w, "hint: nothing already stored was lost; run the command again to finish it (restore goes on where it stopped)")
+		return code
+	}
 	fmt.Fprintf(w, "strata: %v\n", err)
 	if ue != nil && ue.hint != "" {
 		fmt.Fprintf(w, "hint: %s\n", ue.hint)

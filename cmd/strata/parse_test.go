@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 )
@@ -103,9 +106,15 @@ func TestExitCodes(t *testing.T) {
 		{fail(exitWrongKey, "", "wrong"), exitWrongKey},
 		{&exitStatus{code: 2}, 2},
 		{fail(0, "", "plain"), exitError},
+		{fmt.Errorf("restore: %w", context.Canceled), exitInterrupted},
 	} {
 		if got := report(io.Discard, c.err); got != c.want {
 			t.Errorf("report(%v) = %d, want %d", c.err, got, c.want)
 		}
+	}
+	var b strings.Builder
+	report(&b, fmt.Errorf("restore: copy a: %w", context.Canceled))
+	if !strings.HasPrefix(b.String(), "strata: interrupted\n") {
+		t.Errorf("an interruption reads %q, want it called interrupted", b.String())
 	}
 }

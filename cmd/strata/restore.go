@@ -260,6 +260,12 @@ func (r *treeRestorer) restore(ctx context.Context, sub, dest string) error {
 			return fail(exitError, "", "%s: no such path in the revision", sub)
 		}
 		ino = attr.Ino
+		// The revision's size is no total for a part of it; a file's own
+		// size is, a directory's is unknown without a walk (no percentage).
+		r.total = 0
+		if attr.Mode&syscall.S_IFMT == syscall.S_IFREG {
+			r.total = attr.Size
+		}
 	}
 	if attr.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		if err := os.MkdirAll(dest, 0o700); err != nil {
