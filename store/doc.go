@@ -112,5 +112,7 @@
 // *LockedError for a second opener; a full filesystem gives errors that
 // match both ErrNoSpace and syscall.ENOSPC, after which the store stays
 // consistent: the failed segment stays in memory and is written again by
-// the next Put or Flush once space is freed.
+// the next Put or Flush once space is freed. Data Puts fail that way
+// already when only a reserve of two segments is left (room.go): metadata
+// and GC use it, so a repository full of backups can still be pruned.
 package store

@@ -114,14 +114,32 @@ func TestTmpfsFull(t *testing.T) {
 		t.Fatalf("filling a 2 MiB tmpfs shard dir: %v, want ENOSPC", err)
 	}
 	checkAll(t, s, want)
+	// Data stopped at the reserve (two 1 MiB segments here, plus what
+	// was in flight), not at a full disk ...
 	st, _ := s.Stats(ctx)
-	if st.Free > 2<<20 {
-		t.Fatalf("Stats.Free = %d with a full 2 MiB shard dir", st.Free)
+	if st.Free > uint64(s.roomReserve())+2<<20 {
+		t.Fatalf("Stats.Free = %d after data filled a 2 MiB shard dir, want the reserve (%d) and at most 2 MiB in flight", st.Free, s.roomReserve())
 	}
-	// Free space: grow the tmpfs.
+	// ... so metadata, which is what frees space (prune's records, GC),
+	// still goes in and becomes durable.
+	meta := randBytes(r, 100_000)
+	id, _, err := s.Put(ctx, chunk.KindMeta, meta)
+	if err != nil {
+		t.Fatalf("metadata put at the reserve: %v", err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("Flush of metadata at the reserve: %v", err)
+	}
+	want[id] = meta
+	// Free space: grow the tmpfs; data goes in again.
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
 		t.Fatal(err)
 	}
+	b := randBytes(r, 200_000)
+	if id, _, err = s.Put(ctx, chunk.KindData, b); err != nil {
+		t.Fatalf("data put after growing the filesystem: %v", err)
+	}
+	want[id] = b
 	if err := s.Flush(ctx); err != nil {
 		t.Fatalf("Flush after growing the filesystem: %v", err)
 	}

@@ -81,7 +81,29 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 			repack.data.close()
 		}
 	}()
-	var repacked []segEntry
+	// Segments go as soon as nothing needs them: all-garbage ones before
+	// any repacking, repacked ones once the segment holding their live
+	// chunks is durable. On a nearly full disk the space they free is
+	// what the repacking writes into (prune is how a user frees space).
+	drop := func(sgs []segEntry, repacked bool) error {
+		for _, sg := range sgs {
+			freed, chunks, err := s.deleteSegment(ctx, sg, bySeg[sg.id])
+			if err != nil {
+				return err
+			}
+			if freed > 0 {
+				st.BytesFreed += freed
+				st.ChunksFreed += chunks
+				if repacked {
+					st.SegmentsRepacked++
+				} else {
+					st.SegmentsDeleted++
+				}
+			}
+		}
+		return nil
+	}
+	var copied []segEntry // live chunks all in repack, sealed or not
 	flushRepack := func() error {
 		if repack == nil || len(repack.chunks) == 0 {
 			return nil
@@ -92,9 +114,10 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		}
 		st.BytesFreed -= int64(s.k+s.m) * erasure.FileSize(erasure.ShardLen(full, s.k))
 		repack = nil
-		return nil
+		done := copied
+		copied = nil
+		return drop(done, true)
 	}
-	var toDelete []segEntry
 	// Small segments (each process that flushes and exits leaves one)
 	// cost K+M files each: merge them when there are several.
 	smallLimit := int64(s.cfg.SegmentSize / 8)
@@ -104,10 +127,8 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 			small++
 		}
 	}
+	var garbage, candidates []segEntry
 	for _, sg := range segs {
-		if err := ctx.Err(); err != nil {
-			return st, err
-		}
 		var live, dead int64
 		for _, c := range bySeg[sg.id] {
 			if c.live {
@@ -118,58 +139,55 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		}
 		switch {
 		case live == 0:
-			toDelete = append(toDelete, sg)
+			garbage = append(garbage, sg)
 		case maxUnused < 1 && float64(dead) > maxUnused*float64(live+dead),
 			small >= 2 && sg.rec.SegLen < smallLimit:
-			readable := true
-			for _, c := range bySeg[sg.id] {
-				if !c.live {
-					continue
-				}
-				sealed := make([]byte, c.loc.Length)
-				if _, err := s.readChunkSealed(ctx, c.id, c.loc, sg.rec, sealed); err != nil {
-					// Keep the segment: scrub reports it, and the
-					// chunks already copied are simply duplicates.
-					s.log.Error("gc: segment not repacked, a live chunk is unreadable", "segment", segName(sg.id), "err", err)
-					readable = false
-					break
-				}
-				if repack == nil {
-					s.mu.Lock()
-					repack = s.newSegLocked(0)
-					s.mu.Unlock()
-					repack.repack = true
-				}
-				repack.chunks = append(repack.chunks, segChunk{id: c.id, kind: c.loc.Kind, off: uint32(repack.data.len), n: c.loc.Length})
-				repack.data.append(sealed)
-				if repack.data.len >= int64(s.cfg.SegmentSize) || len(repack.chunks) >= maxSegChunks {
-					if err := flushRepack(); err != nil {
-						return st, err
-					}
+			candidates = append(candidates, sg)
+		}
+	}
+	if err := drop(garbage, false); err != nil {
+		return st, err
+	}
+	for _, sg := range candidates {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		readable := true
+		for _, c := range bySeg[sg.id] {
+			if !c.live {
+				continue
+			}
+			sealed := make([]byte, c.loc.Length)
+			if _, err := s.readChunkSealed(ctx, c.id, c.loc, sg.rec, sealed); err != nil {
+				// Keep the segment: scrub reports it, and the chunks
+				// already copied are simply duplicates.
+				s.log.Error("gc: segment not repacked, a live chunk is unreadable", "segment", segName(sg.id), "err", err)
+				readable = false
+				break
+			}
+			if repack == nil {
+				s.mu.Lock()
+				repack = s.newSegLocked(0)
+				s.mu.Unlock()
+				repack.repack = true
+			}
+			repack.chunks = append(repack.chunks, segChunk{id: c.id, kind: c.loc.Kind, off: uint32(repack.data.len), n: c.loc.Length})
+			repack.data.append(sealed)
+			if repack.data.len >= int64(s.cfg.SegmentSize) || len(repack.chunks) >= maxSegChunks {
+				if err := flushRepack(); err != nil {
+					return st, err
 				}
 			}
-			if readable {
-				repacked = append(repacked, sg)
-			}
+		}
+		if readable {
+			copied = append(copied, sg)
 		}
 	}
 	if err := flushRepack(); err != nil {
 		return st, err
 	}
-	for i, sg := range append(toDelete, repacked...) {
-		freed, chunks, err := s.deleteSegment(ctx, sg, bySeg[sg.id])
-		if err != nil {
-			return st, err
-		}
-		if freed > 0 {
-			st.BytesFreed += freed
-			st.ChunksFreed += chunks
-			if i < len(toDelete) {
-				st.SegmentsDeleted++
-			} else {
-				st.SegmentsRepacked++
-			}
-		}
+	if err := drop(copied, true); err != nil { // nothing was left to copy
+		return st, err
 	}
 	orphans, err := s.orphans(ctx)
 	if err != nil {

@@ -90,6 +90,11 @@ func (s *Store) Put(ctx context.Context, kind chunk.Kind, data []byte) (chunk.ID
 	if dup, err := s.dedup(id); dup || err != nil {
 		return id, false, err
 	}
+	if kind == chunk.KindData {
+		if err := s.checkRoom(ctx, len(data)); err != nil {
+			return id, false, fmt.Errorf("put chunk %s: %w", id.Short(), err)
+		}
+	}
 	select {
 	case s.workers <- struct{}{}:
 	case <-ctx.Done():

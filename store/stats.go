@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-
-	"github.com/strata-backup/strata/store/shard"
 )
 
 // Stats describes what the store holds and how much room is left.
@@ -38,30 +36,12 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	}
 	s.mu.Unlock()
 	st.MissingShardDirs = s.MissingShardDirs()
-	var spaces []shard.Space
-	perDev := map[string]uint64{}
-	for i, b := range s.backends {
-		if s.isMissing(i) {
-			continue // its share of capacity is unknown until it is back
-		}
-		sp, ok := b.(shard.Spacer)
-		if !ok {
-			return st, nil
-		}
-		space, err := sp.Space(ctx)
-		if err != nil {
-			return st, fmt.Errorf("stats: shard %d: %w", i, err)
-		}
-		spaces = append(spaces, space)
-		perDev[space.Device]++
+	capacity, free, known, err := s.space(ctx)
+	if err != nil {
+		return st, fmt.Errorf("stats: %w", err)
 	}
-	minTotal, minFree := ^uint64(0), ^uint64(0)
-	for _, sp := range spaces {
-		n := perDev[sp.Device]
-		minTotal = min(minTotal, sp.Total/n)
-		minFree = min(minFree, sp.Free/n)
+	if known {
+		st.Capacity, st.Free = capacity, free
 	}
-	st.Capacity = minTotal * uint64(s.k)
-	st.Free = minFree * uint64(s.k)
 	return st, nil
 }

@@ -60,6 +60,7 @@ type Store struct {
 
 	workers   chan struct{} // semaphore: chunk seals in flight
 	chunkBufs sync.Pool     // *[]byte: chunk-sized scratch for Put
+	room      room          // free space last measured (checkRoom)
 	sealQ     chan *segBuf  // full segments to the sealer goroutine
 	syncSlots chan struct{} // semaphore: segments waiting for fsync
 	sealWG    sync.WaitGroup

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -115,12 +116,14 @@ func TestMountConflicts(t *testing.T) {
 
 // TestFullDisk fills the shard filesystems while rsync writes.
 // Steps: init with six shard dirs on a 96 MiB tmpfs; back up a small tree
-// and commit; rsync 200 MiB of random data into staging; grow the tmpfs
-// (space freed); remove the big data from the source, rsync --delete,
-// commit; prune to the last revision; scrub.
+// and commit; rsync 200 MiB of random data into staging; then free space
+// with strata alone, as the error's hint says: remove the big data from
+// the source, rsync --delete, commit, prune to the last revision; back up
+// 8 MiB of new data; scrub.
 // Pass: rsync fails with "No space left on device"; the first revision
-// still matches its source; after freeing space the repository accepts
-// new commits and scrub finds no damage.
+// still matches its source; the commit and the prune after it work on
+// the full filesystem (data stops short of a reserve that they use), the
+// new data goes in, and scrub finds no damage.
 func TestFullDisk(t *testing.T) {
 	need(t, "rsync")
 	work := t.TempDir()
@@ -158,8 +161,7 @@ func TestFullDisk(t *testing.T) {
 	if !strings.Contains(string(out), "No space left on device") {
 		t.Errorf("rsync failed without ENOSPC:\n%s", tail(string(out), 2000))
 	}
-	// The admin adds capacity; the repository carries on.
-	sh(t, "mount", "-o", "remount,size=512m", tmpfs)
+	// The user frees space through strata, as the error's hint says.
 	os.RemoveAll(big)
 	sh(t, "rsync", "-a", "--delete", src+"/", stage+"/")
 	r.must("commit", "home", "--tag", "after")
@@ -172,6 +174,21 @@ func TestFullDisk(t *testing.T) {
 	}
 	r.must("umount", rev)
 	r.must("prune", "--keep-last", "1")
+
+	// There is room again for new data.
+	more := filepath.Join(src, "more")
+	os.MkdirAll(more, 0o755)
+	for i := 0; i < 8; i++ {
+		fillRandom(buf, uint64(1000+i))
+		os.WriteFile(filepath.Join(more, "m"+strconv.Itoa(i)), buf, 0o644)
+	}
+	r.must("mount", "home", stage)
+	sh(t, "rsync", "-a", "--delete", src+"/", stage+"/")
+	r.must("commit", "home", "--tag", "more")
+	if out := itemize(t, src, stage); out != "" {
+		t.Errorf("staging after freeing space differs from the source:\n%s", out)
+	}
+	r.must("umount", stage)
 	if out := r.must("scrub"); !strings.Contains(out, "no damage") {
 		t.Errorf("scrub after a full disk:\n%s", out)
 	}

@@ -156,7 +156,7 @@ func volumeErr(err error, name string) error {
 	case errors.Is(err, layers.ErrNoRevisions):
 		return &userError{msg: fmt.Sprintf("volume %s has no revisions yet", name), hint: "'strata commit " + name + "' makes one", code: exitError, err: err}
 	case errors.Is(err, layers.ErrNoSpace) || errors.Is(err, syscall.ENOSPC):
-		return &userError{msg: "the repository is full", hint: "free space on the shard filesystems (e.g. 'strata prune', then retry); committed revisions are intact and staging keeps what was written", code: exitError, err: err}
+		return &userError{msg: "the repository is full", hint: "remove from staging what does not fit and commit, then 'strata prune' to give space back (or free space on the shard filesystems); committed revisions are intact and staging keeps what was written", code: exitError, err: err}
 	case errors.Is(err, layers.ErrWrongType):
 		return &userError{msg: fmt.Sprintf("volume %s is not of the right type for this", name), code: exitError, err: err}
 	}

@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/strata-backup/strata/store/shard"
+)
+
+// A repository whose shard filesystems are full could not free space
+// through strata itself: prune writes metadata, and GC writes a repacked
+// segment before it deletes the ones it empties. So data Puts (what
+// backups write) stop short of a reserve, which only metadata and GC use.
+
+// roomReserve is that reserve in bytes of chunk data, the unit of
+// Stats.Free: one segment of metadata (commit, prune's markers) and one
+// segment GC repacks into before deleting.
+func (s *Store) roomReserve() int64 { return 2 * int64(s.cfg.SegmentSize) }
+
+// roomCheckEvery is how long a measurement of free space is trusted while
+// far from the reserve (nearer, every data Put measures).
+const roomCheckEvery = time.Second
+
+// room is the last measurement of free space (checkRoom).
+type room struct {
+	mu    sync.Mutex
+	at    time.Time
+	left  int64 // free, less what is not written yet and the reserve, at `at`
+	since int64 // data bytes put since `at`
+	known bool  // false: the backends cannot tell their space
+}
+
+// checkRoom refuses a data Put of n bytes that would eat into the reserve,
+// with an error matching ErrNoSpace and syscall.ENOSPC.
+func (s *Store) checkRoom(ctx context.Context, n int) error {
+	r := &s.room
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.at) > roomCheckEvery || r.since+int64(n) > r.left {
+		_, free, known, err := s.space(ctx)
+		if err != nil {
+			return nil // the write itself will report what is wrong
+		}
+		s.mu.Lock()
+		// Sealing segments are counted whole: their data may be
+		// released while their sealer runs, so its length is not
+		// readable here.
+		unwritten := int64(len(s.sealing)+len(s.failed)) * int64(s.cfg.SegmentSize)
+		if s.open != nil {
+			unwritten += s.open.data.len
+		}
+		s.mu.Unlock()
+		r.at, r.since, r.known = time.Now(), 0, known
+		r.left = int64(free) - unwritten - s.roomReserve()
+	}
+	if r.known && r.since+int64(n) > r.left {
+		return noSpaceError{fmt.Errorf("less than %d MiB left on the shard filesystems, kept for prune and garbage collection to free space: %w",
+			s.roomReserve()>>20, syscall.ENOSPC)}
+	}
+	r.since += int64(n)
+	return nil
+}
+
+// space returns the capacity and free space of the shard filesystems in
+// bytes of chunk data: each segment puts 1/K of its size on every shard
+// dir, so usable space is K times the smallest per-shard share, and shard
+// dirs on one filesystem share its space. known is false when a backend
+// cannot tell.
+func (s *Store) space(ctx context.Context) (capacity, free uint64, known bool, err error) {
+	var spaces []shard.Space
+	perDev := map[string]uint64{}
+	for i, b := range s.backends {
+		if s.isMissing(i) {
+			continue // its share of capacity is unknown until it is back
+		}
+		sp, ok := b.(shard.Spacer)
+		if !ok {
+			return 0, 0, false, nil
+		}
+		space, err := sp.Space(ctx)
+		if err != nil {
+			return 0, 0, false, fmt.Errorf("shard %d: %w", i, err)
+		}
+		spaces = append(spaces, space)
+		perDev[space.Device]++
+	}
+	if len(spaces) == 0 {
+		return 0, 0, false, nil
+	}
+	minTotal, minFree := ^uint64(0), ^uint64(0)
+	for _, sp := range spaces {
+		n := perDev[sp.Device]
+		minTotal = min(minTotal, sp.Total/n)
+		minFree = min(minFree, sp.Free/n)
+	}
+	return minTotal * uint64(s.k), minFree * uint64(s.k), true, nil
+}
