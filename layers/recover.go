@@ -146,8 +146,14 @@ func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) 
 		if err != nil {
 			return fmt.Errorf("recover staging of %s: %w", v.rec.Name, err)
 		}
+		if len(fixes) > 0 {
+			// One line, not one per record: after a crash mid-rsync
+			// there are thousands, printed by whatever command opened
+			// the repository first.
+			r.log.Warn("staging data lost in a crash: reverting those records", "volume", v.rec.Name, "records", len(fixes))
+		}
 		for _, f := range fixes {
-			r.log.Warn("staging data lost in a crash: reverting", "volume", v.rec.Name, "record", fmt.Sprintf("%c%x", f.rk[0], f.rk[1:]))
+			r.log.Debug("staging data lost in a crash: reverting", "volume", v.rec.Name, "record", fmt.Sprintf("%c%x", f.rk[0], f.rk[1:]))
 			err := update(r.db, func(txn *badger.Txn) error {
 				if f.val == nil {
 					if err := txn.Delete(verKey(v.id, f.rk, seq)); err != nil {

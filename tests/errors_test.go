@@ -45,6 +45,7 @@ func TestBadInputErrors(t *testing.T) {
 		{"bad shards", []string{"--repo", filepath.Join(r.work, "other"), "init", "--shards", "4+x"}, "--shards"},
 		{"wrong shard dir count", []string{"--repo", filepath.Join(r.work, "other"), "init", "--shard-dir", "/tmp/a"}, "needs 6 shard dirs"},
 		{"no repository", []string{"--repo", filepath.Join(r.work, "none"), "list"}, "not a strata repository"},
+		{"no repository to mount", []string{"--repo", filepath.Join(r.work, "none"), "mount", "home", r.mkdir("m4")}, "not a strata repository"},
 		{"unknown schedule", []string{"commit", "home", "--schedule", "nosuch"}, "nosuch"},
 		{"diff with a path", []string{"diff", "home@~1:/a", "home@latest"}, "without a :PATH"},
 		{"future revision time", []string{"commit", "home", "--time", "2999-01-01T00:00:00Z"}, "in the future"},

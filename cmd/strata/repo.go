@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/strata-backup/strata/layers"
@@ -46,22 +47,32 @@ func (g *Globals) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
+// loadConfig reads the repository's configuration, with messages for a
+// directory that is no repository or one made by a newer strata.
+func loadConfig(dir string) (format.Config, error) {
+	cfg, err := format.Load(dir)
+	if err != nil {
+		var ve *format.VersionError
+		switch {
+		case errors.Is(err, format.ErrNotRepository), errors.Is(err, syscall.ENOTDIR):
+			return cfg, &userError{msg: fmt.Sprintf("%s is not a strata repository", dir), hint: "create one with 'strata init --repo " + dir + "'", code: exitNoRepository, err: err}
+		case errors.As(err, &ve):
+			return cfg, &userError{msg: "repository format is newer than this strata", hint: "upgrade strata; nothing was changed", code: exitError, err: err}
+		}
+		return cfg, fmt.Errorf("load repository config: %w", err)
+	}
+	return cfg, nil
+}
+
 // openRepository unlocks and opens the repository in this process.
 func openRepository(ctx context.Context, g *Globals, log *slog.Logger) (*repository, error) {
 	dir, err := g.repoDir()
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := format.Load(dir)
+	cfg, err := loadConfig(dir)
 	if err != nil {
-		var ve *format.VersionError
-		switch {
-		case errors.Is(err, format.ErrNotRepository):
-			return nil, &userError{msg: fmt.Sprintf("%s is not a strata repository", dir), hint: "create one with 'strata init --repo " + dir + "'", code: exitNoRepository, err: err}
-		case errors.As(err, &ve):
-			return nil, &userError{msg: "repository format is newer than this strata", hint: "upgrade strata; nothing was changed", code: exitError, err: err}
-		}
-		return nil, fmt.Errorf("load repository config: %w", err)
+		return nil, err
 	}
 	master, err := unlock(g, dir)
 	if err != nil {

@@ -277,6 +277,9 @@ func (s *server) maybeExit() {
 // startServer starts `strata serve` in the background for dir and returns
 // once it listens. The passphrase travels over a pipe, never argv or env.
 func startServer(ctx context.Context, g *Globals, dir string) error {
+	if _, err := loadConfig(dir); err != nil {
+		return err // before anything is written into dir
+	}
 	creds, err := g.credentials(dir)
 	if err != nil {
 		return err
