@@ -7,6 +7,7 @@ package layers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -36,6 +37,19 @@ var (
 	ErrNoRevisions     = errors.New("volume has no revisions")
 	ErrUnknownRevision = errors.New("unknown revision")
 )
+
+// LostDataError refuses a commit while staging holds files whose data a
+// crash lost (they read as holes, with the Unix epoch as mtime): a
+// revision of them would keep zeros where the files had data. Running the
+// backup again rewrites them; CommitOptions.AllowLost commits anyway.
+type LostDataError struct {
+	Volume string
+	Files  int
+}
+
+func (e *LostDataError) Error() string {
+	return fmt.Sprintf("staging of %s has %d files whose data a crash lost", e.Volume, e.Files)
+}
 
 // ChunkStore is what layers needs from the extent store. *store.Store
 // satisfies it.
@@ -110,6 +124,9 @@ type CommitOptions struct {
 	Time    time.Time
 	Tags    []string
 	Message string
+	// AllowLost commits staging files whose data a crash lost as they
+	// read (holes) instead of failing with *LostDataError.
+	AllowLost bool
 }
 
 // Ino is an inode number, stable across revisions of a volume. The root

@@ -43,6 +43,12 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 	}
 	v.commitMu.Lock()
 	defer v.commitMu.Unlock()
+	v.mu.Lock()
+	lost := len(v.lost)
+	v.mu.Unlock()
+	if lost > 0 && !opts.AllowLost {
+		return Revision{}, &LostDataError{Volume: volume, Files: lost}
+	}
 	if err := v.flushAll(ctx); err != nil {
 		return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
 	}

@@ -26,6 +26,52 @@ func unflushedKey(vid volID, ino Ino) []byte {
 	return be64(append([]byte(pfxUnflushed), vid[:]...), uint64(ino))
 }
 
+// pfxLost marks a file whose data a crash lost (l/l/<vid><ino>), from the
+// recovery that found it until its data is written again or it goes; a
+// commit refuses while a volume has any (LostDataError).
+const pfxLost = "l/l/"
+
+func lostKey(vid volID, ino Ino) []byte {
+	return be64(append([]byte(pfxLost), vid[:]...), uint64(ino))
+}
+
+// forgetLost drops ino's lost-data marker, if it has one, with m; v.mu held.
+func (m *mutation) forgetLost(ino Ino) {
+	if !m.v.lost[ino] {
+		return
+	}
+	m.delKey(lostKey(m.vid, ino))
+	m.applied = append(m.applied, func() { delete(m.v.lost, ino) })
+}
+
+// loadLost reads the lost-data markers into their volumes; markers of
+// removed volumes go.
+func (r *Repo) loadLost() error {
+	byID := r.volumesByID()
+	keys, err := r.keysWithPrefix(pfxLost)
+	if err != nil {
+		return fmt.Errorf("load lost-data markers: %w", err)
+	}
+	for _, k := range keys {
+		var vid volID
+		var v *volume
+		if len(k) == len(pfxLost)+16 {
+			copy(vid[:], k[len(pfxLost):])
+			v = byID[vid]
+		}
+		if v == nil {
+			if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+				return fmt.Errorf("load lost-data markers: %w", err)
+			}
+			continue
+		}
+		v.mu.Lock()
+		v.lost[Ino(binary.BigEndian.Uint64(k[len(pfxLost)+8:]))] = true
+		v.mu.Unlock()
+	}
+	return nil
+}
+
 // pfxOrphan marks an inode whose last link went while a handle held it
 // (l/o/<vid><ino>): holds live in memory, so after a crash Open drops it.
 const pfxOrphan = "l/o/"
@@ -244,7 +290,10 @@ func (r *Repo) recoverUnflushed(lost map[volID]map[Ino]bool) error {
 				if err := w.put(rkIno(recAttr, uint64(ino)), n.encode()); err != nil {
 					return err
 				}
-				return w.b.writeTo(txn)
+				if err := w.b.writeTo(txn); err != nil {
+					return err
+				}
+				return txn.Set(lostKey(vid, ino), nil)
 			})
 			if err != nil {
 				return fmt.Errorf("recover unflushed file %d of %s: %w", ino, v.rec.Name, err)
@@ -284,6 +333,9 @@ func (r *Repo) markOpen(ctx context.Context) error {
 		return err
 	}
 	if err := r.dropCrashOrphans(); err != nil {
+		return err
+	}
+	if err := r.loadLost(); err != nil {
 		return err
 	}
 	// Recovery's changes go to the index now, not with the first batch.

@@ -3,6 +3,7 @@ package layers_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"sync"
 	"testing"
 
@@ -87,11 +88,39 @@ func TestRecoverAfterCrash(t *testing.T) {
 	if n, err := st2.Tree().ReadAt(ctx, a.Ino, buf, 0); err != nil || !bytes.Equal(buf[:n], good) {
 		t.Fatalf("durable file after crash: %d, %v", n, err)
 	}
-	// The lost file reads as a hole, not as an error, and commits.
+	// The lost file reads as a hole, not as an error. A commit refuses
+	// it (the revision would keep zeros) until told to keep it ...
 	if n, err := st2.Tree().ReadAt(ctx, b.Ino, buf, 0); err != nil || n != 5000 || !bytes.Equal(buf[:n], make([]byte, n)) {
 		t.Fatalf("lost file after crash: %d, %v", n, err)
 	}
-	if _, err := r2.Commit(ctx, "v", layers.CommitOptions{}); err != nil {
+	var le *layers.LostDataError
+	if _, err := r2.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != 1 {
+		t.Fatalf("commit with a lost file: %v, want a LostDataError for 1 file", err)
+	}
+	if _, err := r2.Commit(ctx, "v", layers.CommitOptions{AllowLost: true}); err != nil {
 		t.Fatal(err)
+	}
+	// ... across a clean restart ...
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r3, err := layers.Open(ctx, db2, cs, layers.Options{SpoolDir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r3.Close() })
+	if _, err := r3.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) {
+		t.Fatalf("commit with a lost file after a restart: %v, want a LostDataError", err)
+	}
+	// ... or until the file is written again.
+	st3, _ := r3.Staging(ctx, "v")
+	if _, err := st3.WriteAt(ctx, b.Ino, bytes.Repeat([]byte("n"), 5000), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st3.FlushFile(ctx, b.Ino, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r3.Commit(ctx, "v", layers.CommitOptions{}); err != nil {
+		t.Fatalf("commit after the lost file was written again: %v", err)
 	}
 }

@@ -353,6 +353,7 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 		if marked {
 			m.delKey(unflushedKey(v.id, f.ino))
 		}
+		m.forgetLost(f.ino)
 		// Mutations from now until the file is forgotten must not mark
 		// it unflushed again.
 		m.applied = append(m.applied, func() {

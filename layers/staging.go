@@ -291,6 +291,7 @@ func (m *mutation) dropInode(n *inode) error {
 		return err
 	}
 	if isReg(n.Mode) {
+		m.forgetLost(n.Ino)
 		es, eseq, err := m.v.getExtents(m.rd, n.Ino, m.seq)
 		if err != nil {
 			return err

@@ -276,6 +276,7 @@ func TestCrashMarksUnflushedFiles(t *testing.T) {
 
 	st = e.staging("v")
 	tr := st.Tree()
+	lostInos := map[layers.Ino]bool{} // hard links share one
 	for _, name := range []string{"across", "small", "spooled", "durable", "flushed-not-durable", "linked", "linked2"} {
 		a, err := tr.Lookup(ctx, layers.RootIno, name)
 		if err != nil {
@@ -308,9 +309,18 @@ func TestCrashMarksUnflushedFiles(t *testing.T) {
 		if !durable && !intact && a.Mtime.Unix() != 0 {
 			t.Errorf("%s: lost data, mtime %v, want the epoch", name, a.Mtime)
 		}
+		if a.Mtime.Unix() == 0 {
+			lostInos[a.Ino] = true
+		}
 	}
-	// Staging stays usable: rewrite and commit.
-	if _, err := e.repo.Commit(ctx, "v", layers.CommitOptions{}); err != nil {
+	// A commit would keep the lost files as zeros: it refuses, naming
+	// how many, unless told to keep them.
+	lost := len(lostInos)
+	var le *layers.LostDataError
+	if _, err := e.repo.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != lost || lost == 0 {
+		t.Fatalf("commit with %d lost files: %v, want a LostDataError for them", lost, err)
+	}
+	if _, err := e.repo.Commit(ctx, "v", layers.CommitOptions{AllowLost: true}); err != nil {
 		t.Fatal(err)
 	}
 	// A clean reopen finds nothing to fix: mtimes set now survive.

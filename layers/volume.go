@@ -82,6 +82,7 @@ type volume struct {
 	sdisk    *Disk
 	holds    map[Ino]int  // open handles per inode (Staging.Hold)
 	orphans  map[Ino]bool // unlinked inodes kept for their holders
+	lost     map[Ino]bool // files whose data a crash lost, until rewritten or removed (l/l markers)
 
 	seq     atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
 	added   atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
@@ -195,7 +196,7 @@ func (r *Repo) volumesByID() map[volID]*volume {
 }
 
 func (r *Repo) newVolume(rec volRecord) (*volume, error) {
-	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}, holds: map[Ino]int{}, orphans: map[Ino]bool{},
+	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}, holds: map[Ino]int{}, orphans: map[Ino]bool{}, lost: map[Ino]bool{},
 		pend: newPending(r.db, r.metaKick)}
 	b, err := hex.DecodeString(rec.ID)
 	if err != nil || len(b) != len(v.id) {

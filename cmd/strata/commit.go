@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,23 +12,25 @@ import (
 )
 
 type commitCmd struct {
-	Volume   string   `arg:"" help:"Volume to commit."`
-	Tag      []string `sep:"," help:"Tags for the revision (comma separated or repeated)."`
-	Message  string   `short:"m" help:"A note stored with the revision."`
-	Time     string   `placeholder:"T" help:"Revision time (RFC 3339 or YYYY-MM-DD[ HH:MM:SS]); default now. For imports and tests."`
-	Schedule string   `placeholder:"S" help:"Tag the revision with every interval of schedule S that is due."`
+	Volume    string   `arg:"" help:"Volume to commit."`
+	Tag       []string `sep:"," help:"Tags for the revision (comma separated or repeated)."`
+	Message   string   `short:"m" help:"A note stored with the revision."`
+	Time      string   `placeholder:"T" help:"Revision time (RFC 3339 or YYYY-MM-DD[ HH:MM:SS]); default now. For imports and tests."`
+	Schedule  string   `placeholder:"S" help:"Tag the revision with every interval of schedule S that is due."`
+	AllowLost bool     `help:"Commit even when a crash lost the data of some staging files (they read as zeros); normally run the backup again first, which resends them."`
 }
 
 type commitArgs struct {
-	Volume   string    `json:"volume"`
-	Tags     []string  `json:"tags,omitempty"`
-	Message  string    `json:"message,omitempty"`
-	Time     time.Time `json:"time,omitempty"`
-	Schedule string    `json:"schedule,omitempty"`
+	Volume    string    `json:"volume"`
+	Tags      []string  `json:"tags,omitempty"`
+	Message   string    `json:"message,omitempty"`
+	Time      time.Time `json:"time,omitempty"`
+	Schedule  string    `json:"schedule,omitempty"`
+	AllowLost bool      `json:"allow_lost,omitempty"`
 }
 
 func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
-	a := commitArgs{Volume: c.Volume, Tags: c.Tag, Message: c.Message, Schedule: c.Schedule}
+	a := commitArgs{Volume: c.Volume, Tags: c.Tag, Message: c.Message, Schedule: c.Schedule, AllowLost: c.AllowLost}
 	if c.Time != "" {
 		t, err := parseTime(c.Time)
 		if err != nil {
@@ -69,7 +72,12 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 		}
 		tags = append(tags, due...)
 	}
-	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message})
+	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message, AllowLost: a.AllowLost})
+	var lost *layers.LostDataError
+	if errors.As(err, &lost) {
+		return nil, &userError{msg: lost.Error(), code: exitError, err: nil,
+			hint: "run the backup into staging again: rsync sends those files anew (their mtime is 1970-01-01); or pass --allow-lost to commit them as they read now, as zeros"}
+	}
 	if err != nil {
 		return nil, volumeErr(err, a.Volume)
 	}
