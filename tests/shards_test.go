@@ -14,11 +14,14 @@ import (
 // Steps: back up a tree (with a plaintext marker in a file) at 4+2 and
 // commit; grep every file under the repository for the marker; delete two
 // shard dirs; mount the revision and compare; scrub (reports damage);
-// scrub --repair; scrub again; then delete three shard dirs and read.
+// scrub --repair; scrub again; then delete three shards of the largest
+// segment and restore; then delete three shard dirs and read.
 // Pass: the marker appears nowhere on disk; with two dirs gone the revision
 // still matches its source exactly; scrub exits 1 naming damaged segments,
 // --repair restores every shard file and a following scrub is clean; with
-// three dirs gone reading fails with an error instead of wrong data.
+// one segment lost, restore brings back every other file intact, leaves
+// the lost ones out and names them (exit 1); with three dirs gone reading
+// fails with an error instead of wrong data.
 func TestShardLossAndRepair(t *testing.T) {
 	need(t, "rsync")
 	r := newRepo(t)
@@ -74,6 +77,46 @@ func TestShardLossAndRepair(t *testing.T) {
 	}
 	if out := r.must("scrub", "--read-data"); !strings.Contains(out, "no damage") {
 		t.Errorf("scrub after repair:\n%s", out)
+	}
+
+	// The largest segment lost beyond parity: restore brings back every
+	// file it can and names the others, rather than stopping at the first.
+	var seg string
+	var segSize int64
+	ents, _ := os.ReadDir(filepath.Join(shards, "0"))
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.Size() > segSize {
+			seg, segSize = e.Name(), fi.Size()
+		}
+	}
+	for _, i := range []string{"0", "2", "5"} {
+		os.Remove(filepath.Join(shards, i, seg))
+	}
+	partial := filepath.Join(r.work, "partial")
+	res = r.run("restore", "home@latest", partial)
+	if res.code != 1 || !strings.Contains(res.stderr, "could not be read and were left out") || !strings.Contains(res.stderr, "unreadable: ") {
+		t.Errorf("restore with one segment lost: exit %d, stderr %q; want the unreadable files named", res.code, res.stderr)
+	}
+	restored, left := 0, 0
+	filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return nil
+		}
+		rel, _ := filepath.Rel(src, p)
+		got, err := os.ReadFile(filepath.Join(partial, rel))
+		want, _ := os.ReadFile(p)
+		switch {
+		case err != nil:
+			left++
+		case !bytes.Equal(got, want):
+			t.Errorf("%s restored with wrong content", rel)
+		default:
+			restored++
+		}
+		return nil
+	})
+	if restored == 0 || left == 0 {
+		t.Errorf("restore with one segment lost: %d files restored, %d left out; want some of each", restored, left)
 	}
 
 	for _, i := range []string{"0", "2", "5"} {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/store"
 )
 
 type restoreCmd struct {
@@ -37,7 +38,15 @@ type restoreResult struct {
 	Files    int64  `json:"files"`
 	Bytes    int64  `json:"bytes"`
 	Skipped  int64  `json:"skipped"` // already present and identical (resumed)
+	// Unreadable counts files whose data is damaged beyond what parity
+	// restores; Damaged names the first maxDamagedListed of them. The
+	// restore goes on past them: everything else is worth having.
+	Unreadable int64    `json:"unreadable,omitempty"`
+	Damaged    []string `json:"damaged,omitempty"`
 }
+
+// maxDamagedListed bounds the paths a restore reports as unreadable.
+const maxDamagedListed = 1000
 
 func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 	vol, rev, p := splitTarget(c.Target)
@@ -65,6 +74,17 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Fprintf(os.Stderr, " (%d already there)", res.Skipped)
 	}
 	fmt.Fprintln(os.Stderr)
+	if res.Unreadable > 0 {
+		for i, p := range res.Damaged {
+			if i == 20 {
+				fmt.Fprintf(os.Stderr, "  ... and %d more\n", res.Unreadable-20)
+				break
+			}
+			fmt.Fprintf(os.Stderr, "  unreadable: %s\n", p)
+		}
+		return fail(exitError, "the repository is damaged beyond its parity there: bring back missing shard dirs if you can ('strata scrub' tells which), else take those files from another copy",
+			"%s could not be read and were left out", count(res.Unreadable, "file"))
+	}
 	return nil
 }
 
@@ -155,6 +175,7 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 	rs := &treeRestorer{t: t, progress: env.progress, links: map[layers.Ino]string{}, total: r.Size}
 	err = rs.restore(ctx, a.Path, a.Dest)
 	res.Files, res.Bytes, res.Skipped = rs.files, rs.bytes, rs.skipped
+	res.Unreadable, res.Damaged = rs.unreadable, rs.damaged
 	return res, err
 }
 
@@ -241,7 +262,10 @@ type treeRestorer struct {
 	bytes    int64
 	skipped  int64
 	total    int64
-	last     time.Time
+	// unreadable counts files left out as damaged; damaged names them.
+	unreadable int64
+	damaged    []string
+	last       time.Time
 }
 
 func (r *treeRestorer) restore(ctx context.Context, sub, dest string) error {
@@ -330,7 +354,18 @@ func (r *treeRestorer) entry(ctx context.Context, a layers.Attr, p string) error
 		}
 		return r.dir(ctx, a.Ino, a, p)
 	case syscall.S_IFREG:
-		if err := r.file(ctx, a, p); err != nil {
+		var de *store.DamageError
+		if err := r.file(ctx, a, p); errors.As(err, &de) {
+			// Not half a file that looks restored: it goes, and so
+			// does its claim to be the first of its hard links.
+			os.Remove(p)
+			delete(r.links, a.Ino)
+			r.unreadable++
+			if len(r.damaged) < maxDamagedListed {
+				r.damaged = append(r.damaged, p)
+			}
+			return nil
+		} else if err != nil {
 			return err
 		}
 	case syscall.S_IFLNK:
