@@ -218,3 +218,30 @@ func procState(pid int) byte {
 	}
 	return b[i+2]
 }
+
+// TestServerNotAnswering stops the server with SIGSTOP while clients
+// talk to it.
+// Steps: mount staging (a server starts); SIGSTOP the server; run
+// `strata list` with the client's ping interval shortened to 1 s; SIGCONT.
+// Pass: list fails within a minute (the ping waits 10 s) saying the server
+// does not answer and naming `kill PID`, instead of waiting forever; after
+// SIGCONT the server answers again.
+func TestServerNotAnswering(t *testing.T) {
+	r := newRepo(t)
+	r.mountNewVolume("home")
+	pid := r.serverPID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGCONT)
+	start := time.Now()
+	res := r.runEnv([]string{"STRATA_TEST_PING_AFTER=1s"}, "list")
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("list against a stopped server took %v", took)
+	}
+	if res.code == 0 || !strings.Contains(res.stderr, "does not answer") || !strings.Contains(res.stderr, fmt.Sprintf("kill %d", pid)) {
+		t.Errorf("list against a stopped server: exit %d, stderr %q; want it to name the server that does not answer", res.code, res.stderr)
+	}
+	syscall.Kill(pid, syscall.SIGCONT)
+	r.must("list")
+}

@@ -49,6 +49,7 @@ func operations() map[string]opSpec {
 		"prune":         {fn: typed(opPrune)},
 		"restore":       {fn: typed(opRestore)},
 		"stop":          {fn: opStop},
+		"ping":          {fn: opPing},
 	}
 }
 
@@ -126,7 +127,7 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 	op, raw, wd := req.Op, req.Args, req.Dir
 	conn, err := dialServer(dir)
 	if err == nil {
-		return remoteCall(ctx, conn, req, out, pr.update)
+		return remoteCall(ctx, conn, dir, req, out, pr.update)
 	}
 	if spec.needsServer {
 		if err := startServer(ctx, g, dir); err != nil {
@@ -136,7 +137,7 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 		if err != nil {
 			return fmt.Errorf("connect to the server just started: %w", err)
 		}
-		return remoteCall(ctx, conn, req, out, pr.update)
+		return remoteCall(ctx, conn, dir, req, out, pr.update)
 	}
 	if op == "stop" || op == "umount" || op == "nbd.stop" {
 		if a, ok := args.(umountArgs); ok {
@@ -168,4 +169,12 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 		return json.Unmarshal(b, out)
 	}
 	return nil
+}
+
+// opPing answers at once: clients ask it when a long operation has been
+// silent for a while (watchServer).
+func opPing(context.Context, *opEnv, json.RawMessage) (any, error) {
+	return struct {
+		PID int `json:"pid"`
+	}{os.Getpid()}, nil
 }

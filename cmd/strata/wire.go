@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,17 +56,24 @@ func dialServer(dir string) (net.Conn, error) {
 	return d.Dial("unix", socketPath(dir))
 }
 
-// remoteCall runs op on the server behind conn.
-func remoteCall(ctx context.Context, conn net.Conn, req wireRequest, out any, onProgress func(progress)) error {
+// remoteCall runs op on the server of repository dir behind conn.
+func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest, out any, onProgress func(progress)) error {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
 		return fmt.Errorf("send request to server: %w", err)
 	}
+	var heard atomic.Int64 // Unix ns of the last message
+	heard.Store(time.Now().UnixNano())
+	silent := make(chan struct{})
+	var deaf atomic.Bool
+	defer close(silent)
+	go watchServer(dir, &heard, silent, func() { deaf.Store(true); conn.Close() })
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
+		heard.Store(time.Now().UnixNano())
 		var m wireMessage
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			return fmt.Errorf("decode server reply: %w", err)
@@ -87,10 +96,79 @@ func remoteCall(ctx context.Context, conn net.Conn, req wireRequest, out any, on
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if deaf.Load() {
+		pid := lockHolder(dir)
+		return fail(exitError, fmt.Sprintf("if it is stuck (stopped, or waiting on a disk that does not answer), end it with 'kill %d': what it acknowledged is durable, and the next command starts afresh", pid),
+			"the strata server (PID %d) does not answer", pid)
+	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read from server: %w", err)
 	}
 	return errors.New("server closed the connection before answering (see REPO/server.log)")
+}
+
+// How long a client waits without a message before it asks the server, on
+// a second connection, whether it still answers, and how long it waits for
+// that answer. A long operation may send nothing for a while; a stopped or
+// wedged server would otherwise keep its clients waiting forever.
+const (
+	pingAfter   = 15 * time.Second
+	pingTimeout = 10 * time.Second
+)
+
+// watchServer calls dead if the server of dir stops answering pings while
+// nothing was heard (heard, Unix ns) for pingAfter, until done closes.
+// STRATA_TEST_PING_AFTER shortens pingAfter for tests.
+func watchServer(dir string, heard *atomic.Int64, done <-chan struct{}, dead func()) {
+	after := pingAfter
+	if d, err := time.ParseDuration(os.Getenv("STRATA_TEST_PING_AFTER")); err == nil {
+		after = d
+	}
+	t := time.NewTicker(after / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, heard.Load())) < after {
+			continue
+		}
+		if err := ping(dir, pingTimeout); err != nil {
+			select {
+			case <-done:
+			default:
+				dead()
+			}
+			return
+		}
+		heard.Store(time.Now().UnixNano())
+	}
+}
+
+// ping asks the server of dir for any answer within timeout.
+func ping(dir string, timeout time.Duration) error {
+	conn, err := dialServer(dir)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if err := json.NewEncoder(conn).Encode(wireRequest{Op: "ping"}); err != nil {
+		return err
+	}
+	_, err = bufio.NewReader(conn).ReadBytes('\n')
+	return err
+}
+
+// lockHolder is the PID in dir's lock file, 0 if unreadable.
+func lockHolder(dir string) int {
+	var pid int
+	if b, err := os.ReadFile(filepath.Join(dir, "lock")); err == nil {
+		fmt.Sscan(string(b), &pid)
+	}
+	return pid
 }
 
 // toWireError keeps the user-facing parts of err.
