@@ -24,6 +24,9 @@ type Stats struct {
 	// usable space is K times the smallest per-shard share, and shard dirs
 	// on one filesystem share its space.
 	Capacity, Free uint64
+	// Reserve is the part of Free that data does not get (room.go): at or
+	// below it backups are refused until prune gives space back.
+	Reserve uint64
 }
 
 // Stats reports counters and the capacity of the shard filesystems.
@@ -43,5 +46,6 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	if known {
 		st.Capacity, st.Free = capacity, free
 	}
+	st.Reserve = uint64(s.roomReserve())
 	return st, nil
 }

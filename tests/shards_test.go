@@ -14,14 +14,16 @@ import (
 // Steps: back up a tree (with a plaintext marker in a file) at 4+2 and
 // commit; grep every file under the repository for the marker; delete two
 // shard dirs; mount the revision and compare; scrub (reports damage);
-// scrub --repair; scrub again; then delete three shards of the largest
-// segment and restore; then delete three shard dirs and read.
+// check; scrub --repair; scrub again; check; then delete three shards of
+// the largest segment and restore; then delete three shard dirs and read;
+// recreate them empty, scrub and check.
 // Pass: the marker appears nowhere on disk; with two dirs gone the revision
-// still matches its source exactly; scrub exits 1 naming damaged segments,
-// --repair restores every shard file and a following scrub is clean; with
-// one segment lost, restore brings back every other file intact, leaves
-// the lost ones out and names them (exit 1); with three dirs gone reading
-// fails with an error instead of wrong data.
+// still matches its source exactly; scrub exits 1 naming damaged segments
+// and check warns (exit 1) until --repair restores every shard file and a
+// following scrub is clean (check OK); with one segment lost, restore
+// brings back every other file intact, leaves the lost ones out and names
+// them (exit 1); with three dirs gone reading fails with an error instead
+// of wrong data; once a scrub found data lost, check is critical (exit 2).
 func TestShardLossAndRepair(t *testing.T) {
 	need(t, "rsync")
 	r := newRepo(t)
@@ -71,12 +73,19 @@ func TestShardLossAndRepair(t *testing.T) {
 	if res.code != 1 || !strings.Contains(res.stdout, "missing") {
 		t.Errorf("scrub with lost shards: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
+	// Monitoring sees what the scrub found until it is repaired.
+	if res := r.run("check"); res.code != 1 || !strings.Contains(res.stdout, "reduced redundancy") {
+		t.Errorf("check after a scrub found damage: exit %d, %q; want WARNING naming it", res.code, res.stdout)
+	}
 	r.must("scrub", "--repair")
 	if got := count(); got != before {
 		t.Errorf("after scrub --repair: %d shard files, want %d", got, before)
 	}
 	if out := r.must("scrub", "--read-data"); !strings.Contains(out, "no damage") {
 		t.Errorf("scrub after repair:\n%s", out)
+	}
+	if res := r.run("check"); res.code != 0 {
+		t.Errorf("check after the repair: exit %d, %q; want OK", res.code, res.stdout)
 	}
 
 	// The largest segment lost beyond parity: restore brings back every
@@ -142,6 +151,9 @@ func TestShardLossAndRepair(t *testing.T) {
 	res = r.run("scrub")
 	if res.code != 1 || !strings.Contains(res.stdout, "LOST") || !strings.Contains(res.stdout, "lost: home: ") {
 		t.Fatalf("scrub with three of six shards of every segment gone: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if res := r.run("check"); res.code != 2 || !strings.Contains(res.stdout, "data lost") {
+		t.Errorf("check after a scrub found data lost: exit %d, %q; want CRITICAL", res.code, res.stdout)
 	}
 	var js struct {
 		Damaged []struct {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/strata-backup/strata/store"
 	"github.com/strata-backup/strata/store/chunk"
@@ -173,6 +176,53 @@ func printScrub(r scrubResult, a scrubArgs) {
 	}
 }
 
+// scrubState is what the last scrub found, kept in REPO/scrub.json so
+// that 'strata check' can report damage between scrubs.
+type scrubState struct {
+	Time     time.Time `json:"time"`
+	ReadData float64   `json:"read_data,omitempty"`
+	Damaged  int       `json:"damaged"` // segments with reduced redundancy, not repaired
+	Lost     int       `json:"lost"`    // segments with data lost, not repaired
+}
+
+func scrubStatePath(dir string) string { return filepath.Join(dir, "scrub.json") }
+
+// saveScrubState records r as the last scrub's findings.
+func saveScrubState(dir string, r scrubResult, a scrubArgs) error {
+	st := scrubState{Time: now().UTC(), ReadData: a.ReadData}
+	for _, d := range r.Damaged {
+		switch {
+		case d.Repaired:
+		case d.Lost:
+			st.Lost++
+		default:
+			st.Damaged++
+		}
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := scrubStatePath(dir) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, scrubStatePath(dir))
+}
+
+// loadScrubState returns the last scrub's findings, nil if none ran.
+func loadScrubState(dir string) *scrubState {
+	b, err := os.ReadFile(scrubStatePath(dir))
+	if err != nil {
+		return nil
+	}
+	var st scrubState
+	if json.Unmarshal(b, &st) != nil {
+		return nil
+	}
+	return &st
+}
+
 func opScrub(ctx context.Context, env *opEnv, a scrubArgs) (any, error) {
 	opts := store.ScrubOptions{ReadData: a.ReadData, Repair: a.Repair}
 	if env.progress != nil {
@@ -187,6 +237,9 @@ func opScrub(ctx context.Context, env *opEnv, a scrubArgs) (any, error) {
 	out := toScrubResult(rep)
 	if err := describeDamage(ctx, env, rep, &out); err != nil {
 		env.repo.log.Warn("scrub: name what the damage affects", "err", err)
+	}
+	if err := saveScrubState(env.repo.dir, out, a); err != nil {
+		env.repo.log.Warn("scrub: record the result for strata check", "err", err)
 	}
 	return out, nil
 }

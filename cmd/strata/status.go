@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -27,6 +28,8 @@ type statusResult struct {
 	Exports []nbdInfo      `json:"exports"`
 	Store   store.Stats    `json:"store"`
 	Parity  int            `json:"parity_shards"`
+	// LastScrub is what the last scrub found (nil: none ran).
+	LastScrub *scrubState `json:"last_scrub,omitempty"`
 }
 
 func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
@@ -98,6 +101,7 @@ func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
 	if st.Store, err = env.repo.store.Stats(ctx); err != nil {
 		return nil, err
 	}
+	st.LastScrub = loadScrubState(env.repo.dir)
 	if env.srv != nil {
 		st.Mounts = env.srv.mountList()
 		env.srv.mu.Lock()
@@ -153,15 +157,40 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 		msgs = append(msgs, fmt.Sprintf("%s: %s old", v.Name, age.Round(time.Minute)))
 	}
 	_ = worst
+	// Problems with the repository itself go first.
+	var repo []string
 	if n := len(st.Store.MissingShardDirs); n > 0 {
 		code = max(code, 1)
 		if n > st.Parity {
 			code = 2
 		}
-		msgs = append([]string{fmt.Sprintf("shard dirs %v missing", st.Store.MissingShardDirs)}, msgs...)
+		repo = append(repo, fmt.Sprintf("shard dirs %v missing", st.Store.MissingShardDirs))
 	}
+	if sc := st.LastScrub; sc != nil {
+		when := sc.Time.UTC().Format("2006-01-02 15:04")
+		switch {
+		case sc.Lost > 0:
+			code = 2
+			repo = append(repo, fmt.Sprintf("scrub of %s found data lost in %s: run 'strata scrub' for the files", when, count(int64(sc.Lost), "segment")))
+		case sc.Damaged > 0:
+			code = max(code, 1)
+			repo = append(repo, fmt.Sprintf("scrub of %s found %s with reduced redundancy: run 'strata scrub --repair'", when, count(int64(sc.Damaged), "segment")))
+		}
+	}
+	if n := st.Store.DegradedReads; n > 0 {
+		code = max(code, 1)
+		repo = append(repo, fmt.Sprintf("%s needed parity since the server started: run 'strata scrub'", count(n, "read")))
+	}
+	// Backups are refused once only the reserve is left; warn while the
+	// room above it is less than the reserve again.
+	if st.Store.Capacity > 0 && st.Store.Free < 2*st.Store.Reserve {
+		code = max(code, 1)
+		left := int64(st.Store.Free) - int64(st.Store.Reserve)
+		repo = append(repo, fmt.Sprintf("repository nearly full: %s left for backups; 'strata prune' gives space back", humanBytes(max(left, 0))))
+	}
+	msgs = append(repo, msgs...)
 	label := []string{"OK", "WARNING", "CRITICAL"}[code]
-	fmt.Printf("STRATA %s - %d volumes; %v | stored=%dB free=%dB\n", label, len(st.Volumes), msgs, st.Store.ShardBytes, st.Store.Free)
+	fmt.Printf("STRATA %s - %s; %s | stored=%dB free=%dB\n", label, count(int64(len(st.Volumes)), "volume"), strings.Join(msgs, "; "), st.Store.ShardBytes, st.Store.Free)
 	if code != 0 {
 		return &exitStatus{code: code}
 	}
