@@ -24,7 +24,7 @@ type Flags struct {
 	KeepWithinWeekly  string   `name:"keep-within-weekly" placeholder:"DURATION" help:"Keep the newest revision of every week within DURATION of the newest."`
 	KeepWithinMonthly string   `name:"keep-within-monthly" placeholder:"DURATION" help:"Keep the newest revision of every month within DURATION of the newest."`
 	KeepWithinYearly  string   `name:"keep-within-yearly" placeholder:"DURATION" help:"Keep the newest revision of every year within DURATION of the newest."`
-	KeepTag           []string `name:"keep-tag" sep:"none" placeholder:"TAG[,TAG]" help:"Keep revisions carrying all these tags ('' = untagged); repeatable."`
+	KeepTag           []string `name:"keep-tag" sep:"none" placeholder:"TAG[,TAG]" help:"Keep revisions carrying all these tags (an empty TAG: untagged ones); repeatable."`
 	Schedule          string   `name:"schedule" placeholder:"NAME|SPEC" help:"Keep by schedule tag lifetimes: a configured name or e.g. daily=1d:7,weekly=1w:4."`
 	Hanoi             int      `name:"hanoi" placeholder:"DISCS" help:"Keep a Tower-of-Hanoi rotation over DISCS discs."`
 	HanoiEvery        string   `name:"hanoi-every" placeholder:"DURATION" help:"Hanoi period (default 1d)."`

@@ -26,10 +26,12 @@ type userError struct {
 	hint string
 	code int
 	err  error
+	// quiet: msg says all err would; err stays for errors.Is.
+	quiet bool
 }
 
 func (e *userError) Error() string {
-	if e.err != nil {
+	if e.err != nil && !e.quiet {
 		return e.msg + ": " + e.err.Error()
 	}
 	return e.msg

@@ -68,6 +68,9 @@ func resolve(ctx context.Context, r *layers.Repo, volume, spec string) (layers.R
 			hint = "a number N or ~N counts back from the latest revision (0 is the latest); an id prefix needs at least 4 characters"
 		}
 		if b.Len() > 0 {
+			if all, err := r.Revisions(ctx, volume); err == nil && len(all) > len(se.Candidates) {
+				fmt.Fprintf(&b, "\n  (%d of %d; 'strata list %s' shows them all)", len(se.Candidates), len(all), volume)
+			}
 			return rev, fail(exitError, hint, "no revision of %s matches %q; revisions are:%s", volume, spec, b.String())
 		}
 		return rev, fail(exitError, hint, "no revision of %s matches %q", volume, spec)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -110,7 +111,7 @@ func opVolumeList(ctx context.Context, env *opEnv, _ json.RawMessage) (any, erro
 }
 
 type volumeRmCmd struct {
-	Name  string `arg:""`
+	Name  string `arg:"" help:"The volume to remove."`
 	Force bool   `help:"Also remove every revision of the volume."`
 }
 
@@ -151,10 +152,12 @@ func volumeErr(err error, name string) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, layers.ErrUnknownVolume) && strings.Contains(name, "@"):
+		return &userError{msg: fmt.Sprintf("no volume named %q", name), hint: "this command takes a volume name, not NAME@REV", code: exitUsage, err: err, quiet: true}
 	case errors.Is(err, layers.ErrUnknownVolume):
-		return &userError{msg: fmt.Sprintf("no volume named %q", name), hint: "'strata volume list' shows the volumes; 'strata volume create NAME' makes one", code: exitError, err: err}
+		return &userError{msg: fmt.Sprintf("no volume named %q", name), hint: "'strata volume list' shows the volumes; 'strata volume create NAME' makes one", code: exitError, err: err, quiet: true}
 	case errors.Is(err, layers.ErrNoRevisions):
-		return &userError{msg: fmt.Sprintf("volume %s has no revisions yet", name), hint: "'strata commit " + name + "' makes one", code: exitError, err: err}
+		return &userError{msg: fmt.Sprintf("volume %s has no revisions yet", name), hint: "'strata commit " + name + "' makes one", code: exitError, err: err, quiet: true}
 	case errors.Is(err, layers.ErrNoSpace) || errors.Is(err, syscall.ENOSPC):
 		return &userError{msg: "the repository is full", hint: "remove from staging what does not fit and commit, then 'strata prune' to give space back (or free space on the shard filesystems); committed revisions are intact and staging keeps what was written", code: exitError, err: err}
 	case errors.Is(err, layers.ErrWrongType):
