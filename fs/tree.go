@@ -193,7 +193,7 @@ func (f *treeFS) fillAttr(a layers.Attr, out *fuse.Attr) {
 func fillAttr(a layers.Attr, node uint64, out *fuse.Attr) {
 	out.Ino = node
 	out.Size = uint64(a.Size)
-	out.Blocks = (uint64(a.Size) + 511) / 512
+	out.Blocks = (uint64(max(a.Size-a.Holes, 0)) + 511) / 512
 	setTimes(out, a.Atime, a.Mtime, a.Ctime)
 	out.Mode = a.Mode
 	out.Nlink = a.Nlink

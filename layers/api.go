@@ -149,6 +149,11 @@ type Attr struct {
 	Atime time.Time
 	Mtime time.Time
 	Ctime time.Time
+	// Holes is how much of a regular file's Size is holes, not stored
+	// (0: none, or not known: records from before it was kept, files
+	// with writes not flushed yet). st_blocks follows it, so du and
+	// cp's sparse detection see a sparse file as sparse.
+	Holes int64
 }
 
 // Dirent is one directory entry.

@@ -46,6 +46,11 @@ func (n *inode) encode() []byte {
 	b = appendTime(b, n.Mtime)
 	b = appendTime(b, n.Ctime)
 	b = binary.BigEndian.AppendUint64(b, uint64(n.Parent))
+	if isReg(n.Mode) && n.Holes > 0 {
+		// Regular files have no Target: the tail holds Holes, and a
+		// record without it has none known.
+		return binary.BigEndian.AppendUint64(b, uint64(n.Holes))
+	}
 	return append(b, n.Target...)
 }
 
@@ -65,6 +70,12 @@ func decodeInode(ino Ino, b []byte) (inode, error) {
 	n.Mtime = readTime(b[44:])
 	n.Ctime = readTime(b[56:])
 	n.Parent = Ino(binary.BigEndian.Uint64(b[68:]))
+	if isReg(n.Mode) {
+		if len(b) == inodeFixed+8 {
+			n.Holes = int64(binary.BigEndian.Uint64(b[inodeFixed:]))
+		}
+		return n, nil
+	}
 	n.Target = string(b[76:])
 	return n, nil
 }

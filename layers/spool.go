@@ -170,6 +170,7 @@ func (f *openFile) overlay(a *Attr) {
 		return // not loaded yet: the record is current
 	}
 	a.Size, a.Mtime, a.Ctime = f.size, f.mtime, f.ctime
+	a.Holes = 0 // not known until the flush
 }
 
 // writeAt writes into the spool; dataMu held.
@@ -341,6 +342,11 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 				})
 			}
 		}
+		var data int64
+		for _, e := range es {
+			data += e.Len
+		}
+		n.Holes = max(size-data, 0)
 		f.mu.Lock()
 		n.Size, n.Mtime, n.Ctime = size, f.mtime, f.ctime
 		marked := f.marked

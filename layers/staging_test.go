@@ -142,6 +142,10 @@ func TestSparseFile(t *testing.T) {
 		if len(ext) != 3 || ext[0].Hole || !ext[1].Hole || ext[2].Hole || ext[2].Off+ext[2].Len != big {
 			t.Fatalf("extents %+v: want data, hole, data", ext)
 		}
+		// st_blocks follows Holes: du and cp see the file as sparse.
+		if got.Holes != ext[1].Len {
+			t.Fatalf("Holes %d, want the hole's %d", got.Holes, ext[1].Len)
+		}
 		buf := make([]byte, 8)
 		if n, err := st.Tree().ReadAt(ctx, a.Ino, buf, big-6); err != nil || n != 6 || string(buf[:6]) != "\x00\x00tail" {
 			t.Fatalf("read tail: %d %v %q", n, err, buf)
@@ -158,6 +162,18 @@ func TestSparseFile(t *testing.T) {
 	}
 	if chunks, _ := e.cs.Refs(0); chunks != 0 {
 		t.Fatalf("unexpected chunks of kind 0")
+	}
+	// A revision keeps it.
+	rev, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := e.repo.Snapshot(ctx, "v", rev.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tree.GetAttr(ctx, a.Ino); err != nil || got.Holes < big-1<<20 {
+		t.Fatalf("revision: Holes %d, %v; want about the whole 5 GiB", got.Holes, err)
 	}
 }
 

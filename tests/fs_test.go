@@ -132,6 +132,18 @@ func TestFileTreeBackup(t *testing.T) {
 	if out := itemize(t, first, rev1); out != "" {
 		t.Errorf("revision 1 differs from the first source:\n%s", out)
 	}
+	// A sparse file looks sparse (st_blocks), so cp -a from the mount
+	// keeps its holes instead of writing 5 GiB of zeros.
+	var sst syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(rev1, "sparse/big-5G"), &sst); err != nil || sst.Blocks*512 > 1<<20 {
+		t.Errorf("5 GiB sparse file on the revision mount: %d blocks, %v; want its data only", sst.Blocks, err)
+	}
+	cpBig := filepath.Join(r.work, "cp-big-5G")
+	sh(t, "cp", "-a", filepath.Join(rev1, "sparse/big-5G"), cpBig)
+	if err := syscall.Stat(cpBig, &sst); err != nil || sst.Size != 5<<30+20 || sst.Blocks*512 > 1<<20 {
+		t.Errorf("cp -a of the sparse file from the revision mount: size %d, %d blocks, %v; want its holes kept", sst.Size, sst.Blocks, err)
+	}
+	os.Remove(cpBig)
 	if out := itemize(t, src, rev2); out != "" {
 		t.Errorf("revision 2 differs from the second source:\n%s", out)
 	}
