@@ -272,11 +272,16 @@ func (f *openFile) flush(ctx context.Context) error {
 		es = append(es, extent{Off: off, Len: int64(len(data)), ID: id})
 		return nil
 	}
+	// Written bytes count as data even when they are zeros and so not
+	// stored: a filesystem allocates them, and st_blocks must not change
+	// when a flush finds them zero. Holes are what was never written.
+	var written int64
 	err := f.buf.dataRuns(0, size, func(o, l int64) error {
+		written += l
 		return v.r.split.split(f.buf.section(o, l), o, l, put)
 	})
 	if err == nil {
-		err = v.commitFile(ctx, f, es, size)
+		err = v.commitFile(ctx, f, es, size, max(size-written, 0))
 	}
 	if err != nil {
 		if len(es) > 0 {
@@ -297,10 +302,10 @@ func (f *openFile) flush(ctx context.Context) error {
 // commitFile writes a flushed file's extent map and attributes into the
 // staging layer, releasing the chunks of an extent map that only the
 // staging layer held.
-func (v *volume) commitFile(ctx context.Context, f *openFile, es []extent, size int64) error {
+func (v *volume) commitFile(ctx context.Context, f *openFile, es []extent, size, holes int64) error {
 	storeFlushed := false
 	for {
-		err := v.commitFileOnce(ctx, f, es, size, storeFlushed)
+		err := v.commitFileOnce(ctx, f, es, size, holes, storeFlushed)
 		if err != errFlushFirst {
 			return err
 		}
@@ -318,7 +323,7 @@ func (v *volume) commitFile(ctx context.Context, f *openFile, es []extent, size 
 // staging extent map.
 var errFlushFirst = errors.New("flush the store first")
 
-func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, size int64, storeFlushed bool) error {
+func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, size, holes int64, storeFlushed bool) error {
 	return v.mutateLocked(func(m *mutation) error {
 		n, err := m.inode(f.ino)
 		if err != nil {
@@ -342,11 +347,7 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 				})
 			}
 		}
-		var data int64
-		for _, e := range es {
-			data += e.Len
-		}
-		n.Holes = max(size-data, 0)
+		n.Holes = holes
 		f.mu.Lock()
 		n.Size, n.Mtime, n.Ctime = size, f.mtime, f.ctime
 		marked := f.marked
