@@ -97,6 +97,35 @@ func (m *Mount) Unmount() error {
 	return m.Err()
 }
 
+// Abandon ends the mount without the flush Unmount insists on: for a
+// shutdown after that flush failed (a full or dead disk), since a server
+// that must exit cannot keep the mount. What was not flushed is lost;
+// staging comes back at its last durable point. The mount is detached
+// and its connection aborted, so no process holding a file in it keeps
+// it (or the shutdown) waiting.
+func (m *Mount) Abandon() error {
+	select {
+	case <-m.done:
+		return nil
+	default:
+	}
+	if m.stop != nil {
+		m.stop()
+	}
+	var errs []error
+	if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
+		errs = append(errs, fmt.Errorf("detach %s: %w", m.dir, err))
+	}
+	if err := AbortConn(m.Conn()); err != nil {
+		errs = append(errs, fmt.Errorf("abort the connection of %s: %w", m.dir, err))
+	}
+	if len(errs) == 2 {
+		return errors.Join(errs...) // neither worked: serving may not end
+	}
+	<-m.done
+	return nil
+}
+
 // Wait blocks until the filesystem is unmounted (by Unmount or by a plain
 // umount(8)) and the final flush has run.
 func (m *Mount) Wait() { <-m.done }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestBadInputErrors: every bad input gets a clear error naming the cause
@@ -115,6 +116,58 @@ func TestMountConflicts(t *testing.T) {
 	}
 }
 
+// tmpfsRepo makes a repository whose six shard dirs share one tmpfs of
+// size (mount -o size=).
+func tmpfsRepo(t *testing.T, size string) *repo {
+	t.Helper()
+	tmpfs := filepath.Join(t.TempDir(), "tmpfs")
+	os.MkdirAll(tmpfs, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", tmpfs).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
+	var args []string
+	for i := 0; i < 6; i++ {
+		args = append(args, "--shard-dir", filepath.Join(tmpfs, "s", string(rune('0'+i))))
+	}
+	return newRepo(t, args...)
+}
+
+// TestStopWithFullDisk stops the server while staging holds data the
+// full shard filesystems cannot take.
+// Steps: rsync 120 MiB of random data into staging on a 96 MiB tmpfs
+// (ENOSPC); strata stop.
+// Pass: stop returns within a minute (not after the 3-minute shutdown
+// limit), exits 1 saying the server did not stop cleanly and why, and
+// leaves no mount behind; the next mount works.
+func TestStopWithFullDisk(t *testing.T) {
+	need(t, "rsync")
+	r := tmpfsRepo(t, "96m")
+	src := r.mkdir("src")
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 120; i++ {
+		fillRandom(buf, uint64(i))
+		os.WriteFile(filepath.Join(src, "f"+strconv.Itoa(i)), buf, 0o644)
+	}
+	stage := r.mountNewVolume("home")
+	if out, err := exec.Command("rsync", "-a", src+"/", stage+"/").CombinedOutput(); err == nil {
+		t.Fatalf("rsync of 120 MiB into a repository on 96 MiB succeeded:\n%s", out)
+	}
+	start := time.Now()
+	res := r.run("stop")
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("stop took %v", took)
+	}
+	if res.code != 1 || !strings.Contains(res.stderr, "not cleanly") || !strings.Contains(res.stderr, "no space") {
+		t.Errorf("stop with unflushable staging: exit %d, stderr %q; want exit 1 naming the full disk", res.code, res.stderr)
+	}
+	if b, _ := os.ReadFile("/proc/self/mounts"); strings.Contains(string(b), stage) {
+		t.Errorf("stop left %s mounted", stage)
+	}
+	r.must("mount", "home", stage)
+	r.must("umount", stage)
+}
+
 // TestFullDisk fills the shard filesystems while rsync writes.
 // Steps: init with six shard dirs on a 96 MiB tmpfs; back up a small tree
 // and commit; rsync 200 MiB of random data into staging; then free space
@@ -127,19 +180,7 @@ func TestMountConflicts(t *testing.T) {
 // new data goes in, and scrub finds no damage.
 func TestFullDisk(t *testing.T) {
 	need(t, "rsync")
-	work := t.TempDir()
-	tmpfs := filepath.Join(work, "tmpfs")
-	os.MkdirAll(tmpfs, 0o755)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", tmpfs).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
-	var args []string
-	for i := 0; i < 6; i++ {
-		d := filepath.Join(tmpfs, "s", string(rune('0'+i)))
-		args = append(args, "--shard-dir", d)
-	}
-	r := newRepo(t, args...)
+	r := tmpfsRepo(t, "96m")
 	src := r.mkdir("src")
 	makeSmallTree(t, src, 50, 12)
 	first := r.mkdir("first")

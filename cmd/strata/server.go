@@ -103,8 +103,10 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	// heap's target is sized by it: an idle server held ~70 MiB of it.
 	// Returning it now costs one collection of a small heap.
 	debug.FreeOSMemory()
-	// The repository lock is ours, so a socket file left behind is stale.
+	// The repository lock is ours, so a socket file left behind is stale,
+	// and so is an earlier server's report of a shutdown that failed.
 	os.Remove(sock)
+	os.Remove(shutdownReport(dir))
 	old := syscall.Umask(0o077)
 	l, err := net.Listen("unix", sock)
 	syscall.Umask(old)
@@ -151,11 +153,28 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	// what fsync, FLUSH and commit acknowledged is durable already.
 	stuck := time.AfterFunc(shutdownTimeout, func() {
 		log.Error("shutdown did not finish; exiting anyway (acknowledged writes and commits are durable)", "after", shutdownTimeout)
+		// Mounts whose server is gone would answer ENOTCONN to all.
+		for _, m := range s.mountList() {
+			syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH)
+		}
+		reportShutdown(dir, fmt.Errorf("the shutdown did not finish within %v (mounts were detached; what was written to staging since its last fsync or commit may be lost)", shutdownTimeout))
 		os.Remove(sock)
 		os.Exit(exitError)
 	})
 	defer stuck.Stop()
-	return s.shutdown(sock)
+	err = s.shutdown(sock)
+	if err != nil {
+		reportShutdown(dir, err)
+	}
+	return err
+}
+
+// shutdownReport is where a server that could not shut down cleanly says
+// why, for 'strata stop' (which cannot see its exit status).
+func shutdownReport(dir string) string { return filepath.Join(dir, "shutdown-error") }
+
+func reportShutdown(dir string, err error) {
+	os.WriteFile(shutdownReport(dir), []byte(err.Error()+"\n"), 0o600)
 }
 
 // shutdownTimeout bounds a graceful shutdown; systemd's TimeoutStopSec in
@@ -196,6 +215,11 @@ func (s *server) shutdown(sock string) error {
 	for _, m := range mounts {
 		if err := m.unmount(); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", m.Mountpoint, err))
+			// The process is ending: it cannot keep the mount for a
+			// later retry, as 'strata umount' does.
+			if err := m.m.Abandon(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	for _, n := range nbds {
@@ -377,9 +401,17 @@ func (c *stopCmd) Run(ctx context.Context, g *Globals) error {
 		return nil // no server was running; call said so
 	}
 	dir, _ := g.repoDir()
-	return waitExit(ctx, a.PID, shutdownTimeout+30*time.Second, func() {
+	err := waitExit(ctx, a.PID, shutdownTimeout+30*time.Second, func() {
 		fmt.Fprintf(os.Stderr, "strata: waiting for the server (PID %d) to flush and close the repository\n", a.PID)
 	}, filepath.Join(dir, "server.log"))
+	if err != nil {
+		return err
+	}
+	if b, rerr := os.ReadFile(shutdownReport(dir)); rerr == nil {
+		return fail(exitError, "see "+filepath.Join(dir, "server.log")+"; committed revisions are intact",
+			"the server stopped, but not cleanly: %s", strings.TrimSpace(string(b)))
+	}
+	return nil
 }
 
 func opStop(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
