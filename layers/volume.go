@@ -424,7 +424,10 @@ func (r *Repo) StatFS(ctx context.Context) (StatFS, error) {
 		if err != nil {
 			return out, fmt.Errorf("statfs: %w", err)
 		}
-		out.TotalBytes, out.FreeBytes, out.AvailBytes = st.Capacity, st.Free, st.Free
+		// Like a filesystem's reserved blocks: free counts the store's
+		// reserve, available (what df shows a backup) does not.
+		out.TotalBytes, out.FreeBytes = st.Capacity, st.Free
+		out.AvailBytes = st.Free - min(st.Free, st.Reserve)
 	}
 	if out.TotalBytes == 0 {
 		// No capacity from the store (a test store, or backends that

@@ -186,6 +186,15 @@ func TestFullDisk(t *testing.T) {
 	first := r.mkdir("first")
 	sh(t, "rsync", "-a", src+"/", first+"/")
 	stage := r.mountNewVolume("home")
+	// df on staging shows what backups may use: free space less the
+	// reserve (two 16 MiB segments) kept for commit, prune and GC.
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(stage, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if held := int64(sfs.Bfree-sfs.Bavail) * sfs.Bsize; held < 32<<20-sfs.Bsize || held > 32<<20 {
+		t.Errorf("statfs of staging: free %d blocks, available %d: %d bytes held back, want the 32 MiB reserve", sfs.Bfree, sfs.Bavail, held)
+	}
 	sh(t, "rsync", "-a", src+"/", stage+"/")
 	r.must("commit", "home", "--tag", "small")
 
