@@ -21,7 +21,7 @@ import (
 
 type restoreCmd struct {
 	Target string `arg:"" help:"NAME@REV[:PATH] — a revision, or a path inside an fs revision."`
-	Dest   string `arg:"" help:"fs volumes: a directory (created if missing). Block volumes: a file or device, or '-' for stdout."`
+	Dest   string `arg:"" help:"fs volumes: a directory (created if missing); a :PATH naming a file goes into DEST if DEST is a directory, else becomes DEST, as with cp. Files already there with the same size and mtime are kept (a rerun resumes). Block volumes: a file or device, or '-' for stdout."`
 }
 
 type restoreArgs struct {
