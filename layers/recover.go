@@ -45,7 +45,8 @@ func (m *mutation) forgetLost(ino Ino) {
 }
 
 // loadLost reads the lost-data markers into their volumes; markers of
-// removed volumes go.
+// removed volumes or files go (a file that is gone lost nothing a commit
+// could keep).
 func (r *Repo) loadLost() error {
 	byID := r.volumesByID()
 	keys, err := r.keysWithPrefix(pfxLost)
@@ -59,14 +60,30 @@ func (r *Repo) loadLost() error {
 			copy(vid[:], k[len(pfxLost):])
 			v = byID[vid]
 		}
-		if v == nil {
+		var ino Ino
+		exists := false
+		if v != nil {
+			ino = Ino(binary.BigEndian.Uint64(k[len(pfxLost)+8:]))
+			err := r.db.View(func(txn *badger.Txn) error {
+				n, _, err := v.getInode(sealed(txn), ino, v.seq.Load())
+				if isNotFound(err) {
+					return nil
+				}
+				exists = err == nil && isReg(n.Mode) && n.Nlink > 0
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("load lost-data markers: %w", err)
+			}
+		}
+		if !exists {
 			if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
 				return fmt.Errorf("load lost-data markers: %w", err)
 			}
 			continue
 		}
 		v.mu.Lock()
-		v.lost[Ino(binary.BigEndian.Uint64(k[len(pfxLost)+8:]))] = true
+		v.lost[ino] = true
 		v.mu.Unlock()
 	}
 	return nil
@@ -335,12 +352,13 @@ func (r *Repo) markOpen(ctx context.Context) error {
 	if err := r.dropCrashOrphans(); err != nil {
 		return err
 	}
-	if err := r.loadLost(); err != nil {
-		return err
-	}
 	// Recovery's changes go to the index now, not with the first batch.
 	if err := r.flushPendingAll(); err != nil {
 		return fmt.Errorf("open layers: %w", err)
+	}
+	// After the flush, so it sees the orphans dropped above as gone.
+	if err := r.loadLost(); err != nil {
+		return err
 	}
 	if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete([]byte(keyClean)) }); err != nil {
 		return fmt.Errorf("open layers: %w", err)

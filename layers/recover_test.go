@@ -70,6 +70,13 @@ func TestRecoverAfterCrash(t *testing.T) {
 	if err := st.FlushFile(ctx, b.Ino, true); err != nil {
 		t.Fatal(err)
 	}
+	c, _ := st.Create(ctx, layers.RootIno, "lost-then-removed", 0o644, 0, 0, 0)
+	if _, err := st.WriteAt(ctx, c.Ino, bytes.Repeat([]byte("r"), 3000), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FlushFile(ctx, c.Ino, true); err != nil {
+		t.Fatal(err)
+	}
 	// Crash: the index survives, the layers never close.
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
@@ -94,8 +101,8 @@ func TestRecoverAfterCrash(t *testing.T) {
 		t.Fatalf("lost file after crash: %d, %v", n, err)
 	}
 	var le *layers.LostDataError
-	if _, err := r2.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != 1 {
-		t.Fatalf("commit with a lost file: %v, want a LostDataError for 1 file", err)
+	if _, err := r2.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != 2 {
+		t.Fatalf("commit with two lost files: %v, want a LostDataError for 2 files", err)
 	}
 	if _, err := r2.Commit(ctx, "v", layers.CommitOptions{AllowLost: true}); err != nil {
 		t.Fatal(err)
@@ -112,8 +119,14 @@ func TestRecoverAfterCrash(t *testing.T) {
 	if _, err := r3.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) {
 		t.Fatalf("commit with a lost file after a restart: %v, want a LostDataError", err)
 	}
-	// ... or until the file is written again.
+	// ... or until each file is removed or written again.
 	st3, _ := r3.Staging(ctx, "v")
+	if err := st3.Unlink(ctx, layers.RootIno, "lost-then-removed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r3.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != 1 {
+		t.Fatalf("commit with one of two lost files removed: %v, want a LostDataError for 1 file", err)
+	}
 	if _, err := st3.WriteAt(ctx, b.Ino, bytes.Repeat([]byte("n"), 5000), 0); err != nil {
 		t.Fatal(err)
 	}
