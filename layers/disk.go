@@ -2,10 +2,12 @@ package layers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -239,7 +241,9 @@ func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		q, o = q[n:], o+n
 	}
 	if int64(len(d.dirty))*d.bs > maxDirtyBytes {
-		if err := d.flushLocked(ctx); err != nil {
+		// A full store may leave blocks buffered: refuse only while
+		// that keeps the buffer over its bound.
+		if err := d.flushLocked(ctx); err != nil && int64(len(d.dirty))*d.bs > maxDirtyBytes {
 			return 0, err
 		}
 	}
@@ -287,7 +291,7 @@ func (d *Disk) Zero(ctx context.Context, off, length int64) error {
 		}
 		off += n
 		if int64(len(d.dirty))*d.bs > maxDirtyBytes {
-			if err := d.flushLocked(ctx); err != nil {
+			if err := d.flushLocked(ctx); err != nil && int64(len(d.dirty))*d.bs > maxDirtyBytes {
 				return err
 			}
 		}
@@ -326,12 +330,22 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 	sort.Slice(idxs, func(i, j int) bool { return idxs[i] < idxs[j] })
 	ids := make([]chunk.ID, len(idxs))
 	var put []chunk.ID
+	// With the store full, the blocks it takes no more stay buffered and
+	// the rest (zeroed ones above all) are recorded: zeroing or trimming
+	// what did not fit is how a user makes room on a full disk.
+	var full error
+	unstored := map[int]bool{}
 	for i, idx := range idxs {
 		blk := d.dirty[idx]
 		if chunk.IsZero(blk) {
 			continue
 		}
 		id, added, err := v.r.cs.Put(ctx, chunk.KindData, blk)
+		if err != nil && errors.Is(err, syscall.ENOSPC) {
+			full = storeErr(fmt.Sprintf("store block %d", idx), err)
+			unstored[i] = true
+			continue
+		}
 		if err != nil {
 			v.r.releaseLog(ctx, put)
 			return storeErr(fmt.Sprintf("store block %d", idx), err)
@@ -383,6 +397,9 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 			w := &writer{b: &batch{}, vid: v.id, seq: seq}
 			err = func() error {
 				for i := start; i < end; i++ {
+					if unstored[i] {
+						continue
+					}
 					rk := rkIno(recBlock, uint64(idxs[i]))
 					var err error
 					if ids[i].IsZero() {
@@ -406,11 +423,13 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 		}
 		release = append(release, rel...)
 		for i := start; i < end; i++ {
-			delete(d.dirty, idxs[i])
+			if !unstored[i] {
+				delete(d.dirty, idxs[i])
+			}
 		}
 	}
 	v.r.releaseLog(ctx, release)
-	return nil
+	return full
 }
 
 // Flush makes every write that returned durable.

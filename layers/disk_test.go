@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/strata-backup/strata/layers"
 	"github.com/strata-backup/strata/layers/internal/memstore"
+	"github.com/strata-backup/strata/store/chunk"
 )
 
 func newDisk(t testing.TB, e *env, name string, size int64, bs int) *layers.Disk {
@@ -284,5 +287,79 @@ func TestDiskBufferedWrites(t *testing.T) {
 	}
 	if got := readAll(t, d); !bytes.Equal(got, model) {
 		t.Fatal("flushed writes do not read back")
+	}
+}
+
+// reserveStore refuses data chunks while full is set, as a store at its
+// reserve does; metadata still goes in.
+type reserveStore struct {
+	*memstore.Store
+	full atomic.Bool
+}
+
+func (s *reserveStore) Put(ctx context.Context, kind chunk.Kind, data []byte) (chunk.ID, bool, error) {
+	if s.full.Load() && kind == chunk.KindData {
+		return chunk.ID{}, false, fmt.Errorf("put chunk: %w", syscall.ENOSPC)
+	}
+	return s.Store.Put(ctx, kind, data)
+}
+
+// TestDiskZeroWhenFull fills a block volume's store while writing, then
+// zeroes and trims what did not fit.
+// Pass: writes fail with ErrNoSpace once the buffer is over its bound;
+// zeroing part of the unstored range and trimming the rest succeed (the
+// blocks become holes, which need no space); then the flush and the
+// commit go through and the disk reads the data stored before the store
+// filled, and zeros after.
+func TestDiskZeroWhenFull(t *testing.T) {
+	ctx := context.Background()
+	cs := &reserveStore{Store: memstore.New()}
+	r, err := layers.Open(ctx, openDB(t, ""), cs, layers.Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	const bs, size = 1 << 20, 256 << 20
+	if _, err := r.CreateVolume(ctx, "vm", layers.VolumeSpec{Type: layers.TypeBlock, Size: size, BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := r.StagingDisk(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("stored before the store filled "), 1<<18)[:4*bs]
+	if _, err := d.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cs.full.Store(true)
+	blk := bytes.Repeat([]byte{0xa5}, bs)
+	var off int64 = 8 * bs
+	for ; off < size; off += bs {
+		if _, err = d.WriteAt(ctx, blk, off); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, layers.ErrNoSpace) {
+		t.Fatalf("writing into a full store: %v at %d MiB, want ErrNoSpace", err, off>>20)
+	}
+	mid := 8*bs + (off-8*bs)/2
+	if _, err := d.WriteAt(ctx, make([]byte, mid-8*bs), 8*bs); err != nil {
+		t.Fatalf("zeroing unstored blocks of a full store: %v", err)
+	}
+	if err := d.Zero(ctx, mid, off+bs-mid); err != nil {
+		t.Fatalf("trimming unstored blocks of a full store: %v", err)
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatalf("flush after zeroing what did not fit: %v", err)
+	}
+	if _, err := r.Commit(ctx, "vm", layers.CommitOptions{}); err != nil {
+		t.Fatalf("commit after zeroing what did not fit: %v", err)
+	}
+	got := readAll(t, d)
+	if !bytes.Equal(got[:len(data)], data) || !bytes.Equal(got[len(data):], make([]byte, size-len(data))) {
+		t.Fatal("disk after zeroing: want the data stored before the store filled, then zeros")
 	}
 }
