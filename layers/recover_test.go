@@ -127,6 +127,16 @@ func TestRecoverAfterCrash(t *testing.T) {
 	if _, err := r3.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != 1 {
 		t.Fatalf("commit with one of two lost files removed: %v, want a LostDataError for 1 file", err)
 	}
+	// Part of it written again leaves zeros where the rest was.
+	if _, err := st3.WriteAt(ctx, b.Ino, bytes.Repeat([]byte("p"), 1000), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st3.FlushFile(ctx, b.Ino, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r3.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != 1 {
+		t.Fatalf("commit with a lost file written again in part: %v, want a LostDataError for 1 file", err)
+	}
 	if _, err := st3.WriteAt(ctx, b.Ino, bytes.Repeat([]byte("n"), 5000), 0); err != nil {
 		t.Fatal(err)
 	}

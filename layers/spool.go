@@ -26,6 +26,9 @@ type openFile struct {
 	dataMu sync.Mutex
 	buf    *spoolBuf
 	loaded bool // the base content is in the spool
+	// fresh: loaded without its base (truncated to zero), so none of
+	// what a crash lost (Repo.loadLost) is in it any more.
+	fresh bool
 	closed bool // flushed and forgotten; users must look the file up again
 
 	mu     sync.Mutex // guards size, mtime, ctime, dirty: short sections only
@@ -129,7 +132,7 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 		f.mtime, f.ctime, f.dirty = now, now, true
 	}
 	f.mu.Unlock()
-	f.loaded = true
+	f.loaded, f.fresh = true, noBase
 	return nil
 }
 
@@ -360,7 +363,12 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 		if marked {
 			m.delKey(unflushedKey(v.id, f.ino))
 		}
-		m.forgetLost(f.ino)
+		// A file a crash left with holes for lost data is whole again
+		// once rewritten from scratch or left without holes; a write of
+		// part of it is not enough.
+		if f.fresh || holes == 0 {
+			m.forgetLost(f.ino)
+		}
 		// Mutations from now until the file is forgotten must not mark
 		// it unflushed again.
 		m.applied = append(m.applied, func() {
