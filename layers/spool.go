@@ -28,7 +28,7 @@ type openFile struct {
 	loaded bool // the base content is in the spool
 	// fresh: loaded without its base (truncated to zero), so none of
 	// what a crash lost (Repo.loadLost) is in it any more.
-	fresh bool
+	fresh  bool
 	closed bool // flushed and forgotten; users must look the file up again
 
 	mu     sync.Mutex // guards size, mtime, ctime, dirty: short sections only
