@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"io"
+	"os"
 	"syscall"
 	"time"
 
@@ -50,10 +51,14 @@ func (f *diskFS) attr(ino uint64, out *fuse.Attr) {
 			a.Mode = syscall.S_IFDIR | 0o555
 		}
 	default:
-		a.Mode, a.Nlink, a.Size = syscall.S_IFREG|0o644, 1, f.disk.Size()
+		// A disk image holds a whole filesystem, whose own permissions
+		// nothing enforces on raw reads: only the owner of the server may
+		// read it, whatever the mount lets in.
+		a.Mode, a.Nlink, a.Size = syscall.S_IFREG|0o600, 1, f.disk.Size()
 		if ro {
-			a.Mode = syscall.S_IFREG | 0o444
+			a.Mode = syscall.S_IFREG | 0o400
 		}
+		a.Uid, a.Gid = uint32(os.Geteuid()), uint32(os.Getegid())
 	}
 	fillAttr(a, f.base|ino, out)
 }

@@ -434,6 +434,14 @@ func TestBlockDiskImageMount(t *testing.T) {
 	if fi, err := os.Stat(disk); err != nil || fi.Size() != 64<<20 {
 		t.Fatalf("staging disk.img: %v, %v; want 64 MiB", fi, err)
 	}
+	// A disk image holds a whole filesystem: only its owner may read it,
+	// and staging is an owner-only mount, as for file trees.
+	if fi, _ := os.Stat(disk); fi.Mode().Perm() != 0o600 {
+		t.Errorf("staging disk.img mode %v, want 0600", fi.Mode().Perm())
+	}
+	if mounts, _ := os.ReadFile("/proc/self/mounts"); strings.Contains(mountLine(string(mounts), stage), "allow_other") {
+		t.Errorf("block staging mounted with allow_other: %s", mountLine(string(mounts), stage))
+	}
 	sh(t, "dd", "if="+img, "of="+disk, "bs=4M", "conv=notrunc,sparse,fsync", "status=none")
 	sh(t, "cmp", img, disk)
 	r.must("umount", stage)
@@ -444,6 +452,9 @@ func TestBlockDiskImageMount(t *testing.T) {
 	rimg := filepath.Join(rev, "disk.img")
 	if err := os.WriteFile(rimg, []byte("x"), 0o644); err == nil {
 		t.Error("writing a revision's disk.img succeeded")
+	}
+	if fi, err := os.Stat(rimg); err != nil || fi.Mode().Perm() != 0o400 {
+		t.Errorf("revision disk.img: %v, %v; want mode 0400", fi, err)
 	}
 	sh(t, "cmp", img, rimg)
 	guest := r.mkdir("guest")
@@ -468,4 +479,14 @@ func TestBlockDiskImageMount(t *testing.T) {
 	sh(t, "umount", guest)
 	mounted = false
 	r.must("umount", rev)
+}
+
+// mountLine returns the line of /proc/self/mounts (in mounts) for dir.
+func mountLine(mounts, dir string) string {
+	for _, l := range strings.Split(mounts, "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == dir {
+			return l
+		}
+	}
+	return ""
 }

@@ -89,12 +89,19 @@ func (c *mountCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
+// deadMount: the error of an access to a FUSE mount whose server is gone
+// (ENOTCONN), or whose connection was aborted (ECONNABORTED: the guard of
+// a server killed mid-request does that).
+func deadMount(err error) bool {
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
+}
+
 // checkMountpoint refuses a missing or non-empty mountpoint before anything
 // starts. A stale strata mount (its server died) is cleared.
 func checkMountpoint(dir string) error {
 	var st syscall.Stat_t
 	err := syscall.Stat(dir, &st)
-	if errors.Is(err, syscall.ENOTCONN) {
+	if deadMount(err) {
 		syscall.Unmount(dir, syscall.MNT_DETACH)
 		err = syscall.Stat(dir, &st)
 	}
@@ -108,7 +115,7 @@ func checkMountpoint(dir string) error {
 		return fail(exitUsage, "", "mountpoint %s is not a directory", dir)
 	}
 	ents, err := os.ReadDir(dir)
-	if errors.Is(err, syscall.ENOTCONN) {
+	if deadMount(err) {
 		// stat may still answer from the kernel's attribute cache.
 		syscall.Unmount(dir, syscall.MNT_DETACH)
 		ents, err = os.ReadDir(dir)
@@ -198,7 +205,9 @@ func opMount(ctx context.Context, env *opEnv, a mountArgs) (any, error) {
 		}
 		e.ReadOnly = false
 		e.flush = d.Flush
-		e.m, err = fs.MountDisk(ctx, a.Mountpoint, d, opts)
+		dopts := opts
+		dopts.AllowOther = a.AllowOther // staging is owner-only, as for file trees
+		e.m, err = fs.MountDisk(ctx, a.Mountpoint, d, dopts)
 		if err != nil {
 			return nil, fmt.Errorf("mount staging disk of %s: %w", vol, err)
 		}
