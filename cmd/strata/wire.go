@@ -98,7 +98,7 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 	}
 	if deaf.Load() {
 		pid := lockHolder(dir)
-		return fail(exitError, fmt.Sprintf("if it is stuck (stopped, or waiting on a disk that does not answer), end it with 'kill %d': what it acknowledged is durable, and the next command starts afresh", pid),
+		return fail(exitError, fmt.Sprintf("if it is stuck, end it with 'kill %d' ('kill -9 %d' if it was stopped with SIGSTOP or does not react): what it acknowledged is durable, and the next command starts afresh", pid, pid),
 			"the strata server (PID %d) does not answer", pid)
 	}
 	if err := sc.Err(); err != nil {
