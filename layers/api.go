@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -45,10 +46,18 @@ var (
 type LostDataError struct {
 	Volume string
 	Files  int
+	Paths  []string // some of them, to show
 }
 
 func (e *LostDataError) Error() string {
-	return fmt.Sprintf("staging of %s has %d files whose data a crash lost", e.Volume, e.Files)
+	s := fmt.Sprintf("staging of %s has %d files whose data a crash lost", e.Volume, e.Files)
+	if len(e.Paths) > 0 {
+		s += ": " + strings.Join(e.Paths, ", ")
+		if e.Files > len(e.Paths) {
+			s += ", ..."
+		}
+	}
+	return s
 }
 
 // ChunkStore is what layers needs from the extent store. *store.Store

@@ -45,9 +45,21 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 	defer v.commitMu.Unlock()
 	v.mu.Lock()
 	lost := len(v.lost)
+	var some []Ino
+	for ino := range v.lost {
+		if len(some) == 5 {
+			break
+		}
+		some = append(some, ino)
+	}
 	v.mu.Unlock()
 	if lost > 0 && !opts.AllowLost {
-		return Revision{}, &LostDataError{Volume: volume, Files: lost}
+		le := &LostDataError{Volume: volume, Files: lost}
+		slices.Sort(some)
+		for _, ino := range some {
+			le.Paths = append(le.Paths, v.pathOf(ctx, ino, v.seq.Load()))
+		}
+		return Revision{}, le
 	}
 	if err := v.flushAll(ctx); err != nil {
 		return Revision{}, fmt.Errorf("commit %s: %w", volume, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 
@@ -103,6 +104,9 @@ func TestRecoverAfterCrash(t *testing.T) {
 	var le *layers.LostDataError
 	if _, err := r2.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != 2 {
 		t.Fatalf("commit with two lost files: %v, want a LostDataError for 2 files", err)
+	}
+	if !slices.Equal(le.Paths, []string{"lost", "lost-then-removed"}) {
+		t.Errorf("LostDataError names %q, want the two files", le.Paths)
 	}
 	if _, err := r2.Commit(ctx, "v", layers.CommitOptions{AllowLost: true}); err != nil {
 		t.Fatal(err)
