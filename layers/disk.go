@@ -240,12 +240,8 @@ func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		copy(blk[in:], q[:n])
 		q, o = q[n:], o+n
 	}
-	if int64(len(d.dirty))*d.bs > maxDirtyBytes {
-		// A full store may leave blocks buffered: refuse only while
-		// that keeps the buffer over its bound.
-		if err := d.flushLocked(ctx); err != nil && int64(len(d.dirty))*d.bs > maxDirtyBytes {
-			return 0, err
-		}
+	if err := d.makeRoom(ctx); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
@@ -290,11 +286,24 @@ func (d *Disk) Zero(ctx context.Context, off, length int64) error {
 			clear(blk[in : in+n])
 		}
 		off += n
-		if int64(len(d.dirty))*d.bs > maxDirtyBytes {
-			if err := d.flushLocked(ctx); err != nil && int64(len(d.dirty))*d.bs > maxDirtyBytes {
-				return err
-			}
+		if err := d.makeRoom(ctx); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// makeRoom flushes the buffer once it is over its bound; mu held. With the
+// store full, blocks it takes no more stay buffered while zeroed ones go
+// as holes, so it fails only when the flush freed nothing: zeroing or
+// trimming what did not fit must go on while data is refused.
+func (d *Disk) makeRoom(ctx context.Context) error {
+	if int64(len(d.dirty))*d.bs <= maxDirtyBytes {
+		return nil
+	}
+	before := len(d.dirty)
+	if err := d.flushLocked(ctx); err != nil && len(d.dirty) >= before {
+		return err
 	}
 	return nil
 }
@@ -334,10 +343,14 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 	// the rest (zeroed ones above all) are recorded: zeroing or trimming
 	// what did not fit is how a user makes room on a full disk.
 	var full error
-	unstored := map[int]bool{}
+	unstored := make([]bool, len(idxs))
 	for i, idx := range idxs {
 		blk := d.dirty[idx]
 		if chunk.IsZero(blk) {
+			continue
+		}
+		if full != nil {
+			unstored[i] = true // the store said full: do not ask per block
 			continue
 		}
 		id, added, err := v.r.cs.Put(ctx, chunk.KindData, blk)

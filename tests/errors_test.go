@@ -244,3 +244,48 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("scrub after a full disk:\n%s", out)
 	}
 }
+
+// TestBlockFullDisk fills the shard filesystems through a block volume's
+// staging disk, then makes room the way a user of dd would.
+// Steps: a 192 MiB block volume in a repository on a 96 MiB tmpfs; dd 8
+// MiB of random data at the start, fsync, commit; dd 120 MiB more behind
+// it (ENOSPC); punch a hole over those 120 MiB (fallocate); commit; mount
+// the new revision.
+// Pass: the second dd fails with ENOSPC; the punch and the commit work on
+// the full store (zeroed blocks need no room); the revision holds the
+// first 8 MiB and zeros after.
+func TestBlockFullDisk(t *testing.T) {
+	need(t, "dd", "fallocate", "cmp")
+	r := tmpfsRepo(t, "96m")
+	r.must("volume", "create", "vm", "--block", "192M")
+	stage := r.mkdir("mnt/stage")
+	r.must("mount", "vm", stage)
+	disk := filepath.Join(stage, "disk.img")
+	first := filepath.Join(r.work, "first.bin")
+	buf := make([]byte, 8<<20)
+	fillRandom(buf, 77)
+	os.WriteFile(first, buf, 0o644)
+	sh(t, "dd", "if="+first, "of="+disk, "bs=1M", "conv=notrunc,fsync", "status=none")
+	r.must("commit", "vm")
+
+	big := filepath.Join(r.work, "big.bin")
+	buf = make([]byte, 120<<20)
+	fillRandom(buf, 78)
+	os.WriteFile(big, buf, 0o644)
+	out, err := exec.Command("dd", "if="+big, "of="+disk, "bs=1M", "seek=16", "conv=notrunc,fsync", "status=none").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "No space left") {
+		t.Fatalf("dd of 120 MiB into a repository on 96 MiB: %v\n%s; want ENOSPC", err, out)
+	}
+	if out, err := exec.Command("fallocate", "--punch-hole", "--offset", "16MiB", "--length", "120MiB", disk).CombinedOutput(); err != nil {
+		t.Fatalf("punch: %v %s", err, out)
+	}
+	r.must("commit", "vm")
+	r.must("umount", stage)
+
+	rev := r.mkdir("mnt/rev")
+	r.must("mount", "vm@latest", rev)
+	rimg := filepath.Join(rev, "disk.img")
+	sh(t, "cmp", "-n", "8MiB", first, rimg)
+	sh(t, "cmp", "-i", "8MiB:0", "-n", "184MiB", rimg, "/dev/zero")
+	r.must("umount", rev)
+}
