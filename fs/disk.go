@@ -33,10 +33,13 @@ type diskFS struct {
 	mtime time.Time // shown as every time of both inodes
 	opts  Options
 	errs  *errLog
+	// owner of disk.img: the server's user, read once, not per GETATTR
+	uid, gid uint32
 }
 
 func newDiskFS(d *layers.Disk, base uint64, cache cacheTimes, mtime time.Time, opts Options, errs *errLog) *diskFS {
-	return &diskFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), disk: d, base: base, cache: cache, mtime: mtime, opts: opts, errs: errs}
+	return &diskFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), disk: d, base: base, cache: cache, mtime: mtime, opts: opts, errs: errs,
+		uid: uint32(os.Geteuid()), gid: uint32(os.Getegid())}
 }
 
 func (f *diskFS) String() string { return "strata" }
@@ -58,7 +61,7 @@ func (f *diskFS) attr(ino uint64, out *fuse.Attr) {
 		if ro {
 			a.Mode = syscall.S_IFREG | 0o400
 		}
-		a.Uid, a.Gid = uint32(os.Geteuid()), uint32(os.Getegid())
+		a.Uid, a.Gid = f.uid, f.gid
 	}
 	fillAttr(a, f.base|ino, out)
 }

@@ -26,6 +26,19 @@ func unflushedKey(vid volID, ino Ino) []byte {
 	return be64(append([]byte(pfxUnflushed), vid[:]...), uint64(ino))
 }
 
+// markerVolume splits a marker key (prefix, volume id, inode, as
+// unflushedKey, lostKey and orphanKey build them) into its volume among
+// byID and its inode; the volume is nil for a malformed key or a volume
+// removed since.
+func markerVolume(k []byte, pfx string, byID map[volID]*volume) (*volume, Ino) {
+	if len(k) != len(pfx)+16 {
+		return nil, 0
+	}
+	var vid volID
+	copy(vid[:], k[len(pfx):])
+	return byID[vid], Ino(binary.BigEndian.Uint64(k[len(pfx)+8:]))
+}
+
 // pfxLost marks a file whose data a crash lost (l/l/<vid><ino>), from the
 // recovery that found it until its data is written again or it goes; a
 // commit refuses while a volume has any (LostDataError).
@@ -54,16 +67,9 @@ func (r *Repo) loadLost() error {
 		return fmt.Errorf("load lost-data markers: %w", err)
 	}
 	for _, k := range keys {
-		var vid volID
-		var v *volume
-		if len(k) == len(pfxLost)+16 {
-			copy(vid[:], k[len(pfxLost):])
-			v = byID[vid]
-		}
-		var ino Ino
+		v, ino := markerVolume(k, pfxLost, byID)
 		exists := false
 		if v != nil {
-			ino = Ino(binary.BigEndian.Uint64(k[len(pfxLost)+8:]))
 			err := r.db.View(func(txn *badger.Txn) error {
 				n, _, err := v.getInode(sealed(txn), ino, v.seq.Load())
 				if isNotFound(err) {
@@ -108,14 +114,7 @@ func (r *Repo) dropCrashOrphans() error {
 	}
 	dropped := 0
 	for _, k := range keys {
-		var v *volume
-		var ino Ino
-		if len(k) == len(pfxOrphan)+16 {
-			var vid volID
-			copy(vid[:], k[len(pfxOrphan):])
-			v = byID[vid]
-			ino = Ino(binary.BigEndian.Uint64(k[len(pfxOrphan)+8:]))
-		}
+		v, ino := markerVolume(k, pfxOrphan, byID)
 		if v == nil {
 			if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
 				return fmt.Errorf("drop orphaned inodes: %w", err)
@@ -254,20 +253,15 @@ func (r *Repo) recoverUnflushed(lost map[volID]map[Ino]bool) error {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().KeyCopy(nil)
-			if len(k) != len(pfxUnflushed)+16 {
+			v, ino := markerVolume(k, pfxUnflushed, byID)
+			if v == nil {
 				stale = append(stale, k)
 				continue
 			}
-			var vid volID
-			copy(vid[:], k[len(pfxUnflushed):])
-			if byID[vid] == nil {
-				stale = append(stale, k)
-				continue
+			if lost[v.id] == nil {
+				lost[v.id] = map[Ino]bool{}
 			}
-			if lost[vid] == nil {
-				lost[vid] = map[Ino]bool{}
-			}
-			lost[vid][Ino(binary.BigEndian.Uint64(k[len(pfxUnflushed)+8:]))] = true
+			lost[v.id][ino] = true
 		}
 		return nil
 	})

@@ -55,29 +55,14 @@ func TestRecoverAfterCrash(t *testing.T) {
 	st, _ := r.Staging(ctx, "v")
 	good := bytes.Repeat([]byte("g"), 10000)
 	a, _ := st.Create(ctx, layers.RootIno, "durable", 0o644, 0, 0, 0)
-	if _, err := st.WriteAt(ctx, a.Ino, good, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.FlushFile(ctx, a.Ino, true); err != nil {
-		t.Fatal(err)
-	}
+	writeDurable(t, st, a.Ino, good)
 	// The next file's records reach the index but its chunk never
 	// reaches the store.
 	cs.lose = true
 	b, _ := st.Create(ctx, layers.RootIno, "lost", 0o644, 0, 0, 0)
-	if _, err := st.WriteAt(ctx, b.Ino, bytes.Repeat([]byte("l"), 5000), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.FlushFile(ctx, b.Ino, true); err != nil {
-		t.Fatal(err)
-	}
+	writeDurable(t, st, b.Ino, bytes.Repeat([]byte("l"), 5000))
 	c, _ := st.Create(ctx, layers.RootIno, "lost-then-removed", 0o644, 0, 0, 0)
-	if _, err := st.WriteAt(ctx, c.Ino, bytes.Repeat([]byte("r"), 3000), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.FlushFile(ctx, c.Ino, true); err != nil {
-		t.Fatal(err)
-	}
+	writeDurable(t, st, c.Ino, bytes.Repeat([]byte("r"), 3000))
 	// Crash: the index survives, the layers never close.
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
@@ -132,22 +117,24 @@ func TestRecoverAfterCrash(t *testing.T) {
 		t.Fatalf("commit with one of two lost files removed: %v, want a LostDataError for 1 file", err)
 	}
 	// Part of it written again leaves zeros where the rest was.
-	if _, err := st3.WriteAt(ctx, b.Ino, bytes.Repeat([]byte("p"), 1000), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := st3.FlushFile(ctx, b.Ino, true); err != nil {
-		t.Fatal(err)
-	}
+	writeDurable(t, st3, b.Ino, bytes.Repeat([]byte("p"), 1000))
 	if _, err := r3.Commit(ctx, "v", layers.CommitOptions{}); !errors.As(err, &le) || le.Files != 1 {
 		t.Fatalf("commit with a lost file written again in part: %v, want a LostDataError for 1 file", err)
 	}
-	if _, err := st3.WriteAt(ctx, b.Ino, bytes.Repeat([]byte("n"), 5000), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := st3.FlushFile(ctx, b.Ino, true); err != nil {
-		t.Fatal(err)
-	}
+	writeDurable(t, st3, b.Ino, bytes.Repeat([]byte("n"), 5000))
 	if _, err := r3.Commit(ctx, "v", layers.CommitOptions{}); err != nil {
 		t.Fatalf("commit after the lost file was written again: %v", err)
+	}
+}
+
+// writeDurable writes data at the start of file ino and makes it durable.
+func writeDurable(t *testing.T, st *layers.Staging, ino layers.Ino, data []byte) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := st.WriteAt(ctx, ino, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.FlushFile(ctx, ino, true); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -159,24 +159,25 @@ func resolveNumeric(revs []Revision, spec string, now time.Time) (rev Revision, 
 		}
 		rev, err = atOrBefore(revs, spec, now.Add(-age))
 	default:
-		t, ok := ParseSpecTime(spec)
+		t, span, ok := ParseTime(spec)
 		if !ok {
 			return Revision{}, false, nil
 		}
-		rev, err = atOrBefore(revs, spec, t)
+		// A time stands for the end of the span it names, so a revision
+		// made at 10:00:05.7 is found by the 10:00:05 list shows for it.
+		rev, err = atOrBefore(revs, spec, t.Add(max(span-time.Nanosecond, 0)))
 	}
 	return rev, err == nil, err
 }
 
-// specTimes are the time forms of a spec: RFC 3339, and the form list
-// prints (UTC) so a time can be pasted from it, down to the minute or the
-// day. Each stands for the end of the span it names, so a revision made at
-// 10:00:05.7 is found by the 10:00:05 that list shows for it.
-var specTimes = []struct {
+// timeForms are the times specs and commit --time take: RFC 3339, and
+// the form list prints (UTC) so a time can be pasted from it, down to the
+// minute or the day, with the span each names.
+var timeForms = []struct {
 	layout string
 	span   time.Duration
 }{
-	{time.RFC3339, time.Second}, // also takes fractional seconds, see ParseSpecTime
+	{time.RFC3339, time.Second}, // also takes fractional seconds, see ParseTime
 	{"2006-01-02 15:04:05", time.Second},
 	{"2006-01-02T15:04:05", time.Second},
 	{"2006-01-02 15:04", time.Minute},
@@ -184,20 +185,21 @@ var specTimes = []struct {
 	{"2006-01-02", 24 * time.Hour},
 }
 
-// ParseSpecTime reads spec as one of a spec's time forms, returning the
-// last instant it names.
-func ParseSpecTime(spec string) (time.Time, bool) {
-	for _, f := range specTimes {
-		t, err := time.ParseInLocation(f.layout, spec, time.UTC)
+// ParseTime reads s as one of the time forms (UTC unless it says),
+// returning the instant it starts at and the span it names: a second, a
+// minute or a day, 0 for a time with fractional seconds.
+func ParseTime(s string) (t time.Time, span time.Duration, ok bool) {
+	for _, f := range timeForms {
+		t, err := time.ParseInLocation(f.layout, s, time.UTC)
 		if err != nil {
 			continue
 		}
 		if t.Nanosecond() != 0 {
-			return t, true // an exact time: fractional seconds were given
+			return t, 0, true
 		}
-		return t.Add(f.span - time.Nanosecond), true
+		return t, f.span, true
 	}
-	return time.Time{}, false
+	return time.Time{}, 0, false
 }
 
 // nth returns the revision n before the newest of list.

@@ -186,7 +186,9 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	if err := flushRepack(); err != nil {
 		return st, err
 	}
-	if err := drop(copied, true); err != nil { // nothing was left to copy
+	// Sources whose last chunk filled a repacked segment that flushRepack
+	// sealed before they were counted as copied.
+	if err := drop(copied, true); err != nil {
 		return st, err
 	}
 	orphans, err := s.orphans(ctx)

@@ -23,9 +23,7 @@ func lockRepo(dir string) (*os.File, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			b, _ := os.ReadFile(p)
-			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			return nil, &LockedError{PID: pid}
+			return nil, &LockedError{PID: LockHolder(dir)}
 		}
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
@@ -38,6 +36,14 @@ func lockRepo(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("write lock %s: %w", p, err)
 	}
 	return f, nil
+}
+
+// LockHolder is the PID of the process holding repository dir, 0 if none
+// is recorded.
+func LockHolder(dir string) int {
+	b, _ := os.ReadFile(filepath.Join(dir, "lock"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 // unlockRepo clears the PID and releases the lock.

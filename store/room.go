@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"syscall"
 	"time"
@@ -28,9 +29,8 @@ const roomCheckEvery = time.Second
 type room struct {
 	mu    sync.Mutex
 	at    time.Time
-	left  int64 // free, less what is not written yet and the reserve, at `at`
+	left  int64 // free, less what is not written yet and the reserve, at `at`; MaxInt64 if unknown
 	since int64 // data bytes put since `at`
-	known bool  // false: the backends cannot tell their space
 }
 
 // checkRoom refuses a data Put of n bytes that would eat into the reserve,
@@ -40,28 +40,35 @@ func (s *Store) checkRoom(ctx context.Context, n int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if time.Since(r.at) > roomCheckEvery || r.since+int64(n) > r.left {
-		_, free, known, err := s.space(ctx)
-		if err != nil {
-			return nil // the write itself will report what is wrong
-		}
-		s.mu.Lock()
-		// Sealing segments are counted whole: their data may be
-		// released while their sealer runs, so its length is not
-		// readable here.
-		unwritten := int64(len(s.sealing)+len(s.failed)) * int64(s.cfg.SegmentSize)
-		if s.open != nil {
-			unwritten += s.open.data.len
-		}
-		s.mu.Unlock()
-		r.at, r.since, r.known = time.Now(), 0, known
-		r.left = int64(free) - unwritten - s.roomReserve()
+		r.at, r.since = time.Now(), 0
+		r.left = s.roomLeft(ctx)
 	}
-	if r.known && r.since+int64(n) > r.left {
+	if r.since+int64(n) > r.left {
 		return noSpaceError{fmt.Errorf("less than %d MiB left on the shard filesystems, kept for prune and garbage collection to free space: %w",
 			s.roomReserve()>>20, syscall.ENOSPC)}
 	}
 	r.since += int64(n)
 	return nil
+}
+
+// roomLeft measures what data Puts may still add: free space less what
+// the store holds unwritten and the reserve; MaxInt64 when the backends
+// cannot tell (then the write itself reports a full disk), so that an
+// unknown measure is not taken again on every Put.
+func (s *Store) roomLeft(ctx context.Context) int64 {
+	_, free, known, err := s.space(ctx)
+	if err != nil || !known {
+		return math.MaxInt64
+	}
+	s.mu.Lock()
+	// Sealing segments are counted whole: their data may be released
+	// while their sealer runs, so its length is not readable here.
+	unwritten := int64(len(s.sealing)+len(s.failed)) * int64(s.cfg.SegmentSize)
+	if s.open != nil {
+		unwritten += s.open.data.len
+	}
+	s.mu.Unlock()
+	return int64(free) - unwritten - s.roomReserve()
 }
 
 // space returns the capacity and free space of the shard filesystems in

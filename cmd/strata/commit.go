@@ -75,7 +75,7 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message, AllowLost: a.AllowLost})
 	var lost *layers.LostDataError
 	if errors.As(err, &lost) {
-		return nil, &userError{msg: lost.Error(), code: exitError, err: nil,
+		return nil, &userError{msg: lost.Error(), code: exitError,
 			hint: "run the backup into staging again: rsync sends those files anew (their mtime is 1970-01-01); or pass --allow-lost to commit them as they read now, as zeros"}
 	}
 	if err != nil {
@@ -89,12 +89,10 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	return rev, nil
 }
 
-// parseTime accepts RFC 3339 and a few plain forms, in UTC.
+// parseTime reads --time in the forms revision specs take (layers.ParseTime).
 func parseTime(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"} {
-		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
-			return t, nil
-		}
+	if t, _, ok := layers.ParseTime(s); ok {
+		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("cannot read %q as a time", s)
 }

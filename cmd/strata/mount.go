@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"syscall"
 	"time"
@@ -298,10 +297,7 @@ func (s *server) volumeUse(vol string) string {
 		}
 	}
 	for _, n := range s.nbds {
-		if len(n.Exports) == 0 || slices.ContainsFunc(n.Exports, func(x string) bool {
-			name, _, _ := splitTarget(x)
-			return name == vol
-		}) {
+		if n.serves(vol) {
 			return "exported by the NBD server on " + n.Listen
 		}
 	}

@@ -126,19 +126,13 @@ func opNBDStop(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
 	return nil, e.close()
 }
 
-// nbdServes reports whether some NBD server may export vol. Callers hold s.mu.
-func (s *server) nbdServes(vol string) bool {
-	for _, n := range s.nbds {
-		if len(n.Exports) == 0 {
-			return true
-		}
-		for _, x := range n.Exports {
-			if name, _, _ := splitTarget(x); name == vol {
-				return true
-			}
-		}
-	}
-	return false
+// serves reports whether the NBD server may export vol: all volumes, or
+// vol among its exports.
+func (n *nbdEntry) serves(vol string) bool {
+	return len(n.Exports) == 0 || slices.ContainsFunc(n.Exports, func(x string) bool {
+		name, _, _ := splitTarget(x)
+		return name == vol
+	})
 }
 
 // nbdResolver maps export names to disks: NAME → staging, NAME@REV → a

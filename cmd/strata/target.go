@@ -30,12 +30,12 @@ func pathColon(rev string) int {
 	if first < 0 || len(rev) < 13 || rev[4] != '-' || (rev[10] != 'T' && rev[10] != ' ') {
 		return first
 	}
-	if _, ok := layers.ParseSpecTime(rev); ok {
+	if _, _, ok := layers.ParseTime(rev); ok {
 		return -1
 	}
 	for j := len(rev) - 1; j > 0; j-- {
 		if rev[j] == ':' {
-			if _, ok := layers.ParseSpecTime(rev[:j]); ok {
+			if _, _, ok := layers.ParseTime(rev[:j]); ok {
 				return j
 			}
 		}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
+
+	"github.com/strata-backup/strata/store"
 )
 
 // The control socket speaks newline-delimited JSON: the client sends one
@@ -66,10 +68,10 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 	}
 	var heard atomic.Int64 // Unix ns of the last message
 	heard.Store(time.Now().UnixNano())
-	silent := make(chan struct{})
+	done := make(chan struct{})
 	var deaf atomic.Bool
-	defer close(silent)
-	go watchServer(dir, &heard, silent, func() { deaf.Store(true); conn.Close() })
+	defer close(done)
+	go watchServer(dir, &heard, done, func() { deaf.Store(true); conn.Close() })
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
@@ -97,7 +99,7 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 		return ctx.Err()
 	}
 	if deaf.Load() {
-		pid := lockHolder(dir)
+		pid := store.LockHolder(dir)
 		return fail(exitError, fmt.Sprintf("if it is stuck, end it with 'kill %d' ('kill -9 %d' if it was stopped with SIGSTOP or does not react): what it acknowledged is durable, and the next command starts afresh", pid, pid),
 			"the strata server (PID %d) does not answer", pid)
 	}
@@ -160,15 +162,6 @@ func ping(dir string, timeout time.Duration) error {
 	}
 	_, err = bufio.NewReader(conn).ReadBytes('\n')
 	return err
-}
-
-// lockHolder is the PID in dir's lock file, 0 if unreadable.
-func lockHolder(dir string) int {
-	var pid int
-	if b, err := os.ReadFile(filepath.Join(dir, "lock")); err == nil {
-		fmt.Sscan(string(b), &pid)
-	}
-	return pid
 }
 
 // toWireError keeps the user-facing parts of err.
