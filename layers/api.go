@@ -80,6 +80,9 @@ type Options struct {
 	Now      func() time.Time // nil means time.Now
 	SpoolDir string           // local directory for staging write buffers (REPO/spool)
 	Chunker  chunker.Params   // fs file chunking (format.Config.Chunker); zero = defaults
+	// EarlyStore is how many bytes a staging file's spool may gain before
+	// its data so far goes to the store (early.go); 0 means 256 MiB.
+	EarlyStore int64
 }
 
 // VolumeType is "fs" (a file tree) or "block" (a fixed-size disk image).

@@ -46,6 +46,9 @@ func (b *spoolBuf) reserve(n int64) bool {
 
 // spill moves the buffer into a spool file.
 func (b *spoolBuf) spill() error {
+	if err := b.r.takeSpool(int64(len(b.mem))); err != nil {
+		return err
+	}
 	b.path = filepath.Join(b.r.opts.SpoolDir, b.name)
 	f, err := os.OpenFile(b.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -93,6 +96,9 @@ func (b *spoolBuf) writeAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
+	if err := b.r.takeSpool(int64(len(p))); err != nil {
+		return 0, err
+	}
 	n, err := b.file.WriteAt(p, off)
 	if err != nil {
 		return n, spoolErr("write spool", err)
@@ -131,6 +137,17 @@ func (b *spoolBuf) truncate(size int64) error {
 	}
 	if err := b.file.Truncate(size); err != nil {
 		return spoolErr("truncate spool", err)
+	}
+	return nil
+}
+
+// punch frees the spool's space for [off, off+n), which reads as zeros.
+func (b *spoolBuf) punch(off, n int64) error {
+	if b.file == nil || n <= 0 {
+		return nil
+	}
+	if err := unix.Fallocate(int(b.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err != nil {
+		return fmt.Errorf("punch spool: %w", err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,11 @@ type openFile struct {
 	// what a crash lost (Repo.loadLost) is in it any more.
 	fresh  bool
 	closed bool // flushed and forgotten; users must look the file up again
+	// early holds the chunks already stored for [0, cut) (early.go); the
+	// spool holds the rest. sinceStore counts spool bytes written since.
+	early      []extent
+	cut        int64
+	sinceStore int64
 
 	mu     sync.Mutex // guards size, mtime, ctime, dirty: short sections only
 	size   int64
@@ -152,9 +158,14 @@ func storeErr(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// forget closes the spool and drops the file from its volume; dataMu held.
+// forget closes the spool and drops the file from its volume, releasing
+// early-stored chunks no extent map took over; dataMu held.
 func (f *openFile) forget() {
 	f.closed = true
+	if len(f.early) > 0 {
+		f.releaseEarly(context.Background(), f.early)
+		f.early = nil
+	}
 	if f.buf != nil {
 		f.buf.close()
 		f.buf = nil
@@ -176,9 +187,27 @@ func (f *openFile) overlay(a *Attr) {
 	a.Holes = 0 // not known until the flush
 }
 
-// writeAt writes into the spool; dataMu held.
-func (f *openFile) writeAt(p []byte, off int64, now time.Time) (int, error) {
+// writeAt writes into the spool; dataMu held. A file whose spool grew by
+// Options.EarlyStore, or whose spool's filesystem is full, stores its data
+// so far first (early.go).
+func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Time) (int, error) {
+	if err := f.retreat(ctx, off, math.MaxInt64); err != nil {
+		return 0, err
+	}
+	if f.sinceStore >= f.v.r.opts.EarlyStore {
+		if _, err := f.storeEarly(ctx); err != nil {
+			return 0, err
+		}
+	}
 	n, err := f.buf.writeAt(p, off)
+	if spoolFull(err) {
+		if moved, serr := f.storeEarly(ctx); serr != nil {
+			return 0, serr
+		} else if moved {
+			n, err = f.buf.writeAt(p, off)
+		}
+	}
+	f.sinceStore += int64(n)
 	f.mu.Lock()
 	if end := off + int64(n); end > f.size {
 		f.size = end
@@ -191,7 +220,10 @@ func (f *openFile) writeAt(p []byte, off int64, now time.Time) (int, error) {
 }
 
 // truncate sets the size; dataMu held.
-func (f *openFile) truncate(size int64, now time.Time) error {
+func (f *openFile) truncate(ctx context.Context, size int64, now time.Time) error {
+	if err := f.retreat(ctx, size, size); err != nil {
+		return err
+	}
 	if err := f.buf.truncate(size); err != nil {
 		return err
 	}
@@ -203,7 +235,7 @@ func (f *openFile) truncate(size int64, now time.Time) error {
 
 // readAt reads a dirty file from its spool. ok is false when the file
 // was flushed meanwhile and the caller must read the stored version.
-func (f *openFile) readAt(p []byte, off int64) (int, bool, error) {
+func (f *openFile) readAt(ctx context.Context, p []byte, off int64) (int, bool, error) {
 	f.dataMu.Lock()
 	defer f.dataMu.Unlock()
 	if f.closed || !f.loaded {
@@ -217,6 +249,16 @@ func (f *openFile) readAt(p []byte, off int64) (int, bool, error) {
 	}
 	if rest := size - off; int64(len(p)) > rest {
 		p = p[:rest]
+	}
+	if off < f.cut {
+		n := min(int64(len(p)), f.cut-off)
+		if err := f.readEarly(ctx, p[:n], off); err != nil {
+			return 0, true, err
+		}
+		if n == int64(len(p)) {
+			return len(p), true, nil
+		}
+		return len(p), true, f.buf.readAt(p[n:], f.cut)
 	}
 	return len(p), true, f.buf.readAt(p, off)
 }
@@ -232,7 +274,23 @@ func (f *openFile) extents(off, length int64) ([]Extent, bool, error) {
 	f.mu.Unlock()
 	var out []Extent
 	pos := off
-	err := f.buf.dataRuns(off, end, func(o, l int64) error {
+	for _, e := range f.early {
+		if e.Off+e.Len <= pos || e.Off >= end {
+			continue
+		}
+		if e.Off > pos {
+			out = append(out, Extent{Off: pos, Len: e.Off - pos, Hole: true})
+			pos = e.Off
+		}
+		stop := min(e.Off+e.Len, end)
+		out = append(out, Extent{Off: pos, Len: stop - pos})
+		pos = stop
+	}
+	if pos < min(f.cut, end) {
+		out = append(out, Extent{Off: pos, Len: min(f.cut, end) - pos, Hole: true})
+		pos = min(f.cut, end)
+	}
+	err := f.buf.dataRuns(pos, end, func(o, l int64) error {
 		if o > pos {
 			out = append(out, Extent{Off: pos, Len: o - pos, Hole: true})
 		}
@@ -278,13 +336,18 @@ func (f *openFile) flush(ctx context.Context) error {
 	// Written bytes count as data even when they are zeros and so not
 	// stored: a filesystem allocates them, and st_blocks must not change
 	// when a flush finds them zero. Holes are what was never written.
-	var written int64
-	err := f.buf.dataRuns(0, size, func(o, l int64) error {
+	written := f.earlyWritten()
+	err := f.buf.dataRuns(f.cut, size, func(o, l int64) error {
 		written += l
 		return v.r.split.split(f.buf.section(o, l), o, l, put)
 	})
 	if err == nil {
-		err = v.commitFile(ctx, f, es, size, max(size-written, 0))
+		// The early chunks come first: they all lie below cut.
+		all := append(f.earlyData(), es...)
+		err = v.commitFile(ctx, f, all, size, max(size-written, 0))
+		if err == nil {
+			f.early = nil // the extent map holds their references now
+		}
 	}
 	if err != nil {
 		if len(es) > 0 {

@@ -709,7 +709,7 @@ func (s *Staging) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error
 		same := f.size == *in.Size
 		f.mu.Unlock()
 		if !same {
-			err = f.truncate(*in.Size, v.r.now())
+			err = f.truncate(ctx, *in.Size, v.r.now())
 		}
 		f.dataMu.Unlock()
 		if err != nil {
@@ -789,7 +789,7 @@ func (s *Staging) WriteAt(ctx context.Context, ino Ino, p []byte, off int64) (in
 	defer f.dataMu.Unlock()
 	now := v.r.now()
 	v.noteChange(now)
-	n, err := f.writeAt(p, off, now)
+	n, err := f.writeAt(ctx, p, off, now)
 	if err != nil {
 		return n, fmt.Errorf("write %d: %w", ino, err)
 	}

@@ -310,7 +310,7 @@ func (t *Tree) readAt(ctx context.Context, ino Ino, p []byte, off int64, once bo
 	}
 	if t.staging {
 		if f := t.v.lookupFile(ino); f != nil {
-			n, ok, err := f.readAt(p, off)
+			n, ok, err := f.readAt(ctx, p, off)
 			if ok {
 				return n, err
 			}

@@ -41,6 +41,7 @@ type repo struct {
 	// since their own data would only fail the same way later, off the
 	// request path where nobody sees it.
 	storeFull atomic.Int64
+	spoolRoom spoolRoom // free space of the spool's filesystem (early.go)
 
 	jobs     chan *openFile // files waiting to be chunked
 	metaKick chan struct{}  // a volume's pending metadata is a full batch
@@ -127,6 +128,9 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 	}
 	if r.now == nil {
 		r.now = time.Now
+	}
+	if r.opts.EarlyStore <= 0 {
+		r.opts.EarlyStore = defaultEarlyStore
 	}
 	r.cache = newChunkCache(chunkCacheSize)
 	r.split = newSplitter(opts.Chunker)
@@ -428,6 +432,13 @@ func (r *Repo) StatFS(ctx context.Context) (StatFS, error) {
 		// reserve, available (what df shows a backup) does not.
 		out.TotalBytes, out.FreeBytes = st.Capacity, st.Free
 		out.AvailBytes = st.Free - min(st.Free, st.Reserve)
+		// Data also stops short of store.RepoReserve on the repository's
+		// own filesystem (the spool's), which may be the smaller one.
+		var fs unix.Statfs_t
+		if err := unix.Statfs(r.opts.SpoolDir, &fs); err == nil {
+			repo := int64(fs.Bavail)*int64(fs.Bsize) - store.RepoReserve
+			out.AvailBytes = min(out.AvailBytes, uint64(max(repo, 0)))
+		}
 	}
 	if out.TotalBytes == 0 {
 		// No capacity from the store (a test store, or backends that

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/strata-backup/strata/store/shard"
 )
 
@@ -21,6 +23,14 @@ import (
 // segment GC repacks into before deleting.
 func (s *Store) roomReserve() int64 { return 2 * int64(s.cfg.SegmentSize) }
 
+// RepoReserve is the free space data Puts leave on the filesystem of the
+// repository's own directory, where the index lives: badger maps its
+// files into memory, and a write into them on a full filesystem kills the
+// process (SIGBUS, seen on a full tmpfs; the repository then could not be
+// opened until space was freed). The index grows with metadata, which
+// the reserve is for. Layers' spool stops earlier (layers.Options).
+const RepoReserve = 64 << 20
+
 // roomCheckEvery is how long a measurement of free space is trusted while
 // far from the reserve (nearer, every data Put measures).
 const roomCheckEvery = time.Second
@@ -31,6 +41,20 @@ type room struct {
 	at    time.Time
 	left  int64 // free, less what is not written yet and the reserve, at `at`; MaxInt64 if unknown
 	since int64 // data bytes put since `at`
+	// repoFull: left was set by the repository directory's filesystem
+	// (repoLeft), not by the shards'.
+	repoFull bool
+}
+
+// repoLeft is what data Puts may still add to the filesystem of the
+// repository directory (the open segment's scratch file is there) before
+// RepoReserve; MaxInt64 if statfs fails.
+func (s *Store) repoLeft() int64 {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return math.MaxInt64
+	}
+	return int64(st.Bavail)*int64(st.Bsize) - RepoReserve
 }
 
 // checkRoom refuses a data Put of n bytes that would eat into the reserve,
@@ -42,8 +66,16 @@ func (s *Store) checkRoom(ctx context.Context, n int) error {
 	if time.Since(r.at) > roomCheckEvery || r.since+int64(n) > r.left {
 		r.at, r.since = time.Now(), 0
 		r.left = s.roomLeft(ctx)
+		r.repoFull = false
+		if left := s.repoLeft(); left < r.left {
+			r.left, r.repoFull = left, true
+		}
 	}
 	if r.since+int64(n) > r.left {
+		if r.repoFull {
+			return noSpaceError{fmt.Errorf("less than %d MiB left on the filesystem of %s, kept for the index: %w",
+				RepoReserve>>20, s.dir, syscall.ENOSPC)}
+		}
 		return noSpaceError{fmt.Errorf("less than %d MiB left on the shard filesystems, kept for prune and garbage collection to free space: %w",
 			s.roomReserve()>>20, syscall.ENOSPC)}
 	}

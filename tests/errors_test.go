@@ -289,3 +289,84 @@ func TestBlockFullDisk(t *testing.T) {
 	sh(t, "cmp", "-i", "8MiB:0", "-n", "184MiB", rimg, "/dev/zero")
 	r.must("umount", rev)
 }
+
+// TestSmallRepoFilesystem puts the repository directory (index, spool,
+// segment scratch files) on a filesystem smaller than a file being backed
+// up, with the shards elsewhere, as on a server whose repository sits on
+// a small root filesystem and stores its shards on a data disk.
+// Steps: repository on a 200 MiB tmpfs; rsync a 300 MiB file and a few
+// small ones into staging; commit; mount the revision.
+// Pass: rsync and commit succeed, the revision's file is byte-identical,
+// and the tmpfs never ran full (before, the spool held the whole file:
+// rsync got ENOSPC, and once the tmpfs was full the index's memory-mapped
+// files killed the server and every later open with SIGBUS).
+func TestSmallRepoFilesystem(t *testing.T) {
+	need(t, "rsync")
+	work := t.TempDir()
+	tmpfs := filepath.Join(work, "repofs")
+	os.MkdirAll(tmpfs, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", tmpfs).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
+	r := &repo{t: t, dir: filepath.Join(tmpfs, "repo"), work: work}
+	r.env = append(os.Environ(), "STRATA_REPO="+r.dir, "STRATA_PASSPHRASE="+testPassphrase)
+	t.Cleanup(r.cleanup)
+	var args []string
+	for i := 0; i < 3; i++ {
+		args = append(args, "--shard-dir", filepath.Join(work, "shards", strconv.Itoa(i)))
+	}
+	r.must(append([]string{"init", "--shards", "2+1"}, args...)...)
+
+	src := r.mkdir("src")
+	big := filepath.Join(src, "big.img")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 300; i++ {
+		fillRandom(buf, uint64(i)+1000)
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	for i := 0; i < 5; i++ {
+		os.WriteFile(filepath.Join(src, "small"+strconv.Itoa(i)), []byte(strings.Repeat("x", i*1000)), 0o644)
+	}
+	stage := r.mountNewVolume("srv")
+	full := make(chan bool, 1)
+	stop := make(chan struct{})
+	go func() { // watch the tmpfs while rsync writes
+		seen := false
+		for {
+			var st syscall.Statfs_t
+			if syscall.Statfs(tmpfs, &st) == nil && st.Bavail*uint64(st.Bsize) < 8<<20 {
+				seen = true
+			}
+			select {
+			case <-stop:
+				full <- seen
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	out, err := exec.Command("rsync", "-a", src+"/", stage+"/").CombinedOutput()
+	close(stop)
+	if err != nil {
+		t.Fatalf("rsync of a 300 MiB file with the repository on 200 MiB: %v\n%s", err, out)
+	}
+	if <-full {
+		t.Error("the repository's filesystem had less than 8 MiB free during the rsync")
+	}
+	r.must("commit", "srv")
+	rev := r.mkdir("mnt/rev")
+	r.must("mount", "srv@latest", rev)
+	if got, want := fileSum(t, filepath.Join(rev, "big.img")), fileSum(t, big); got != want {
+		t.Fatalf("revision's big.img: sum %s, want %s", got, want)
+	}
+	r.must("umount", rev)
+	r.must("status")
+}
