@@ -203,10 +203,10 @@ const spoolRoomEvery = time.Second
 
 // spoolRoom is the last measurement of the spool filesystem's free space.
 type spoolRoom struct {
-	mu    sync.Mutex
-	at    time.Time
-	left  int64 // free less spoolReserve at `at`; MaxInt64 if unknown
-	since int64 // spool bytes written since `at`
+	mu     sync.Mutex
+	at     time.Time
+	left   int64     // free less spoolReserve at `at`; MaxInt64 if unknown
+	since  int64     // spool bytes written since `at`
 	warned time.Time // last warning in the log: writers only see ENOSPC
 }
 
