@@ -443,7 +443,8 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 	})
 }
 
-// flushAll flushes every dirty file of the volume.
+// flushAll flushes every dirty file of the volume. Its error names the
+// first file that failed by path, for the user who must act on it.
 func (v *volume) flushAll(ctx context.Context) error {
 	v.filesMu.Lock()
 	fs := make([]*openFile, 0, len(v.files))
@@ -457,7 +458,7 @@ func (v *volume) flushAll(ctx context.Context) error {
 		err := f.flush(ctx)
 		f.dataMu.Unlock()
 		if err != nil && first == nil {
-			first = err
+			first = fmt.Errorf("%s: %w", v.pathOf(ctx, f.ino, v.seq.Load()), err)
 		}
 	}
 	return first

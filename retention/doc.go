@@ -24,7 +24,7 @@
 //   - the newest revision is never removed (reason "newest");
 //   - a protected revision is never removed (reason "protected");
 //   - a mounted revision that would go is kept with Decision.Deferred and
-//     reason "mounted: removal deferred"; a later prune removes it;
+//     reason "mounted or served: removal deferred"; a later prune removes it;
 //   - when no rule keeps any revision, Apply returns the plan with an error
 //     wrapping ErrRemovesAll (a mistyped tag or schedule is the usual cause)
 //     unless Options.Force; even then the newest revision stays;

@@ -183,7 +183,7 @@ func TestSafetyRails(t *testing.T) {
 		}
 	}
 	hasReason(t, p, "2026-11-16T00:00", "protected")
-	hasReason(t, p, "2026-11-17T00:00", "mounted: removal deferred")
+	hasReason(t, p, "2026-11-17T00:00", "mounted or served: removal deferred")
 	if got := reasonsOf(t, p, "2026-11-20T00:00"); strings.Join(got, "|") != "newest|last 1/1|daily 2026-11-20" {
 		t.Errorf("newest reasons %q", got)
 	}

@@ -112,7 +112,7 @@ func Apply(revs []Revision, p Policy, opts Options) (*Plan, error) {
 		d.Reasons = append(d.Reasons, it.why...)
 		if !d.Keep && it.rev.Mounted {
 			d.Keep, d.Deferred = true, true
-			d.Reasons = append(d.Reasons, Reason{Rule: "mounted", Text: "mounted: removal deferred"})
+			d.Reasons = append(d.Reasons, Reason{Rule: "mounted", Text: "mounted or served: removal deferred"})
 		}
 		if !d.Keep {
 			d.Reasons = append(d.Reasons, it.gone...)

@@ -379,7 +379,7 @@ func TestPruneMountedAndProtected(t *testing.T) {
 		keep, deferred bool
 		reason         string
 	}
-	want := map[string]verdict{ids[0]: {true, true, "mounted: removal deferred"}, ids[1]: {true, false, "protected"},
+	want := map[string]verdict{ids[0]: {true, true, "mounted or served: removal deferred"}, ids[1]: {true, false, "protected"},
 		ids[2]: {false, false, "no rule keeps it"}, ids[3]: {true, false, "newest"}}
 	for _, d := range res.Plans[0].Decisions {
 		w := want[d.Revision.ID]

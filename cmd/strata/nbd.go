@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -145,6 +146,68 @@ type nbdResolver struct {
 
 	mu   sync.Mutex
 	open map[string]*lazyOverlay // guarded by mu; overlays by export name
+	// reading counts the connections reading each revision ("vol@id"), so
+	// prune defers removing it as it does for a mounted one: a removed
+	// revision's blocks would read as zeros. Guarded by mu.
+	reading map[string]int
+}
+
+// tracked is a revision export that counts as read until its connection
+// ends.
+type tracked struct {
+	diskExport
+	done func()
+}
+
+func (t *tracked) Close() error {
+	var err error
+	if c, ok := t.diskExport.(io.Closer); ok {
+		err = c.Close()
+	}
+	t.done()
+	return err
+}
+
+// hold counts one more reader of the revision key until the returned
+// func runs.
+func (r *nbdResolver) hold(key string) func() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reading == nil {
+		r.reading = map[string]int{}
+	}
+	r.reading[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.reading[key]--; r.reading[key] <= 0 {
+				delete(r.reading, key)
+			}
+		})
+	}
+}
+
+// serves reports whether revision id of vol is read through this export
+// set now, or named by one of its --export specs.
+func (r *nbdResolver) serves(ctx context.Context, vol, id string) bool {
+	r.mu.Lock()
+	n := r.reading[vol+"@"+id]
+	r.mu.Unlock()
+	if n > 0 {
+		return true
+	}
+	for _, name := range r.only {
+		v, rev, _ := splitTarget(name)
+		if v != vol || rev == "" {
+			continue
+		}
+		if rv, err := resolve(ctx, r.repo, v, rev); err == nil && rv.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error) {
@@ -173,7 +236,8 @@ func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error)
 		if err != nil {
 			return nil, err
 		}
-		return d, nil // closed by the nbd server when the connection ends
+		// Closed by the nbd server when the connection ends.
+		return &tracked{diskExport: d, done: r.hold(vol + "@" + rv.ID)}, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -184,6 +248,12 @@ func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error)
 	if err != nil {
 		return nil, err
 	}
+	// Overlays live until serving stops (closeAll), and so does the hold
+	// (mu is held here, so no hold()).
+	if r.reading == nil {
+		r.reading = map[string]int{}
+	}
+	r.reading[vol+"@"+rv.ID]++
 	ov := &lazyOverlay{base: base}
 	r.open[name] = ov
 	return noClose{ov}, nil

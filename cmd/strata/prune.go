@@ -168,7 +168,7 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		in := make([]retention.Revision, len(revs))
 		for i, r := range revs {
 			in[i] = retention.Revision{ID: r.ID, Time: r.Time, Tags: r.Tags, Protected: r.Protected, Size: r.Size, Added: r.Added,
-				Mounted: env.srv != nil && env.srv.revisionMounted(vol, r.ID)}
+				Mounted: env.srv != nil && env.srv.revisionMounted(ctx, vol, r.ID)}
 		}
 		plan, err := retention.Apply(in, a.Policy, retention.Options{Now: now(), Location: loc, Force: a.Force, Usage: usage})
 		if errors.Is(err, retention.ErrRemovesAll) {
@@ -226,12 +226,23 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 	return res, nil
 }
 
-// revisionMounted reports whether a revision is mounted or served.
-func (s *server) revisionMounted(vol, id string) bool {
+// revisionMounted reports whether a revision is mounted or served over
+// NBD (a connection reads it, or an --export names it).
+func (s *server) revisionMounted(ctx context.Context, vol, id string) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	nbds := make([]*nbdEntry, 0, len(s.nbds))
 	for _, m := range s.mounts {
 		if m.volume == vol && m.Revision == id {
+			s.mu.Unlock()
+			return true
+		}
+	}
+	for _, n := range s.nbds {
+		nbds = append(nbds, n)
+	}
+	s.mu.Unlock()
+	for _, n := range nbds {
+		if n.res.serves(ctx, vol, id) {
 			return true
 		}
 	}

@@ -38,6 +38,11 @@ func (c *volumeCreateCmd) Run(ctx context.Context, g *Globals) error {
 		if err != nil {
 			return fail(exitUsage, "sizes look like 20G, 512MiB, 1T", "--block: %v", err)
 		}
+		// A size of 0 would make a file-tree volume (the protocol's
+		// zero value), not the disk a script asked for.
+		if n <= 0 || n%512 != 0 {
+			return fail(exitUsage, "sizes look like 20G, 512MiB, 1T", "--block %s: the size must be a positive multiple of 512 bytes", c.Block)
+		}
 		a.Size = n
 	}
 	if c.BlockSize != "" {
