@@ -121,29 +121,13 @@ func TestEarlyStoreRandomOps(t *testing.T) {
 						t.Fatal(err)
 					}
 				case op < 18:
-					rev, err := r.Commit(ctx, "v", layers.CommitOptions{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					tr, err := r.Snapshot(ctx, "v", rev.ID)
-					if err != nil {
-						t.Fatal(err)
-					}
-					check(tr, fmt.Sprintf("step %d: revision", step))
+					check(commitV(t, r), fmt.Sprintf("step %d: revision", step))
 				default:
 					check(st.Tree(), fmt.Sprintf("step %d: staging", step))
 				}
 			}
 			check(st.Tree(), "end: staging")
-			rev, err := r.Commit(ctx, "v", layers.CommitOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr, err := r.Snapshot(ctx, "v", rev.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			check(tr, "end: revision")
+			check(commitV(t, r), "end: revision")
 		})
 	}
 }
