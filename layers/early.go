@@ -2,7 +2,6 @@ package layers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -150,12 +149,12 @@ func (f *openFile) retreat(ctx context.Context, x, limit int64) error {
 	if x >= f.cut {
 		return nil
 	}
-	i := sort.Search(len(f.early), func(i int) bool { return f.early[i].Off+f.early[i].Len > x })
+	back := f.earlyFrom(x)
+	i := len(f.early) - len(back)
 	newCut := x
-	if i < len(f.early) {
-		newCut = min(newCut, f.early[i].Off)
+	if len(back) > 0 {
+		newCut = min(newCut, back[0].Off)
 	}
-	back := f.early[i:]
 	for _, e := range back {
 		if e.Off >= limit {
 			break
@@ -182,14 +181,29 @@ func (f *openFile) retreat(ctx context.Context, x, limit int64) error {
 	return nil
 }
 
+// earlyFrom returns the early extents that end after off: a read or a
+// listing of a file being written costs a search, not a pass over every
+// chunk stored so far.
+func (f *openFile) earlyFrom(off int64) []extent {
+	i := sort.Search(len(f.early), func(i int) bool { return f.early[i].Off+f.early[i].Len > off })
+	return f.early[i:]
+}
+
 // readEarly fills p (at file offset off, all below cut) from the early
 // extents.
 func (f *openFile) readEarly(ctx context.Context, p []byte, off int64) error {
-	return f.v.r.readExtents(ctx, f.earlyData(), p, off, false)
+	end := off + int64(len(p))
+	var es []extent
+	for _, e := range f.earlyFrom(off) {
+		if e.Off >= end {
+			break
+		}
+		if e.ID != zeroID {
+			es = append(es, e)
+		}
+	}
+	return f.v.r.readExtents(ctx, es, p, off, false)
 }
-
-// spoolFull reports whether err is the spool's filesystem running out.
-func spoolFull(err error) bool { return errors.Is(err, ErrNoSpace) }
 
 // spoolReserve is the free space spool files leave on their filesystem:
 // the store's RepoReserve for the index (the spool is REPO/spool), and

@@ -200,7 +200,7 @@ func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Ti
 		}
 	}
 	n, err := f.buf.writeAt(p, off)
-	if spoolFull(err) {
+	if errors.Is(err, ErrNoSpace) { // the spool's filesystem is short
 		if moved, serr := f.storeEarly(ctx); serr != nil {
 			return 0, serr
 		} else if moved {
@@ -274,9 +274,9 @@ func (f *openFile) extents(off, length int64) ([]Extent, bool, error) {
 	f.mu.Unlock()
 	var out []Extent
 	pos := off
-	for _, e := range f.early {
-		if e.Off+e.Len <= pos || e.Off >= end {
-			continue
+	for _, e := range f.earlyFrom(pos) {
+		if e.Off >= end {
+			break
 		}
 		if e.Off > pos {
 			out = append(out, Extent{Off: pos, Len: e.Off - pos, Hole: true})

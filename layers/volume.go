@@ -430,15 +430,7 @@ func (r *Repo) StatFS(ctx context.Context) (StatFS, error) {
 		}
 		// Like a filesystem's reserved blocks: free counts the store's
 		// reserve, available (what df shows a backup) does not.
-		out.TotalBytes, out.FreeBytes = st.Capacity, st.Free
-		out.AvailBytes = st.Free - min(st.Free, st.Reserve)
-		// Data also stops short of store.RepoReserve on the repository's
-		// own filesystem (the spool's), which may be the smaller one.
-		var fs unix.Statfs_t
-		if err := unix.Statfs(r.opts.SpoolDir, &fs); err == nil {
-			repo := int64(fs.Bavail)*int64(fs.Bsize) - store.RepoReserve
-			out.AvailBytes = min(out.AvailBytes, uint64(max(repo, 0)))
-		}
+		out.TotalBytes, out.FreeBytes, out.AvailBytes = st.Capacity, st.Free, st.Avail
 	}
 	if out.TotalBytes == 0 {
 		// No capacity from the store (a test store, or backends that

@@ -195,19 +195,11 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	if err != nil {
 		return st, err
 	}
-	// An interrupted write leaves at most the segments that were sealing.
-	// More orphans than that, or an index that knows no segment at all,
-	// mean the index is lost or damaged, not the segments: deleting them
-	// deleted the whole repository (QA: prune after 'rm -rf REPO/index').
-	indexed, err := s.indexedSegments()
-	if err != nil {
-		return st, err
-	}
-	if len(orphans) > maxSyncing+maxPendingSeals+1 || (len(orphans) > 0 && len(indexed) == 0) {
+	if orphans.suspect() {
 		return st, fmt.Errorf("gc: %d segments on the shard dirs are missing from the index (%d indexed), more than an interrupted write leaves; the index looks lost or damaged, so nothing was deleted: run 'strata repair --rebuild-index'",
-			len(orphans), len(indexed))
+			len(orphans.ids), orphans.indexed)
 	}
-	for _, id := range orphans {
+	for _, id := range orphans.ids {
 		for i, b := range s.backends {
 			if err := b.Delete(ctx, segName(id)); err != nil {
 				return st, fmt.Errorf("gc: delete orphan shard %d of segment %016x: %w", i, id, err)

@@ -120,7 +120,7 @@ func (s *Store) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, erro
 	if err != nil {
 		return rep, err
 	}
-	rep.Orphans = orphans
+	rep.Orphans = orphans.ids
 	return rep, nil
 }
 
@@ -347,9 +347,25 @@ func (s *Store) checkChunks(segID uint64, rec index.Segment, L int64, pieces []s
 	return checked
 }
 
-// orphans lists segments that have shard files but no index entry and are
+// orphanSet is what orphans found: segments with shard files but no index
+// entry, and how many segments the index knows.
+type orphanSet struct {
+	ids     []uint64
+	indexed int
+}
+
+// suspect reports that the orphans are too many to be what an interrupted
+// write leaves (at most the segments that were sealing), or that the index
+// knows no segment at all: the index is lost or damaged, not the segments,
+// and deleting them would delete the repository (QA: prune after
+// 'rm -rf REPO/index' removed every shard file).
+func (o orphanSet) suspect() bool {
+	return len(o.ids) > maxSyncing+maxPendingSeals+1 || (len(o.ids) > 0 && o.indexed == 0)
+}
+
+// orphans finds segments that have shard files but no index entry and are
 // not being written by this process.
-func (s *Store) orphans(ctx context.Context) ([]uint64, error) {
+func (s *Store) orphans(ctx context.Context) (orphanSet, error) {
 	known := map[uint64]bool{}
 	// In-flight segments first: one committed after this snapshot is in
 	// the index read below.
@@ -372,7 +388,7 @@ func (s *Store) orphans(ctx context.Context) ([]uint64, error) {
 	s.mu.Unlock()
 	indexed, err := s.indexedSegments()
 	if err != nil {
-		return nil, err
+		return orphanSet{}, err
 	}
 	for _, e := range indexed {
 		known[e.id] = true
@@ -390,7 +406,7 @@ func (s *Store) orphans(ctx context.Context) ([]uint64, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("list shard dir %d: %w", i, err)
+			return orphanSet{}, fmt.Errorf("list shard dir %d: %w", i, err)
 		}
 	}
 	out := make([]uint64, 0, len(found))
@@ -398,5 +414,5 @@ func (s *Store) orphans(ctx context.Context) ([]uint64, error) {
 		out = append(out, id)
 	}
 	slices.Sort(out)
-	return out, nil
+	return orphanSet{ids: out, indexed: len(indexed)}, nil
 }

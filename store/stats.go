@@ -27,6 +27,10 @@ type Stats struct {
 	// Reserve is the part of Free that data does not get (room.go): at or
 	// below it backups are refused until prune gives space back.
 	Reserve uint64
+	// Avail is what data Puts may still add: Free less Reserve, and no
+	// more than the repository directory's filesystem has above
+	// RepoReserve (room.go), which may be the smaller one.
+	Avail uint64
 }
 
 // Stats reports counters and the capacity of the shard filesystems.
@@ -47,5 +51,6 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		st.Capacity, st.Free = capacity, free
 	}
 	st.Reserve = uint64(s.roomReserve())
+	st.Avail = uint64(max(min(int64(st.Free)-int64(st.Reserve), s.repoLeft()), 0))
 	return st, nil
 }

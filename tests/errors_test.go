@@ -309,14 +309,11 @@ func TestSmallRepoFilesystem(t *testing.T) {
 		t.Fatalf("mount tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
-	r := &repo{t: t, dir: filepath.Join(tmpfs, "repo"), work: work}
-	r.env = append(os.Environ(), "STRATA_REPO="+r.dir, "STRATA_PASSPHRASE="+testPassphrase)
-	t.Cleanup(r.cleanup)
-	var args []string
+	args := []string{"--shards", "2+1"}
 	for i := 0; i < 3; i++ {
 		args = append(args, "--shard-dir", filepath.Join(work, "shards", strconv.Itoa(i)))
 	}
-	r.must(append([]string{"init", "--shards", "2+1"}, args...)...)
+	r := newRepoAt(t, work, filepath.Join(tmpfs, "repo"), args...)
 
 	src := r.mkdir("src")
 	big := filepath.Join(src, "big.img")

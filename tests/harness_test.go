@@ -69,7 +69,14 @@ const testPassphrase = "correct horse battery staple"
 func newRepo(t testing.TB, initArgs ...string) *repo {
 	t.Helper()
 	work := t.TempDir()
-	r := &repo{t: t, dir: filepath.Join(work, "repo"), work: work}
+	return newRepoAt(t, work, filepath.Join(work, "repo"), initArgs...)
+}
+
+// newRepoAt is newRepo with the repository at dir (under a filesystem the
+// test made, say) and WORK at work.
+func newRepoAt(t testing.TB, work, dir string, initArgs ...string) *repo {
+	t.Helper()
+	r := &repo{t: t, dir: dir, work: work}
 	r.env = append(os.Environ(), "STRATA_REPO="+r.dir, "STRATA_PASSPHRASE="+testPassphrase)
 	t.Cleanup(r.cleanup)
 	r.must(append([]string{"init"}, initArgs...)...)

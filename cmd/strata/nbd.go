@@ -168,15 +168,20 @@ func (t *tracked) Close() error {
 	return err
 }
 
-// hold counts one more reader of the revision key until the returned
-// func runs.
-func (r *nbdResolver) hold(key string) func() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// holdLocked counts one more reader of the revision key; mu held.
+func (r *nbdResolver) holdLocked(key string) {
 	if r.reading == nil {
 		r.reading = map[string]int{}
 	}
 	r.reading[key]++
+}
+
+// hold counts one more reader of the revision key until the returned
+// func runs.
+func (r *nbdResolver) hold(key string) func() {
+	r.mu.Lock()
+	r.holdLocked(key)
+	r.mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -189,25 +194,25 @@ func (r *nbdResolver) hold(key string) func() {
 	}
 }
 
-// serves reports whether revision id of vol is read through this export
-// set now, or named by one of its --export specs.
-func (r *nbdResolver) serves(ctx context.Context, vol, id string) bool {
+// addServed adds to in the ids of vol's revisions read through this
+// export set now or named by one of its --export specs.
+func (r *nbdResolver) addServed(ctx context.Context, vol string, in map[string]bool) {
 	r.mu.Lock()
-	n := r.reading[vol+"@"+id]
-	r.mu.Unlock()
-	if n > 0 {
-		return true
+	for key := range r.reading {
+		if v, id, _ := strings.Cut(key, "@"); v == vol {
+			in[id] = true
+		}
 	}
+	r.mu.Unlock()
 	for _, name := range r.only {
 		v, rev, _ := splitTarget(name)
 		if v != vol || rev == "" {
 			continue
 		}
-		if rv, err := resolve(ctx, r.repo, v, rev); err == nil && rv.ID == id {
-			return true
+		if rv, err := resolve(ctx, r.repo, v, rev); err == nil {
+			in[rv.ID] = true
 		}
 	}
-	return false
 }
 
 func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error) {
@@ -248,12 +253,8 @@ func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error)
 	if err != nil {
 		return nil, err
 	}
-	// Overlays live until serving stops (closeAll), and so does the hold
-	// (mu is held here, so no hold()).
-	if r.reading == nil {
-		r.reading = map[string]int{}
-	}
-	r.reading[vol+"@"+rv.ID]++
+	// Overlays live until serving stops (closeAll), and so does the hold.
+	r.holdLocked(vol + "@" + rv.ID)
 	ov := &lazyOverlay{base: base}
 	r.open[name] = ov
 	return noClose{ov}, nil

@@ -165,10 +165,14 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			res.Plans = append(res.Plans, pl)
 			continue
 		}
+		var inUse map[string]bool
+		if env.srv != nil {
+			inUse = env.srv.revisionsInUse(ctx, vol)
+		}
 		in := make([]retention.Revision, len(revs))
 		for i, r := range revs {
 			in[i] = retention.Revision{ID: r.ID, Time: r.Time, Tags: r.Tags, Protected: r.Protected, Size: r.Size, Added: r.Added,
-				Mounted: env.srv != nil && env.srv.revisionMounted(ctx, vol, r.ID)}
+				Mounted: inUse[r.ID]}
 		}
 		plan, err := retention.Apply(in, a.Policy, retention.Options{Now: now(), Location: loc, Force: a.Force, Usage: usage})
 		if errors.Is(err, retention.ErrRemovesAll) {
@@ -226,27 +230,26 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 	return res, nil
 }
 
-// revisionMounted reports whether a revision is mounted or served over
-// NBD (a connection reads it, or an --export names it).
-func (s *server) revisionMounted(ctx context.Context, vol, id string) bool {
+// revisionsInUse returns the ids of vol's revisions that are mounted or
+// served over NBD (a connection reads it, or an --export names it).
+func (s *server) revisionsInUse(ctx context.Context, vol string) map[string]bool {
+	in := map[string]bool{}
 	s.mu.Lock()
-	nbds := make([]*nbdEntry, 0, len(s.nbds))
 	for _, m := range s.mounts {
-		if m.volume == vol && m.Revision == id {
-			s.mu.Unlock()
-			return true
+		if m.volume == vol && m.Revision != "" {
+			in[m.Revision] = true
 		}
 	}
+	nbds := make([]*nbdEntry, 0, len(s.nbds))
 	for _, n := range s.nbds {
 		nbds = append(nbds, n)
 	}
 	s.mu.Unlock()
+	// The resolvers take their own locks and resolve specs: not under s.mu.
 	for _, n := range nbds {
-		if n.res.serves(ctx, vol, id) {
-			return true
-		}
+		n.res.addServed(ctx, vol, in)
 	}
-	return false
+	return in
 }
 
 // loadSchedules reads the named schedules of REPO/schedules.json, e.g.

@@ -154,7 +154,7 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 	if info.Type == layers.TypeBlock && a.Path != "" {
 		return nil, fail(exitUsage, "restore the whole image (strata restore "+a.Volume+"@"+a.Rev+" FILE), or mount the revision and loop-mount its disk.img to copy files", "%s is a block volume: it has no paths (%q)", a.Volume, a.Path)
 	}
-	if a.Stdout && (info.Type != layers.TypeBlock || a.Path != "") {
+	if a.Stdout && info.Type != layers.TypeBlock {
 		return nil, fail(exitUsage, "restore a file tree to a directory, or read single files from 'strata mount "+a.Volume+"@"+a.Rev+" MNT'", "'-' (standard output) takes a block volume's disk image; %s is a file tree", a.Volume)
 	}
 	if info.Type == layers.TypeBlock {
