@@ -52,7 +52,7 @@ func TestEarlyStoreRandomOps(t *testing.T) {
 			// Repeated blocks, so chunks dedup within the file.
 			blocks := make([][]byte, 6)
 			for i := range blocks {
-				blocks[i] = make([]byte, 48<<10)
+				blocks[i] = make([]byte, 128<<10)
 				rng.Read(blocks[i])
 			}
 			var want []byte
@@ -91,12 +91,12 @@ func TestEarlyStoreRandomOps(t *testing.T) {
 					t.Fatalf("%s: extents end at %d, want %d", what, pos, len(want))
 				}
 			}
-			for step := range 150 {
-				switch op := rng.Intn(20); {
-				case op < 12: // append
-					p := bytes.Clone(blocks[rng.Intn(len(blocks))][:rng.Intn(48<<10)+1])
+			for step := range 300 {
+				switch op := rng.Intn(40); {
+				case op < 28: // append
+					p := bytes.Clone(blocks[rng.Intn(len(blocks))][:rng.Intn(128<<10)+1])
 					write(int64(len(want)), p)
-				case op < 14: // rewrite anywhere
+				case op < 31: // rewrite anywhere
 					if len(want) == 0 {
 						continue
 					}
@@ -104,7 +104,7 @@ func TestEarlyStoreRandomOps(t *testing.T) {
 					p := make([]byte, rng.Intn(20<<10)+1)
 					rng.Read(p)
 					write(off, p)
-				case op < 15: // truncate, shorter or longer
+				case op < 32: // truncate, shorter or longer
 					size := rng.Int63n(int64(len(want))*5/4 + 1)
 					if _, err := st.SetAttr(ctx, a.Ino, layers.SetAttr{Size: &size}); err != nil {
 						t.Fatal(err)
@@ -114,13 +114,13 @@ func TestEarlyStoreRandomOps(t *testing.T) {
 					} else {
 						want = append(want, make([]byte, size-int64(len(want)))...)
 					}
-				case op < 16: // a write past the end leaves a hole
+				case op < 33: // a write past the end leaves a hole
 					write(int64(len(want))+rng.Int63n(300<<10), blocks[0][:1000])
-				case op < 17:
+				case op < 34:
 					if err := st.FlushFile(ctx, a.Ino, rng.Intn(2) == 0); err != nil {
 						t.Fatal(err)
 					}
-				case op < 18:
+				case op < 35:
 					check(commitV(t, r), fmt.Sprintf("step %d: revision", step))
 				default:
 					check(st.Tree(), fmt.Sprintf("step %d: staging", step))

@@ -191,19 +191,27 @@ func (f *openFile) overlay(a *Attr) {
 // Options.EarlyStore, or whose spool's filesystem is full, stores its data
 // so far first (early.go).
 func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Time) (int, error) {
-	if err := f.retreat(ctx, off, math.MaxInt64); err != nil {
-		return 0, err
-	}
+	// Store first, then retreat: a store can move cut past off (a write
+	// into the middle of what the spool holds), and bytes written below
+	// cut would be lost to every read and to the flush.
 	if f.sinceStore >= f.v.r.opts.EarlyStore {
 		if _, err := f.storeEarly(ctx); err != nil {
 			return 0, err
 		}
+	}
+	if err := f.retreat(ctx, off, math.MaxInt64); err != nil {
+		return 0, err
 	}
 	n, err := f.buf.writeAt(p, off)
 	if errors.Is(err, ErrNoSpace) { // the spool's filesystem is short
 		if moved, serr := f.storeEarly(ctx); serr != nil {
 			return 0, serr
 		} else if moved {
+			// Appends lie past the held-back chunk, so this is a no-op
+			// for them; a write into the middle takes its part back.
+			if err := f.retreat(ctx, off, math.MaxInt64); err != nil {
+				return 0, err
+			}
 			n, err = f.buf.writeAt(p, off)
 		}
 	}
