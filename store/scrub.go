@@ -58,16 +58,20 @@ type ScrubReport struct {
 	ChunksChecked int64
 	Damaged       []SegmentDamage
 	// Orphans are segments with shard files but no index entry: left by
-	// a crash or an interrupted GC; GC deletes them.
-	Orphans []uint64
+	// a crash or an interrupted GC; GC deletes them. IndexSuspect: too
+	// many to be that (orphanSet.suspect); the index looks lost or
+	// damaged, GC keeps them, and repair --rebuild-index is the way out.
+	Orphans      []uint64
+	IndexSuspect bool
 	// MissingShardDirs are shard dirs that are missing or unusable after
 	// the scrub (Repair recreates missing ones whose parent exists).
 	MissingShardDirs []int
 }
 
-// OK reports whether nothing was found wrong (orphans aside).
+// OK reports whether nothing was found wrong (orphans of interrupted
+// writes aside).
 func (r ScrubReport) OK() bool {
-	if len(r.MissingShardDirs) > 0 {
+	if len(r.MissingShardDirs) > 0 || r.IndexSuspect {
 		return false
 	}
 	for _, d := range r.Damaged {
@@ -120,7 +124,7 @@ func (s *Store) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, erro
 	if err != nil {
 		return rep, err
 	}
-	rep.Orphans = orphans.ids
+	rep.Orphans, rep.IndexSuspect = orphans.ids, orphans.suspect()
 	return rep, nil
 }
 

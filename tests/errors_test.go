@@ -370,9 +370,9 @@ func TestSmallRepoFilesystem(t *testing.T) {
 
 // TestPruneWithLostIndex: garbage collection must not take segments the
 // index does not know for garbage when the index itself is gone.
-// Steps: commit a tree; stop; delete REPO/index; prune --keep-last 1;
+// Steps: commit a tree; stop; delete REPO/index; scrub; prune --keep-last 1;
 // repair --rebuild-index.
-// Pass: prune fails naming repair --rebuild-index, every shard file is
+// Pass: scrub and prune fail naming repair --rebuild-index, every shard file is
 // still there, and the rebuilt repository lists the revision again
 // (before, prune deleted every shard file and exited 0).
 func TestPruneWithLostIndex(t *testing.T) {
@@ -401,6 +401,9 @@ func TestPruneWithLostIndex(t *testing.T) {
 	before := count()
 	if err := os.RemoveAll(filepath.Join(r.dir, "index")); err != nil {
 		t.Fatal(err)
+	}
+	if res := r.run("scrub"); res.code == 0 || !strings.Contains(res.stdout, "rebuild-index") {
+		t.Errorf("scrub with the index gone: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	res := r.run("prune", "--keep-last", "1")
 	if res.code == 0 || !strings.Contains(res.stderr, "rebuild-index") {

@@ -65,6 +65,7 @@ type scrubResult struct {
 	ChunksChecked int64          `json:"chunks_checked"`
 	Damaged       []damageResult `json:"damaged"`
 	Orphans       int            `json:"orphans"`
+	IndexSuspect  bool           `json:"index_suspect,omitempty"`
 	OK            bool           `json:"ok"`
 }
 
@@ -83,7 +84,7 @@ type damageResult struct {
 
 func toScrubResult(r store.ScrubReport) scrubResult {
 	out := scrubResult{Segments: r.Segments, Shards: r.Shards, BytesRead: r.BytesRead, ChunksChecked: r.ChunksChecked,
-		Orphans: len(r.Orphans), OK: r.OK(), Damaged: []damageResult{}}
+		Orphans: len(r.Orphans), IndexSuspect: r.IndexSuspect, OK: r.OK(), Damaged: []damageResult{}}
 	for _, d := range r.Damaged {
 		dr := damageResult{Segment: fmt.Sprintf("%016x", d.Segment), Missing: d.Missing, BadChunks: len(d.BadChunks), Lost: d.Lost, Repaired: d.Repaired}
 		for i := range d.Corrupt {
@@ -159,10 +160,15 @@ func printScrub(r scrubResult, a scrubArgs) {
 			fmt.Printf("    lost: %s\n", a)
 		}
 	}
-	if r.Orphans > 0 {
+	switch {
+	case r.IndexSuspect:
+		fmt.Printf("%s on the shard dirs missing from the index, which an interrupted write does not explain: the index looks lost or damaged; run 'strata repair --rebuild-index' (garbage collection keeps them)\n", count(int64(r.Orphans), "segment"))
+	case r.Orphans > 0:
 		fmt.Printf("%d orphaned segments (left by an interrupted write); prune's garbage collection removes them\n", r.Orphans)
 	}
 	switch {
+	case r.IndexSuspect:
+		// said above
 	case r.OK && len(r.Damaged) == 0:
 		fmt.Println("no damage found")
 	case r.OK:
