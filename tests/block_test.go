@@ -78,7 +78,7 @@ func TestBlockVolumeNBD(t *testing.T) {
 	r.must("volume", "create", "vm", "--block", "1G")
 	sock := filepath.Join(r.work, "nbd.sock")
 	r.must("nbd", "serve", "--listen", "unix:"+sock)
-	uri := func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
+	uri := nbdURI(sock)
 
 	sh(t, "nbdcopy", img, uri("vm"))
 	r.must("commit", "vm", "--tag", "one")
@@ -266,7 +266,7 @@ func TestBlockBadInput(t *testing.T) {
 	r.must("volume", "create", "home")
 	sock := filepath.Join(r.work, "nbd.sock")
 	r.must("nbd", "serve", "--listen", "unix:"+sock)
-	uri := func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
+	uri := nbdURI(sock)
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", "-c", "flush", uri("vm"))
 	rev := strings.TrimSpace(r.must("commit", "vm", "--tag", "one"))
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x22 1M 1M", "-c", "flush", uri("vm"))

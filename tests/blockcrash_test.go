@@ -38,7 +38,7 @@ func TestBlockKillAndRestore(t *testing.T) {
 	r.must("volume", "create", "vm", "--block", "128M")
 	sock := filepath.Join(r.work, "nbd.sock")
 	serve := func() { r.must("nbd", "serve", "--listen", "unix:"+sock) }
-	uri := func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
+	uri := nbdURI(sock)
 	serve()
 	sh(t, "nbdcopy", imgA, uri("vm"))
 	rev1 := strings.TrimSpace(r.must("commit", "vm", "--tag", "a"))
@@ -201,7 +201,7 @@ func TestPruneServedRevision(t *testing.T) {
 	makeImage(t, imgB, 16<<20, 32)
 	r.must("volume", "create", "vm", "--block", "16M")
 	sock := filepath.Join(r.work, "nbd.sock")
-	uri := func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
+	uri := nbdURI(sock)
 	r.must("nbd", "serve", "--listen", "unix:"+sock)
 	sh(t, "nbdcopy", imgA, uri("vm"))
 	r.must("commit", "vm", "--tag", "a")

@@ -194,3 +194,8 @@ func itemize(t testing.TB, src, dst string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// nbdURI returns the NBD URI of an export served on the unix socket sock.
+func nbdURI(sock string) func(export string) string {
+	return func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
+}
