@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sync/errgroup"
@@ -63,6 +65,9 @@ type ScrubReport struct {
 	// damaged, GC keeps them, and repair --rebuild-index is the way out.
 	Orphans      []uint64
 	IndexSuspect bool
+	// IndexDamage says which index tables fail their checksums
+	// (index.VerifyTables); repair --rebuild-index is the way out.
+	IndexDamage string
 	// MissingShardDirs are shard dirs that are missing or unusable after
 	// the scrub (Repair recreates missing ones whose parent exists).
 	MissingShardDirs []int
@@ -71,7 +76,7 @@ type ScrubReport struct {
 // OK reports whether nothing was found wrong (orphans of interrupted
 // writes aside).
 func (r ScrubReport) OK() bool {
-	if len(r.MissingShardDirs) > 0 || r.IndexSuspect {
+	if len(r.MissingShardDirs) > 0 || r.IndexSuspect || r.IndexDamage != "" {
 		return false
 	}
 	for _, d := range r.Damaged {
@@ -125,6 +130,15 @@ func (s *Store) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, erro
 		return rep, err
 	}
 	rep.Orphans, rep.IndexSuspect = orphans.ids, orphans.suspect()
+	// The tables were checked when the index was opened; this finds
+	// damage done since, before a restart would refuse to open it.
+	if err := index.VerifyTables(filepath.Join(s.dir, "index"), s.log); err != nil {
+		var de *index.DamagedError
+		if !errors.As(err, &de) {
+			return rep, err
+		}
+		rep.IndexDamage = strings.Join(de.Tables, "; ")
+	}
 	return rep, nil
 }
 

@@ -41,6 +41,11 @@ type Options struct {
 	// Workers is how many chunks are sealed (hashed, compressed,
 	// encrypted) in parallel behind Put; zero means GOMAXPROCS+1.
 	Workers int
+	// SetAsideDamagedIndex: when the index fails its checksums
+	// (index.ErrDamaged), rename it to index.damaged-TIME and start an
+	// empty one, for RebuildIndex to fill from the shards. Without it
+	// Open returns the error.
+	SetAsideDamagedIndex bool
 }
 
 // Store is an open repository's extent store. It is safe for concurrent
@@ -195,7 +200,18 @@ func Open(ctx context.Context, dir string, cfg format.Config, keys *crypt.Keys, 
 	if err := removeSpools(s.journalDir()); err != nil {
 		return nil, err
 	}
-	if s.db, err = index.Open(filepath.Join(dir, "index"), keys.IndexKey(), s.log); err != nil {
+	idxDir := filepath.Join(dir, "index")
+	s.db, err = index.Open(idxDir, keys.IndexKey(), s.log)
+	if errors.Is(err, index.ErrDamaged) && opts.SetAsideDamagedIndex {
+		// Under the repository lock, so no other process has it open.
+		aside := fmt.Sprintf("%s.damaged-%s", idxDir, s.now().UTC().Format("20060102T150405"))
+		if rerr := os.Rename(idxDir, aside); rerr != nil {
+			return nil, fmt.Errorf("set the damaged index aside: %w (%w)", rerr, err)
+		}
+		s.log.Warn("damaged index set aside; a new one is built from the shards", "kept", aside, "damage", err)
+		s.db, err = index.Open(idxDir, keys.IndexKey(), s.log)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := s.loadState(); err != nil {
@@ -381,6 +397,10 @@ func (s *Store) Close() error {
 	}
 	s.mu.Unlock()
 	derr := s.db.Close()
+	if derr == nil {
+		// Before the lock goes: the next opener verifies against these.
+		derr = index.RecordTables(filepath.Join(s.dir, "index"))
+	}
 	lerr := unlockRepo(s.lockFile)
 	if ferr != nil {
 		return fmt.Errorf("close store: %w", ferr)

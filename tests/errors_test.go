@@ -375,6 +375,69 @@ func TestSmallRepoFilesystem(t *testing.T) {
 // Pass: scrub and prune fail naming repair --rebuild-index, every shard file is
 // still there, and the rebuilt repository lists the revision again
 // (before, prune deleted every shard file and exited 0).
+// A damaged index table must stop restore (which read past it and left
+// files out with exit 0), and repair --rebuild-index must bring back
+// everything from the shards.
+func TestDamagedIndex(t *testing.T) {
+	need(t, "rsync")
+	r := newRepo(t)
+	src := r.mkdir("src")
+	for d := 0; d < 20; d++ {
+		dir := filepath.Join(src, "d"+strconv.Itoa(d))
+		os.Mkdir(dir, 0o755)
+		for i := 0; i < 100; i++ {
+			buf := make([]byte, 512+i)
+			fillRandom(buf, uint64(d*1000+i))
+			os.WriteFile(filepath.Join(dir, "file-with-a-longish-name-"+strconv.Itoa(i)), buf, 0o644)
+		}
+	}
+	stage := r.mountNewVolume("home")
+	sh(t, "rsync", "-a", src+"/", stage+"/")
+	r.must("commit", "home")
+	r.must("stop")
+
+	// Flip bytes in the middle of the largest table, as bit rot would.
+	tables, _ := filepath.Glob(filepath.Join(r.dir, "index", "*.sst"))
+	var victim string
+	var size int64
+	for _, p := range tables {
+		if fi, err := os.Stat(p); err == nil && fi.Size() > size {
+			victim, size = p, fi.Size()
+		}
+	}
+	if size < 64<<10 {
+		t.Fatalf("largest index table %s is %d bytes: too small to damage a block in its middle", victim, size)
+	}
+	f, err := os.OpenFile(victim, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 16)
+	fillRandom(junk, 7)
+	if _, err := f.WriteAt(junk, size/2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	out := filepath.Join(r.work, "out")
+	res := r.run("restore", "home@latest", out)
+	if res.code == 0 || !strings.Contains(res.stderr, "damaged") || !strings.Contains(res.stderr, "repair --rebuild-index") {
+		t.Fatalf("restore with a damaged index: exit %d, want a refusal naming the damage and the repair\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	r.must("repair", "--rebuild-index")
+	if kept, _ := filepath.Glob(filepath.Join(r.dir, "index.damaged-*")); len(kept) != 1 {
+		t.Errorf("the damaged index was not kept beside the new one: %v", kept)
+	}
+	os.RemoveAll(out)
+	r.must("restore", "home@latest", out)
+	if diff := itemize(t, src, out); diff != "" {
+		t.Fatalf("restore after the rebuild differs from the source:\n%s", diff)
+	}
+	if res := r.run("scrub"); res.code != 0 {
+		t.Fatalf("scrub after the rebuild: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+}
+
 func TestPruneWithLostIndex(t *testing.T) {
 	need(t, "rsync")
 	r := newRepo(t)

@@ -27,6 +27,9 @@ type opSpec struct {
 	// needsServer: the operation leaves something running (a mount, an
 	// export), so it must run in a server process.
 	needsServer bool
+	// rebuildsIndex: the operation replaces the index, so a damaged
+	// one must not stop it from opening the repository.
+	rebuildsIndex bool
 }
 
 // operations is the table of everything a client can ask for.
@@ -44,7 +47,7 @@ func operations() map[string]opSpec {
 		"nbd.serve":     {fn: typed(opNBDServe), needsServer: true},
 		"nbd.stop":      {fn: typed(opNBDStop)},
 		"scrub":         {fn: typed(opScrub)},
-		"repair":        {fn: opRepair},
+		"repair":        {fn: opRepair, rebuildsIndex: true},
 		"status":        {fn: opStatus},
 		"prune":         {fn: typed(opPrune)},
 		"restore":       {fn: typed(opRestore)},
@@ -150,7 +153,7 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 		return fail(exitError, "", "no strata server is running for %s", dir)
 	}
 	log := g.logger()
-	repo, err := openRepository(ctx, g, log)
+	repo, err := openRepository(ctx, g, log, spec.rebuildsIndex)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/strata-backup/strata/store/chunker"
 	"github.com/strata-backup/strata/store/crypt"
 	"github.com/strata-backup/strata/store/format"
+	"github.com/strata-backup/strata/store/index"
 	"github.com/strata-backup/strata/store/key"
 )
 
@@ -65,7 +67,9 @@ func loadConfig(dir string) (format.Config, error) {
 }
 
 // openRepository unlocks and opens the repository in this process.
-func openRepository(ctx context.Context, g *Globals, log *slog.Logger) (*repository, error) {
+// rebuild is for 'repair --rebuild-index': a damaged index is set aside
+// for the rebuild to replace, where otherwise it stops everything.
+func openRepository(ctx context.Context, g *Globals, log *slog.Logger, rebuild bool) (*repository, error) {
 	dir, err := g.repoDir()
 	if err != nil {
 		return nil, err
@@ -79,9 +83,17 @@ func openRepository(ctx context.Context, g *Globals, log *slog.Logger) (*reposit
 		return nil, err
 	}
 	keys := crypt.NewKeys([32]byte(master))
-	st, err := store.Open(ctx, dir, cfg, keys, store.Options{Logger: log})
+	st, err := store.Open(ctx, dir, cfg, keys, store.Options{Logger: log, SetAsideDamagedIndex: rebuild})
 	if err != nil {
 		var le *store.LockedError
+		var de *index.DamagedError
+		if errors.As(err, &de) {
+			return nil, &userError{
+				msg:  fmt.Sprintf("the repository's index at %s is damaged: %s", de.Dir, strings.Join(de.Tables, "; ")),
+				hint: "run 'strata repair --rebuild-index': it rebuilds the index from the shards and keeps the damaged one beside it as index.damaged-TIME; the shards are not changed",
+				code: exitError, err: err, quiet: true,
+			}
+		}
 		if errors.As(err, &le) {
 			return nil, &userError{msg: "repository is in use", hint: fmt.Sprintf("another strata (PID %d) holds it; if it is a server, its socket should answer — check 'strata status', or stop it with 'strata stop'", le.PID), code: exitLocked, err: err}
 		}

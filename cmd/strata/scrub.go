@@ -66,6 +66,7 @@ type scrubResult struct {
 	Damaged       []damageResult `json:"damaged"`
 	Orphans       int            `json:"orphans"`
 	IndexSuspect  bool           `json:"index_suspect,omitempty"`
+	IndexDamage   string         `json:"index_damage,omitempty"`
 	OK            bool           `json:"ok"`
 }
 
@@ -84,7 +85,7 @@ type damageResult struct {
 
 func toScrubResult(r store.ScrubReport) scrubResult {
 	out := scrubResult{Segments: r.Segments, Shards: r.Shards, BytesRead: r.BytesRead, ChunksChecked: r.ChunksChecked,
-		Orphans: len(r.Orphans), IndexSuspect: r.IndexSuspect, OK: r.OK(), Damaged: []damageResult{}}
+		Orphans: len(r.Orphans), IndexSuspect: r.IndexSuspect, IndexDamage: r.IndexDamage, OK: r.OK(), Damaged: []damageResult{}}
 	for _, d := range r.Damaged {
 		dr := damageResult{Segment: fmt.Sprintf("%016x", d.Segment), Missing: d.Missing, BadChunks: len(d.BadChunks), Lost: d.Lost, Repaired: d.Repaired}
 		for i := range d.Corrupt {
@@ -166,8 +167,11 @@ func printScrub(r scrubResult, a scrubArgs) {
 	case r.Orphans > 0:
 		fmt.Printf("%d orphaned segments (left by an interrupted write); prune's garbage collection removes them\n", r.Orphans)
 	}
+	if r.IndexDamage != "" {
+		fmt.Printf("the index is damaged (%s): run 'strata repair --rebuild-index' to rebuild it from the shards\n", r.IndexDamage)
+	}
 	switch {
-	case r.IndexSuspect:
+	case r.IndexSuspect, r.IndexDamage != "":
 		// said above
 	case r.OK && len(r.Damaged) == 0:
 		fmt.Println("no damage found")
@@ -189,6 +193,25 @@ type scrubState struct {
 	ReadData float64   `json:"read_data,omitempty"`
 	Damaged  int       `json:"damaged"` // segments with reduced redundancy, not repaired
 	Lost     int       `json:"lost"`    // segments with data lost, not repaired
+	// Index is what was wrong with the index itself: its damaged
+	// tables, or that it looks lost; "" when nothing was.
+	Index string `json:"index,omitempty"`
+}
+
+// health is the finding of the last scrub that matters most, as a
+// Nagios code (0 nothing found, 1 redundancy reduced, 2 data or index
+// lost) and a line saying what to do.
+func (sc *scrubState) health() (int, string) {
+	when := sc.Time.UTC().Format("2006-01-02 15:04")
+	switch {
+	case sc.Index != "":
+		return 2, fmt.Sprintf("scrub of %s found the index %s: run 'strata repair --rebuild-index'", when, sc.Index)
+	case sc.Lost > 0:
+		return 2, fmt.Sprintf("scrub of %s found data lost in %s: run 'strata scrub' for the files", when, count(int64(sc.Lost), "segment"))
+	case sc.Damaged > 0:
+		return 1, fmt.Sprintf("scrub of %s found %s with reduced redundancy: run 'strata scrub --repair'", when, count(int64(sc.Damaged), "segment"))
+	}
+	return 0, ""
 }
 
 func scrubStatePath(dir string) string { return filepath.Join(dir, "scrub.json") }
@@ -196,6 +219,12 @@ func scrubStatePath(dir string) string { return filepath.Join(dir, "scrub.json")
 // saveScrubState records r as the last scrub's findings.
 func saveScrubState(dir string, r scrubResult, a scrubArgs) error {
 	st := scrubState{Time: now().UTC(), ReadData: a.ReadData}
+	switch {
+	case r.IndexDamage != "":
+		st.Index = "damaged (" + r.IndexDamage + ")"
+	case r.IndexSuspect:
+		st.Index = "lost or damaged (segments on the shard dirs it does not know)"
+	}
 	for _, d := range r.Damaged {
 		switch {
 		case d.Repaired:

@@ -94,7 +94,7 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	if addr := os.Getenv("STRATA_PPROF"); addr != "" {
 		startProfiler(addr, log)
 	}
-	repo, err := openRepository(ctx, g, log)
+	repo, err := openRepository(ctx, g, log, false)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,11 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 	if len(st.Store.MissingShardDirs) > 0 {
 		fmt.Printf("DEGRADED: shard dirs %v are missing or unusable; reads reconstruct from parity — bring the disk back or run 'strata scrub --repair'\n", st.Store.MissingShardDirs)
 	}
+	if sc := st.LastScrub; sc != nil {
+		if c, msg := sc.health(); c > 0 {
+			fmt.Printf("%s: %s\n", []string{"", "DEGRADED", "DAMAGED"}[c], msg)
+		}
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VOLUME\tTYPE\tREVISIONS\tLAST BACKUP (UTC)\tAGE")
 	for _, v := range st.Volumes {
@@ -167,14 +172,9 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 		repo = append(repo, fmt.Sprintf("shard dirs %v missing", st.Store.MissingShardDirs))
 	}
 	if sc := st.LastScrub; sc != nil {
-		when := sc.Time.UTC().Format("2006-01-02 15:04")
-		switch {
-		case sc.Lost > 0:
-			code = 2
-			repo = append(repo, fmt.Sprintf("scrub of %s found data lost in %s: run 'strata scrub' for the files", when, count(int64(sc.Lost), "segment")))
-		case sc.Damaged > 0:
-			code = max(code, 1)
-			repo = append(repo, fmt.Sprintf("scrub of %s found %s with reduced redundancy: run 'strata scrub --repair'", when, count(int64(sc.Damaged), "segment")))
+		if c, msg := sc.health(); c > 0 {
+			code = max(code, c)
+			repo = append(repo, msg)
 		}
 	}
 	if n := st.Store.DegradedReads; n > 0 {

@@ -31,8 +31,21 @@ var ErrCorrupt = errors.New("index record corrupt")
 
 // Open opens (creating if needed) the badger database in dir, encrypted
 // with key (32 bytes).
+// Tables that no longer match their recorded checksums make it fail with
+// a *DamagedError (VerifyTables) before badger reads them.
 func Open(dir string, key []byte, log *slog.Logger) (*badger.DB, error) {
-	return OpenOptions(Options(dir, key, log))
+	if err := VerifyTables(dir, log); err != nil {
+		return nil, err // names the directory
+	}
+	db, err := OpenOptions(Options(dir, key, log))
+	if err != nil {
+		return nil, err
+	}
+	// Tables new since the last clean close (a crash) get checksums now.
+	if err := RecordLive(db); err != nil {
+		orDiscard(log).Warn("index checksums not recorded", "err", err)
+	}
+	return db, nil
 }
 
 // Options returns the badger options Open uses, for callers that measure

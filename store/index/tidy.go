@@ -34,6 +34,9 @@ func Tidy(db *badger.DB) (bool, error) {
 	if err := db.Flatten(1); err != nil {
 		return false, fmt.Errorf("compact index: %w", err)
 	}
+	if err := RecordLive(db); err != nil {
+		return true, err
+	}
 	return true, nil
 }
 
