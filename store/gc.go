@@ -261,10 +261,14 @@ func (s *Store) deleteSegment(ctx context.Context, sg segEntry, chunks []gcChunk
 		if err := b.Delete(index.SegmentKey(sg.id)); err != nil {
 			return err
 		}
+		if err := b.Delete(lostKey(sg.id)); err != nil {
+			return err
+		}
 		freed = len(del)
 		return b.Commit()
 	}()
 	if err == nil {
+		delete(s.lost, sg.id)
 		s.stats.Chunks -= int64(freed)
 		s.stats.Segments--
 		s.stats.SegmentBytes -= sg.rec.SegLen

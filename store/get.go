@@ -87,10 +87,12 @@ func (s *Store) getIndexed(ctx context.Context, id chunk.ID, dst []byte) ([]byte
 		}
 		plain, err := s.readChunk(ctx, id, loc, seg, dst)
 		if err == nil || attempt > 0 {
+			s.noteLost(loc.Segment, err)
 			return plain, err
 		}
 		// GC may have moved the chunk between locate and read.
 		if again, _, lerr := s.locate(id); lerr != nil || again == loc {
+			s.noteLost(loc.Segment, err)
 			return nil, err
 		}
 	}

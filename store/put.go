@@ -155,13 +155,17 @@ func (s *Store) dedupLocked(id chunk.ID) (bool, error) {
 		return true, nil
 	}
 	var found bool
+	var c index.Chunk
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
-		_, found, err = index.GetChunk(txn, id)
+		c, found, err = index.GetChunk(txn, id)
 		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", id.Short(), err)
+	}
+	if found && s.lost[c.Segment] {
+		return false, nil // store it anew: lost.go
 	}
 	if found {
 		s.deltas[id]++

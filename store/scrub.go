@@ -49,6 +49,14 @@ type SegmentDamage struct {
 	Affected []string
 	Lost     bool  // more damage than parity covers in some block row
 	Repaired bool  // every damaged shard was rewritten
+	// Superseded: damaged beyond parity, but nothing in it is needed any
+	// more: each chunk was stored again elsewhere (lost.go) or freed.
+	// GC deletes it.
+	Superseded bool
+	// Readable: chunks of a Lost segment that still read (they lie in
+	// surviving data shards); Chunks lists only the others. Rescued:
+	// readable chunks Repair stored anew in a healthy segment.
+	Readable, Rescued int
 	Err      error // why repair or verification stopped, if it did
 }
 
@@ -80,7 +88,7 @@ func (r ScrubReport) OK() bool {
 		return false
 	}
 	for _, d := range r.Damaged {
-		if !d.Repaired {
+		if !d.Repaired && !d.Superseded {
 			return false
 		}
 	}
@@ -112,6 +120,10 @@ func (s *Store) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, erro
 		rep.Shards += int64(sg.rec.K + sg.rec.M)
 		rep.BytesRead += read
 		rep.ChunksChecked += checked
+		lost := d != nil && d.Lost && !d.Repaired
+		if err := s.setLost(sg.id, lost); err != nil {
+			return rep, err
+		}
 		if d != nil {
 			rep.Damaged = append(rep.Damaged, *d)
 			if d.Lost {
@@ -123,6 +135,12 @@ func (s *Store) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, erro
 		}
 	}
 	if err := s.nameDamage(rep.Damaged); err != nil {
+		return rep, err
+	}
+	if err := s.triageLost(ctx, rep.Damaged, opts.Repair); err != nil {
+		return rep, err
+	}
+	if err := s.describeDamage(rep.Damaged); err != nil {
 		return rep, err
 	}
 	orphans, err := s.orphans(ctx)
@@ -143,7 +161,7 @@ func (s *Store) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, erro
 }
 
 // nameDamage fills Chunks of lost segments (one pass over the chunk
-// index) and Affected of every damaged segment with chunks to name.
+// index) with the chunks something still references.
 func (s *Store) nameDamage(damaged []SegmentDamage) error {
 	lost := map[uint64]*SegmentDamage{}
 	for i := range damaged {
@@ -154,7 +172,7 @@ func (s *Store) nameDamage(damaged []SegmentDamage) error {
 	if len(lost) > 0 {
 		err := s.db.View(func(txn *badger.Txn) error {
 			return index.EachChunk(txn, func(id chunk.ID, c index.Chunk) error {
-				if d := lost[c.Segment]; d != nil {
+				if d := lost[c.Segment]; d != nil && c.Refs > 0 {
 					d.Chunks = append(d.Chunks, id)
 				}
 				return nil
@@ -164,6 +182,12 @@ func (s *Store) nameDamage(damaged []SegmentDamage) error {
 			return fmt.Errorf("scrub: list chunks of lost segments: %w", err)
 		}
 	}
+	return nil
+}
+
+// describeDamage fills Affected of every damaged segment with chunks to
+// name.
+func (s *Store) describeDamage(damaged []SegmentDamage) error {
 	if s.describe == nil {
 		return nil
 	}

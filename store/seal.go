@@ -328,6 +328,7 @@ func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
 	// none (segments hold at most maxSegChunks chunks, which fits).
 	b := s.db.NewTransaction(true)
 	defer b.Discard()
+	healed := 0
 	for _, c := range seg.chunks {
 		rec := index.Chunk{Segment: seg.id, Offset: c.off, Length: c.n, Kind: c.kind, Refs: c.refs}
 		old, found, err := index.GetChunk(b, c.id)
@@ -337,6 +338,17 @@ func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
 		switch m := s.mem[c.id]; {
 		case m != nil && m.seg == seg:
 			rec.Refs = m.refs
+			if found && old.Segment != seg.id && !seg.repack {
+				// A copy of a chunk of a lost segment (Put does not
+				// deduplicate against those): it takes over the
+				// lost copy's references.
+				rec.Refs += old.Refs
+				healed++
+			}
+		case found && s.lost[old.Segment] && !seg.repack && old.Segment != seg.id:
+			// A replayed copy of such a chunk.
+			rec.Refs = old.Refs + c.refs
+			healed++
 		case seg.repack:
 			if !found {
 				continue // freed since the repack read it
@@ -379,7 +391,7 @@ func (s *Store) commitSegment(seg *segBuf, segLen int64) error {
 			added++
 		}
 	}
-	s.stats.Chunks += int64(added)
+	s.stats.Chunks += int64(added - healed)
 	s.stats.Segments++
 	s.stats.SegmentBytes += segLen
 	s.stats.ShardBytes += int64(s.k+s.m) * erasure.FileSize(erasure.ShardLen(segLen, s.k))

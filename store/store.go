@@ -95,6 +95,7 @@ type Store struct {
 	nextSeg  uint64
 	closed   bool
 	damaged  map[uint64]bool // segments already reported damaged by reads
+	lost     map[uint64]bool // segments damaged beyond parity (lost.go)
 	stats    Stats
 }
 
@@ -314,7 +315,7 @@ func (s *Store) loadState() error {
 			return err
 		}
 		s.stats = st
-		return nil
+		return s.loadLost(txn)
 	})
 }
 

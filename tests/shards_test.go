@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,5 +177,94 @@ func TestShardLossAndRepair(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("scrub --json does not name marker.txt in revision %s among %d affected entries, e.g. %q", revID, len(affected), affected[:min(5, len(affected))])
+	}
+}
+
+// TestLostChunksHeal loses a segment beyond parity, then writes the lost
+// files into staging again. Before, every later backup deduplicated onto
+// the lost chunks: the new copy read back as EIO, and the loss could never
+// be repaired. Now a chunk of a lost segment is stored anew, and since
+// revisions name chunks by content, the old revision reads back whole too.
+func TestLostChunksHeal(t *testing.T) {
+	need(t, "rsync")
+	r := newRepo(t)
+	src := r.mkdir("src")
+	// More than two 16 MiB segments, so the first holds file data only
+	// (a commit's own records go into the last).
+	for i := 0; i < 10; i++ {
+		buf := make([]byte, 4<<20)
+		fillRandom(buf, uint64(i)+900)
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), buf, 0o644)
+	}
+	stage := r.mountNewVolume("home")
+	sh(t, "rsync", "-a", src+"/", stage+"/")
+	first := strings.TrimSpace(r.must("commit", "home"))
+	r.must("umount", stage)
+
+	shards := filepath.Join(r.dir, "shards")
+	ents, _ := os.ReadDir(filepath.Join(shards, "0"))
+	if len(ents) < 3 {
+		t.Fatalf("%d segments; the test needs three", len(ents))
+	}
+	seg := ents[0].Name() // the lowest id: file data only
+	for _, i := range []string{"0", "2", "5"} {
+		if err := os.Remove(filepath.Join(shards, i, seg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := r.run("scrub")
+	if res.code != 1 || !strings.Contains(res.stdout, "LOST") || !strings.Contains(res.stdout, "--checksum") {
+		t.Fatalf("scrub with a segment lost: exit %d, want 1 with the loss and how to re-send\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	// Data shards 0 and 2 are gone: the files in the ranges of 1 and 3
+	// still read, and are not named lost (the last file in the segment
+	// lies in shard 3's range).
+	if !strings.Contains(res.stdout, "lost: home: f00") || strings.Contains(res.stdout, "lost: home: f03") {
+		t.Errorf("scrub names the wrong files lost:\n%s", res.stdout)
+	}
+	if res := r.run("check"); res.code != 2 {
+		t.Errorf("check after a scrub found data lost: exit %d %q, want CRITICAL", res.code, res.stdout)
+	}
+
+	// The user re-sends the files, as scrub says.
+	r.must("mount", "home", stage)
+	sh(t, "rsync", "-a", "--checksum", src+"/", stage+"/")
+	if out := itemize(t, src, stage); out != "" {
+		t.Fatalf("staging after the re-send differs from the source:\n%s", out)
+	}
+	r.must("commit", "home")
+	r.must("umount", stage)
+	for _, spec := range []string{"home@latest", "home@" + first[:8]} {
+		out := filepath.Join(r.work, "restore-"+spec[5:])
+		if res := r.run("restore", spec, out); res.code != 0 {
+			t.Fatalf("restore %s after the re-send: exit %d\n%s", spec, res.code, res.stderr)
+		}
+		if diff := itemize(t, src, out); diff != "" {
+			t.Errorf("restore of %s after the re-send differs:\n%s", spec, diff)
+		}
+	}
+	// What is left in the segment reads, but without redundancy.
+	res = r.run("scrub")
+	if res.code != 1 || !strings.Contains(res.stdout, "nothing is lost") || strings.Contains(res.stdout, "lost: ") {
+		t.Errorf("scrub after the re-send: exit %d, want 1 saying nothing is lost but redundancy is reduced\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	r.must("scrub", "--repair")
+	res = r.run("scrub")
+	if res.code != 0 || !strings.Contains(res.stdout, "not needed any more") && !strings.Contains(res.stdout, "nothing in it is needed") {
+		t.Errorf("scrub after scrub --repair: exit %d, want 0 saying the segment is no longer needed\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if res := r.run("check"); res.code != 0 {
+		t.Errorf("check after the re-send and a scrub: exit %d %q, want OK", res.code, res.stdout)
+	}
+	for _, spec := range []string{"home@latest", "home@" + first[:8]} {
+		out := filepath.Join(r.work, "again-"+spec[5:])
+		r.must("restore", spec, out)
+		if diff := itemize(t, src, out); diff != "" {
+			t.Errorf("restore of %s after scrub --repair differs:\n%s", spec, diff)
+		}
+	}
+	r.must("prune", "--keep-last", "2")
+	if out := r.must("scrub"); !strings.Contains(out, "no damage found") {
+		t.Errorf("scrub after prune collected the lost segment:\n%s", out)
 	}
 }

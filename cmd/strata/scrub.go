@@ -77,7 +77,14 @@ type damageResult struct {
 	BadChunks int    `json:"bad_chunks,omitempty"`
 	Lost      bool   `json:"lost"`
 	Repaired  bool   `json:"repaired"`
-	Error     string `json:"error,omitempty"`
+	// Superseded: lost, but every chunk it held is stored again
+	// elsewhere (or no longer needed); prune's GC deletes it.
+	Superseded bool `json:"superseded,omitempty"`
+	// Readable and Rescued: chunks of a lost segment that still read
+	// from surviving shards, and those of them --repair stored anew.
+	Readable int    `json:"readable_chunks,omitempty"`
+	Rescued  int    `json:"rescued_chunks,omitempty"`
+	Error    string `json:"error,omitempty"`
 	// Affected names what the lost or undecryptable chunks held: files
 	// or disk ranges, with the revisions that see them.
 	Affected []string `json:"affected,omitempty"`
@@ -87,7 +94,7 @@ func toScrubResult(r store.ScrubReport) scrubResult {
 	out := scrubResult{Segments: r.Segments, Shards: r.Shards, BytesRead: r.BytesRead, ChunksChecked: r.ChunksChecked,
 		Orphans: len(r.Orphans), IndexSuspect: r.IndexSuspect, IndexDamage: r.IndexDamage, OK: r.OK(), Damaged: []damageResult{}}
 	for _, d := range r.Damaged {
-		dr := damageResult{Segment: fmt.Sprintf("%016x", d.Segment), Missing: d.Missing, BadChunks: len(d.BadChunks), Lost: d.Lost, Repaired: d.Repaired}
+		dr := damageResult{Segment: fmt.Sprintf("%016x", d.Segment), Missing: d.Missing, BadChunks: len(d.BadChunks), Lost: d.Lost, Repaired: d.Repaired, Superseded: d.Superseded, Readable: d.Readable, Rescued: d.Rescued}
 		for i := range d.Corrupt {
 			dr.Corrupt = append(dr.Corrupt, i)
 		}
@@ -118,13 +125,25 @@ func printScrub(r scrubResult, a scrubArgs) {
 	byDesc := map[string]*group{}
 	lost := false
 	for _, d := range r.Damaged {
-		lost = lost || (d.Lost && !d.Repaired)
+		lost = lost || (d.Lost && !d.Repaired && !d.Superseded)
 		state := "damaged, redundancy reduced"
 		switch {
 		case d.Repaired:
 			state = "repaired"
+		case d.Superseded:
+			state = "more shards damaged than parity covers, but nothing in it is needed any more (stored again elsewhere): prune's garbage collection removes it"
 		case d.Lost:
 			state = "LOST: more shards damaged than parity covers"
+		case d.Readable > 0:
+			// Lost rows, but every chunk needed lies in shards left.
+			state = "more shards damaged than parity covers, but every chunk still needed reads from the shards left: nothing is lost, redundancy reduced"
+		}
+		if d.Readable > 0 && !d.Superseded {
+			state += fmt.Sprintf(" (%d chunks still read from the shards left", d.Readable)
+			if d.Rescued > 0 {
+				state += fmt.Sprintf(", %d moved to a healthy segment", d.Rescued)
+			}
+			state += ")"
 		}
 		desc := fmt.Sprintf("missing shards %v, corrupt shards %v, bad chunks %d: %s", d.Missing, d.Corrupt, d.BadChunks, state)
 		if d.Error != "" {
@@ -177,10 +196,12 @@ func printScrub(r scrubResult, a scrubArgs) {
 		fmt.Println("no damage found")
 	case r.OK:
 		fmt.Println("all damage repaired: full redundancy restored")
+	case a.Repair && lost:
+		fmt.Println("some damage could not be repaired (see above). Write the files listed as lost into staging again from another copy (rsync --checksum, since their size and time still match) and commit: the new copies are stored anew and heal every revision that holds the same data")
 	case a.Repair:
 		fmt.Println("some damage could not be repaired (see above)")
 	case lost:
-		fmt.Println("data lost: more shards are gone than parity covers; bring back the missing shard dirs if you can, else restore what is listed from another copy")
+		fmt.Println("data lost: more shards are gone than parity covers; bring back the missing shard dirs if you can. Else write the listed files into staging again from another copy (rsync --checksum, since their size and time still match) and commit: the new copies are stored anew and heal every revision that holds the same data")
 	default:
 		fmt.Println("damage found: run 'strata scrub --repair' to restore full redundancy")
 	}
@@ -227,7 +248,7 @@ func saveScrubState(dir string, r scrubResult, a scrubArgs) error {
 	}
 	for _, d := range r.Damaged {
 		switch {
-		case d.Repaired:
+		case d.Repaired, d.Superseded:
 		case d.Lost:
 			st.Lost++
 		default:
