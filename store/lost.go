@@ -29,7 +29,9 @@ import (
 
 var lostPrefix = []byte(index.MiscPrefix + "lost/")
 
-func lostKey(seg uint64) []byte { return binary.BigEndian.AppendUint64(append([]byte(nil), lostPrefix...), seg) }
+func lostKey(seg uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), lostPrefix...), seg)
+}
 
 // loadLost reads the marks. Called from Open, before the store is shared.
 func (s *Store) loadLost(txn *badger.Txn) error {

@@ -47,8 +47,8 @@ type SegmentDamage struct {
 	// Affected says what Chunks and BadChunks hold, from
 	// Options.Describe (deduplicated, sorted; empty without it).
 	Affected []string
-	Lost     bool  // more damage than parity covers in some block row
-	Repaired bool  // every damaged shard was rewritten
+	Lost     bool // more damage than parity covers in some block row
+	Repaired bool // every damaged shard was rewritten
 	// Superseded: damaged beyond parity, but nothing in it is needed any
 	// more: each chunk was stored again elsewhere (lost.go) or freed.
 	// GC deletes it.
@@ -57,7 +57,7 @@ type SegmentDamage struct {
 	// surviving data shards); Chunks lists only the others. Rescued:
 	// readable chunks Repair stored anew in a healthy segment.
 	Readable, Rescued int
-	Err      error // why repair or verification stopped, if it did
+	Err               error // why repair or verification stopped, if it did
 }
 
 // ScrubReport summarizes a scrub.
