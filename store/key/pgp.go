@@ -296,10 +296,11 @@ func identity(armoredKey, pass []byte) (openpgp.EntityList, error) {
 			continue
 		}
 		if err := e.DecryptPrivateKeys(pass); err != nil {
-			if len(pass) == 0 {
-				return nil, fmt.Errorf("identity %s is passphrase-protected and no identity passphrase was given: %w", fingerprint(e.PrimaryKey.Fingerprint), ErrWrongPassphrase)
+			le := &IdentityLockedError{Fingerprint: fingerprint(e.PrimaryKey.Fingerprint), Given: len(pass) > 0}
+			if le.Given {
+				le.Err = err
 			}
-			return nil, fmt.Errorf("unlock identity %s: %v: %w", fingerprint(e.PrimaryKey.Fingerprint), err, ErrWrongPassphrase)
+			return nil, le
 		}
 		secret = append(secret, e)
 	}
