@@ -13,15 +13,15 @@ import (
 // its escrow copy.
 // Steps: init; write a file through the staging mount and commit; export
 // an escrow copy under a passphrase and one to a gpg-made public key;
-// export the escrow copy of a second repository. With REPO/keys intact and
-// again after rm -rf REPO/keys: import with a wrong escrow passphrase,
-// with none, and the other repository's copy. Then import the right copy
-// with a new passphrase, and the public-key copy with --identity.
-// Pass: the bad imports exit 12 (2 for a missing passphrase) naming the
-// cause and leave REPO/keys as it was; the good import adds one entry that
-// the new passphrase opens, and the file restores byte for byte; the
-// identity import adds a second entry; gpg shows the escrow text, and the
-// command it names exists.
+// export the escrow copy of a second repository. With REPO/keys intact
+// and again after rm -rf REPO/keys: import with a wrong escrow
+// passphrase, with none, the other repository's copy and a file that is
+// none. Then import the right copy with a new passphrase, and the
+// public-key copy with --identity.
+// Pass: the bad imports exit non-zero naming the cause and leave REPO/keys
+// as it was; the good import adds one entry that the new passphrase opens,
+// and the file restores byte for byte; the identity import adds a second
+// entry; gpg shows the escrow text, and the command it names exists.
 func TestKeyImportEscrow(t *testing.T) {
 	need(t, "gpg")
 	r := newRepo(t)
@@ -60,6 +60,10 @@ func TestKeyImportEscrow(t *testing.T) {
 		t.Errorf("strata key import --help: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 
+	garbage := filepath.Join(r.work, "garbage.asc")
+	if err := os.WriteFile(garbage, []byte("not an escrow copy\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	bad := []struct {
 		name string
 		env  []string
@@ -70,6 +74,7 @@ func TestKeyImportEscrow(t *testing.T) {
 		{"wrong escrow passphrase", []string{"STRATA_ESCROW_PASSPHRASE=not it"}, escrow, 12, []string{"wrong escrow passphrase", "nothing was changed"}},
 		{"no escrow passphrase", []string{"STRATA_ESCROW_PASSPHRASE="}, escrow, 2, []string{"no passphrase for the escrow copy", "STRATA_ESCROW_PASSPHRASE"}},
 		{"other repository", []string{"STRATA_ESCROW_PASSPHRASE=escrow pass"}, otherEscrow, 12, []string{"escrow copy of repository", "not of this one", "nothing was changed"}},
+		{"not an escrow copy", []string{"STRATA_ESCROW_PASSPHRASE=escrow pass"}, garbage, 1, []string{"is not a strata escrow copy", "nothing was changed"}},
 	}
 	for _, state := range []string{"keys intact", "keys lost"} {
 		if state == "keys lost" {

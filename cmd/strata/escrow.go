@@ -177,7 +177,7 @@ func escrowErr(err error, file string, c key.Credentials) error {
 	case errors.Is(err, key.ErrNoMatchingKey):
 		return &userError{msg: fmt.Sprintf("the identity does not open %s: the copy is not encrypted to it; nothing was changed", file), hint: "use the secret key of a public key given to 'strata key export --recipient', or the escrow passphrase", code: exitWrongKey, err: err, quiet: true}
 	case errors.Is(err, key.ErrCorrupt):
-		return &userError{msg: fmt.Sprintf("%s is not a strata escrow copy or is damaged; nothing was changed", file), code: exitWrongKey, err: err}
+		return &userError{msg: fmt.Sprintf("%s is not a strata escrow copy or is damaged; nothing was changed", file), hint: "give the file 'strata key export --escrow' wrote", code: exitError, err: err}
 	}
 	return fmt.Errorf("open escrow copy %s: %w", file, err)
 }
