@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,7 +25,7 @@ type initCmd struct {
 	Recipient []string `type:"existingfile" placeholder:"KEY.asc" help:"Also wrap the master key to this OpenPGP public key (escrow, offline recovery); repeatable."`
 }
 
-func (c *initCmd) Run(ctx context.Context, g *Globals) error {
+func (c *initCmd) Run(ctx context.Context, g *Globals) (retErr error) {
 	dir, err := g.repoDir()
 	if err != nil {
 		return err
@@ -58,6 +60,17 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) error {
 	if err := cfg.Validate(); err != nil {
 		return fail(exitUsage, "", "repository config: %v", err)
 	}
+	// A failed init takes back what it made, so running it again (with
+	// the cause fixed) does not meet a half-made repository.
+	undo, err := planUndo(dir, cfg.ShardPaths(dir))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			undo.run(g.logger())
+		}
+	}()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -74,19 +87,16 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) error {
 			return fmt.Errorf("wrap master key: %w", err)
 		}
 	}
+	var recipients []string
 	for _, r := range c.Recipient {
-		f, err := os.Open(r)
+		e, err := addInitRecipient(ring, master, r)
 		if err != nil {
 			return err
 		}
-		_, err = ring.AddRecipients(master, f, filepath.Base(r))
-		f.Close()
-		if err != nil {
-			return fail(exitUsage, "pass an armored OpenPGP public key (gpg --export --armor KEYID)", "recipient %s: %v", r, err)
-		}
+		recipients = append(recipients, e.Recipients...)
 	}
 	// Keys first, config last: a directory without config.json is not a
-	// repository yet, so an interrupted init can simply be run again.
+	// repository yet.
 	if err := store.Create(ctx, dir, cfg); err != nil {
 		return fmt.Errorf("create store: %w", err)
 	}
@@ -98,7 +108,11 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) error {
 	for i, p := range cfg.ShardPaths(dir) {
 		fmt.Printf("  shard %d: %s\n", i, p)
 	}
-	fmt.Println("Keep the passphrase safe: without it (or a recipient's secret key) the data cannot be read.")
+	if pass != nil {
+		fmt.Println("Keep the passphrase safe: without it (or a recipient's secret key) the data cannot be read.")
+	} else {
+		fmt.Printf("Keep the secret key of %s safe: without it the data cannot be read.\n", strings.Join(recipients, ", "))
+	}
 	fmt.Println("'strata key export --escrow FILE' writes a recovery copy that gpg can open.")
 	return nil
 }
@@ -112,4 +126,76 @@ func parseShards(s string) (k, m int, err error) {
 		return 0, 0, fail(exitUsage, "e.g. --shards 4+2 (4 data + 2 parity: survives losing any 2 shard dirs)", "bad --shards %q", s)
 	}
 	return k, m, nil
+}
+
+// addInitRecipient wraps the master key to the public keys in file.
+func addInitRecipient(ring *key.Ring, master key.Master, file string) (key.Entry, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return key.Entry{}, fmt.Errorf("read recipient key: %w", err)
+	}
+	defer f.Close()
+	e, err := ring.AddRecipients(master, f, filepath.Base(file))
+	switch {
+	case errors.Is(err, key.ErrDuplicate):
+		return e, fail(exitUsage, "give each --recipient once", "recipient %s: %v", file, err)
+	case err != nil:
+		return e, fail(exitUsage, "pass an armored OpenPGP public key with an encryption subkey (gpg --export --armor KEYID)", "recipient %s: %v", file, err)
+	}
+	return e, nil
+}
+
+// initUndo is what a failed init removes: only what it created.
+type initUndo struct {
+	repo        string
+	repoExisted bool     // then only its contents are ours (it was empty)
+	madeDirs    []string // directories missing before init, deepest first
+}
+
+// planUndo notes, before init creates anything, which of the repository
+// directory, its parents and the shard directories do not exist yet.
+func planUndo(repo string, shardDirs []string) (*initUndo, error) {
+	u := &initUndo{repo: repo}
+	if _, err := os.Stat(repo); err == nil {
+		u.repoExisted = true
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("check %s: %w", repo, err)
+	}
+	for _, p := range append([]string{repo}, shardDirs...) {
+		for d := p; ; d = filepath.Dir(d) {
+			if _, err := os.Lstat(d); err == nil || !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+				break
+			}
+			if !slices.Contains(u.madeDirs, d) {
+				u.madeDirs = append(u.madeDirs, d)
+			}
+		}
+	}
+	// Deepest first, so each directory is empty when its turn comes.
+	slices.SortStableFunc(u.madeDirs, func(a, b string) int {
+		return strings.Count(b, string(filepath.Separator)) - strings.Count(a, string(filepath.Separator))
+	})
+	return u, nil
+}
+
+// run removes what init made. Inside the repository directory everything
+// is init's (it was new or empty); elsewhere only directories init made
+// are removed, and only while empty, so nothing that was there before is
+// ever touched.
+func (u *initUndo) run(log *slog.Logger) {
+	if u.repoExisted {
+		ents, _ := os.ReadDir(u.repo)
+		for _, e := range ents {
+			if err := os.RemoveAll(filepath.Join(u.repo, e.Name())); err != nil {
+				log.Warn("clean up after failed init", "path", filepath.Join(u.repo, e.Name()), "err", err)
+			}
+		}
+	} else if err := os.RemoveAll(u.repo); err != nil {
+		log.Warn("clean up after failed init", "path", u.repo, "err", err)
+	}
+	for _, d := range u.madeDirs {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("clean up after failed init", "path", d, "err", err)
+		}
+	}
 }

@@ -26,19 +26,35 @@
 // the ring already holds fails with ErrMasterMismatch, and Unlock rejects a
 // decrypted key that does not match its entry's check value.
 //
+// # One way in per credential
+//
+// AddPassphrase refuses a passphrase that already opens an entry and
+// AddRecipients a public key that already is a recipient
+// (*DuplicateError), and ChangePassphrase rewraps every entry the current
+// passphrase opens: otherwise an old passphrase could keep working through
+// a forgotten second entry. Opening lists every entry credentials open, so
+// a caller can tell whether removing one locks the user out. Resolve finds
+// an entry by unique id prefix.
+//
 // # Escrow
 //
 // ExportEscrow writes a standalone armored message for stock GnuPG 2.2,
 // which knows neither Argon2 nor AEAD packets: it uses iterated and salted
-// S2K with SHA-256 and SEIPD v1 (MDC). LoadEscrow reads it back.
+// S2K with SHA-256 and SEIPD v1 (MDC). It holds the repository id besides
+// the key. LoadEscrow reads it back; adding its key as a new entry (with
+// the same checks as any add) is how access is restored.
 //
 // # Errors
 //
-// Unlock returns ErrWrongPassphrase when no passphrase entry opens (or the
-// identity's own passphrase is wrong), ErrNoMatchingKey when no recipients
-// entry is encrypted to the identity, ErrNoCredentials when none were
-// given. Remove refuses the last entry with ErrLastKey and unknown ids with
-// ErrNotFound. All are matched with errors.Is.
+// Unlock returns ErrWrongPassphrase when no passphrase entry opens,
+// *IdentityLockedError (which also matches ErrWrongPassphrase) when the
+// identity's own passphrase is missing or wrong, ErrNoMatchingKey when no
+// recipients entry is encrypted to the identity, ErrNoCredentials when none
+// were given, ErrNoKeys when there is no entry. Remove refuses the last
+// entry with ErrLastKey and unknown ids with ErrNotFound; Resolve returns
+// ErrNotFound or *AmbiguousError. Adds return ErrMasterMismatch for another
+// master key and *DuplicateError (ErrDuplicate) as above. Sentinels are
+// matched with errors.Is, types with errors.As.
 //
 // # Concurrency
 //

@@ -83,6 +83,18 @@ func TestEscrowInProcess(t *testing.T) {
 			}
 		})
 	}
+	// Input that is no OpenPGP message is corrupt, not a wrong
+	// passphrase: no passphrase would open it.
+	full := escrow(t, m, []byte("esc"), nil)
+	for name, in := range map[string][]byte{
+		"garbage":   []byte("garbage\n"),
+		"truncated": full[:300],
+		"not armor": []byte("-----BEGIN PGP MESSAGE-----\n\nzzzz\n-----END PGP MESSAGE-----\n"),
+	} {
+		if _, _, err := LoadEscrow(bytes.NewReader(in), Credentials{Passphrase: []byte("esc")}); !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrWrongPassphrase) {
+			t.Errorf("%s: err = %v, want ErrCorrupt only", name, err)
+		}
+	}
 	if err := ExportEscrow(&bytes.Buffer{}, m, "r", nil, nil); !errors.Is(err, ErrNoCredentials) {
 		t.Errorf("export without passphrase or keys: err = %v", err)
 	}

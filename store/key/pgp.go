@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/ProtonMail/go-crypto/openpgp/s2k"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
@@ -268,6 +269,9 @@ func decrypt(msg []byte, pass []byte, keyring openpgp.KeyRing, cfg *packet.Confi
 	}
 	md, err := openpgp.ReadMessage(r, keyring, prompt, cfg)
 	if err != nil {
+		if notAMessage(err) {
+			return nil, fmt.Errorf("not an OpenPGP message: %v: %w", err, ErrCorrupt)
+		}
 		return nil, err
 	}
 	if !md.IsEncrypted {
@@ -296,10 +300,11 @@ func identity(armoredKey, pass []byte) (openpgp.EntityList, error) {
 			continue
 		}
 		if err := e.DecryptPrivateKeys(pass); err != nil {
-			if len(pass) == 0 {
-				return nil, fmt.Errorf("identity %s is passphrase-protected and no identity passphrase was given: %w", fingerprint(e.PrimaryKey.Fingerprint), ErrWrongPassphrase)
+			le := &IdentityLockedError{Fingerprint: fingerprint(e.PrimaryKey.Fingerprint), Given: len(pass) > 0}
+			if le.Given {
+				le.Err = err
 			}
-			return nil, fmt.Errorf("unlock identity %s: %v: %w", fingerprint(e.PrimaryKey.Fingerprint), err, ErrWrongPassphrase)
+			return nil, le
 		}
 		secret = append(secret, e)
 	}
@@ -319,4 +324,19 @@ func hasSecret(e *openpgp.Entity) bool {
 		}
 	}
 	return false
+}
+
+// notAMessage tells errors about the input's structure, which no
+// passphrase or key would cure, from a passphrase or key that does not fit
+// (errPromptAgain, ErrKeyIncorrect): a user given "wrong passphrase" for a
+// file that is not an escrow copy at all would look for the wrong fault.
+func notAMessage(err error) bool {
+	var (
+		se  pgperrors.StructuralError
+		ue  pgperrors.UnsupportedError
+		ce  pgperrors.CriticalUnknownPacketTypeError
+		upe pgperrors.UnknownPacketTypeError
+		me  pgperrors.ErrMalformedMessage
+	)
+	return errors.As(err, &se) || errors.As(err, &ue) || errors.As(err, &ce) || errors.As(err, &upe) || errors.As(err, &me) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -84,7 +84,10 @@ func OpenRingOptions(dir string, opts Options) (*Ring, error) {
 	return &Ring{dir: dir, opts: opts}, nil
 }
 
-// AddPassphrase stores m encrypted with pass as a new entry.
+// AddPassphrase stores m encrypted with pass as a new entry. It refuses
+// (*DuplicateError) a passphrase that already opens an entry: two entries
+// with one passphrase are two things to change or remove, and a forgotten
+// one keeps an old passphrase working.
 func (r *Ring) AddPassphrase(m Master, pass []byte, label string) (Entry, error) {
 	if len(pass) == 0 {
 		return Entry{}, fmt.Errorf("add passphrase entry: empty passphrase: %w", ErrWrongPassphrase)
@@ -93,11 +96,18 @@ func (r *Ring) AddPassphrase(m Master, pass []byte, label string) (Entry, error)
 	if err != nil {
 		return Entry{}, fmt.Errorf("add passphrase entry: encrypt: %w", err)
 	}
-	return r.add(m, Entry{Kind: KindPassphrase, Label: label}, msg)
+	dup := func(entries []Entry) error {
+		if _, opened, err := r.findPassphrase(entries, pass, true); err == nil {
+			return &DuplicateError{IDs: ids(opened)}
+		}
+		return nil
+	}
+	return r.add(m, Entry{Kind: KindPassphrase, Label: label}, msg, dup)
 }
 
 // AddRecipients stores m encrypted to every public key in
-// armoredPublicKeys as one new entry; any of them can unlock it.
+// armoredPublicKeys as one new entry; any of them can unlock it. It
+// refuses (*DuplicateError) keys that are already recipients of an entry.
 func (r *Ring) AddRecipients(m Master, armoredPublicKeys io.Reader, label string) (Entry, error) {
 	now := r.opts.Now()
 	to, fprs, err := readRecipients(armoredPublicKeys, now)
@@ -109,10 +119,34 @@ func (r *Ring) AddRecipients(m Master, armoredPublicKeys io.Reader, label string
 	if err != nil {
 		return Entry{}, fmt.Errorf("add recipients entry: encrypt: %w", err)
 	}
-	return r.add(m, Entry{Kind: KindRecipients, Label: label, Recipients: fprs}, msg)
+	dup := func(entries []Entry) error {
+		var d DuplicateError
+		for _, e := range entries {
+			hit := false
+			for _, f := range e.Recipients {
+				if slices.Contains(fprs, f) {
+					hit = true
+					if !slices.Contains(d.Fingerprints, f) {
+						d.Fingerprints = append(d.Fingerprints, f)
+					}
+				}
+			}
+			if hit {
+				d.IDs = append(d.IDs, e.ID)
+			}
+		}
+		if len(d.IDs) > 0 {
+			return &d
+		}
+		return nil
+	}
+	return r.add(m, Entry{Kind: KindRecipients, Label: label, Recipients: fprs}, msg, dup)
 }
 
-func (r *Ring) add(m Master, e Entry, msg []byte) (Entry, error) {
+// add writes a new entry for m after checking that every existing entry
+// holds the same master key and that dup finds no entry the new one
+// repeats.
+func (r *Ring) add(m Master, e Entry, msg []byte, dup func([]Entry) error) (Entry, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	existing, err := r.list()
@@ -124,6 +158,9 @@ func (r *Ring) add(m Master, e Entry, msg []byte) (Entry, error) {
 		if x.Check != e.Check {
 			return Entry{}, fmt.Errorf("add %s entry: entry %s holds another key: %w", e.Kind, x.ID, ErrMasterMismatch)
 		}
+	}
+	if err := dup(existing); err != nil {
+		return Entry{}, fmt.Errorf("add %s entry: %w", e.Kind, err)
 	}
 	var id [8]byte
 	rand.Read(id[:])
@@ -143,6 +180,14 @@ func (r *Ring) add(m Master, e Entry, msg []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("add %s entry: %w", e.Kind, err)
 	}
 	return e, nil
+}
+
+func ids(entries []Entry) []string {
+	out := make([]string, len(entries))
+	for i, e := range entries {
+		out[i] = e.ID
+	}
+	return out
 }
 
 // List returns the entries, oldest first.
@@ -204,6 +249,35 @@ func validID(id string) bool {
 	return err == nil && strings.ToLower(id) == id
 }
 
+// Resolve returns the entry whose id is prefix or, failing that, the one
+// entry whose id starts with it (as revision ids work). An unknown prefix
+// is ErrNotFound, one matching several entries an *AmbiguousError.
+func (r *Ring) Resolve(prefix string) (Entry, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	entries, err := r.list()
+	if err != nil {
+		return Entry{}, err
+	}
+	prefix = strings.ToLower(strings.TrimSpace(prefix))
+	var matches []Entry
+	for _, e := range entries {
+		if e.ID == prefix {
+			return e, nil
+		}
+		if prefix != "" && strings.HasPrefix(e.ID, prefix) {
+			matches = append(matches, e)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return Entry{}, fmt.Errorf("key entry %q: %w", prefix, ErrNotFound)
+	case 1:
+		return matches[0], nil
+	}
+	return Entry{}, &AmbiguousError{Prefix: prefix, Matches: ids(matches)}
+}
+
 // Remove deletes entry id. It refuses to remove the last entry.
 func (r *Ring) Remove(id string) error {
 	r.mu.Lock()
@@ -234,46 +308,81 @@ func (r *Ring) Remove(id string) error {
 // open: the passphrase is tried on passphrase entries, the identity on
 // recipients entries encrypted to it.
 func (r *Ring) Unlock(c Credentials) (Master, Entry, error) {
+	m, opened, err := r.find(c, false)
+	if err != nil {
+		return Master{}, Entry{}, err
+	}
+	return m, opened[0], nil
+}
+
+// Opening is Unlock that tries every entry and returns all the entries the
+// credentials open, oldest first: what a change to "the entry I use" must
+// cover. Errors are as for Unlock.
+func (r *Ring) Opening(c Credentials) (Master, []Entry, error) {
+	return r.find(c, true)
+}
+
+func (r *Ring) find(c Credentials, all bool) (Master, []Entry, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	entries, err := r.list()
 	if err != nil {
-		return Master{}, Entry{}, err
+		return Master{}, nil, err
 	}
 	if len(entries) == 0 {
-		return Master{}, Entry{}, fmt.Errorf("unlock: %s: %w", r.dir, ErrNoKeys)
+		return Master{}, nil, fmt.Errorf("unlock: %s: %w", r.dir, ErrNoKeys)
 	}
 	if len(c.Passphrase) == 0 && len(c.Identity) == 0 {
-		return Master{}, Entry{}, fmt.Errorf("unlock: %w", ErrNoCredentials)
+		return Master{}, nil, fmt.Errorf("unlock: %w", ErrNoCredentials)
 	}
-	var errs []error
+	var (
+		m      Master
+		opened []Entry
+		errs   []error
+	)
 	if len(c.Passphrase) > 0 {
-		m, e, err := r.unlockPassphrase(entries, c.Passphrase)
+		pm, pe, err := r.findPassphrase(entries, c.Passphrase, all)
 		if err == nil {
-			return m, e, nil
+			m, opened = pm, append(opened, pe...)
+		} else {
+			errs = append(errs, err)
 		}
-		errs = append(errs, err)
 	}
-	if len(c.Identity) > 0 {
-		m, e, err := r.unlockIdentity(entries, c.Identity, c.IdentityPassphrase)
+	if len(c.Identity) > 0 && (all || len(opened) == 0) {
+		im, ie, err := r.findIdentity(entries, c.Identity, c.IdentityPassphrase, all)
 		if err == nil {
-			return m, e, nil
+			m, opened = im, append(opened, ie...)
+		} else if len(opened) == 0 {
+			errs = append(errs, err)
 		}
-		errs = append(errs, err)
 	}
-	return Master{}, Entry{}, fmt.Errorf("unlock: %w", errors.Join(errs...))
+	if len(opened) == 0 {
+		return Master{}, nil, fmt.Errorf("unlock: %w", errors.Join(errs...))
+	}
+	// Every entry was checked against its check value, and add keeps
+	// all check values equal, so the entries agree on m.
+	slices.SortStableFunc(opened, func(a, b Entry) int { return a.Created.Compare(b.Created) })
+	return m, opened, nil
 }
 
-func (r *Ring) unlockPassphrase(entries []Entry, pass []byte) (Master, Entry, error) {
+// findPassphrase opens passphrase entries with pass: the first one, or
+// with all every one.
+func (r *Ring) findPassphrase(entries []Entry, pass []byte, all bool) (Master, []Entry, error) {
 	tried := 0
+	var m Master
+	var opened []Entry
 	for _, e := range entries {
 		if e.Kind != KindPassphrase {
 			continue
 		}
 		tried++
-		m, err := r.open(e, pass, nil)
+		em, err := r.open(e, pass, nil)
 		if err == nil {
-			return m, e, nil
+			m, opened = em, append(opened, e)
+			if !all {
+				break
+			}
+			continue
 		}
 		if errors.Is(err, ErrMasterMismatch) || errors.Is(err, ErrCorrupt) {
 			r.opts.Logger.Warn("key entry opened but is damaged", "entry", e.ID, "err", err)
@@ -281,37 +390,51 @@ func (r *Ring) unlockPassphrase(entries []Entry, pass []byte) (Master, Entry, er
 			r.opts.Logger.Debug("passphrase does not open key entry", "entry", e.ID, "err", err)
 		}
 	}
-	if tried == 0 {
-		return Master{}, Entry{}, fmt.Errorf("no passphrase entry to try: %w", ErrWrongPassphrase)
+	switch {
+	case len(opened) > 0:
+		return m, opened, nil
+	case tried == 0:
+		return Master{}, nil, fmt.Errorf("no passphrase entry to try: %w", ErrWrongPassphrase)
 	}
-	return Master{}, Entry{}, fmt.Errorf("passphrase opens none of %d passphrase entries: %w", tried, ErrWrongPassphrase)
+	return Master{}, nil, fmt.Errorf("passphrase opens none of %d passphrase entries: %w", tried, ErrWrongPassphrase)
 }
 
-func (r *Ring) unlockIdentity(entries []Entry, armoredKey, pass []byte) (Master, Entry, error) {
+// findIdentity opens recipients entries encrypted to the identity: the
+// first one, or with all every one.
+func (r *Ring) findIdentity(entries []Entry, armoredKey, pass []byte, all bool) (Master, []Entry, error) {
 	keys, err := identity(armoredKey, pass)
 	if err != nil {
-		return Master{}, Entry{}, err
+		return Master{}, nil, err
 	}
 	mine := map[string]bool{}
 	for _, k := range keys {
 		mine[fingerprint(k.PrimaryKey.Fingerprint)] = true
 	}
+	var m Master
+	var opened []Entry
 	for _, e := range entries {
 		if e.Kind != KindRecipients || !slices.ContainsFunc(e.Recipients, func(f string) bool { return mine[f] }) {
 			continue
 		}
-		m, err := r.open(e, nil, keys)
+		em, err := r.open(e, nil, keys)
 		if err == nil {
-			return m, e, nil
+			m, opened = em, append(opened, e)
+			if !all {
+				break
+			}
+			continue
 		}
 		r.opts.Logger.Warn("identity is a recipient of key entry but does not open it", "entry", e.ID, "err", err)
+	}
+	if len(opened) > 0 {
+		return m, opened, nil
 	}
 	var fprs []string
 	for f := range mine {
 		fprs = append(fprs, f)
 	}
 	slices.Sort(fprs)
-	return Master{}, Entry{}, fmt.Errorf("identity %s: %w", strings.Join(fprs, ","), ErrNoMatchingKey)
+	return Master{}, nil, fmt.Errorf("identity %s: %w", strings.Join(fprs, ","), ErrNoMatchingKey)
 }
 
 // open decrypts entry e and checks the key against its check value.
@@ -338,34 +461,50 @@ func (r *Ring) open(e Entry, pass []byte, keyring openpgp.EntityList) (Master, e
 	return m, nil
 }
 
-// ChangePassphrase rewraps the passphrase entry that c.Passphrase opens
-// with newPass. Only that entry's message file changes; no data is
-// re-encrypted.
-func (r *Ring) ChangePassphrase(c Credentials, newPass []byte) error {
+// ChangePassphrase rewraps every passphrase entry that c.Passphrase opens
+// with newPass and returns them: changing only one would leave the old
+// passphrase working through the others. Only their message files change;
+// no data is re-encrypted. A newPass that already opens an entry is
+// refused (*DuplicateError), as AddPassphrase does.
+func (r *Ring) ChangePassphrase(c Credentials, newPass []byte) ([]Entry, error) {
 	if len(newPass) == 0 {
-		return fmt.Errorf("change passphrase: empty new passphrase: %w", ErrWrongPassphrase)
+		return nil, fmt.Errorf("change passphrase: empty new passphrase: %w", ErrWrongPassphrase)
 	}
 	if len(c.Passphrase) == 0 {
-		return fmt.Errorf("change passphrase: the current passphrase is needed: %w", ErrNoCredentials)
+		return nil, fmt.Errorf("change passphrase: the current passphrase is needed: %w", ErrNoCredentials)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	entries, err := r.list()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	m, e, err := r.unlockPassphrase(entries, c.Passphrase)
+	m, opened, err := r.findPassphrase(entries, c.Passphrase, true)
 	if err != nil {
-		return fmt.Errorf("change passphrase: %w", err)
+		return nil, fmt.Errorf("change passphrase: %w", err)
 	}
-	msg, err := encryptPassphrase(encodeBody(m, ""), newPass, passphraseConfig(r.opts.Argon2, r.opts.Now))
-	if err != nil {
-		return fmt.Errorf("change passphrase of entry %s: encrypt: %w", e.ID, err)
+	if bytes.Equal(newPass, c.Passphrase) {
+		return nil, fmt.Errorf("change passphrase: the new passphrase is the current one: %w", &DuplicateError{IDs: ids(opened)})
 	}
-	if err := writeFileAtomic(r.dir, e.ID+".asc", msg); err != nil {
-		return fmt.Errorf("change passphrase of entry %s: %w", e.ID, err)
+	others := slices.DeleteFunc(slices.Clone(entries), func(e Entry) bool { return slices.ContainsFunc(opened, func(o Entry) bool { return o.ID == e.ID }) })
+	if _, dup, err := r.findPassphrase(others, newPass, true); err == nil {
+		return nil, fmt.Errorf("change passphrase: %w", &DuplicateError{IDs: ids(dup)})
 	}
-	return nil
+	// Encrypt all first so an Argon2 or encryption failure changes
+	// nothing; a failed write part-way leaves each entry opening with
+	// the old or the new passphrase, never neither.
+	msgs := make([][]byte, len(opened))
+	for i, e := range opened {
+		if msgs[i], err = encryptPassphrase(encodeBody(m, ""), newPass, passphraseConfig(r.opts.Argon2, r.opts.Now)); err != nil {
+			return nil, fmt.Errorf("change passphrase of entry %s: encrypt: %w", e.ID, err)
+		}
+	}
+	for i, e := range opened {
+		if err := writeFileAtomic(r.dir, e.ID+".asc", msgs[i]); err != nil {
+			return opened[:i], fmt.Errorf("change passphrase of entry %s (%d of %d done): %w", e.ID, i, len(opened), err)
+		}
+	}
+	return opened, nil
 }
 
 // writeFileAtomic replaces dir/name with data: a reader sees the old or

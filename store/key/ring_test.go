@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -165,10 +167,10 @@ func TestChangePassphrase(t *testing.T) {
 	bMsg, _ := os.ReadFile(filepath.Join(dir, b.ID+".asc"))
 	aMeta, _ := os.ReadFile(filepath.Join(dir, a.ID+".json"))
 
-	if err := r.ChangePassphrase(Credentials{Passphrase: []byte("wrong")}, []byte("x")); !errors.Is(err, ErrWrongPassphrase) {
+	if _, err := r.ChangePassphrase(Credentials{Passphrase: []byte("wrong")}, []byte("x")); !errors.Is(err, ErrWrongPassphrase) {
 		t.Errorf("change with wrong passphrase: err = %v", err)
 	}
-	if err := r.ChangePassphrase(Credentials{Passphrase: []byte("alpha")}, []byte("charlie")); err != nil {
+	if _, err := r.ChangePassphrase(Credentials{Passphrase: []byte("alpha")}, []byte("charlie")); err != nil {
 		t.Fatal(err)
 	}
 	if got, e, err := r.Unlock(Credentials{Passphrase: []byte("charlie")}); err != nil || got != m || e.ID != a.ID {
@@ -269,4 +271,131 @@ func mustRead(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestDuplicatesRefused(t *testing.T) {
+	r, dir := testRing(t)
+	m := testMaster(1)
+	alice := newIdentity(t, "Alice", nil)
+	bob := newIdentity(t, "Bob", nil)
+	a, _ := r.AddPassphrase(m, []byte("alpha"), "")
+	if _, err := r.AddPassphrase(m, []byte("bravo"), ""); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := r.AddRecipients(m, bytes.NewReader(alice.public), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		add     func() error
+		wantIDs []string
+		wantFpr []string
+	}{
+		{"same passphrase", func() error { _, err := r.AddPassphrase(m, []byte("alpha"), ""); return err }, []string{a.ID}, nil},
+		{"same key", func() error { _, err := r.AddRecipients(m, bytes.NewReader(alice.public), ""); return err }, []string{rec.ID}, []string{alice.fpr}},
+		{"same key among others", func() error {
+			_, err := r.AddRecipients(m, bytes.NewReader(append(bytes.Clone(bob.public), alice.public...)), "")
+			return err
+		}, []string{rec.ID}, []string{alice.fpr}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, _ := os.ReadDir(dir)
+			err := tt.add()
+			var de *DuplicateError
+			if !errors.As(err, &de) || !errors.Is(err, ErrDuplicate) || !slices.Equal(de.IDs, tt.wantIDs) || !slices.Equal(de.Fingerprints, tt.wantFpr) {
+				t.Fatalf("err = %v (%+v); want DuplicateError ids %v fingerprints %v", err, de, tt.wantIDs, tt.wantFpr)
+			}
+			if after, _ := os.ReadDir(dir); len(after) != len(before) {
+				t.Errorf("refused add changed the directory: %d files, was %d", len(after), len(before))
+			}
+		})
+	}
+}
+
+func TestChangePassphraseEveryEntry(t *testing.T) {
+	r, dir := testRing(t)
+	m := testMaster(1)
+	a, _ := r.AddPassphrase(m, []byte("alpha"), "a")
+	b, _ := r.AddPassphrase(m, []byte("bravo"), "b")
+	// A second entry with a's passphrase, as AddPassphrase allowed once.
+	twin := "0123456789abcdef"
+	meta := bytes.Replace(mustRead(t, filepath.Join(dir, a.ID+".json")), []byte(a.ID), []byte(twin), 1)
+	os.WriteFile(filepath.Join(dir, twin+".asc"), mustRead(t, filepath.Join(dir, a.ID+".asc")), 0o600)
+	os.WriteFile(filepath.Join(dir, twin+".json"), meta, 0o600)
+
+	if _, got, err := r.Opening(Credentials{Passphrase: []byte("alpha")}); err != nil || len(got) != 2 {
+		t.Fatalf("Opening(alpha) = %v, %v; want 2 entries", got, err)
+	}
+	if _, err := r.ChangePassphrase(Credentials{Passphrase: []byte("alpha")}, []byte("bravo")); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("change to another entry's passphrase: err = %v, want ErrDuplicate", err)
+	}
+	if _, err := r.ChangePassphrase(Credentials{Passphrase: []byte("alpha")}, []byte("alpha")); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("change to the same passphrase: err = %v, want ErrDuplicate", err)
+	}
+	changed, err := r.ChangePassphrase(Credentials{Passphrase: []byte("alpha")}, []byte("charlie"))
+	if err != nil || len(changed) != 2 {
+		t.Fatalf("ChangePassphrase = %v, %v; want both alpha entries", changed, err)
+	}
+	if _, _, err := r.Unlock(Credentials{Passphrase: []byte("alpha")}); !errors.Is(err, ErrWrongPassphrase) {
+		t.Errorf("old passphrase still opens an entry: %v", err)
+	}
+	if _, got, err := r.Opening(Credentials{Passphrase: []byte("charlie")}); err != nil || len(got) != 2 {
+		t.Errorf("Opening(charlie) = %v, %v; want 2 entries", got, err)
+	}
+	if _, got, err := r.Opening(Credentials{Passphrase: []byte("bravo")}); err != nil || len(got) != 1 || got[0].ID != b.ID {
+		t.Errorf("Opening(bravo) = %v, %v; want only %s", got, err, b.ID)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	r, dir := testRing(t)
+	e, _ := r.AddPassphrase(testMaster(1), []byte("alpha"), "")
+	twin := e.ID[:3] + "0000000000000"
+	if twin == e.ID {
+		twin = e.ID[:3] + "1111111111111"
+	}
+	os.WriteFile(filepath.Join(dir, twin+".asc"), mustRead(t, filepath.Join(dir, e.ID+".asc")), 0o600)
+	os.WriteFile(filepath.Join(dir, twin+".json"), bytes.Replace(mustRead(t, filepath.Join(dir, e.ID+".json")), []byte(e.ID), []byte(twin), 1), 0o600)
+	tests := []struct {
+		prefix string
+		want   string // "" when an error is wanted
+		check  func(error) bool
+	}{
+		{e.ID, e.ID, nil},
+		{strings.ToUpper(e.ID[:5]), e.ID, nil},
+		{twin[:5], twin, nil},
+		{e.ID[:3], "", func(err error) bool { var ae *AmbiguousError; return errors.As(err, &ae) && len(ae.Matches) == 2 }},
+		{"zz", "", func(err error) bool { return errors.Is(err, ErrNotFound) }},
+		{"", "", func(err error) bool { return errors.Is(err, ErrNotFound) }},
+	}
+	for _, tt := range tests {
+		got, err := r.Resolve(tt.prefix)
+		if tt.want != "" && (err != nil || got.ID != tt.want) {
+			t.Errorf("Resolve(%q) = %s, %v; want %s", tt.prefix, got.ID, err, tt.want)
+		}
+		if tt.want == "" && !tt.check(err) {
+			t.Errorf("Resolve(%q): err = %v", tt.prefix, err)
+		}
+	}
+}
+
+func TestIdentityLockedError(t *testing.T) {
+	r, _ := testRing(t)
+	m := testMaster(1)
+	bob := newIdentity(t, "Bob", []byte("bobpass"))
+	if _, err := r.AddRecipients(m, bytes.NewReader(bob.public), ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		pass  string
+		given bool
+	}{{"", false}, {"nope", true}} {
+		_, _, err := r.Unlock(Credentials{Identity: bob.secret, IdentityPassphrase: []byte(tt.pass)})
+		var le *IdentityLockedError
+		if !errors.As(err, &le) || le.Given != tt.given || le.Fingerprint != bob.fpr || !errors.Is(err, ErrWrongPassphrase) {
+			t.Errorf("identity passphrase %q: err = %v; want IdentityLockedError{Given: %v}", tt.pass, err, tt.given)
+		}
+	}
 }
