@@ -84,6 +84,9 @@ func (r *Repo) RemoveRevision(ctx context.Context, volume, id string) error {
 		layerMeta, revMeta = rr.Meta[:n-1], rr.Meta[n-1:]
 	}
 	release = append(release, revMeta...)
+	if !rr.Protect.IsZero() {
+		release = append(release, rr.Protect)
+	}
 	pr := prunedRecord{Volume: v.rec.ID, ID: rr.ID, Seq: rr.Seq}
 	if kept[rr.Seq] > 0 {
 		pr.Keep = layerMeta

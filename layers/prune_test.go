@@ -107,7 +107,7 @@ func TestRemoveRevision(t *testing.T) {
 	// A rebuilt index keeps removed revisions removed and the rest intact.
 	fresh := &env{cs: e.cs, spool: t.TempDir()}
 	fresh.open(t)
-	if err := fresh.repo.RebuildFrom(ctx, e.cs.Walk); err != nil {
+	if _, err := fresh.repo.RebuildFrom(ctx, e.cs.Walk); err != nil {
 		t.Fatal(err)
 	}
 	frevs, err := fresh.repo.Revisions(ctx, "v")

@@ -19,13 +19,16 @@ type WalkFunc func(ctx context.Context, kind chunk.Kind, fn func(id chunk.ID, da
 
 // RebuildFrom restores volumes, revisions and their records from the meta
 // chunks commit wrote into the store (for `repair --rebuild-index`, after
-// the store rebuilt its own index). Volumes already present by name are
-// left alone. Staging changes never committed are not in the store and
+// the store rebuilt its own index). Volumes already present are left
+// alone; one whose name a different volume has taken meanwhile (created
+// again after the index was lost) comes back under NAME.<its id's first
+// 8 hex digits>, listed in Renamed, so neither lineage is lost. Staging changes never committed are not in the store and
 // come back empty: a rebuilt volume's staging starts at its latest
 // revision. Layers whose revision record is missing (a commit that did
 // not finish) are skipped, and revisions removed by RemoveRevision stay
 // removed.
-func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
+func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) (RebuildReport, error) {
+	var rep RebuildReport
 	type layerChunk struct {
 		id   chunk.ID
 		vid  volID
@@ -35,6 +38,11 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 	vols := map[volID]volRecord{}
 	revs := map[volID]map[uint64]revRecord{}
 	pruned := map[volID][]prunedRecord{}
+	type protectMark struct {
+		id  chunk.ID
+		rec protectRecord
+	}
+	protects := map[string]protectMark{} // volume id + "/" + revision id
 	var layerChunks []layerChunk
 	err := walk(ctx, chunk.KindMeta, func(id chunk.ID, data []byte) error {
 		switch {
@@ -70,6 +78,15 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 			}
 			pr.Marker = id
 			pruned[vid] = append(pruned[vid], pr)
+		case bytes.HasPrefix(data, []byte(metaProtectMagic)):
+			var pr protectRecord
+			if err := json.Unmarshal(data[len(metaProtectMagic):], &pr); err != nil {
+				return fmt.Errorf("meta chunk %s: %w", id.Short(), err)
+			}
+			k := pr.Volume + "/" + pr.ID
+			if cur, ok := protects[k]; !ok || pr.At > cur.rec.At {
+				protects[k] = protectMark{id, pr}
+			}
 		case bytes.HasPrefix(data, []byte(metaLayerMagic)):
 			b := data[len(metaLayerMagic):]
 			if len(b) < 16 {
@@ -84,15 +101,32 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("rebuild layers: %w", err)
+		return rep, fmt.Errorf("rebuild layers: %w", err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	skip := map[volID]bool{}
+	taken := map[string]bool{}
+	for name := range r.vols {
+		taken[name] = true
+	}
 	for vid, rec := range vols {
-		if _, ok := r.vols[rec.Name]; ok {
+		cur, ok := r.vols[rec.Name]
+		switch {
+		case !ok:
+		case cur.rec.ID == rec.ID:
 			skip[vid] = true
+		default:
+			name := rec.Name + "." + rec.ID[:8]
+			for i := 2; taken[name]; i++ {
+				name = fmt.Sprintf("%s.%s-%d", rec.Name, rec.ID[:8], i)
+			}
+			rep.Renamed = append(rep.Renamed, [2]string{rec.Name, name})
+			r.log.Warn("rebuilt volume's name is taken by another volume: renamed", "volume", rec.Name, "as", name)
+			rec.Name = name
+			vols[vid] = rec
 		}
+		taken[rec.Name] = true
 	}
 	// Removed revisions stay removed; the layer chunks that count are
 	// those of surviving revisions and those kept for removed ones (a
@@ -128,21 +162,21 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 		for len(b) > 0 {
 			n, k := binary.Uvarint(b)
 			if k <= 0 || uint64(len(b)-k) < n {
-				return fmt.Errorf("rebuild layers: corrupt layer record")
+				return rep, fmt.Errorf("rebuild layers: corrupt layer record")
 			}
 			rk := b[k : k+int(n)]
 			b = b[k+int(n):]
 			n, k = binary.Uvarint(b)
 			if k <= 0 || uint64(len(b)-k) < n || len(rk) < 9 {
-				return fmt.Errorf("rebuild layers: corrupt layer record")
+				return rep, fmt.Errorf("rebuild layers: corrupt layer record")
 			}
 			val := b[k : k+int(n)]
 			b = b[k+int(n):]
 			if err := wb.Set(verKey(lc.vid, rk, lc.seq), append([]byte(nil), val...)); err != nil {
-				return fmt.Errorf("rebuild layers: %w", err)
+				return rep, fmt.Errorf("rebuild layers: %w", err)
 			}
 			if err := wb.Set(touchedKey(lc.vid, lc.seq, rk), nil); err != nil {
-				return fmt.Errorf("rebuild layers: %w", err)
+				return rep, fmt.Errorf("rebuild layers: %w", err)
 			}
 			if rk[0] == recAttr {
 				maxIno[lc.vid] = max(maxIno[lc.vid], binary.BigEndian.Uint64(rk[1:]))
@@ -156,27 +190,30 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 		}
 		v, err := r.newVolume(rec)
 		if err != nil {
-			return err
+			return rep, err
 		}
 		var last uint64
 		for seq, rr := range revs[vid] {
 			rr.Volume = rec.Name
+			if m, ok := protects[rec.ID+"/"+rr.ID]; ok {
+				rr.Protected, rr.Protect = m.rec.Protected, m.id
+			}
 			b, err := json.Marshal(rr)
 			if err != nil {
-				return err
+				return rep, err
 			}
 			if err := wb.Set(revisionKey(vid, seq), b); err != nil {
-				return fmt.Errorf("rebuild layers: %w", err)
+				return rep, fmt.Errorf("rebuild layers: %w", err)
 			}
 			last = max(last, seq)
 		}
 		for _, pr := range pruned[vid] {
 			pb, err := json.Marshal(pr)
 			if err != nil {
-				return err
+				return rep, err
 			}
 			if err := wb.Set(prunedKey(vid, pr.Seq), pb); err != nil {
-				return fmt.Errorf("rebuild layers: %w", err)
+				return rep, fmt.Errorf("rebuild layers: %w", err)
 			}
 			last = max(last, pr.Seq)
 		}
@@ -185,21 +222,21 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 		v.seq.Store(last + 1)
 		vb, err := json.Marshal(rec)
 		if err != nil {
-			return err
+			return rep, err
 		}
 		if err := wb.Set(volumeKey(rec.Name), vb); err != nil {
-			return fmt.Errorf("rebuild layers: %w", err)
+			return rep, fmt.Errorf("rebuild layers: %w", err)
 		}
 		if err := wb.Set(stateKey(vid), encodeState(v.nextIno, last+1)); err != nil {
-			return fmt.Errorf("rebuild layers: %w", err)
+			return rep, fmt.Errorf("rebuild layers: %w", err)
 		}
 		rebuilt = append(rebuilt, v)
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("rebuild layers: %w", err)
+		return rep, fmt.Errorf("rebuild layers: %w", err)
 	}
 	if err := r.db.Sync(); err != nil {
-		return fmt.Errorf("rebuild layers: sync index: %w", err)
+		return rep, fmt.Errorf("rebuild layers: sync index: %w", err)
 	}
 	// Layers kept for removed revisions come back whole; drop the
 	// versions no surviving revision or staging sees, as prune did.
@@ -214,11 +251,18 @@ func (r *Repo) RebuildFrom(ctx context.Context, walk WalkFunc) error {
 			err = r.deleteKeys(dels)
 		}
 		if err != nil {
-			return fmt.Errorf("rebuild layers: %w", err)
+			return rep, fmt.Errorf("rebuild layers: %w", err)
 		}
 		r.vols[v.rec.Name] = v
 	}
-	return nil
+	return rep, nil
+}
+
+// RebuildReport is what RebuildFrom changed beyond restoring records.
+type RebuildReport struct {
+	// Renamed lists volumes brought back under a new name, as
+	// {old name, new name}: a different volume had taken the old one.
+	Renamed [][2]string
 }
 
 // References calls fn once for every chunk reference the layers hold
@@ -277,7 +321,11 @@ func (r *Repo) References(ctx context.Context, fn func(id chunk.ID) error) error
 			if err := json.Unmarshal(b, &rr); err != nil {
 				return fmt.Errorf("decode revision: %w", err)
 			}
-			for _, id := range rr.Meta {
+			ids := rr.Meta
+			if !rr.Protect.IsZero() {
+				ids = append(ids, rr.Protect)
+			}
+			for _, id := range ids {
 				if err := fn(id); err != nil {
 					return err
 				}

@@ -56,7 +56,7 @@ func TestRebuildFromMetaChunks(t *testing.T) {
 	// Lose the index: a fresh DB over the same chunks.
 	fresh := &env{cs: e.cs, spool: t.TempDir()}
 	fresh.open(t)
-	if err := fresh.repo.RebuildFrom(ctx, e.cs.Walk); err != nil {
+	if _, err := fresh.repo.RebuildFrom(ctx, e.cs.Walk); err != nil {
 		t.Fatal(err)
 	}
 	vols, err := fresh.repo.Volumes(ctx)

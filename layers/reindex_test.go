@@ -158,7 +158,7 @@ func TestRebuildIndexFromShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	if err := r.RebuildFrom(ctx, s.Walk); err != nil {
+	if _, err := r.RebuildFrom(ctx, s.Walk); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := s.SetReferences(ctx, func(yield func(chunk.ID) error) error { return r.References(ctx, yield) })

@@ -15,6 +15,23 @@ import (
 type revRecord struct {
 	Revision
 	Meta []chunk.ID `json:"meta,omitempty"` // meta chunks holding the layer's records
+	// Protect is the meta chunk recording the latest protect or
+	// unprotect, so a rebuilt index keeps the protection (zero: never
+	// changed since commit).
+	Protect chunk.ID `json:"protect,omitzero"`
+}
+
+// metaProtectMagic starts the meta chunk that records a revision's
+// protection, for RebuildFrom: without it a rebuilt index dropped
+// protection, and the next prune removed what the user had protected.
+const metaProtectMagic = "strata-protect-v1\n"
+
+// protectRecord is such a chunk: the newest (At) for a revision wins.
+type protectRecord struct {
+	Volume    string `json:"volume"` // volume id
+	ID        string `json:"id"`
+	Protected bool   `json:"protected"`
+	At        int64  `json:"at"` // unix nanoseconds; also makes each chunk unique
 }
 
 // revisions lists the volume's revisions, oldest first.
@@ -102,14 +119,34 @@ func (r *Repo) SetProtected(ctx context.Context, volume, id string, protected bo
 	if err != nil {
 		return err
 	}
-	rr.Protected = protected
+	if rr.Protected == protected {
+		return nil
+	}
+	mb, err := json.Marshal(protectRecord{Volume: v.rec.ID, ID: rr.ID, Protected: protected, At: r.now().UnixNano()})
+	if err != nil {
+		return err
+	}
+	marker, _, err := r.cs.Put(ctx, chunk.KindMeta, append([]byte(metaProtectMagic), mb...))
+	if err != nil {
+		return fmt.Errorf("protect %s@%s: store marker: %w", volume, id, err)
+	}
+	if err := r.cs.Flush(ctx); err != nil {
+		r.releaseLog(ctx, []chunk.ID{marker})
+		return storeErr(fmt.Sprintf("protect %s@%s: flush store", volume, id), err)
+	}
+	old := rr.Protect
+	rr.Protected, rr.Protect = protected, marker
 	b, err := json.Marshal(rr)
 	if err != nil {
 		return err
 	}
 	err = update(r.db, func(txn *badger.Txn) error { return txn.Set(revisionKey(v.id, rr.Seq), b) })
 	if err != nil {
+		r.releaseLog(ctx, []chunk.ID{marker})
 		return fmt.Errorf("protect %s@%s: %w", volume, id, err)
+	}
+	if !old.IsZero() {
+		r.releaseLog(ctx, []chunk.ID{old})
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,5 +61,64 @@ func TestRebuildIndexFromShards(t *testing.T) {
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 	if out := r.must("scrub"); !strings.Contains(out, "no damage") {
 		t.Errorf("scrub after rebuild:\n%s", out)
+	}
+}
+
+// TestRebuildKeepsProtectionAndRenamedVolume: after the index is lost, a
+// user who sees an empty repository creates the volume again and backs up
+// into it. The rebuild used to keep only the new volume (the old one's
+// revisions came back as garbage for the next prune) and to drop
+// protection. Now both lineages come back, the old under a new name, and
+// the protected revision is still protected.
+func TestRebuildKeepsProtectionAndRenamedVolume(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("va")
+	os.WriteFile(filepath.Join(stage, "a"), []byte("first\n"), 0o644)
+	old1 := strings.TrimSpace(r.must("commit", "va"))
+	os.WriteFile(filepath.Join(stage, "b"), []byte("second\n"), 0o644)
+	old2 := strings.TrimSpace(r.must("commit", "va"))
+	r.must("protect", "va@"+old1[:8])
+	r.must("protect", "va@"+old2[:8])
+	r.must("unprotect", "va@"+old2[:8])
+	r.must("stop")
+
+	if err := os.RemoveAll(filepath.Join(r.dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	r.must("volume", "create", "va")
+	r.must("mount", "va", stage)
+	os.WriteFile(filepath.Join(stage, "x"), []byte("after the loss\n"), 0o644)
+	new1 := strings.TrimSpace(r.must("commit", "va"))
+	r.must("stop")
+
+	out := r.must("repair", "--rebuild-index")
+	renamed := "va." // the old volume's id follows
+	if !strings.Contains(out, "back as volume "+renamed) {
+		t.Fatalf("repair does not say the old va came back renamed:\n%s", out)
+	}
+	var revs []struct {
+		Volume    string
+		ID        string
+		Protected bool
+	}
+	if err := json.Unmarshal([]byte(r.must("list", "--json")), &revs); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, rv := range revs {
+		state := rv.Volume
+		if strings.HasPrefix(rv.Volume, renamed) {
+			state = renamed
+		}
+		if rv.Protected {
+			state += " protected"
+		}
+		got[rv.ID] = state
+	}
+	want := map[string]string{old1: renamed + " protected", old2: renamed, new1: "va"}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("revision %s after the rebuild: %q, want %q (all: %v)", id[:8], got[id], w, got)
+		}
 	}
 }

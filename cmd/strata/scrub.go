@@ -343,6 +343,13 @@ func (c *repairCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Printf("index rebuilt from the shards: %v volumes, %v revisions, %v chunks (%v unreferenced, freed by the next prune)\n",
 		res["volumes"], res["revisions"], res["chunks"], res["unreferenced"])
+	if rn, _ := res["renamed"].([]any); len(rn) > 0 {
+		for _, x := range rn {
+			if m, ok := x.(map[string]any); ok {
+				fmt.Printf("volume %v: its name was taken by a volume created after the index was lost; its revisions are back as volume %v\n", m["volume"], m["as"])
+			}
+		}
+	}
 	if m, _ := res["missing"].(float64); m > 0 {
 		fmt.Printf("DAMAGE: revisions reference %v chunks that no shard holds; 'strata scrub' shows which segments are lost\n", m)
 		return &exitStatus{code: exitError}
@@ -367,7 +374,8 @@ func opRepair(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error)
 	if env.progress != nil {
 		env.progress(progress{Phase: "rebuild volumes and revisions"})
 	}
-	if err := env.repo.layers.RebuildFrom(ctx, env.repo.store.Walk); err != nil {
+	rb, err := env.repo.layers.RebuildFrom(ctx, env.repo.store.Walk)
+	if err != nil {
 		return nil, fmt.Errorf("rebuild volumes and revisions: %w", err)
 	}
 	// The rebuilt chunk index gives every chunk one reference; put the
@@ -393,6 +401,11 @@ func opRepair(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error)
 	for _, v := range vols {
 		revs += v.Revisions
 	}
+	renamed := []map[string]string{}
+	for _, r := range rb.Renamed {
+		renamed = append(renamed, map[string]string{"volume": r[0], "as": r[1]})
+	}
 	return map[string]any{"rebuilt": true, "volumes": len(vols), "revisions": revs,
-		"chunks": refs.Chunks, "unreferenced": refs.Unreferenced, "missing": refs.Missing}, nil
+		"chunks": refs.Chunks, "unreferenced": refs.Unreferenced, "missing": refs.Missing,
+		"renamed": renamed}, nil
 }
