@@ -459,3 +459,30 @@ func TestPruneSpaceGoalAcrossVolumes(t *testing.T) {
 		t.Errorf("second volume still needs %d bytes after the first freed %d", plans[1].Space.Need, plans[0].Space.Freed)
 	}
 }
+
+// TestPruneMaxSizeOnDisk: --max-size is the repository's size on disk,
+// parity included, as du counts it. It compared data bytes, and QA's
+// repository stayed at 179 MiB after 'prune --max-size 100M'.
+func TestPruneMaxSizeOnDisk(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("w")
+	for i := 0; i < 6; i++ {
+		data := make([]byte, 2<<20)
+		rand.New(rand.NewSource(int64(i + 70))).Read(data) // incompressible, unique to its revision
+		os.WriteFile(filepath.Join(stage, "f"), data, 0o644)
+		r.must("commit", "w", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+	}
+	r.must("umount", stage)
+	shardBytes := func() int64 {
+		var st struct{ Store struct{ ShardBytes int64 } }
+		if err := json.Unmarshal([]byte(r.must("--json", "status")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Store.ShardBytes
+	}
+	goal := shardBytes() * 6 / 10
+	r.must("prune", "--max-size", strconv.FormatInt(goal, 10), "--space-guard=-1")
+	if got := shardBytes(); got > goal || got == 0 {
+		t.Errorf("after prune --max-size %d the shard files hold %d bytes", goal, got)
+	}
+}

@@ -116,10 +116,24 @@ func printPrune(res pruneResult) error {
 			fmt.Printf("  warning: %s\n", w)
 		}
 	}
+	remove, deferred := 0, 0
+	for _, pl := range res.Plans {
+		for _, d := range pl.Decisions {
+			switch {
+			case d.Deferred:
+				deferred++
+			case !d.Keep:
+				remove++
+			}
+		}
+	}
 	if res.DryRun {
-		fmt.Println("dry run: nothing was removed")
+		fmt.Printf("dry run: nothing was removed; the policy would remove %s\n", count(int64(remove), "revision"))
 	} else {
 		fmt.Printf("removed %s, freed %s\n", count(int64(res.Removed), "revision"), humanBytes(res.FreedBytes))
+	}
+	if deferred > 0 {
+		fmt.Printf("%s mounted or served, so not removed: run prune again once unmounted and no longer served\n", count(int64(deferred), "revision"))
 	}
 	for _, w := range res.Warnings {
 		fmt.Printf("warning: %s\n", w)
@@ -147,9 +161,17 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		}
 	}
 	res := pruneResult{DryRun: a.DryRun}
+	// Sizes are bytes on disk, as du and df count them (--max-size
+	// compared data bytes, and left the repository well over the size
+	// given): shard bytes, with a revision's added data scaled by the
+	// same parity and padding overhead.
 	var usage retention.Usage
+	overhead := 1.0
 	if st, err := env.repo.store.Stats(ctx); err == nil {
-		usage = retention.Usage{RepoSize: st.SegmentBytes + st.OpenBytes, Free: int64(st.Free)}
+		if st.SegmentBytes > 0 {
+			overhead = float64(st.ShardBytes) / float64(st.SegmentBytes)
+		}
+		usage = retention.Usage{RepoSize: st.ShardBytes + int64(float64(st.OpenBytes)*overhead), Free: int64(st.Free)}
 	}
 	// Every volume is planned before anything is removed: a policy that
 	// would empty one volume stops the prune of all of them.
@@ -171,8 +193,8 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		}
 		in := make([]retention.Revision, len(revs))
 		for i, r := range revs {
-			in[i] = retention.Revision{ID: r.ID, Time: r.Time, Tags: r.Tags, Protected: r.Protected, Size: r.Size, Added: r.Added,
-				Mounted: inUse[r.ID]}
+			in[i] = retention.Revision{ID: r.ID, Time: r.Time, Tags: r.Tags, Protected: r.Protected, Size: r.Size,
+				Added: int64(float64(r.Added) * overhead), Mounted: inUse[r.ID]}
 		}
 		plan, err := retention.Apply(in, a.Policy, retention.Options{Now: now(), Location: loc, Force: a.Force, Usage: usage})
 		if errors.Is(err, retention.ErrRemovesAll) {
