@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -159,6 +160,20 @@ func TestFileTreeBackup(t *testing.T) {
 	}
 	if strings.Contains(diff, "fox.txt ") {
 		t.Errorf("diff mentions the unchanged fox.txt:\n%s", diff)
+	}
+	// Scripts read the change as a word (it came out as a number).
+	var dj struct {
+		Entries []struct{ Path, Change string }
+	}
+	if err := json.Unmarshal([]byte(r.must("--json", "diff", "home@first", "home@second")), &dj); err != nil {
+		t.Fatalf("diff --json: %v", err)
+	}
+	changes := map[string]string{}
+	for _, e := range dj.Entries {
+		changes[e.Path] = e.Change
+	}
+	if changes["/new.txt"] != "added" && changes["new.txt"] != "added" {
+		t.Errorf("diff --json: new.txt is %q, want added (all: %v)", changes["new.txt"]+changes["/new.txt"], changes)
 	}
 	list := r.must("list", "home")
 	if !strings.Contains(list, id1[:8]) || !strings.Contains(list, id2[:8]) || !strings.Contains(list, "first") {

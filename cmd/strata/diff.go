@@ -19,9 +19,48 @@ type diffArgs struct {
 	B      string `json:"b"`
 }
 
+// diffResult is what diff prints with --json. Change is a word: layers'
+// one-byte codes came out of encoding/json as numbers ("Change": 43).
 type diffResult struct {
-	A, B    string
-	Entries []layers.DiffEntry
+	A       string      `json:"a"`
+	B       string      `json:"b"`
+	Entries []diffEntry `json:"entries"`
+}
+
+type diffEntry struct {
+	Path    string `json:"path"`
+	Change  string `json:"change"` // added, removed, modified, type, attributes
+	OldSize int64  `json:"old_size"`
+	NewSize int64  `json:"new_size"`
+	Off     int64  `json:"off,omitempty"` // block volumes: the changed byte range
+	Len     int64  `json:"len,omitempty"`
+}
+
+// changeWord names layers.DiffEntry's change codes for --json; the text
+// output keeps the codes.
+func changeWord(code byte) string {
+	switch code {
+	case '+':
+		return "added"
+	case '-':
+		return "removed"
+	case 'M':
+		return "modified"
+	case 'T':
+		return "type"
+	case 'A':
+		return "attributes"
+	}
+	return string(code)
+}
+
+func changeCode(word string) byte {
+	for _, c := range []byte("+-MTA") {
+		if changeWord(c) == word {
+			return c
+		}
+	}
+	return '?'
 }
 
 func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
@@ -42,7 +81,8 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	var added, removed, changed int
 	for _, e := range res.Entries {
-		switch e.Change {
+		code := changeCode(e.Change)
+		switch code {
 		case '+':
 			added++
 			fmt.Printf("+ %s (%s)\n", e.Path, humanBytes(e.NewSize))
@@ -52,10 +92,10 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 		default:
 			changed++
 			if e.Len > 0 { // a block volume's changed range
-				fmt.Printf("%c %s bytes %d-%d (%s)\n", e.Change, e.Path, e.Off, e.Off+e.Len-1, humanBytes(e.Len))
+				fmt.Printf("%c %s bytes %d-%d (%s)\n", code, e.Path, e.Off, e.Off+e.Len-1, humanBytes(e.Len))
 				continue
 			}
-			fmt.Printf("%c %s (%s -> %s)\n", e.Change, e.Path, humanBytes(e.OldSize), humanBytes(e.NewSize))
+			fmt.Printf("%c %s (%s -> %s)\n", code, e.Path, humanBytes(e.OldSize), humanBytes(e.NewSize))
 		}
 	}
 	fmt.Fprintf(os.Stderr, "%s..%s: %d added, %d removed, %d changed\n", res.A[:8], res.B[:8], added, removed, changed)
@@ -71,9 +111,9 @@ func opDiff(ctx context.Context, env *opEnv, a diffArgs) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := diffResult{A: ra.ID, B: rb.ID, Entries: []layers.DiffEntry{}}
+	res := diffResult{A: ra.ID, B: rb.ID, Entries: []diffEntry{}}
 	err = env.repo.layers.Diff(ctx, a.Volume, ra.ID, rb.ID, func(e layers.DiffEntry) error {
-		res.Entries = append(res.Entries, e)
+		res.Entries = append(res.Entries, diffEntry{Path: e.Path, Change: changeWord(e.Change), OldSize: e.OldSize, NewSize: e.NewSize, Off: e.Off, Len: e.Len})
 		return nil
 	})
 	return res, err
