@@ -83,6 +83,9 @@ func (n *nbdEntry) close() error {
 
 func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
 	s := env.srv
+	if err := s.refuseIfStopping(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	_, dup := s.nbds[a.Listen]
 	s.mu.Unlock()
