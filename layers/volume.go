@@ -266,6 +266,10 @@ func (r *Repo) Close() error {
 	return first
 }
 
+// ValidVolumeName reports whether CreateVolume takes name: [A-Za-z0-9._-],
+// 1-64 characters, not starting with '.' or '-'.
+func ValidVolumeName(name string) bool { return validVolumeName(name) }
+
 func validVolumeName(name string) bool {
 	if len(name) == 0 || len(name) > 64 || name[0] == '.' || name[0] == '-' {
 		return false

@@ -15,12 +15,13 @@ import (
 // that held a loop-mounted filesystem and exited; the filesystem's later
 // writes got EIO and what it had not written back was lost.
 // Steps: mount a block volume's staging, put ext4 on disk.img and mount it
-// through a loop device, write a file; strata stop; write again; SIGTERM
+// through a loop device, write a file; strata stop; strata umount; write
+// again; SIGTERM
 // the server; write again, try a new mount; unmount the loop filesystem;
 // mount staging again and read the files through a new loop mount; then
 // strata stop --force with the loop filesystem still mounted.
 // Pass: stop exits non-zero naming the mount and the loop device, and the
-// server and mount keep working; after SIGTERM the server serves on (the
+// server and mount keep working; umount refuses naming the loop mount; after SIGTERM the server serves on (the
 // new mount is refused as the server is stopping) and exits once the loop
 // filesystem is unmounted; all three files are there after the restart;
 // stop --force stops the server.
@@ -59,6 +60,10 @@ func TestStopBusyMount(t *testing.T) {
 	if res.code == 0 || !strings.Contains(res.stderr, stg) || !strings.Contains(res.stderr, "busy") ||
 		!strings.Contains(res.stderr, "/dev/loop") || !strings.Contains(res.stderr, lvm) || !strings.Contains(res.stderr, "--force") {
 		t.Errorf("stop with a busy staging mount: exit %d, stderr %q; want a refusal naming %s, the loop device on %s and --force", res.code, res.stderr, stg, lvm)
+	}
+	res = r.run("umount", stg)
+	if res.code == 0 || !strings.Contains(res.stderr, "busy") || !strings.Contains(res.stderr, lvm) || strings.Count(res.stderr, "unmount "+stg) > 1 {
+		t.Errorf("umount of a busy staging mount: exit %d, stderr %q; want a refusal naming the loop mount on %s, once", res.code, res.stderr, lvm)
 	}
 	if st := r.must("status"); !strings.Contains(st, "server running") || !strings.Contains(st, "mount "+stg) {
 		t.Errorf("after the refused stop, status says:\n%s", st)

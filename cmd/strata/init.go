@@ -59,7 +59,7 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) error {
 		return fail(exitUsage, "", "repository config: %v", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+		return fmt.Errorf("create %s: %w", dir, bareErr(err))
 	}
 	master, err := key.NewMaster()
 	if err != nil {

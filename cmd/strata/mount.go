@@ -120,7 +120,7 @@ func checkMountpoint(dir string) error {
 		ents, err = os.ReadDir(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("read mountpoint %s: %w", dir, err)
+		return fmt.Errorf("read mountpoint %s: %w", dir, bareErr(err))
 	}
 	if len(ents) > 0 {
 		return fail(exitUsage, "mount on an empty directory so nothing is hidden", "mountpoint %s is not empty", dir)

@@ -480,7 +480,7 @@ func (r *treeRestorer) file(ctx context.Context, a layers.Attr, p string) error 
 				break
 			}
 			if _, err := f.WriteAt(buf[:got], off); err != nil {
-				return fmt.Errorf("write %s: %w", p, err)
+				return fmt.Errorf("write %s: %w", p, bareErr(err))
 			}
 			off += int64(got)
 			r.bytes += int64(got)

@@ -138,7 +138,7 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	syscall.Umask(old)
 	if err != nil {
 		repo.Close()
-		return fmt.Errorf("listen on %s: %w", sock, err)
+		return fmt.Errorf("control socket: %w", err) // names the socket
 	}
 	os.Chmod(sock, 0o600)
 
