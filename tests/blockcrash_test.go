@@ -256,7 +256,7 @@ func TestPruneServedRevision(t *testing.T) {
 // the server; status; commit; restart the server twice and commit again;
 // rerun the copy with --flush and commit; commit --allow-lost; commit
 // once more; restore the revision.
-// Pass: status names the lost blocks; every commit before --allow-lost
+// Pass: status names the lost blocks and check warns; every commit before --allow-lost
 // fails naming the lost blocks and --allow-lost, also after restarts and
 // after the rerun copy; --allow-lost commits, the next commit works and
 // status is clean; the restored revision equals the image.
@@ -279,6 +279,9 @@ func TestBlockCrashLostBlocks(t *testing.T) {
 	// write buffer: without a FLUSH, all of it dies with the server.
 	if st := r.run("status"); !strings.Contains(st.stdout, "staging of cr lost at least") {
 		t.Errorf("status does not show the lost blocks:\n%s%s", st.stdout, st.stderr)
+	}
+	if res := r.run("check"); res.code == 0 || !strings.Contains(res.stdout, "staging of cr lost") {
+		t.Errorf("check after blocks were lost: exit %d, %q; want a warning", res.code, res.stdout)
 	}
 	refused := func(when string) {
 		t.Helper()

@@ -187,6 +187,18 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 			repo = append(repo, fmt.Sprintf("scrub of %s found %s with reduced redundancy: run 'strata scrub --repair'", when, count(int64(sc.Damaged), "segment")))
 		}
 	}
+	// A crash lost staging data: the next commit will refuse, so the
+	// next backup fails unless someone looks.
+	for _, v := range st.Volumes {
+		switch {
+		case v.LostBlocks > 0:
+			code = max(code, 1)
+			repo = append(repo, fmt.Sprintf("staging of %s lost %d blocks in a crash: rerun the copy, then 'strata commit %s --allow-lost'", v.Name, v.LostBlocks, v.Name))
+		case v.LostFiles > 0:
+			code = max(code, 1)
+			repo = append(repo, fmt.Sprintf("staging of %s has %s whose data a crash lost: run the backup again", v.Name, count(int64(v.LostFiles), "file")))
+		}
+	}
 	if n := st.Store.DegradedReads; n > 0 {
 		code = max(code, 1)
 		repo = append(repo, fmt.Sprintf("%s needed parity since the server started: run 'strata scrub'", count(n, "read")))
