@@ -55,6 +55,12 @@ func (o Options) withDefaults() Options {
 // or not empty.
 var ErrMountpoint = errors.New("unusable mountpoint")
 
+// ErrBusy is returned by Unmount when something holds the mount, as
+// umount(8) would find it: open files, a process's working directory, a
+// loop device backed by a file in it, a mount on top of it. Holders says
+// which, where it can tell.
+var ErrBusy = errors.New("mount is busy")
+
 // Mount is a mounted filesystem served by this process.
 type Mount struct {
 	dir    string
@@ -74,8 +80,8 @@ type Mount struct {
 func (m *Mount) Dir() string { return m.dir }
 
 // Unmount makes every write durable (Staging.Sync or Disk.Flush), unmounts
-// and waits for serving to end. It fails (and stays mounted) while files are
-// open on the mount.
+// and waits for serving to end. While something holds the mount it fails
+// with ErrBusy and the mount keeps serving.
 func (m *Mount) Unmount() error {
 	select {
 	case <-m.done: // already unmounted from outside (umount(8))
@@ -90,11 +96,67 @@ func (m *Mount) Unmount() error {
 	if m.stop != nil {
 		m.stop() // its open directories would make the unmount fail
 	}
-	if err := m.srv.Unmount(); err != nil {
-		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	if err := m.unmount(); err != nil {
+		return err
 	}
 	<-m.done
 	return m.Err()
+}
+
+// unmount asks the kernel to unmount, which ends serving. umount(2)
+// itself, not go-fuse's Server.Unmount: that falls back to fusermount on
+// EBUSY, whose message ("Device or resource busy", a newline, "(code exit
+// status 1)") is all that is left of why. A few tries, as go-fuse makes:
+// the kernel may still count a file closed a moment ago.
+func (m *Mount) unmount() error {
+	var err error
+	for try, delay := 0, 5*time.Millisecond; try < 5; try, delay = try+1, 2*delay {
+		if err = syscall.Unmount(m.dir, 0); err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) {
+			break
+		}
+		time.Sleep(delay)
+	}
+	switch {
+	case errors.Is(err, syscall.EBUSY):
+		return fmt.Errorf("unmount %s: %w", m.dir, ErrBusy)
+	case errors.Is(err, syscall.EPERM):
+		// Mounted through fusermount by a user without CAP_SYS_ADMIN.
+		if err := m.srv.Unmount(); err != nil {
+			return fmt.Errorf("unmount %s: %s", m.dir, strings.TrimSpace(err.Error()))
+		}
+		return nil
+	}
+	return fmt.Errorf("unmount %s: %w", m.dir, err)
+}
+
+// Busy reports whether something holds the mount, so that Unmount would
+// fail with ErrBusy, without unmounting: a first umount2(MNT_EXPIRE) fails
+// with EBUSY on a busy mount and with EAGAIN on an idle one, which it
+// marks expired; the stat after it clears the mark (any access does), so
+// a second probe is a probe again, not an unmount. What the mount's own
+// warmer holds counts too (Unmount stops it first): OwnHoldersOnly tells.
+func (m *Mount) Busy() (bool, error) {
+	select {
+	case <-m.done:
+		return false, nil
+	default:
+	}
+	err := syscall.Unmount(m.dir, syscall.MNT_EXPIRE)
+	switch {
+	case errors.Is(err, syscall.EBUSY):
+		return true, nil
+	case errors.Is(err, syscall.EAGAIN):
+		_, _ = os.Stat(m.dir)
+		return false, nil
+	case err == nil:
+		// Expired by someone else's probe and now unmounted, as by
+		// umount(8): serving ends and flushes.
+		return false, nil
+	}
+	return false, fmt.Errorf("probe whether %s is busy: %w", m.dir, err)
 }
 
 // Abandon ends the mount without the flush Unmount insists on: for a

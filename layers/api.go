@@ -43,13 +43,25 @@ var (
 // crash lost (they read as holes, with the Unix epoch as mtime): a
 // revision of them would keep zeros where the files had data. Running the
 // backup again rewrites them; CommitOptions.AllowLost commits anyway.
+//
+// For a block volume it counts Blocks instead: blocks written after the
+// last FLUSH that a crash reverted to their previous contents, found by
+// the recovery at At. A revision would hold a mix of the new image and
+// the old one. Nothing tells cheaply that a rerun copy rewrote them all,
+// so only a commit with AllowLost clears the condition.
 type LostDataError struct {
 	Volume string
 	Files  int
 	Paths  []string // some of them, to show
+	Blocks int64
+	At     time.Time
 }
 
 func (e *LostDataError) Error() string {
+	if e.Files == 0 && e.Blocks > 0 {
+		return fmt.Sprintf("staging of %s lost at least %d blocks written after the last flush in a crash (found at %s, when the repository was opened again)",
+			e.Volume, e.Blocks, e.At.UTC().Format("2006-01-02 15:04:05 UTC"))
+	}
 	s := fmt.Sprintf("staging of %s has %d files whose data a crash lost", e.Volume, e.Files)
 	if len(e.Paths) > 0 {
 		s += ": " + strings.Join(e.Paths, ", ")
@@ -109,6 +121,12 @@ type VolumeInfo struct {
 	BlockSize int   // block volumes
 	Created   time.Time
 	Revisions int
+	// LostFiles (fs) and LostBlocks (block) count staging data a crash
+	// lost, which makes Commit refuse without AllowLost (LostDataError);
+	// LostAt is when the recovery that found lost blocks ran.
+	LostFiles  int       `json:",omitempty"`
+	LostBlocks int64     `json:",omitempty"`
+	LostAt     time.Time `json:",omitzero"`
 }
 
 // Revision is an immutable committed state of a volume.
@@ -137,7 +155,9 @@ type CommitOptions struct {
 	Tags    []string
 	Message string
 	// AllowLost commits staging files whose data a crash lost as they
-	// read (holes) instead of failing with *LostDataError.
+	// read (holes), and a disk whose blocks a crash reverted as it reads,
+	// instead of failing with *LostDataError. It clears a disk's
+	// lost-blocks condition.
 	AllowLost bool
 }
 

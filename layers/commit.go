@@ -44,7 +44,7 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 	v.commitMu.Lock()
 	defer v.commitMu.Unlock()
 	v.mu.Lock()
-	lost := len(v.lost)
+	lost, lb := len(v.lost), v.lostBlocks
 	var some []Ino
 	for ino := range v.lost {
 		if len(some) == 5 {
@@ -53,8 +53,8 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		some = append(some, ino)
 	}
 	v.mu.Unlock()
-	if lost > 0 && !opts.AllowLost {
-		le := &LostDataError{Volume: volume, Files: lost}
+	if (lost > 0 || lb.n > 0) && !opts.AllowLost {
+		le := &LostDataError{Volume: volume, Files: lost, Blocks: lb.n, At: lb.at}
 		slices.Sort(some)
 		for _, ino := range some {
 			le.Paths = append(le.Paths, v.pathOf(ctx, ino, v.seq.Load()))
@@ -142,9 +142,18 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		if err := txn.Set(revisionKey(v.id, seq), b); err != nil {
 			return err
 		}
+		if lb.n > 0 {
+			// AllowLost: the revision takes the disk as it reads.
+			if err := txn.Delete(lostBlocksKey(v.id)); err != nil {
+				return err
+			}
+		}
 		return txn.Set(stateKey(v.id), encodeState(max(v.nextIno, v.inoLimit), seq+1))
 	})
 	if err == nil {
+		if lb.n > 0 {
+			v.lostBlocks = lostBlocks{}
+		}
 		v.seq.Store(seq + 1)
 		v.setFresh()
 		v.added.Store(0)

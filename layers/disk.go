@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -42,11 +43,15 @@ type disk struct {
 	// mu guards dirty and the overlay state: reads hold it shared,
 	// writes and flushes exclusively, so a read never sees a block
 	// half-way between the buffer and its record.
-	mu     sync.RWMutex
-	dirty  map[int64][]byte // staging: buffered whole blocks by index
-	ov     *overlay         // overlays: the private copy-on-write layer
-	base   *Disk            // overlays: what the overlay covers
-	closed atomic.Bool
+	mu    sync.RWMutex
+	dirty map[int64][]byte // staging: buffered whole blocks by index
+	ov    *overlay         // overlays: the private copy-on-write layer
+	base  *Disk            // overlays: what the overlay covers
+	// marked and markedAt: what the unflushed marker of a staging disk
+	// says (blocks, first write; marked 0: no marker); guarded by mu.
+	marked   int64
+	markedAt time.Time
+	closed   atomic.Bool
 }
 
 func (v *volume) newDisk(seq uint64, staging bool) *Disk {
@@ -243,6 +248,9 @@ func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := d.makeRoom(ctx); err != nil {
 		return 0, err
 	}
+	if err := d.markUnflushed(); err != nil {
+		return 0, err
+	}
 	return len(p), nil
 }
 
@@ -290,7 +298,7 @@ func (d *Disk) Zero(ctx context.Context, off, length int64) error {
 			return err
 		}
 	}
-	return nil
+	return d.markUnflushed()
 }
 
 // makeRoom flushes the buffer once it is over its bound; mu held. With the
@@ -442,6 +450,11 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 		}
 	}
 	v.r.releaseLog(ctx, release)
+	// The buffer shrank (emptied, unless the store is full): the marker
+	// follows, after the records above are in the index.
+	if err := d.markUnflushed(); err != nil && full == nil {
+		return err
+	}
 	return full
 }
 

@@ -13,6 +13,8 @@ import (
 //	l/t/<vid><seq><rk>                  "touched": rk was written in layer seq
 //	l/w/<vid><ino>                      unflushed: attributes ahead of data (recover.go)
 //	l/o/<vid><ino>                      unlinked inode held open (recover.go)
+//	l/u/<vid>                           staging disk buffers unflushed blocks (lostblocks.go)
+//	l/b/<vid>                           staging disk lost blocks in a crash (lostblocks.go)
 //
 // vid is the volume's 8-byte id; rk is a record key: one type byte then
 // the record's own key (see rec* below). ^seq is the bitwise complement of

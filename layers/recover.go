@@ -157,10 +157,7 @@ type haser interface {
 // only the staging layer is looked at (revisions were flushed before they
 // were recorded), so the work is proportional to what staging changed.
 func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) error {
-	h, ok := r.cs.(haser)
-	if !ok {
-		return nil
-	}
+	h, canCheck := r.cs.(haser) // without it, only the unflushed markers count
 	for _, v := range r.vols {
 		seq := v.seq.Load()
 		type fix struct {
@@ -169,6 +166,9 @@ func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) 
 		}
 		var fixes []fix
 		err := r.db.View(func(txn *badger.Txn) error {
+			if !canCheck {
+				return nil
+			}
 			return eachTouched(ctx, txn, v.id, seq, holdsChunks, func(rk, val []byte) error {
 				if len(val) == 0 || val[0] != valLive {
 					return nil
@@ -213,6 +213,26 @@ func (r *Repo) recoverStaging(ctx context.Context, lost map[volID]map[Ino]bool) 
 			// there are thousands, printed by whatever command opened
 			// the repository first.
 			r.log.Warn("staging data lost in a crash: reverting those records", "volume", v.rec.Name, "records", len(fixes))
+		}
+		// Files that lost data are marked one by one below; a disk
+		// gets one marker for the volume, written before the blocks
+		// revert so that no crash can leave them reverted unmarked.
+		// What the disk's buffer held died with the process: the
+		// unflushed marker says how much at least.
+		blocks, err := r.unflushedBlocks(v)
+		if err != nil {
+			return fmt.Errorf("recover staging of %s: %w", v.rec.Name, err)
+		}
+		for _, f := range fixes {
+			if f.rk[0] == recBlock {
+				blocks++
+			}
+		}
+		if blocks > 0 {
+			r.log.Warn("staging blocks written after the last flush lost in a crash: commit refuses until 'commit --allow-lost'", "volume", v.rec.Name, "blocks", blocks)
+			if err := r.noteLostBlocks(v, blocks); err != nil {
+				return fmt.Errorf("recover staging of %s: %w", v.rec.Name, err)
+			}
 		}
 		for _, f := range fixes {
 			r.log.Debug("staging data lost in a crash: reverting", "volume", v.rec.Name, "record", fmt.Sprintf("%c%x", f.rk[0], f.rk[1:]))
@@ -352,6 +372,9 @@ func (r *Repo) markOpen(ctx context.Context) error {
 	}
 	// After the flush, so it sees the orphans dropped above as gone.
 	if err := r.loadLost(); err != nil {
+		return err
+	}
+	if err := r.loadLostBlocks(); err != nil {
 		return err
 	}
 	if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete([]byte(keyClean)) }); err != nil {

@@ -84,6 +84,9 @@ type volume struct {
 	holds    map[Ino]int  // open handles per inode (Staging.Hold)
 	orphans  map[Ino]bool // unlinked inodes kept for their holders
 	lost     map[Ino]bool // files whose data a crash lost, until rewritten or removed (l/l markers)
+	// lostBlocks: blocks of a disk's staging a crash reverted, until a
+	// commit with AllowLost (the l/b marker, lostblocks.go).
+	lostBlocks lostBlocks
 
 	seq     atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
 	added   atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
@@ -263,6 +266,10 @@ func (r *Repo) Close() error {
 	return first
 }
 
+// ValidVolumeName reports whether CreateVolume takes name: [A-Za-z0-9._-],
+// 1-64 characters, not starting with '.' or '-'.
+func ValidVolumeName(name string) bool { return validVolumeName(name) }
+
 func validVolumeName(name string) bool {
 	if len(name) == 0 || len(name) > 64 || name[0] == '.' || name[0] == '-' {
 		return false
@@ -353,8 +360,11 @@ func (r *Repo) CreateVolume(ctx context.Context, name string, spec VolumeSpec) (
 }
 
 func (v *volume) info(revisions int) VolumeInfo {
+	v.mu.Lock()
+	lostFiles, lb := len(v.lost), v.lostBlocks
+	v.mu.Unlock()
 	return VolumeInfo{Name: v.rec.Name, Type: v.rec.Type, Size: v.rec.Size, BlockSize: v.rec.BlockSize,
-		Created: v.rec.Created, Revisions: revisions}
+		Created: v.rec.Created, Revisions: revisions, LostFiles: lostFiles, LostBlocks: lb.n, LostAt: lb.at}
 }
 
 func (r *Repo) volume(name string) (*volume, error) {

@@ -490,3 +490,63 @@ func mountLine(mounts, dir string) string {
 	}
 	return ""
 }
+
+// TestNBDServeChecks: nbd serve checks its export names and its address
+// when it starts. Before, an fs volume, an unknown volume or an unknown
+// revision were accepted and failed only when a client connected, and
+// an address other hosts reach was served writable, unencrypted and
+// unauthenticated without a word.
+// Steps: a block volume with a revision and an fs volume; nbd serve with
+// --export of the fs volume, an unknown volume, an unknown revision and a
+// path; then the good revision; then tcp on 0.0.0.0 without and with
+// --allow-remote, and on 127.0.0.1.
+// Pass: each bad export fails naming the cause (file-tree volume: use
+// strata mount; the block volumes; the revision spec); the good one
+// serves; 0.0.0.0 fails naming --allow-remote, serves with it and a
+// warning; loopback serves without one.
+func TestNBDServeChecks(t *testing.T) {
+	r := newRepo(t)
+	r.must("volume", "create", "vm", "--block", "16M")
+	r.must("commit", "vm", "--tag", "one")
+	r.must("volume", "create", "files")
+	sock := filepath.Join(r.work, "nbd.sock")
+	for _, c := range []struct {
+		export string
+		want   []string
+	}{
+		{"files", []string{"files is a file-tree volume", "strata mount files", "block volumes: vm"}},
+		{"files@latest", []string{"file-tree volume"}},
+		{"nosuch", []string{`no volume named "nosuch"`, "block volumes: vm"}},
+		{"vm@nosuch", []string{`"nosuch"`, "vm"}},
+		{"vm@one:etc", []string{"block volume", "no paths"}},
+	} {
+		res := r.run("nbd", "serve", "--listen", "unix:"+sock, "--export", c.export)
+		for _, w := range c.want {
+			if res.code == 0 || !strings.Contains(res.stderr, w) {
+				t.Errorf("nbd serve --export %s: exit %d, stderr %q; want a failure saying %q", c.export, res.code, res.stderr, w)
+				break
+			}
+		}
+		if res.code == 0 {
+			r.run("nbd", "stop", "--listen", "unix:"+sock)
+		}
+	}
+	r.must("nbd", "serve", "--listen", "unix:"+sock, "--export", "vm@one", "--export", "vm")
+	r.must("nbd", "stop", "--listen", "unix:"+sock)
+
+	port := freePort(t)
+	if res := r.run("nbd", "serve", "--listen", "tcp://0.0.0.0:"+port); res.code == 0 || !strings.Contains(res.stderr, "--allow-remote") {
+		t.Errorf("nbd serve on 0.0.0.0: exit %d, stderr %q; want a refusal naming --allow-remote", res.code, res.stderr)
+		r.run("nbd", "stop", "--listen", "tcp://0.0.0.0:"+port)
+	}
+	res := r.run("nbd", "serve", "--listen", "tcp://0.0.0.0:"+port, "--allow-remote")
+	if res.code != 0 || !strings.Contains(res.stderr, "WARNING") {
+		t.Errorf("nbd serve on 0.0.0.0 --allow-remote: exit %d, stderr %q; want it served with a warning", res.code, res.stderr)
+	}
+	r.run("nbd", "stop", "--listen", "tcp://0.0.0.0:"+port)
+	res = r.run("nbd", "serve", "--listen", "tcp://127.0.0.1:"+port)
+	if res.code != 0 || strings.Contains(res.stderr, "WARNING") {
+		t.Errorf("nbd serve on loopback: exit %d, stderr %q; want it served without a warning", res.code, res.stderr)
+	}
+	r.run("nbd", "stop", "--listen", "tcp://127.0.0.1:"+port)
+}

@@ -17,7 +17,7 @@ type commitCmd struct {
 	Message   string   `short:"m" help:"A note stored with the revision."`
 	Time      string   `placeholder:"T" help:"Revision time (RFC 3339 or YYYY-MM-DD[ HH:MM:SS]); default now. For imports and tests."`
 	Schedule  string   `placeholder:"S" help:"Tag the revision with every interval of schedule S that is due."`
-	AllowLost bool     `help:"Commit even when a crash lost the data of some staging files (they read as zeros); normally run the backup again first, which resends them."`
+	AllowLost bool     `help:"Commit even when a crash lost staging data: files of a file tree whose data was lost (they read as zeros; normally run the backup again first, which resends them), or blocks of a block volume written after the last flush and reverted to their earlier contents (rerun the whole copy, with nbdcopy --flush or dd conv=fsync, then commit with --allow-lost). For a block volume this also clears the condition, which stays until such a commit: strata cannot tell whether a copy rewrote every lost block."`
 }
 
 type commitArgs struct {
@@ -75,8 +75,12 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message, AllowLost: a.AllowLost})
 	var lost *layers.LostDataError
 	if errors.As(err, &lost) {
-		return nil, &userError{msg: lost.Error(), code: exitError,
-			hint: "run the backup into staging again: rsync sends those files anew (their mtime is 1970-01-01); or pass --allow-lost to commit them as they read now, as zeros"}
+		hint := "run the backup into staging again: rsync sends those files anew (their mtime is 1970-01-01); or pass --allow-lost to commit them as they read now, as zeros"
+		if lost.Files == 0 {
+			hint = "staging now mixes the new image with the old one. Rerun the whole copy (nbdcopy --flush, qemu-img convert, dd conv=fsync), then 'strata commit " + a.Volume +
+				" --allow-lost'; or commit it as it reads now with --allow-lost"
+		}
+		return nil, &userError{msg: lost.Error(), code: exitError, hint: hint}
 	}
 	if err != nil {
 		return nil, volumeErr(err, a.Volume)

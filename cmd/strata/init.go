@@ -72,7 +72,7 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) (retErr error) {
 		}
 	}()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+		return fmt.Errorf("create %s: %w", dir, bareErr(err))
 	}
 	master, err := key.NewMaster()
 	if err != nil {

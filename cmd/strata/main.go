@@ -38,8 +38,8 @@ type cli struct {
 	Repair    repairCmd    `cmd:"" help:"Rebuild the index from the shards alone."`
 	Check     checkCmd     `cmd:"" help:"Monitoring check: Nagios-style line and exit code 0/1/2/3."`
 	Status    statusCmd    `cmd:"" help:"Volumes, mounts, exports and repository health."`
-	Serve     serveCmd     `cmd:"" help:"Run the repository server in the foreground (for systemd)."`
-	Stop      stopCmd      `cmd:"" help:"Stop the repository server: flush, unmount everything, exit. Returns once the server has exited and released the repository."`
+	Serve     serveCmd     `cmd:"" help:"Run the repository server in the foreground (for systemd). SIGTERM or SIGINT stops it as 'strata stop' does, except that a busy mount (a loop device or process holds it) does not make it refuse: it flushes, logs what holds the mount, serves on and exits once the mount is released; a second SIGTERM or SIGINT tears busy mounts down and exits."`
+	Stop      stopCmd      `cmd:"" help:"Stop the repository server: flush, unmount everything, exit. Returns once the server has exited and released the repository. Refuses, naming the holder, while a mount is busy (say a filesystem loop-mounted from a staging disk.img): tearing it down would lose that filesystem's unwritten data. The server then keeps serving; see --force."`
 	Guard     guardCmd     `cmd:"" hidden:"" help:"Started by the server: aborts its FUSE connections if it dies mid-request."`
 }
 

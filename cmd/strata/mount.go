@@ -120,7 +120,7 @@ func checkMountpoint(dir string) error {
 		ents, err = os.ReadDir(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("read mountpoint %s: %w", dir, err)
+		return fmt.Errorf("read mountpoint %s: %w", dir, bareErr(err))
 	}
 	if len(ents) > 0 {
 		return fail(exitUsage, "mount on an empty directory so nothing is hidden", "mountpoint %s is not empty", dir)
@@ -130,6 +130,9 @@ func checkMountpoint(dir string) error {
 
 func opMount(ctx context.Context, env *opEnv, a mountArgs) (any, error) {
 	s := env.srv
+	if err := s.refuseIfStopping(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	_, busy := s.mounts[a.Mountpoint]
 	s.mu.Unlock()
@@ -365,7 +368,16 @@ func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 		return nil, fail(exitError, "'strata status' lists the mounts", "%s is not a strata mount of this repository", a.Mountpoint)
 	}
 	if err := e.unmount(); err != nil {
-		return nil, fmt.Errorf("unmount %s: %w", a.Mountpoint, err)
+		if errors.Is(err, fs.ErrBusy) {
+			b := busyMount{Mountpoint: a.Mountpoint, Target: e.Target}
+			for _, h := range fs.Holders(a.Mountpoint) {
+				if h.PID != os.Getpid() {
+					b.Holders = append(b.Holders, h.What)
+				}
+			}
+			return nil, fail(exitError, "release it first (umount the filesystem on the loop device, close the files), then unmount again", "not unmounted: %s", b)
+		}
+		return nil, err // it names the mountpoint
 	}
 	// Wait for the watcher to flush and forget it, so "unmounted" means done.
 	for i := 0; i < 6000; i++ {

@@ -21,15 +21,17 @@ type nbdCmd struct {
 }
 
 type nbdServeCmd struct {
-	Listen  string   `default:"tcp://127.0.0.1:10809" help:"Where to listen: tcp://HOST:PORT or unix:PATH."`
-	Export  []string `placeholder:"NAME" help:"Only these export names (NAME or NAME@REV); default every block volume."`
-	Overlay bool     `help:"Revision exports accept writes into a throwaway layer (dropped when serving stops), so a VM can boot from a backup."`
+	Listen      string   `default:"tcp://127.0.0.1:10809" help:"Where to listen: tcp://HOST:PORT or unix:PATH. NBD here has no TLS and no authentication: whoever can connect reads every exported revision and writes staging. An address other hosts can reach (0.0.0.0, a LAN address) needs --allow-remote."`
+	Export      []string `placeholder:"NAME" help:"Only these export names (NAME or NAME@REV of a block volume; checked now); default every block volume."`
+	Overlay     bool     `help:"Revision exports accept writes into a throwaway layer (dropped when serving stops), so a VM can boot from a backup."`
+	AllowRemote bool     `help:"Allow a --listen address other hosts can reach, unencrypted and unauthenticated (a warning is printed). Prefer loopback or unix: with an SSH tunnel."`
 }
 
 type nbdServeArgs struct {
-	Listen  string   `json:"listen"`
-	Exports []string `json:"exports,omitempty"`
-	Overlay bool     `json:"overlay,omitempty"`
+	Listen      string   `json:"listen"`
+	Exports     []string `json:"exports,omitempty"`
+	Overlay     bool     `json:"overlay,omitempty"`
+	AllowRemote bool     `json:"allow_remote,omitempty"`
 }
 
 type nbdInfo struct {
@@ -49,8 +51,11 @@ func (c *nbdServeCmd) Run(ctx context.Context, g *Globals) error {
 		listen = "unix:" + p
 	}
 	var info nbdInfo
-	if err := call(ctx, g, "nbd.serve", nbdServeArgs{listen, c.Export, c.Overlay}, &info); err != nil {
+	if err := call(ctx, g, "nbd.serve", nbdServeArgs{listen, c.Export, c.Overlay, c.AllowRemote}, &info); err != nil {
 		return err
+	}
+	if remoteAddr(ctx, listen) {
+		fmt.Fprintf(os.Stderr, "strata: WARNING: %s can be reached from other hosts: NBD has no encryption or authentication here, so anyone who can connect reads every exported revision and writes staging\n", listen)
 	}
 	if g.JSON {
 		return printJSON(info)
@@ -81,13 +86,36 @@ func (n *nbdEntry) close() error {
 	return err
 }
 
-func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
+func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (_ any, err error) {
 	s := env.srv
+	if err := s.refuseIfStopping(); err != nil {
+		return nil, err
+	}
+	// A server started on demand for this request has nothing else to do.
+	defer func() {
+		if err != nil {
+			s.maybeExit()
+		}
+	}()
 	s.mu.Lock()
 	_, dup := s.nbds[a.Listen]
 	s.mu.Unlock()
 	if dup {
 		return nil, fail(exitError, "", "already serving NBD on %s", a.Listen)
+	}
+	if remoteAddr(ctx, a.Listen) {
+		if !a.AllowRemote {
+			return nil, fail(exitUsage, "listen on loopback (tcp://127.0.0.1:PORT) or unix:PATH and reach it through an SSH tunnel; or pass --allow-remote (\"allow_remote\": true in a server config) to serve it anyway",
+				"nbd serve: %s can be reached from other hosts, and NBD here has no encryption or authentication: anyone who could connect would read every exported revision and write staging", a.Listen)
+		}
+		s.log.Warn("nbd: serving on an address other hosts can reach, unencrypted and unauthenticated (--allow-remote)", "listen", a.Listen)
+	}
+	// Names are checked now, not when a client connects and gets only
+	// "unknown export".
+	for _, name := range a.Exports {
+		if err := checkExport(ctx, env.repo.layers, name); err != nil {
+			return nil, err
+		}
 	}
 	l, err := nbd.Listen(ctx, a.Listen)
 	if err != nil {
@@ -114,6 +142,78 @@ func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
 		s.maybeExit()
 	}()
 	return e.nbdInfo, nil
+}
+
+// remoteAddr reports whether a --listen address can be reached from other
+// hosts: tcp:// on anything but loopback (an empty host or 0.0.0.0 is
+// every interface; a name counts as loopback only if all it resolves to
+// is). unix: sockets are local.
+func remoteAddr(ctx context.Context, listen string) bool {
+	hostport, ok := strings.CutPrefix(listen, "tcp://")
+	if !ok {
+		return false
+	}
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false // nbd.Listen reports it
+	}
+	if host == "localhost" {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil || host == "" {
+		return ip == nil || !ip.IsLoopback()
+	}
+	ips, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return false // listening will fail on it too
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return true
+		}
+	}
+	return false
+}
+
+// checkExport fails unless name is an export nbd serve can serve: a
+// block volume (staging) or one of its revisions.
+func checkExport(ctx context.Context, lr *layers.Repo, name string) error {
+	vol, rev, path := splitTarget(name)
+	blockVols := func() string {
+		vols, err := lr.Volumes(ctx)
+		if err != nil {
+			return ""
+		}
+		var names []string
+		for _, v := range vols {
+			if v.Type == layers.TypeBlock {
+				names = append(names, v.Name)
+			}
+		}
+		if len(names) == 0 {
+			return "there are no block volumes; 'strata volume create NAME --block SIZE' makes one"
+		}
+		return "block volumes: " + strings.Join(names, ", ") + " (NAME serves staging, NAME@REV a revision)"
+	}
+	info, err := lr.Volume(ctx, vol)
+	if errors.Is(err, layers.ErrUnknownVolume) {
+		return fail(exitUsage, blockVols(), "--export %s: no volume named %q", name, vol)
+	}
+	if err != nil {
+		return volumeErr(err, vol)
+	}
+	if info.Type != layers.TypeBlock {
+		return fail(exitUsage, blockVols(), "--export %s: %s is a file-tree volume; use 'strata mount %s MNT'", name, vol, name)
+	}
+	if path != "" {
+		return fail(exitUsage, "export the whole disk: "+vol+"@"+rev, "--export %s: %s is a block volume, with no paths inside", name, vol)
+	}
+	if rev != "" {
+		if _, err := resolve(ctx, lr, vol, rev); err != nil {
+			return err // names the spec and lists the candidates
+		}
+	}
+	return nil
 }
 
 func opNBDStop(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {

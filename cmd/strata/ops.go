@@ -51,7 +51,7 @@ func operations() map[string]opSpec {
 		"status":        {fn: opStatus},
 		"prune":         {fn: typed(opPrune)},
 		"restore":       {fn: typed(opRestore)},
-		"stop":          {fn: opStop},
+		"stop":          {fn: typed(opStop)},
 		"ping":          {fn: opPing},
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -21,7 +23,7 @@ import (
 
 type restoreCmd struct {
 	Target string `arg:"" help:"NAME@REV[:PATH] — a revision, or a path inside an fs revision."`
-	Dest   string `arg:"" help:"fs volumes: a directory (created if missing); a :PATH naming a file goes into DEST if DEST is a directory, else becomes DEST, as with cp. Files already there with the same size and mtime are kept (a rerun resumes). Block volumes: a file or device, or '-' for stdout."`
+	Dest   string `arg:"" help:"fs volumes: a directory (created if missing); a :PATH naming a file goes into DEST if DEST is a directory, else becomes DEST, as with cp. Files already there with the same size and mtime are kept (a rerun resumes). Block volumes: the whole image (no :PATH) to a file (sparse; removed again if the restore fails), a device (at least the volume's size, checked before anything is written) or '-' for stdout; not a directory."`
 }
 
 type restoreArgs struct {
@@ -167,7 +169,7 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 		if a.Stdout {
 			name = "standard output"
 		}
-		n, err := restoreDisk(ctx, d, a.Dest, name, env.progress)
+		n, err := restoreDisk(ctx, d, a.Dest, name, a.Volume+"@"+a.Rev, env.progress)
 		res.Bytes, res.Files = n, 1
 		return res, err
 	}
@@ -182,27 +184,73 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 	return res, err
 }
 
-// restoreDisk copies a block revision to dest (a file, device or FIFO;
-// name is what messages call it). Holes are skipped (seeked over) on
-// files, so the copy stays sparse; devices and FIFOs get zeros.
-func restoreDisk(ctx context.Context, d *layers.Disk, dest, name string, prog func(progress)) (int64, error) {
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE, 0o600)
+// restoreDisk copies a block revision (what names it: vm@first) to dest
+// (a file, device or FIFO; name is what messages call it). Holes are
+// skipped (seeked over) on files, so the copy stays sparse; devices and
+// FIFOs get zeros. A device too small for the image is refused before
+// anything is written; a file this call created goes again if the
+// restore fails, as a partial image is no use.
+func restoreDisk(ctx context.Context, d *layers.Disk, dest, name, what string, prog func(progress)) (n int64, err error) {
+	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
+		return 0, fail(exitUsage, "give a file or device to write the image to, e.g. "+filepath.Join(dest, "disk.img"),
+			"%s is a directory; %s is a disk image", dest, what)
+	}
+	created := true
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, iofs.ErrExist) {
+		created = false
+		f, err = os.OpenFile(dest, os.O_WRONLY, 0)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", name, err)
+		return 0, fmt.Errorf("open %s: %w", name, bareErr(err))
 	}
 	defer f.Close()
+	if created {
+		defer func() {
+			if err != nil {
+				f.Close()
+				os.Remove(dest)
+			}
+		}()
+	}
+	// The destination's ENOSPC is not the repository's (the generic hint
+	// in report says a shard or spool filesystem is full).
+	writeErr := func(op string, err error) error {
+		if errors.Is(err, syscall.ENOSPC) {
+			hint := "the filesystem of " + name + " is full: free space there or restore elsewhere; nothing in the repository changed"
+			if created {
+				hint += " (the partial image was removed)"
+			}
+			return fail(exitError, hint, "%s %s: %v", op, name, bareErr(err))
+		}
+		return fmt.Errorf("%s %s: %w", op, name, bareErr(err))
+	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		return 0, fmt.Errorf("stat %s: %w", name, err)
 	}
 	mode := st.Mode & syscall.S_IFMT
+	if mode == syscall.S_IFBLK {
+		var devSize uint64
+		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&devSize))); e != 0 {
+			return 0, fmt.Errorf("size of %s: %w", name, e)
+		}
+		if int64(devSize) < d.Size() {
+			return 0, fail(exitError, "restore to a device of at least "+humanBytes(d.Size())+", or to a file",
+				"%s is %s, %s is %s: it does not fit (nothing was written)", name, humanBytes(int64(devSize)), what, humanBytes(d.Size()))
+		}
+	}
 	sparse := mode == syscall.S_IFREG
 	if sparse {
 		if err := f.Truncate(0); err != nil {
-			return 0, fmt.Errorf("truncate %s: %w", name, err)
+			return 0, fmt.Errorf("truncate %s: %w", name, bareErr(err))
 		}
 		if err := f.Truncate(d.Size()); err != nil {
-			return 0, fmt.Errorf("size %s: %w", name, err)
+			if errors.Is(err, syscall.EFBIG) {
+				return 0, fail(exitError, "restore to a filesystem that takes files this large (ext4 with 4 KiB blocks: 16 TiB; XFS: 8 EiB), or to a device",
+					"%s: the filesystem cannot hold a file of %s (%s)", name, humanBytes(d.Size()), what)
+			}
+			return 0, fmt.Errorf("size %s: %w", name, bareErr(err))
 		}
 	}
 	size := d.Size()
@@ -221,7 +269,7 @@ func restoreDisk(ctx context.Context, d *layers.Disk, dest, name string, prog fu
 				if e.Hole {
 					if !sparse {
 						if _, err := f.Write(zero[:n]); err != nil {
-							return done, fmt.Errorf("write %s: %w", name, err)
+							return done, writeErr("write", err)
 						}
 					}
 				} else {
@@ -234,7 +282,7 @@ func restoreDisk(ctx context.Context, d *layers.Disk, dest, name string, prog fu
 						_, err = f.Write(buf[:n])
 					}
 					if err != nil {
-						return done, fmt.Errorf("write %s: %w", name, err)
+						return done, writeErr("write", err)
 					}
 				}
 				p += n
@@ -247,10 +295,20 @@ func restoreDisk(ctx context.Context, d *layers.Disk, dest, name string, prog fu
 	}
 	if mode == syscall.S_IFREG || mode == syscall.S_IFBLK {
 		if err := f.Sync(); err != nil {
-			return done, fmt.Errorf("sync %s: %w", name, err)
+			return done, writeErr("sync", err)
 		}
 	}
 	return done, f.Close()
+}
+
+// bareErr strips an *iofs.PathError's operation and path, for messages that
+// name the file themselves ("write /dev/loop0: write /dev/loop0: ...").
+func bareErr(err error) error {
+	var pe *iofs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // treeRestorer copies a revision's tree out, as `cp -a` from the mount
@@ -422,7 +480,7 @@ func (r *treeRestorer) file(ctx context.Context, a layers.Attr, p string) error 
 				break
 			}
 			if _, err := f.WriteAt(buf[:got], off); err != nil {
-				return fmt.Errorf("write %s: %w", p, err)
+				return fmt.Errorf("write %s: %w", p, bareErr(err))
 			}
 			off += int64(got)
 			r.bytes += int64(got)

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/strata-backup/strata/fs"
 )
 
 // server is the repository server: it owns the open repository, every
@@ -27,7 +29,12 @@ type server struct {
 	// autoExit: started on demand by a client; exit once the last mount or
 	// export is gone.
 	autoExit bool
-	stop     context.CancelFunc
+	// stop asks for a stop (strata stop, an idle on-demand server); the
+	// server then waits for busy mounts (drain). force makes it not wait:
+	// strata stop --force.
+	stop      context.CancelFunc
+	force     chan struct{} // closed by forceStop
+	forceOnce sync.Once
 
 	mu     sync.Mutex
 	mounts map[string]*mountEntry // guarded by mu; by absolute mountpoint
@@ -35,8 +42,27 @@ type server struct {
 	// mounting: volumes whose staging a mount request is mounting now, to
 	// its mountpoint (reserveStaging); guarded by mu.
 	mounting map[string]string
+	// stopping: a stop is under way, so new mounts and exports are
+	// refused; guarded by mu.
+	stopping bool
 	wg       sync.WaitGroup // connection handlers and mount waiters
 	guard    *guard         // aborts our FUSE connections if we die mid-request
+}
+
+// forceStop makes a stop, asked for now or before, not wait for busy
+// mounts.
+func (s *server) forceStop() { s.forceOnce.Do(func() { close(s.force) }) }
+
+// refuseIfStopping fails a request that would start something new while
+// the server waits to stop.
+func (s *server) refuseIfStopping() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return fail(exitError, "the server waits for busy mounts to be released before it exits ('strata status' lists them); try again once it has, or 'strata stop --force'",
+			"the server is stopping")
+	}
+	return nil
 }
 
 type serveCmd struct {
@@ -112,57 +138,79 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	syscall.Umask(old)
 	if err != nil {
 		repo.Close()
-		return fmt.Errorf("listen on %s: %w", sock, err)
+		return fmt.Errorf("control socket: %w", err) // names the socket
 	}
 	os.Chmod(sock, 0o600)
 
-	ctx, cancel := context.WithCancel(ctx)
+	// stopped ends with the first SIGTERM or SIGINT (ctx) or a stop
+	// request; serving, requests on the socket included, goes on until
+	// the busy mounts are released (drain), so ops run under their own
+	// context, which ends only when the shutdown starts.
+	stopped, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &server{repo: repo, log: log, autoExit: autoExit, stop: cancel,
+	ctx, endOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer endOps()
+	s := &server{repo: repo, log: log, autoExit: autoExit, stop: cancel, force: make(chan struct{}),
 		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}, mounting: map[string]string{}, guard: startGuard(log)}
 	governMemory(ctx, log, s.memoryFloor)
-	go func() {
-		<-ctx.Done()
-		l.Close()
-	}()
 	log.Info("server listening", "socket", sock, "pid", os.Getpid())
 	if cfg != nil {
 		if err := s.start(ctx, cfg); err != nil {
 			l.Close()
-			s.shutdown(sock)
+			s.shutdown(sock, nil)
 			return err
 		}
 	}
 	ready(nil)
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Error("accept", "err", err)
+	accepting := make(chan struct{})
+	go func() {
+		defer close(accepting)
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					log.Error("accept", "err", err)
+				}
+				return
 			}
-			break
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.handle(ctx, conn)
+			}()
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.handle(ctx, conn)
-		}()
+	}()
+	var unmountErrs []error
+	for {
+		force := s.drain(stopped)
+		// Unmounting flushes; if that hangs (a disk that stopped
+		// answering, a client stuck in a request) the process must
+		// still end: what fsync, FLUSH and commit acknowledged is
+		// durable already.
+		stuck := time.AfterFunc(shutdownTimeout, func() {
+			log.Error("shutdown did not finish; exiting anyway (acknowledged writes and commits are durable)", "after", shutdownTimeout)
+			// Mounts whose server is gone would answer ENOTCONN to all.
+			for _, m := range s.mountList() {
+				syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH)
+			}
+			reportShutdown(dir, fmt.Errorf("the shutdown did not finish within %v (mounts were detached; what was written to staging since its last fsync or commit may be lost)", shutdownTimeout))
+			os.Remove(sock)
+			os.Exit(exitError)
+		})
+		busy, errs := s.unmountAll(force)
+		unmountErrs = append(unmountErrs, errs...)
+		if busy {
+			// In use again since drain looked: serve on.
+			stuck.Stop()
+			continue
+		}
+		l.Close()
+		<-accepting
+		endOps()
+		err = s.shutdown(sock, unmountErrs)
+		stuck.Stop()
+		break
 	}
-	// Shutdown flushes and unmounts; if that hangs (a disk that stopped
-	// answering, a client stuck in a request) the process must still end:
-	// what fsync, FLUSH and commit acknowledged is durable already.
-	stuck := time.AfterFunc(shutdownTimeout, func() {
-		log.Error("shutdown did not finish; exiting anyway (acknowledged writes and commits are durable)", "after", shutdownTimeout)
-		// Mounts whose server is gone would answer ENOTCONN to all.
-		for _, m := range s.mountList() {
-			syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH)
-		}
-		reportShutdown(dir, fmt.Errorf("the shutdown did not finish within %v (mounts were detached; what was written to staging since its last fsync or commit may be lost)", shutdownTimeout))
-		os.Remove(sock)
-		os.Exit(exitError)
-	})
-	defer stuck.Stop()
-	err = s.shutdown(sock)
 	if err != nil {
 		reportShutdown(dir, err)
 	}
@@ -199,29 +247,53 @@ func (s *server) memoryFloor() int64 {
 	return memoryFloorRead
 }
 
-// shutdown unmounts and stops everything, then closes the repository.
-func (s *server) shutdown(sock string) error {
+// mountEntries returns the live mounts.
+func (s *server) mountEntries() []*mountEntry {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	mounts := make([]*mountEntry, 0, len(s.mounts))
 	for _, m := range s.mounts {
 		mounts = append(mounts, m)
 	}
+	return mounts
+}
+
+// unmountAll unmounts every mount. A mount that turns out busy stays
+// mounted and serving, and busy says so, unless force: then it goes as
+// one whose flush failed does. errs are of the mounts that went anyway.
+func (s *server) unmountAll(force bool) (busy bool, errs []error) {
+	for _, m := range s.mountEntries() {
+		err := m.unmount()
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, fs.ErrBusy) && !force {
+			s.log.Warn("stop: a mount became busy again; serving on", "mountpoint", m.Mountpoint)
+			busy = true
+			continue
+		}
+		errs = append(errs, err)
+		// The process is ending: it cannot keep the mount for a later
+		// retry, as 'strata umount' does.
+		if err := m.m.Abandon(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return busy, errs
+}
+
+// shutdown unmounts and stops everything, then closes the repository;
+// errs are of unmounts before it, to report with its own. Busy mounts go
+// too: this is the end of the process.
+func (s *server) shutdown(sock string, errs []error) error {
+	_, uerrs := s.unmountAll(true)
+	errs = append(errs, uerrs...)
+	s.mu.Lock()
 	nbds := make([]*nbdEntry, 0, len(s.nbds))
 	for _, n := range s.nbds {
 		nbds = append(nbds, n)
 	}
 	s.mu.Unlock()
-	var errs []error
-	for _, m := range mounts {
-		if err := m.unmount(); err != nil {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", m.Mountpoint, err))
-			// The process is ending: it cannot keep the mount for a
-			// later retry, as 'strata umount' does.
-			if err := m.m.Abandon(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
 	for _, n := range nbds {
 		if err := n.close(); err != nil {
 			errs = append(errs, fmt.Errorf("stop nbd %s: %w", n.Listen, err))
@@ -380,7 +452,13 @@ func startServer(ctx context.Context, g *Globals, dir string) error {
 	}
 }
 
-type stopCmd struct{}
+type stopCmd struct {
+	Force bool `help:"Stop even while a mount is busy (a loop device or process holds it): the mount is torn down under its user, whose later writes fail and whose unflushed data is lost."`
+}
+
+type stopArgs struct {
+	Force bool `json:"force,omitempty"`
+}
 
 // stopAnswer is the server's answer to stop.
 type stopAnswer struct {
@@ -394,7 +472,7 @@ type stopAnswer struct {
 // be flushing and closing the index for a while after it answers.
 func (c *stopCmd) Run(ctx context.Context, g *Globals) error {
 	var a stopAnswer
-	if err := call(ctx, g, "stop", struct{}{}, &a); err != nil {
+	if err := call(ctx, g, "stop", stopArgs{Force: c.Force}, &a); err != nil {
 		return err
 	}
 	if a.PID == 0 {
@@ -414,12 +492,23 @@ func (c *stopCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-func opStop(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
-	if env.srv == nil {
+func opStop(ctx context.Context, env *opEnv, a stopArgs) (any, error) {
+	s := env.srv
+	if s == nil {
 		return nil, errors.New("no server to stop")
 	}
+	if a.Force {
+		s.forceStop()
+	} else if busy := s.busyMounts(); len(busy) > 0 {
+		var lines []string
+		for _, b := range busy {
+			lines = append(lines, b.String())
+		}
+		return nil, fail(exitError, "release it first (umount the filesystem on the loop device, close the files), then stop again; or 'strata stop --force', which tears the mount down under its user: later writes fail and what it has not flushed is lost",
+			"not stopping: %s; the server keeps serving", strings.Join(lines, "; "))
+	}
 	// Answer first; the shutdown runs after this handler returns.
-	go env.srv.stop()
+	go s.stop()
 	return stopAnswer{Status: "stopping", PID: os.Getpid()}, nil
 }
 

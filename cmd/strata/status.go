@@ -66,6 +66,16 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", v.Name, v.Type, v.Revisions, last, age)
 	}
 	tw.Flush()
+	for _, v := range st.Volumes {
+		switch {
+		case v.LostBlocks > 0:
+			fmt.Printf("LOST DATA: staging of %s lost at least %d blocks written after the last flush in a crash (found %s); rerun the copy, then 'strata commit %s --allow-lost'\n",
+				v.Name, v.LostBlocks, v.LostAt.UTC().Format("2006-01-02 15:04:05 UTC"), v.Name)
+		case v.LostFiles > 0:
+			fmt.Printf("LOST DATA: staging of %s has %d files whose data a crash lost; run the backup again before 'strata commit %s'\n",
+				v.Name, v.LostFiles, v.Name)
+		}
+	}
 	for _, m := range st.Mounts {
 		what := m.Target
 		if m.Revision != "" {
@@ -175,6 +185,18 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 		if c, msg := sc.health(); c > 0 {
 			code = max(code, c)
 			repo = append(repo, msg)
+		}
+	}
+	// A crash lost staging data: the next commit will refuse, so the
+	// next backup fails unless someone looks.
+	for _, v := range st.Volumes {
+		switch {
+		case v.LostBlocks > 0:
+			code = max(code, 1)
+			repo = append(repo, fmt.Sprintf("staging of %s lost %d blocks in a crash: rerun the copy, then 'strata commit %s --allow-lost'", v.Name, v.LostBlocks, v.Name))
+		case v.LostFiles > 0:
+			code = max(code, 1)
+			repo = append(repo, fmt.Sprintf("staging of %s has %s whose data a crash lost: run the backup again", v.Name, count(int64(v.LostFiles), "file")))
 		}
 	}
 	if n := st.Store.DegradedReads; n > 0 {

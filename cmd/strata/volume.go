@@ -80,7 +80,13 @@ func opVolumeCreate(ctx context.Context, env *opEnv, a volumeCreateArgs) (any, e
 	case errors.Is(err, layers.ErrVolumeExists):
 		return nil, fail(exitError, "'strata volume list' shows the volumes", "volume %s already exists", a.Name)
 	case errors.Is(err, layers.ErrInvalid):
-		return nil, &userError{msg: "invalid volume", hint: "names use letters, digits, '.', '_' and '-', up to 64 characters", code: exitUsage, err: err}
+		// The hint is for what was wrong: the name, or the size and
+		// block size of a block volume.
+		hint := "names use letters, digits, '.', '_' and '-', up to 64 characters, not starting with '.' or '-'"
+		if layers.ValidVolumeName(a.Name) {
+			hint = "a block volume's SIZE is a positive multiple of 512 bytes (20G, 512MiB), its --block-size a power of two from 4K to 16M"
+		}
+		return nil, &userError{msg: "invalid volume", hint: hint, code: exitUsage, err: err}
 	}
 	return info, err
 }
