@@ -480,3 +480,36 @@ func TestPruneWithLostIndex(t *testing.T) {
 		t.Fatalf("after the rebuild, list does not show %s:\n%s", rev, out)
 	}
 }
+
+// TestWrongPassphraseWithServer: while a server runs, clients need no
+// passphrase, but one they are given must be right. A wrong one used to
+// be ignored, so a cron job with a broken passphrase passed until the
+// server stopped.
+func TestWrongPassphraseWithServer(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	os.WriteFile(filepath.Join(stage, "f"), []byte("x"), 0o644)
+	pfile := filepath.Join(r.work, "second")
+	os.WriteFile(pfile, []byte("second passphrase"), 0o600)
+	r.must("key", "add", "--new-passphrase-file", pfile, "--label", "second")
+	cases := []struct {
+		name string
+		env  []string
+		code int
+	}{
+		{"wrong", []string{"STRATA_PASSPHRASE=WRONG"}, 12},
+		{"another entry's", []string{"STRATA_PASSPHRASE=second passphrase"}, 0},
+		{"none", []string{"STRATA_PASSPHRASE="}, 0},
+	}
+	for _, c := range cases {
+		for _, args := range [][]string{{"list"}, {"commit", "home"}} {
+			res := r.runEnv(c.env, args...)
+			if res.code != c.code {
+				t.Errorf("%s passphrase, %v with a server running: exit %d, want %d\n%s", c.name, args, res.code, c.code, res.stderr)
+			}
+			if c.code == 12 && !strings.Contains(res.stderr, "wrong passphrase") {
+				t.Errorf("%s passphrase, %v: %q does not say so", c.name, args, res.stderr)
+			}
+		}
+	}
+}

@@ -130,6 +130,24 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 	op, raw, wd := req.Op, req.Args, req.Dir
 	conn, err := dialServer(dir)
 	if err == nil {
+		if req.Cred, err = g.givenCredHash(dir); err != nil {
+			conn.Close()
+			return err
+		}
+		err := remoteCall(ctx, conn, dir, req, out, pr.update)
+		if !errors.Is(err, errCredUnknown) {
+			return err
+		}
+		// Another entry's passphrase, or a wrong one: the key ring
+		// tells (one Argon2 run, as a command without a server).
+		if _, err := unlock(g, dir); err != nil {
+			return err
+		}
+		req.Cred = ""
+		conn, err := dialServer(dir)
+		if err != nil {
+			return fmt.Errorf("connect to the server again: %w", err)
+		}
 		return remoteCall(ctx, conn, dir, req, out, pr.update)
 	}
 	if spec.needsServer {

@@ -28,6 +28,9 @@ type repository struct {
 	store  *store.Store
 	layers *layers.Repo
 	log    *slog.Logger
+	// credHash is credHash of the passphrase that unlocked the
+	// repository ("" for an identity without one).
+	credHash string
 }
 
 // repoDir returns the absolute repository directory or a usage error.
@@ -104,7 +107,11 @@ func openRepository(ctx context.Context, g *Globals, log *slog.Logger, rebuild b
 		st.Close()
 		return nil, fmt.Errorf("open volumes: %w", err)
 	}
-	return &repository{dir: dir, cfg: cfg, store: st, layers: lr, log: log}, nil
+	repo := &repository{dir: dir, cfg: cfg, store: st, layers: lr, log: log}
+	if c, err := g.credentials(dir); err == nil && len(c.passphrase) > 0 {
+		repo.credHash = credHash(c.passphrase)
+	}
+	return repo, nil
 }
 
 // unlock finds the master key with whatever credentials the user gave.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -121,4 +123,33 @@ func readAllClose(f *os.File) ([]byte, error) {
 	var buf bytes.Buffer
 	_, err := buf.ReadFrom(f)
 	return buf.Bytes(), err
+}
+
+// A client of a running server needs no credential: the server holds the
+// key, and its socket is the user's alone. But a credential the client was
+// given must still be right, or a cron job with a broken passphrase passes
+// for as long as a server runs and fails only after the next reboot. The
+// client sends a hash of the passphrase it was given (never the passphrase);
+// the server compares it with the hash of the one that unlocked it, and when
+// they differ (another key entry's passphrase, or a wrong one) the client
+// checks the passphrase against the key ring itself.
+
+// credHash is what a client sends for passphrase p.
+func credHash(p []byte) string {
+	h := sha256.Sum256(append([]byte("strata control socket credential v1\x00"), p...))
+	return hex.EncodeToString(h[:])
+}
+
+// givenCredHash is credHash of the passphrase the user gave without being
+// asked (--passphrase-file, STRATA_PASSPHRASE), "" when none: a command
+// that a server answers does not prompt.
+func (g *Globals) givenCredHash(dir string) (string, error) {
+	if g.PassphraseFile == "" && os.Getenv("STRATA_PASSPHRASE") == "" {
+		return "", nil
+	}
+	c, err := g.credentials(dir)
+	if err != nil || len(c.passphrase) == 0 {
+		return "", err
+	}
+	return credHash(c.passphrase), nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -333,6 +334,10 @@ func (s *server) handle(ctx context.Context, conn net.Conn) {
 	}
 	if !ok {
 		send(wireMessage{Error: &wireError{Msg: "unknown operation " + req.Op, Code: exitUsage}})
+		return
+	}
+	if req.Cred != "" && subtle.ConstantTimeCompare([]byte(req.Cred), []byte(s.repo.credHash)) != 1 {
+		send(wireMessage{Error: &wireError{Msg: errCredUnknown.Error(), Code: exitWrongKey, CredUnknown: true}})
 		return
 	}
 	opCtx, cancel := context.WithCancel(ctx)

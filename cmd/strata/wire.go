@@ -26,6 +26,8 @@ type wireRequest struct {
 	// Dir is the client's working directory, so relative paths in Args
 	// mean what the user meant.
 	Dir string `json:"dir,omitempty"`
+	// Cred is credHash of the passphrase the client was given, if any.
+	Cred string `json:"cred,omitempty"`
 }
 
 type wireMessage struct {
@@ -35,10 +37,16 @@ type wireMessage struct {
 	Done     bool            `json:"done,omitempty"`
 }
 
+// errCredUnknown is a server's answer to a Cred it does not know.
+var errCredUnknown = errors.New("the server does not know the passphrase given")
+
 type wireError struct {
 	Msg  string `json:"msg"`
 	Hint string `json:"hint,omitempty"`
 	Code int    `json:"code,omitempty"`
+	// CredUnknown: the request's Cred is not the passphrase that
+	// unlocked the server; the client checks it against the key ring.
+	CredUnknown bool `json:"cred_unknown,omitempty"`
 }
 
 // progress is one line of progress for long work.
@@ -84,6 +92,9 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 			onProgress(*m.Progress)
 		}
 		if m.Error != nil {
+			if m.Error.CredUnknown {
+				return errCredUnknown
+			}
 			return &userError{msg: m.Error.Msg, hint: m.Error.Hint, code: m.Error.Code}
 		}
 		if m.Done {
