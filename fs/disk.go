@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"syscall"
@@ -101,11 +102,60 @@ func (f *diskFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 		return errROFS
 	}
 	if s, ok := in.GetSize(); ok && int64(s) != f.disk.Size() {
+		// Most often dd without conv=notrunc, which truncates first.
+		f.errs.log("truncate "+DiskImageName, errFixedSize)
 		return fuse.Status(syscall.EPERM)
 	}
 	out.SetTimeout(f.cache.attr)
 	f.attr(in.NodeId&inoMask, &out.Attr)
 	return fuse.OK
+}
+
+// The namespace is fixed: one directory holding disk.img. What rsync,
+// mkdir, rm or mv try gets EPERM (not go-fuse's default ENOSYS, "Function
+// not implemented", which reads like a bug), and the server log says why.
+func (f *diskFS) refuse(op string) fuse.Status {
+	if f.disk.ReadOnly() {
+		return errROFS
+	}
+	f.errs.log(op, errBlockNamespace)
+	return fuse.Status(syscall.EPERM)
+}
+
+var errFixedSize = errors.New("a block volume's size is fixed; write " + DiskImageName + " in place: dd conv=notrunc (dd truncates without it), qemu-img convert -n")
+
+var errBlockNamespace = errors.New("a block volume's staging holds only " + DiskImageName + ", written in place (dd conv=notrunc, qemu-img, mount -o loop); files cannot be created, removed or renamed there")
+
+func (f *diskFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	return f.refuse("mkdir " + name)
+}
+
+func (f *diskFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	return f.refuse("mknod " + name)
+}
+
+func (f *diskFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	return f.refuse("create " + name)
+}
+
+func (f *diskFS) Unlink(cancel <-chan struct{}, in *fuse.InHeader, name string) fuse.Status {
+	return f.refuse("unlink " + name)
+}
+
+func (f *diskFS) Rmdir(cancel <-chan struct{}, in *fuse.InHeader, name string) fuse.Status {
+	return f.refuse("rmdir " + name)
+}
+
+func (f *diskFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) fuse.Status {
+	return f.refuse("rename " + oldName)
+}
+
+func (f *diskFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	return f.refuse("link " + name)
+}
+
+func (f *diskFS) Symlink(cancel <-chan struct{}, in *fuse.InHeader, pointedTo string, linkName string, out *fuse.EntryOut) fuse.Status {
+	return f.refuse("symlink " + linkName)
 }
 
 func (f *diskFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

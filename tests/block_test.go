@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -549,4 +551,36 @@ func TestNBDServeChecks(t *testing.T) {
 		t.Errorf("nbd serve on loopback: exit %d, stderr %q; want it served without a warning", res.code, res.stderr)
 	}
 	r.run("nbd", "stop", "--listen", "tcp://127.0.0.1:"+port)
+}
+
+// TestBlockStagingNamespace: a block volume's staging holds disk.img only.
+// Creating, removing or renaming there, and truncating disk.img (dd without
+// conv=notrunc), fail with EPERM: they used to fail with ENOSYS, "Function
+// not implemented", which reads like a bug in strata.
+func TestBlockStagingNamespace(t *testing.T) {
+	r := newRepo(t)
+	r.must("volume", "create", "vm", "--block", "16M")
+	stage := r.mkdir("mnt/stage")
+	r.must("mount", "vm", stage)
+	img := filepath.Join(stage, "disk.img")
+	cases := []struct {
+		name string
+		op   func() error
+	}{
+		{"mkdir", func() error { return os.Mkdir(filepath.Join(stage, "d"), 0o755) }},
+		{"create", func() error { return os.WriteFile(filepath.Join(stage, "f"), nil, 0o644) }},
+		{"remove", func() error { return os.Remove(img) }},
+		{"rename", func() error { return os.Rename(img, filepath.Join(stage, "other.img")) }},
+		{"symlink", func() error { return os.Symlink("disk.img", filepath.Join(stage, "l")) }},
+		{"truncate", func() error { return os.Truncate(img, 0) }},
+	}
+	for _, c := range cases {
+		if err := c.op(); !errors.Is(err, syscall.EPERM) {
+			t.Errorf("%s on block staging: %v, want EPERM", c.name, err)
+		}
+	}
+	if fi, err := os.Stat(img); err != nil || fi.Size() != 16<<20 {
+		t.Errorf("disk.img after the refused operations: %v, %v", fi, err)
+	}
+	r.must("umount", stage)
 }
