@@ -99,3 +99,30 @@ func count(n int64, thing string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, thing)
 }
+
+// humanAge renders an age as people say it: "25s", "4m", "3h12m", "2d4h",
+// "33d". (Go's Duration.String gave "795h7m0s", and rounding to minutes
+// made a 25-second-old backup "0s".)
+func humanAge(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "-" + humanAge(-d)
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 24*time.Hour:
+		h := int(d.Hours())
+		if m := int(d.Minutes()) % 60; m != 0 {
+			return fmt.Sprintf("%dh%dm", h, m)
+		}
+		return fmt.Sprintf("%dh", h)
+	case d < 10*24*time.Hour:
+		days := int(d.Hours()) / 24
+		if h := int(d.Hours()) % 24; h != 0 {
+			return fmt.Sprintf("%dd%dh", days, h)
+		}
+		return fmt.Sprintf("%dd", days)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours())/24)
+}

@@ -61,7 +61,7 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 		last, age := "never", "-"
 		if v.Last != nil {
 			last = v.Last.Time.UTC().Format("2006-01-02 15:04:05")
-			age = time.Since(v.Last.Time).Round(time.Minute).String()
+			age = humanAge(time.Since(v.Last.Time))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", v.Name, v.Type, v.Revisions, last, age)
 	}
@@ -141,6 +141,10 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Println("STRATA UNKNOWN - bad --warn/--crit (use Go durations like 26h)")
 		return &exitStatus{code: 3}
 	}
+	if crit < warn {
+		fmt.Printf("STRATA UNKNOWN - --crit %s is below --warn %s (swapped?)\n", c.Crit, c.Warn)
+		return &exitStatus{code: 3}
+	}
 	var st statusResult
 	if err := call(ctx, g, "status", struct{}{}, &st); err != nil {
 		fmt.Printf("STRATA UNKNOWN - %v\n", err)
@@ -169,7 +173,7 @@ func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 			code = 1
 			worst = v.Name
 		}
-		msgs = append(msgs, fmt.Sprintf("%s: %s old", v.Name, age.Round(time.Minute)))
+		msgs = append(msgs, fmt.Sprintf("%s: %s old", v.Name, humanAge(age)))
 	}
 	_ = worst
 	// Problems with the repository itself go first.
