@@ -43,12 +43,15 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		a.Time = t
 	}
-	var rev layers.Revision
+	var rev commitResult
 	if err := call(ctx, g, "commit", a, &rev); err != nil {
 		return err
 	}
 	if g.JSON {
 		return printJSON(rev)
+	}
+	for _, w := range rev.Warnings {
+		fmt.Fprintf(os.Stderr, "strata: warning: %s\n", w)
 	}
 	fmt.Println(rev.ID)
 	tags := ""
@@ -61,6 +64,13 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintf(os.Stderr, "committed %s@%s: %s%s, %s added, took %s%s\n", rev.Volume, rev.ID[:8], files, humanBytes(rev.Size), humanBytes(rev.Added), rev.Duration.Round(time.Second), tags)
 	return nil
+}
+
+// commitResult is the new revision, with what the user should know about
+// how it was taken.
+type commitResult struct {
+	layers.Revision
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
@@ -90,7 +100,20 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	if err := env.repo.store.Seal(ctx); err != nil {
 		return rev, fmt.Errorf("revision %s is committed, but erasure coding it failed (it is safe in the journal; the next commit or flush retries): %w", rev.ID, err)
 	}
-	return rev, nil
+	res := commitResult{Revision: rev}
+	if env.srv != nil {
+		// A copy still running (or one whose client is still connected)
+		// makes a revision of whatever it had written by now.
+		if n := env.srv.stagingClients(a.Volume); n > 0 {
+			verb := "were"
+			if n == 1 {
+				verb = "was"
+			}
+			res.Warnings = append(res.Warnings, fmt.Sprintf("%s to the staging of %s %s open at the commit: if a copy was still running, the revision holds only what it had written by then (see 'strata status')",
+				count(int64(n), "NBD connection"), a.Volume, verb))
+		}
+	}
+	return res, nil
 }
 
 // parseTime reads --time in the forms revision specs take (layers.ParseTime).

@@ -38,6 +38,9 @@ type nbdInfo struct {
 	Listen  string   `json:"listen"`
 	Exports []string `json:"exports,omitempty"`
 	Overlay bool     `json:"overlay,omitempty"`
+	// Clients counts the connections open now, by export name ("vm"
+	// for staging, "vm@<id>" for a revision); filled in by status.
+	Clients map[string]int `json:"clients,omitempty"`
 }
 
 func (c *nbdServeCmd) Run(ctx context.Context, g *Globals) error {
@@ -250,6 +253,56 @@ type nbdResolver struct {
 	// prune defers removing it as it does for a mounted one: a removed
 	// revision's blocks would read as zeros. Guarded by mu.
 	reading map[string]int
+	// writing counts the connections to each volume's staging, for
+	// status and for commit's warning. Guarded by mu.
+	writing map[string]int
+}
+
+// stagingConn is one connection's handle on a volume's staging, which all
+// connections share: Close only counts the connection gone.
+type stagingConn struct {
+	noClose
+	done func()
+}
+
+func (c *stagingConn) Close() error {
+	c.done()
+	return nil
+}
+
+// count adds one to m[key] (allocating m via get/set) until the returned
+// func runs; mu is taken here.
+func (r *nbdResolver) count(m *map[string]int, key string) func() {
+	r.mu.Lock()
+	if *m == nil {
+		*m = map[string]int{}
+	}
+	(*m)[key]++
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if (*m)[key]--; (*m)[key] <= 0 {
+				delete(*m, key)
+			}
+		})
+	}
+}
+
+// clients returns the connections open now by export name.
+func (r *nbdResolver) clients() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, n := range r.writing {
+		out[k] += n
+	}
+	for k, n := range r.reading {
+		out[k] += n
+	}
+	return out
 }
 
 // tracked is a revision export that counts as read until its connection
@@ -278,21 +331,7 @@ func (r *nbdResolver) holdLocked(key string) {
 
 // hold counts one more reader of the revision key until the returned
 // func runs.
-func (r *nbdResolver) hold(key string) func() {
-	r.mu.Lock()
-	r.holdLocked(key)
-	r.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if r.reading[key]--; r.reading[key] <= 0 {
-				delete(r.reading, key)
-			}
-		})
-	}
-}
+func (r *nbdResolver) hold(key string) func() { return r.count(&r.reading, key) }
 
 // addServed adds to in the ids of vol's revisions read through this
 // export set now or named by one of its --export specs.
@@ -330,7 +369,7 @@ func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error)
 		if err != nil {
 			return nil, err
 		}
-		return noClose{d}, nil
+		return &stagingConn{noClose: noClose{d}, done: r.count(&r.writing, vol)}, nil
 	}
 	rv, err := resolve(ctx, r.repo, vol, rev)
 	if err != nil {
@@ -487,4 +526,16 @@ func (l *lazyOverlay) Close() error {
 		l.ov = nil
 	}
 	return errors.Join(err, l.base.Close())
+}
+
+// stagingClients counts the NBD connections to vol's staging, over every
+// address served.
+func (s *server) stagingClients(vol string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.nbds {
+		n += e.res.clients()[vol]
+	}
+	return n
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -88,7 +89,20 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Printf("mount %s %s (%s)\n", m.Mountpoint, what, mode)
 	}
 	for _, n := range st.Exports {
-		fmt.Printf("nbd %s\n", n.Listen)
+		var cs []string
+		for name, k := range n.Clients {
+			what := name
+			if !strings.Contains(name, "@") {
+				what += " (staging)"
+			}
+			cs = append(cs, fmt.Sprintf("%s ×%d", what, k))
+		}
+		sort.Strings(cs)
+		clients := "no clients"
+		if len(cs) > 0 {
+			clients = "clients: " + strings.Join(cs, ", ")
+		}
+		fmt.Printf("nbd %s (%s)\n", n.Listen, clients)
 	}
 	return nil
 }
@@ -121,7 +135,9 @@ func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
 		st.Mounts = env.srv.mountList()
 		env.srv.mu.Lock()
 		for _, n := range env.srv.nbds {
-			st.Exports = append(st.Exports, n.nbdInfo)
+			info := n.nbdInfo
+			info.Clients = n.res.clients()
+			st.Exports = append(st.Exports, info)
 		}
 		env.srv.mu.Unlock()
 	}
