@@ -585,9 +585,9 @@ func TestBlockStagingNamespace(t *testing.T) {
 	r.must("umount", stage)
 }
 
-// TestNBDClientsShown: status lists the NBD connections open now, and a
+// TestNBDClientsShown: status lists the NBD connections open now, a
 // commit while one is connected to staging warns that a running copy is
-// cut at that point. Before, status named only the listen address and
+// cut at that point, and stop refuses to cut the copy off. Before, status named only the listen address and
 // commit said nothing (QA committed 530 MiB of a killed 1.5 GB copy).
 func TestNBDClientsShown(t *testing.T) {
 	need(t, "nbdcopy")
@@ -622,6 +622,10 @@ func TestNBDClientsShown(t *testing.T) {
 	res := r.run("commit", "vm")
 	if res.code != 0 || !strings.Contains(res.stderr, "warning") || !strings.Contains(res.stderr, "NBD connection") {
 		t.Errorf("commit with a copy running: exit %d, want 0 with a warning\n%s", res.code, res.stderr)
+	}
+	// Stopping would cut the copy off.
+	if res := r.run("stop"); res.code == 0 || !strings.Contains(res.stderr, "NBD clients connected") {
+		t.Errorf("stop with a copy running: exit %d, want a refusal naming the NBD clients\n%s", res.code, res.stderr)
 	}
 	in.Close()
 	if err := cmd.Wait(); err != nil {

@@ -539,3 +539,34 @@ func (s *server) stagingClients(vol string) int {
 	}
 	return n
 }
+
+// nbdClients describes the NBD connections open now, one line per address
+// served ("NBD clients on unix:/run/x.sock: vm (staging) x2"), for stop.
+func (s *server) nbdClients() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, e := range s.nbds {
+		c := e.res.clients()
+		if len(c) == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("NBD clients connected on %s: %s", e.Listen, describeClients(c)))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// describeClients renders connection counts by export name:
+// "vm (staging) ×2, vm@1a2b… ×1".
+func describeClients(c map[string]int) string {
+	var names []string
+	for name, n := range c {
+		if !strings.Contains(name, "@") {
+			name += " (staging)"
+		}
+		names = append(names, fmt.Sprintf("%s ×%d", name, n))
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}

@@ -504,12 +504,15 @@ func opStop(ctx context.Context, env *opEnv, a stopArgs) (any, error) {
 	}
 	if a.Force {
 		s.forceStop()
-	} else if busy := s.busyMounts(); len(busy) > 0 {
+	} else if busy, clients := s.busyMounts(), s.nbdClients(); len(busy) > 0 || len(clients) > 0 {
 		var lines []string
 		for _, b := range busy {
 			lines = append(lines, b.String())
 		}
-		return nil, fail(exitError, "release it first (umount the filesystem on the loop device, close the files), then stop again; or 'strata stop --force', which tears the mount down under its user: later writes fail and what it has not flushed is lost",
+		// Stopping cuts them off: a VM's disk vanishes, a copy fails
+		// half-way.
+		lines = append(lines, clients...)
+		return nil, fail(exitError, "release it first (umount the filesystem on the loop device, close the files; let an NBD copy finish, shut a VM down), then stop again; or 'strata stop --force', which tears mounts down and cuts NBD clients off: later writes fail and what was not flushed is lost",
 			"not stopping: %s; the server keeps serving", strings.Join(lines, "; "))
 	}
 	// Answer first; the shutdown runs after this handler returns.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -89,18 +88,9 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Printf("mount %s %s (%s)\n", m.Mountpoint, what, mode)
 	}
 	for _, n := range st.Exports {
-		var cs []string
-		for name, k := range n.Clients {
-			what := name
-			if !strings.Contains(name, "@") {
-				what += " (staging)"
-			}
-			cs = append(cs, fmt.Sprintf("%s ×%d", what, k))
-		}
-		sort.Strings(cs)
 		clients := "no clients"
-		if len(cs) > 0 {
-			clients = "clients: " + strings.Join(cs, ", ")
+		if len(n.Clients) > 0 {
+			clients = "clients: " + describeClients(n.Clients)
 		}
 		fmt.Printf("nbd %s (%s)\n", n.Listen, clients)
 	}
