@@ -78,8 +78,7 @@ func TestBlockVolumeNBD(t *testing.T) {
 	img := filepath.Join(r.work, "disk.img")
 	makeImage(t, img, 1<<30, 7)
 	r.must("volume", "create", "vm", "--block", "1G")
-	sock := filepath.Join(r.work, "nbd.sock")
-	r.must("nbd", "serve", "--listen", "unix:"+sock)
+	sock, _ := r.serveNBD()
 	uri := nbdURI(sock)
 
 	sh(t, "nbdcopy", img, uri("vm"))
@@ -266,8 +265,7 @@ func TestBlockBadInput(t *testing.T) {
 	const size = 16 << 20
 	r.must("volume", "create", "vm", "--block", "16M")
 	r.must("volume", "create", "home")
-	sock := filepath.Join(r.work, "nbd.sock")
-	r.must("nbd", "serve", "--listen", "unix:"+sock)
+	sock, _ := r.serveNBD()
 	uri := nbdURI(sock)
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", "-c", "flush", uri("vm"))
 	rev := strings.TrimSpace(r.must("commit", "vm", "--tag", "one"))
@@ -593,8 +591,7 @@ func TestNBDClientsShown(t *testing.T) {
 	need(t, "nbdcopy")
 	r := newRepo(t)
 	r.must("volume", "create", "vm", "--block", "16M")
-	sock := filepath.Join(r.work, "nbd.sock")
-	r.must("nbd", "serve", "--listen", "unix:"+sock)
+	sock, _ := r.serveNBD()
 	if out := r.must("status"); !strings.Contains(out, "no clients") {
 		t.Errorf("status before any client:\n%s", out)
 	}

@@ -195,6 +195,15 @@ func itemize(t testing.TB, src, dst string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// serveNBD serves NBD on a unix socket in the work dir; it returns the
+// socket and the URI of an export on it.
+func (r *repo) serveNBD() (sock string, uri func(export string) string) {
+	r.t.Helper()
+	sock = filepath.Join(r.work, "nbd.sock")
+	r.must("nbd", "serve", "--listen", "unix:"+sock)
+	return sock, nbdURI(sock)
+}
+
 // nbdURI returns the NBD URI of an export served on the unix socket sock.
 func nbdURI(sock string) func(export string) string {
 	return func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }

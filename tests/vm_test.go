@@ -43,8 +43,7 @@ func TestBootVMFromRevision(t *testing.T) {
 	sh(t, "mkfs.ext4", "-q", "-F", "-d", content, img)
 
 	r.must("volume", "create", "vm", "--block", "64M")
-	sock := filepath.Join(r.work, "nbd.sock")
-	r.must("nbd", "serve", "--listen", "unix:"+sock)
+	sock, _ := r.serveNBD()
 	uri := "nbd+unix:///vm?socket=" + sock
 	sh(t, "nbdcopy", img, uri)
 	r.must("commit", "vm", "--tag", "one")

@@ -203,21 +203,5 @@ func escrowPassphrase(file string, confirm bool, hint string) ([]byte, error) {
 	case !term.IsTerminal(int(os.Stdin.Fd())):
 		return nil, fail(exitUsage, hint, "no passphrase for the escrow copy")
 	}
-	p1, err := prompt("Passphrase for the escrow copy: ")
-	if err != nil {
-		return nil, err
-	}
-	if len(p1) == 0 {
-		return nil, fail(exitUsage, "", "empty escrow passphrase")
-	}
-	if confirm {
-		p2, err := prompt("Repeat passphrase: ")
-		if err != nil {
-			return nil, err
-		}
-		if !bytes.Equal(p1, p2) {
-			return nil, fail(exitUsage, "", "passphrases do not match")
-		}
-	}
-	return p1, nil
+	return askPassphrase("Passphrase for the escrow copy: ", confirm)
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"golang.org/x/term"
+
 	"github.com/strata-backup/strata/store/format"
 	"github.com/strata-backup/strata/store/key"
 )
@@ -302,18 +304,10 @@ func newPassphraseFrom(file, what string) ([]byte, error) {
 			return []byte(v), nil
 		}
 		// Only the terminal: STRATA_PASSPHRASE is the current passphrase here.
-		p1, err := prompt(fmt.Sprintf("New passphrase for %s: ", what))
-		if err != nil {
+		if !term.IsTerminal(int(os.Stdin.Fd())) {
 			return nil, fail(exitUsage, "give --new-passphrase-file FILE or STRATA_NEW_PASSPHRASE", "no new passphrase")
 		}
-		p2, err := prompt("Repeat passphrase: ")
-		if err != nil {
-			return nil, err
-		}
-		if string(p1) != string(p2) || len(p1) == 0 {
-			return nil, fail(exitUsage, "", "passphrases are empty or do not match")
-		}
-		return p1, nil
+		return askPassphrase(fmt.Sprintf("New passphrase for %s: ", what), true)
 	}
 	return g.newPassphrase(what)
 }

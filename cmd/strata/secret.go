@@ -85,12 +85,21 @@ func (g *Globals) newPassphrase(what string) ([]byte, error) {
 	case os.Getenv("STRATA_PASSPHRASE") != "":
 		return []byte(os.Getenv("STRATA_PASSPHRASE")), nil
 	}
-	p1, err := prompt(fmt.Sprintf("New passphrase for %s: ", what))
+	return askPassphrase(fmt.Sprintf("New passphrase for %s: ", what), true)
+}
+
+// askPassphrase asks on the terminal for a passphrase that must not be
+// empty, and with confirm a second time to rule out a typo.
+func askPassphrase(label string, confirm bool) ([]byte, error) {
+	p1, err := prompt(label)
 	if err != nil {
 		return nil, err
 	}
 	if len(p1) == 0 {
 		return nil, fail(exitUsage, "", "empty passphrase")
+	}
+	if !confirm {
+		return p1, nil
 	}
 	p2, err := prompt("Repeat passphrase: ")
 	if err != nil {
