@@ -104,7 +104,7 @@ func TestShardLossAndRepair(t *testing.T) {
 	}
 	partial := filepath.Join(r.work, "partial")
 	res = r.run("restore", "home@latest", partial)
-	if res.code != 1 || !strings.Contains(res.stderr, "could not be read and were left out") || !strings.Contains(res.stderr, "unreadable: ") {
+	if res.code != 1 || !strings.Contains(res.stderr, "left out") || !strings.Contains(res.stderr, "unreadable: ") {
 		t.Errorf("restore with one segment lost: exit %d, stderr %q; want the unreadable files named", res.code, res.stderr)
 	}
 	restored, left := 0, 0

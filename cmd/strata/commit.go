@@ -60,7 +60,13 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	files := ""
 	if rev.Files > 0 {
-		files = count(rev.Files, "file") + ", "
+		// Every inode (files, directories, links), as a tree's
+		// "entries": calling them files made restore's count (regular
+		// files) look like it had lost some.
+		files = fmt.Sprintf("%d entries, ", rev.Files)
+		if rev.Files == 1 {
+			files = "1 entry, "
+		}
 	}
 	fmt.Fprintf(os.Stderr, "committed %s@%s: %s%s, %s added, took %s%s\n", rev.Volume, rev.ID[:8], files, humanBytes(rev.Size), humanBytes(rev.Added), rev.Duration.Round(time.Second), tags)
 	return nil
