@@ -123,7 +123,7 @@ func opVolumeList(ctx context.Context, env *opEnv, _ json.RawMessage) (any, erro
 
 type volumeRmCmd struct {
 	Name  string `arg:"" help:"The volume to remove."`
-	Force bool   `help:"Also remove every revision of the volume."`
+	Force bool   `help:"Also remove every revision of the volume (its data is freed by the next 'strata prune')."`
 }
 
 type volumeRmArgs struct {
@@ -136,7 +136,8 @@ func (c *volumeRmCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if !g.JSON {
-		fmt.Printf("removed volume %s\n", c.Name)
+		// QA expected the space back at once: GC runs in prune.
+		fmt.Printf("removed volume %s; 'strata prune' frees the space its data held\n", c.Name)
 	}
 	return nil
 }
