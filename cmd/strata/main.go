@@ -46,7 +46,7 @@ type cli struct {
 // Globals are the options every command takes.
 type Globals struct {
 	Repo           string        `env:"STRATA_REPO" placeholder:"DIR" help:"Repository directory (env STRATA_REPO)."`
-	PassphraseFile string        `type:"path" placeholder:"FILE" help:"Read the passphrase from FILE (or set STRATA_PASSPHRASE). Not needed while a server runs: it holds the unlocked key, and its socket only lets in this user."`
+	PassphraseFile string        `type:"path" placeholder:"FILE" help:"Read the passphrase from FILE (or set STRATA_PASSPHRASE). Not needed while a server runs (it holds the unlocked key, and its socket only lets in this user), but one given must still unlock the repository."`
 	Identity       string        `type:"path" placeholder:"KEY.asc" help:"Unlock with an OpenPGP secret key instead of a passphrase."`
 	JSON           bool          `name:"json" help:"Print results as JSON."`
 	Verbose        int           `short:"v" type:"counter" help:"More logging (-v, -vv)."`

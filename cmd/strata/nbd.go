@@ -27,6 +27,33 @@ type nbdServeCmd struct {
 	AllowRemote bool     `help:"Allow a --listen address other hosts can reach, unencrypted and unauthenticated (a warning is printed). Prefer loopback or unix: with an SSH tunnel."`
 }
 
+func (c *nbdServeCmd) Help() string {
+	return `Starts serving in the background (in the repository's server, started if
+none runs) and returns; 'strata nbd stop --listen ADDR' ends it.
+
+Exports, as clients name them:
+  NAME            the staging disk of block volume NAME, read-write
+  NAME@REV        a revision, read-only (REV: latest, an id prefix, ~N, a tag,
+                  a date, an age like 3d); with --overlay, writable into a
+                  throwaway layer that all connections to that export share
+                  and that lasts until serving stops
+
+Client URIs: nbd://127.0.0.1/NAME (the default --listen) or
+nbd+unix:///NAME?socket=PATH for --listen unix:PATH. 'nbdinfo --list URI'
+lists the exports (every block volume, its @latest and its revisions).
+
+Writes are durable at FLUSH: a crash of the server loses what a client wrote
+since its last FLUSH (use 'nbdcopy --flush', 'dd conv=fsync'), and the next
+commit then refuses until --allow-lost. TRIM and WRITE_ZEROES punch holes:
+zeros are never stored. A revision served here is not removed by prune while
+a client reads it or --export names it.
+
+There is no TLS and no authentication: serve on loopback or a unix socket and
+reach it through SSH; an address other hosts reach needs --allow-remote.
+'strata status' lists the connections; 'strata stop' refuses while clients are
+connected.`
+}
+
 type nbdServeArgs struct {
 	Listen      string   `json:"listen"`
 	Exports     []string `json:"exports,omitempty"`

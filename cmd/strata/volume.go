@@ -20,9 +20,19 @@ type volumeCmd struct {
 }
 
 type volumeCreateCmd struct {
-	Name      string `arg:"" help:"Volume name: letters, digits, '.', '_', '-'."`
-	Block     string `placeholder:"SIZE" help:"Make a block volume of SIZE (e.g. 20G, 512MiB)."`
-	BlockSize string `placeholder:"N" help:"Block size of a block volume (default chosen for small incremental backups)."`
+	Name      string `arg:"" help:"Volume name: letters, digits, '.', '_', '-', not starting with '.' or '-'; at most 64."`
+	Block     string `placeholder:"SIZE" help:"Make a block volume of SIZE (e.g. 20G, 512MiB; a multiple of 512 bytes). The size is fixed for good: there is no resize."`
+	BlockSize string `placeholder:"N" help:"Block size of a block volume: a power of two from 4K to 16M (default 64K). Smaller blocks store scattered small writes in less space; larger ones cost less index."`
+}
+
+func (c *volumeCreateCmd) Help() string {
+	return `Without --block the volume is a file tree: 'strata mount NAME MNT' shows its
+staging, into which rsync writes.
+
+With --block SIZE it is a disk: its staging is served over NBD ('strata nbd
+serve', export NAME) or mounted as a directory holding one file, disk.img,
+which must be written in place (dd conv=notrunc, qemu-img convert -n, or
+mount -o loop).`
 }
 
 type volumeCreateArgs struct {
