@@ -512,4 +512,29 @@ func TestWrongPassphraseWithServer(t *testing.T) {
 			}
 		}
 	}
+	// A passphrase retired while the server runs is refused at once.
+	third := filepath.Join(r.work, "third")
+	os.WriteFile(third, []byte("third passphrase"), 0o600)
+	if res := r.runEnv([]string{"STRATA_PASSPHRASE=second passphrase"}, "key", "passwd", "--new-passphrase-file", third); res.code != 0 {
+		t.Fatalf("key passwd: exit %d\n%s", res.code, res.stderr)
+	}
+	if res := r.runEnv([]string{"STRATA_PASSPHRASE=second passphrase"}, "list"); res.code != 12 {
+		t.Errorf("the retired passphrase with a server running: exit %d, want 12\n%s", res.code, res.stderr)
+	}
+	for range 2 { // the second time from what the server learned
+		if res := r.runEnv([]string{"STRATA_PASSPHRASE=third passphrase"}, "list"); res.code != 0 {
+			t.Errorf("the new passphrase with a server running: exit %d\n%s", res.code, res.stderr)
+		}
+	}
+	// The server knew its own passphrase since it unlocked with it; once
+	// that is retired too, it is refused as well.
+	fourth := filepath.Join(r.work, "fourth")
+	os.WriteFile(fourth, []byte("fourth passphrase"), 0o600)
+	if res := r.run("key", "passwd", "--new-passphrase-file", fourth); res.code != 0 {
+		t.Fatalf("key passwd of the server's passphrase: exit %d\n%s", res.code, res.stderr)
+	}
+	if res := r.run("list"); res.code != 12 {
+		t.Errorf("the server's own passphrase, retired: exit %d, want 12\n%s", res.code, res.stderr)
+	}
+	r.runEnv([]string{"STRATA_PASSPHRASE=fourth passphrase"}, "stop")
 }

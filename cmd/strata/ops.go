@@ -143,7 +143,7 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 		if _, err := unlock(g, dir); err != nil {
 			return err
 		}
-		req.Cred = ""
+		req.CredChecked = true
 		conn, err := dialServer(dir)
 		if err != nil {
 			return fmt.Errorf("connect to the server again: %w", err)

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/term"
 )
@@ -161,4 +164,50 @@ func (g *Globals) givenCredHash(dir string) (string, error) {
 		return "", err
 	}
 	return credHash(c.passphrase), nil
+}
+
+// credCache is what a server knows of passphrases: hashes (credHash) that
+// unlock, each with the time REPO/keys had when that was known. A change
+// of the key ring (key passwd, key remove) makes them all unknown again,
+// so a passphrase just retired is refused, and the next client checks its
+// own against the ring.
+type credCache struct {
+	keys string // REPO/keys
+
+	mu    sync.Mutex
+	known map[string]time.Time // guarded by mu
+}
+
+func newCredCache(dir, unlocked string) *credCache {
+	c := &credCache{keys: filepath.Join(dir, "keys"), known: map[string]time.Time{}}
+	if unlocked != "" {
+		c.known[unlocked] = c.stamp()
+	}
+	return c
+}
+
+// stamp is the key ring's modification time: entries are written by
+// rename, which changes it.
+func (c *credCache) stamp() time.Time {
+	fi, err := os.Stat(c.keys)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+// accept tells whether hash is a passphrase known to unlock the ring as
+// it is now. checked: the client has just unlocked the ring with it
+// itself (the socket lets in only this user, who needs no passphrase
+// here at all), so it is known from now on.
+func (c *credCache) accept(hash string, checked bool) bool {
+	now := c.stamp()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if checked {
+		c.known[hash] = now
+		return true
+	}
+	t, ok := c.known[hash]
+	return ok && t.Equal(now)
 }

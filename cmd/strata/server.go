@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +47,7 @@ type server struct {
 	stopping bool
 	wg       sync.WaitGroup // connection handlers and mount waiters
 	guard    *guard         // aborts our FUSE connections if we die mid-request
+	creds    *credCache
 }
 
 // forceStop makes a stop, asked for now or before, not wait for busy
@@ -152,7 +152,8 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	ctx, endOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer endOps()
 	s := &server{repo: repo, log: log, autoExit: autoExit, stop: cancel, force: make(chan struct{}),
-		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}, mounting: map[string]string{}, guard: startGuard(log)}
+		mounts: map[string]*mountEntry{}, nbds: map[string]*nbdEntry{}, mounting: map[string]string{}, guard: startGuard(log),
+		creds: newCredCache(repo.dir, repo.credHash)}
 	governMemory(ctx, log, s.memoryFloor)
 	log.Info("server listening", "socket", sock, "pid", os.Getpid())
 	if cfg != nil {
@@ -336,7 +337,7 @@ func (s *server) handle(ctx context.Context, conn net.Conn) {
 		send(wireMessage{Error: &wireError{Msg: "unknown operation " + req.Op, Code: exitUsage}})
 		return
 	}
-	if req.Cred != "" && subtle.ConstantTimeCompare([]byte(req.Cred), []byte(s.repo.credHash)) != 1 {
+	if req.Cred != "" && !s.creds.accept(req.Cred, req.CredChecked) {
 		send(wireMessage{Error: &wireError{Msg: errCredUnknown.Error(), Code: exitWrongKey, CredUnknown: true}})
 		return
 	}

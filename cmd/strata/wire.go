@@ -28,6 +28,9 @@ type wireRequest struct {
 	Dir string `json:"dir,omitempty"`
 	// Cred is credHash of the passphrase the client was given, if any.
 	Cred string `json:"cred,omitempty"`
+	// CredChecked: the client unlocked the key ring with that passphrase
+	// itself, after the server did not know it.
+	CredChecked bool `json:"cred_checked,omitempty"`
 }
 
 type wireMessage struct {
