@@ -49,6 +49,7 @@ func TestBadInputErrors(t *testing.T) {
 		{"no repository to mount", []string{"--repo", filepath.Join(r.work, "none"), "mount", "home", r.mkdir("m4")}, "not a strata repository"},
 		{"unknown schedule", []string{"commit", "home", "--schedule", "nosuch"}, "nosuch"},
 		{"diff with a path", []string{"diff", "home@~1:/a", "home@latest"}, "without a :PATH"},
+		{"diff of staging", []string{"diff", "home@latest", "home"}, "staging cannot be compared"},
 		{"future revision time", []string{"commit", "home", "--time", "2999-01-01T00:00:00Z"}, "in the future"},
 	}
 	for _, c := range cases {

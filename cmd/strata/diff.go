@@ -72,6 +72,14 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 	if va != vb {
 		return fail(exitUsage, "", "diff compares two revisions of one volume, got %s and %s", va, vb)
 	}
+	// A bare NAME is staging in mount and NBD: here it would silently
+	// have been the latest revision, and 'diff vm@latest vm' said nothing
+	// changed while staging had new writes.
+	for _, t := range []struct{ arg, rev string }{{c.A, ra}, {c.B, rb}} {
+		if t.rev == "" {
+			return fail(exitUsage, "commit staging first, then compare "+va+"@~1 "+va+"@latest", "diff compares revisions: %q names no revision (NAME@REV; staging cannot be compared)", t.arg)
+		}
+	}
 	var res diffResult
 	if err := call(ctx, g, "diff", diffArgs{va, ra, rb}, &res); err != nil {
 		return err
