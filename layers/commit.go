@@ -148,6 +148,9 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 				return err
 			}
 		}
+		if err := txn.Delete(changedKey(v.id)); err != nil {
+			return err
+		}
 		return txn.Set(stateKey(v.id), encodeState(max(v.nextIno, v.inoLimit), seq+1))
 	})
 	if err == nil {

@@ -223,6 +223,37 @@ func TestCommitStats(t *testing.T) {
 	}
 }
 
+// Duration counts from the first change to staging even when the server
+// restarted between the backup and the commit (it counted from the
+// restart).
+func TestCommitDurationAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clock atomic.Int64
+	set := func(t time.Time) { clock.Store(t.UnixNano()) }
+	set(t0.Add(-time.Hour))
+	e := &env{cs: memstore.New(), spool: t.TempDir(), dir: t.TempDir(), now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }}
+	e.open(t)
+	st := e.staging(t, "v")
+	if _, err := st.Mkdir(ctx, layers.RootIno, "d", 0o755, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	set(t0.Add(-30 * time.Minute))
+	e.reopen(t)
+	set(t0)
+	r1, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
+	if err != nil || r1.Duration != time.Hour {
+		t.Fatalf("commit after a restart: duration %v, %v; want 1h", r1.Duration, err)
+	}
+	// The commit forgets it: the next one after another restart counts
+	// from its own first change.
+	e.reopen(t)
+	set(t0.Add(2 * time.Hour))
+	if r2, err := e.repo.Commit(ctx, "v", layers.CommitOptions{}); err != nil || r2.Duration != 0 {
+		t.Fatalf("commit with no change after a restart: duration %v, %v; want 0", r2.Duration, err)
+	}
+}
+
 func TestCommitWhileWriting(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, false)

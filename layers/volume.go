@@ -184,6 +184,15 @@ func (r *Repo) loadVolumes() error {
 			v.nextIno = binary.BigEndian.Uint64(sb)
 			v.inoLimit = v.nextIno
 			v.seq.Store(binary.BigEndian.Uint64(sb[8:]))
+			switch ch, err := txn.Get(changedKey(v.id)); {
+			case err == badger.ErrKeyNotFound:
+			case err != nil:
+				return fmt.Errorf("load volume %s: %w", rec.Name, err)
+			default:
+				if b, err := ch.ValueCopy(nil); err == nil && len(b) == 8 {
+					v.changed.Store(int64(binary.BigEndian.Uint64(b)))
+				}
+			}
 			v.setFresh()
 			r.vols[rec.Name] = v
 		}
@@ -255,6 +264,19 @@ func (r *Repo) Close() error {
 		first = fmt.Errorf("close layers: %w", err)
 	}
 	r.eachPending(func(p *pending) error { p.close(); return nil })
+	err := update(r.db, func(txn *badger.Txn) error {
+		for _, v := range vols {
+			if c := v.changed.Load(); c != 0 {
+				if err := txn.Set(changedKey(v.id), binary.BigEndian.AppendUint64(nil, uint64(c))); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil && first == nil {
+		first = fmt.Errorf("close layers: keep staging's first change: %w", err)
+	}
 	if err := r.db.Sync(); err != nil && first == nil {
 		first = fmt.Errorf("close layers: sync index: %w", err)
 	}
