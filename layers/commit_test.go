@@ -223,9 +223,9 @@ func TestCommitStats(t *testing.T) {
 	}
 }
 
-// Duration counts from the first change to staging even when the server
-// restarted between the backup and the commit (it counted from the
-// restart).
+// Duration and Added count from the first change to staging even when the
+// server restarted between the backup and the commit (they counted from
+// the restart).
 func TestCommitDurationAcrossRestart(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -235,15 +235,20 @@ func TestCommitDurationAcrossRestart(t *testing.T) {
 	e := &env{cs: memstore.New(), spool: t.TempDir(), dir: t.TempDir(), now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }}
 	e.open(t)
 	st := e.staging(t, "v")
-	if _, err := st.Mkdir(ctx, layers.RootIno, "d", 0o755, 0, 0); err != nil {
+	a, err := st.Create(ctx, layers.RootIno, "f", 0o644, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("restart "), 1<<17) // 1 MiB
+	if _, err := st.WriteAt(ctx, a.Ino, data, 0); err != nil {
 		t.Fatal(err)
 	}
 	set(t0.Add(-30 * time.Minute))
 	e.reopen(t)
 	set(t0)
 	r1, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
-	if err != nil || r1.Duration != time.Hour {
-		t.Fatalf("commit after a restart: duration %v, %v; want 1h", r1.Duration, err)
+	if err != nil || r1.Duration != time.Hour || r1.Added < 1<<20 {
+		t.Fatalf("commit after a restart: duration %v, added %d, %v; want 1h and the 1 MiB written before", r1.Duration, r1.Added, err)
 	}
 	// The commit forgets it: the next one after another restart counts
 	// from its own first change.

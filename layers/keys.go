@@ -15,7 +15,7 @@ import (
 //	l/o/<vid><ino>                      unlinked inode held open (recover.go)
 //	l/u/<vid>                           staging disk buffers unflushed blocks (lostblocks.go)
 //	l/b/<vid>                           staging disk lost blocks in a crash (lostblocks.go)
-//	l/c/<vid>                           first change since the last commit, at a clean close
+//	l/c/<vid>                           since the last commit: first change, bytes added (clean close)
 //
 // vid is the volume's 8-byte id; rk is a record key: one type byte then
 // the record's own key (see rec* below). ^seq is the bitwise complement of
@@ -94,9 +94,11 @@ func touchedPrefix(vid volID, seq uint64) []byte {
 
 func stateKey(vid volID) []byte { return append([]byte(pfxState), vid[:]...) }
 
-// changedKey keeps volume.changed across a clean restart: a revision's
-// Duration counts from the first change to staging, and a restart between
-// the backup and the commit made it the time since the restart.
+// changedKey keeps volume.changed and volume.added across a clean restart:
+// a revision's Duration counts from the first change to staging and its
+// Added sums what staging stored, and a restart between the backup and
+// the commit made them the time since the restart and what was stored
+// since.
 func changedKey(vid volID) []byte { return append([]byte(pfxChanged), vid[:]...) }
 
 func revisionKey(vid volID, seq uint64) []byte {

@@ -189,8 +189,9 @@ func (r *Repo) loadVolumes() error {
 			case err != nil:
 				return fmt.Errorf("load volume %s: %w", rec.Name, err)
 			default:
-				if b, err := ch.ValueCopy(nil); err == nil && len(b) == 8 {
+				if b, err := ch.ValueCopy(nil); err == nil && len(b) == 16 {
 					v.changed.Store(int64(binary.BigEndian.Uint64(b)))
+					v.added.Store(int64(binary.BigEndian.Uint64(b[8:])))
 				}
 			}
 			v.setFresh()
@@ -266,8 +267,10 @@ func (r *Repo) Close() error {
 	r.eachPending(func(p *pending) error { p.close(); return nil })
 	err := update(r.db, func(txn *badger.Txn) error {
 		for _, v := range vols {
-			if c := v.changed.Load(); c != 0 {
-				if err := txn.Set(changedKey(v.id), binary.BigEndian.AppendUint64(nil, uint64(c))); err != nil {
+			c, a := v.changed.Load(), v.added.Load()
+			if c != 0 || a != 0 {
+				b := binary.BigEndian.AppendUint64(nil, uint64(c))
+				if err := txn.Set(changedKey(v.id), binary.BigEndian.AppendUint64(b, uint64(a))); err != nil {
 					return err
 				}
 			}
@@ -275,7 +278,7 @@ func (r *Repo) Close() error {
 		return nil
 	})
 	if err != nil && first == nil {
-		first = fmt.Errorf("close layers: keep staging's first change: %w", err)
+		first = fmt.Errorf("close layers: keep staging's first change and added bytes: %w", err)
 	}
 	if err := r.db.Sync(); err != nil && first == nil {
 		first = fmt.Errorf("close layers: sync index: %w", err)
