@@ -46,7 +46,10 @@ func (c *listCmd) Run(ctx context.Context, g *Globals) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Printf("%s, %s stored\n", count(int64(len(revs)), "revision"), humanBytes(added))
+	// "stored" read like the repository's size, which status gives
+	// (parity included, and what pruned revisions shared stays counted
+	// here): this is the sum of the ADDED column.
+	fmt.Printf("%s, %s added by them (the repository's size: strata status)\n", count(int64(len(revs)), "revision"), humanBytes(added))
 	return nil
 }
 
