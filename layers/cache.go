@@ -99,6 +99,14 @@ func (r *Repo) getChunk(ctx context.Context, id chunk.ID) ([]byte, error) {
 		}
 		f, leader := r.fetches.join(id)
 		if leader {
+			// A fetch that ended between the cache miss above and the
+			// join filled the cache before it left: without this look,
+			// each reader that came in that gap fetched again.
+			if b, ok := r.cache.get(id); ok {
+				f.data = b
+				r.fetches.leave(id, f)
+				return b, nil
+			}
 			f.data, f.err = r.cs.Get(ctx, id)
 			if f.err == nil {
 				r.cache.add(id, f.data)
