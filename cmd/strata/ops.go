@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/strata-backup/strata/store"
 )
 
 // opEnv is what an operation runs with: the open repository and, inside the
@@ -105,9 +107,16 @@ func call(ctx context.Context, g *Globals, op string, args any, out any) error {
 	// another command may hold it briefly too: wait for it a while, as
 	// restic's --retry-lock does, answering whoever comes up meanwhile.
 	deadline := time.Now().Add(g.LockWait)
-	waited := false
+	waited, retried := false, false
 	for {
 		err := callOnce(ctx, g, spec, dir, req, args, out, pr)
+		if errors.Is(err, errServerGone) && !retried {
+			// Once: where the repository is now (a new server, or
+			// this process once the old one let go of the lock).
+			retried = true
+			waitServerGone(ctx, dir)
+			continue
+		}
 		var ue *userError
 		if !errors.As(err, &ue) || ue.code != exitLocked || !time.Now().Before(deadline) {
 			return err
@@ -198,4 +207,19 @@ func opPing(context.Context, *opEnv, json.RawMessage) (any, error) {
 	return struct {
 		PID int `json:"pid"`
 	}{os.Getpid()}, nil
+}
+
+// waitServerGone waits a little for the server that went away to let go of
+// the repository, so the retry does not find it half-gone.
+func waitServerGone(ctx context.Context, dir string) {
+	for range 50 {
+		if pid := store.LockHolder(dir); pid == 0 || exited(pid) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +49,9 @@ type server struct {
 	wg       sync.WaitGroup // connection handlers and mount waiters
 	guard    *guard         // aborts our FUSE connections if we die mid-request
 	creds    *credCache
+	// closing: the server is past its last request; a connection still
+	// queued is told to retry elsewhere (wireError.Retry).
+	closing atomic.Bool
 }
 
 // forceStop makes a stop, asked for now or before, not wait for busy
@@ -170,7 +174,7 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 		for {
 			conn, err := l.Accept()
 			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
+				if !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
 					log.Error("accept", "err", err)
 				}
 				return
@@ -206,8 +210,20 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 			stuck.Stop()
 			continue
 		}
-		l.Close()
+		// A client that dialed just now sits in the listener's queue,
+		// and closing the listener would reset it ("connection reset by
+		// peer"). Unlink the socket so no more come, answer those
+		// queued that the server is going (they retry: a new server,
+		// or the repository in their own process), then close.
+		os.Remove(sock)
+		s.closing.Store(true)
+		if ul, ok := l.(*net.UnixListener); ok {
+			ul.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		} else {
+			l.Close()
+		}
 		<-accepting
+		l.Close()
 		endOps()
 		err = s.shutdown(sock, unmountErrs)
 		stuck.Stop()
@@ -332,6 +348,10 @@ func (s *server) handle(ctx context.Context, conn net.Conn) {
 		defer enc.Unlock()
 		conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		json.NewEncoder(conn).Encode(m)
+	}
+	if s.closing.Load() {
+		send(wireMessage{Error: &wireError{Msg: errServerGone.Error(), Code: exitError, Retry: true}})
+		return
 	}
 	if !ok {
 		send(wireMessage{Error: &wireError{Msg: "unknown operation " + req.Op, Code: exitUsage}})

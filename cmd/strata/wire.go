@@ -40,6 +40,11 @@ type wireMessage struct {
 	Done     bool            `json:"done,omitempty"`
 }
 
+// errServerGone means the server went away without taking the request:
+// it was exiting (an on-demand server whose last mount went, a stop) or
+// it died. call tries again once, where the repository then is.
+var errServerGone = errors.New("the server went away before it took the request")
+
 // errCredUnknown is a server's answer to a Cred it does not know.
 var errCredUnknown = errors.New("the server does not know the passphrase given")
 
@@ -50,6 +55,8 @@ type wireError struct {
 	// CredUnknown: the request's Cred is not the passphrase that
 	// unlocked the server; the client checks it against the key ring.
 	CredUnknown bool `json:"cred_unknown,omitempty"`
+	// Retry: the server is exiting and did not take the request.
+	Retry bool `json:"retry,omitempty"`
 }
 
 // progress is one line of progress for long work.
@@ -85,7 +92,9 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 	go watchServer(dir, &heard, done, func() { deaf.Store(true); conn.Close() })
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	heardAny := 0
 	for sc.Scan() {
+		heardAny++
 		heard.Store(time.Now().UnixNano())
 		var m wireMessage
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
@@ -97,6 +106,9 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 		if m.Error != nil {
 			if m.Error.CredUnknown {
 				return errCredUnknown
+			}
+			if m.Error.Retry {
+				return errServerGone
 			}
 			return &userError{msg: m.Error.Msg, hint: m.Error.Hint, code: m.Error.Code}
 		}
@@ -116,6 +128,11 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 		pid := store.LockHolder(dir)
 		return fail(exitError, fmt.Sprintf("if it is stuck, end it with 'kill %d' ('kill -9 %d' if it was stopped with SIGSTOP or does not react): what it acknowledged is durable, and the next command starts afresh", pid, pid),
 			"the strata server (PID %d) does not answer", pid)
+	}
+	if heardAny == 0 {
+		// Not one message: the request was not taken, or the server
+		// died before it could say anything.
+		return errServerGone
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read from server: %w", err)
