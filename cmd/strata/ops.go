@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/strata-backup/strata/store"
@@ -174,6 +176,10 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 			return opUmountOrphan(a.Mountpoint)
 		}
 		if op == "stop" {
+			// One may be shutting down on its own (its socket goes
+			// first): stop returns once it is gone, as it does for a
+			// server it stops.
+			waitServerGone(ctx, dir)
 			fmt.Fprintf(os.Stderr, "no strata server is running for %s\n", dir)
 			return nil
 		}
@@ -209,17 +215,28 @@ func opPing(context.Context, *opEnv, json.RawMessage) (any, error) {
 	}{os.Getpid()}, nil
 }
 
-// waitServerGone waits a little for the server that went away to let go of
-// the repository, so the retry does not find it half-gone.
+// waitServerGone waits for a server that is shutting down to let go of the
+// repository (its shutdown flushes, so it may take a while), so that what
+// comes next does not find it half-gone.
 func waitServerGone(ctx context.Context, dir string) {
-	for range 50 {
-		if pid := store.LockHolder(dir); pid == 0 || exited(pid) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
+	if pid := store.LockHolder(dir); pid != 0 && pid != os.Getpid() && isServer(pid) {
+		waitExit(ctx, pid, shutdownTimeout+10*time.Second, func() {
+			fmt.Fprintf(os.Stderr, "strata: waiting for the server (PID %d) to finish shutting down\n", pid)
+		}, filepath.Join(dir, "server.log"))
+	}
+}
+
+// isServer tells whether process pid is a strata server (not, say, a
+// one-shot command holding the repository in its own process).
+func isServer(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	for _, arg := range bytes.Split(b, []byte{0}) {
+		if string(arg) == "serve" {
+			return true
 		}
 	}
+	return false
 }

@@ -119,8 +119,14 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 	}
 	sock := socketPath(dir)
 	if conn, err := dialServer(dir); err == nil {
-		conn.Close()
-		return fail(exitLocked, "use it (commands find it by itself) or stop it with 'strata stop'", "a strata server is already running for %s", dir)
+		// One that answers is running; one that is shutting down (an
+		// on-demand server whose last mount just went) says so, and
+		// this one starts once it is gone.
+		err := remoteCall(ctx, conn, dir, wireRequest{Op: "ping"}, nil, nil)
+		if !errors.Is(err, errServerGone) {
+			return fail(exitLocked, "use it (commands find it by itself) or stop it with 'strata stop'", "a strata server is already running for %s", dir)
+		}
+		waitServerGone(ctx, dir)
 	}
 	if addr := os.Getenv("STRATA_PPROF"); addr != "" {
 		startProfiler(addr, log)
@@ -174,10 +180,15 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 		for {
 			conn, err := l.Accept()
 			if err != nil {
-				if !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				if !errors.Is(err, net.ErrClosed) {
 					log.Error("accept", "err", err)
 				}
 				return
+			}
+			if s.closing.Load() {
+				// Not counted in wg, which the shutdown waits on.
+				go s.refuseClosing(conn)
+				continue
 			}
 			s.wg.Add(1)
 			go func() {
@@ -210,22 +221,16 @@ func runServer(ctx context.Context, g *Globals, autoExit bool, cfg *serverConfig
 			stuck.Stop()
 			continue
 		}
-		// A client that dialed just now sits in the listener's queue,
-		// and closing the listener would reset it ("connection reset by
-		// peer"). Unlink the socket so no more come, answer those
-		// queued that the server is going (they retry: a new server,
-		// or the repository in their own process), then close.
-		os.Remove(sock)
+		// From here on a client is told the server is going (it waits
+		// for it to be gone, then retries: a new server, or the
+		// repository in its own process). The listener stays open until
+		// the repository is closed: closing it earlier reset clients
+		// that had just dialed ("connection reset by peer").
 		s.closing.Store(true)
-		if ul, ok := l.(*net.UnixListener); ok {
-			ul.SetDeadline(time.Now().Add(200 * time.Millisecond))
-		} else {
-			l.Close()
-		}
-		<-accepting
-		l.Close()
 		endOps()
 		err = s.shutdown(sock, unmountErrs)
+		l.Close()
+		<-accepting
 		stuck.Stop()
 		break
 	}
@@ -327,6 +332,17 @@ func (s *server) shutdown(sock string, errs []error) error {
 	return errors.Join(errs...)
 }
 
+// refuseClosing tells a client that connected while the server shuts down
+// to retry once it is gone (wireError.Retry).
+func (s *server) refuseClosing(conn net.Conn) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := bufio.NewReader(conn).ReadBytes('\n'); err != nil {
+		return
+	}
+	json.NewEncoder(conn).Encode(wireMessage{Error: &wireError{Msg: errServerGone.Error(), Code: exitError, Retry: true}})
+}
+
 // handle serves one client connection: one request, progress, one answer.
 // The operation's context ends when the client hangs up.
 func (s *server) handle(ctx context.Context, conn net.Conn) {
@@ -348,10 +364,6 @@ func (s *server) handle(ctx context.Context, conn net.Conn) {
 		defer enc.Unlock()
 		conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		json.NewEncoder(conn).Encode(m)
-	}
-	if s.closing.Load() {
-		send(wireMessage{Error: &wireError{Msg: errServerGone.Error(), Code: exitError, Retry: true}})
-		return
 	}
 	if !ok {
 		send(wireMessage{Error: &wireError{Msg: "unknown operation " + req.Op, Code: exitUsage}})
