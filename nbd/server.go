@@ -230,6 +230,20 @@ func (s *Server) acquire(ctx context.Context, name string) (*openExport, error) 
 	return e, nil
 }
 
+// Connections counts the connections using each export now, by the name
+// clients gave (exports kept open with none are left out).
+func (s *Server) Connections() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for name, e := range s.exports {
+		if e.refs > 0 {
+			out[name] = e.refs
+		}
+	}
+	return out
+}
+
 // release drops one user of e and closes it after the last (unless
 // Options.KeepOpen).
 func (s *Server) release(e *openExport) {

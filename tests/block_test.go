@@ -632,4 +632,13 @@ func TestNBDClientsShown(t *testing.T) {
 	if res.code != 0 || strings.Contains(res.stderr, "warning") {
 		t.Errorf("commit after the copy ended: exit %d, want no warning\n%s", res.code, res.stderr)
 	}
+	// A revision read through an overlay (kept until serving stops) is
+	// no client once its reader is gone.
+	sock2 := filepath.Join(r.work, "overlay.sock")
+	r.must("nbd", "serve", "--listen", "unix:"+sock2, "--overlay")
+	sh(t, "nbdcopy", nbdURI(sock2)("vm@latest"), "/dev/null")
+	if out := r.must("status"); strings.Contains(out, "clients:") {
+		t.Errorf("status after every client left:\n%s", out)
+	}
+	r.must("stop")
 }

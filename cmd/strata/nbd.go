@@ -65,8 +65,9 @@ type nbdInfo struct {
 	Listen  string   `json:"listen"`
 	Exports []string `json:"exports,omitempty"`
 	Overlay bool     `json:"overlay,omitempty"`
-	// Clients counts the connections open now, by export name ("vm"
-	// for staging, "vm@<id>" for a revision); filled in by status.
+	// Clients counts the connections open now, by the export name
+	// clients gave ("vm" for staging, "vm@latest", "vm@<id>"); filled in
+	// by status.
 	Clients map[string]int `json:"clients,omitempty"`
 }
 
@@ -280,60 +281,10 @@ type nbdResolver struct {
 	// prune defers removing it as it does for a mounted one: a removed
 	// revision's blocks would read as zeros. Guarded by mu.
 	reading map[string]int
-	// writing counts the connections to each volume's staging, for
-	// status and for commit's warning. Guarded by mu.
-	writing map[string]int
 }
 
-// stagingConn is one connection's handle on a volume's staging, which all
-// connections share: Close only counts the connection gone.
-type stagingConn struct {
-	noClose
-	done func()
-}
-
-func (c *stagingConn) Close() error {
-	c.done()
-	return nil
-}
-
-// count adds one to m[key] (allocating m via get/set) until the returned
-// func runs; mu is taken here.
-func (r *nbdResolver) count(m *map[string]int, key string) func() {
-	r.mu.Lock()
-	if *m == nil {
-		*m = map[string]int{}
-	}
-	(*m)[key]++
-	r.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if (*m)[key]--; (*m)[key] <= 0 {
-				delete(*m, key)
-			}
-		})
-	}
-}
-
-// clients returns the connections open now by export name.
-func (r *nbdResolver) clients() map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]int{}
-	for k, n := range r.writing {
-		out[k] += n
-	}
-	for k, n := range r.reading {
-		out[k] += n
-	}
-	return out
-}
-
-// tracked is a revision export that counts as read until its connection
-// ends.
+// tracked is a revision export that counts as read until the server
+// closes it, after its last connection.
 type tracked struct {
 	diskExport
 	done func()
@@ -358,7 +309,21 @@ func (r *nbdResolver) holdLocked(key string) {
 
 // hold counts one more reader of the revision key until the returned
 // func runs.
-func (r *nbdResolver) hold(key string) func() { return r.count(&r.reading, key) }
+func (r *nbdResolver) hold(key string) func() {
+	r.mu.Lock()
+	r.holdLocked(key)
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.reading[key]--; r.reading[key] <= 0 {
+				delete(r.reading, key)
+			}
+		})
+	}
+}
 
 // addServed adds to in the ids of vol's revisions read through this
 // export set now or named by one of its --export specs.
@@ -396,7 +361,7 @@ func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error)
 		if err != nil {
 			return nil, err
 		}
-		return &stagingConn{noClose: noClose{d}, done: r.count(&r.writing, vol)}, nil
+		return noClose{d}, nil
 	}
 	rv, err := resolve(ctx, r.repo, vol, rev)
 	if err != nil {
@@ -562,7 +527,7 @@ func (s *server) stagingClients(vol string) int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, e := range s.nbds {
-		n += e.res.clients()[vol]
+		n += e.srv.Connections()[vol]
 	}
 	return n
 }
@@ -574,7 +539,7 @@ func (s *server) nbdClients() []string {
 	defer s.mu.Unlock()
 	var out []string
 	for _, e := range s.nbds {
-		c := e.res.clients()
+		c := e.srv.Connections()
 		if len(c) == 0 {
 			continue
 		}

@@ -126,7 +126,7 @@ func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
 		env.srv.mu.Lock()
 		for _, n := range env.srv.nbds {
 			info := n.nbdInfo
-			info.Clients = n.res.clients()
+			info.Clients = n.srv.Connections()
 			st.Exports = append(st.Exports, info)
 		}
 		env.srv.mu.Unlock()
