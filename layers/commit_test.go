@@ -141,6 +141,15 @@ func TestRevisionsStayImmutable(t *testing.T) {
 	if err != nil || len(revs) != 6 {
 		t.Fatalf("revisions: %d, %v", len(revs), err)
 	}
+	// Protection markers are chunks the revisions hold too.
+	for _, p := range []struct {
+		id string
+		on bool
+	}{{ids[1], true}, {ids[2], true}, {ids[2], false}} {
+		if err := e.repo.SetProtected(ctx, "v", p.id, p.on); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Removing the volume releases every chunk it held.
 	if err := e.repo.RemoveVolume(ctx, "v", false); err == nil {
 		t.Fatal("remove without force succeeded")

@@ -84,7 +84,7 @@ func (r *Repo) RemoveRevision(ctx context.Context, volume, id string) error {
 		layerMeta, revMeta = rr.Meta[:n-1], rr.Meta[n-1:]
 	}
 	release = append(release, revMeta...)
-	if !rr.Protect.IsZero() {
+	if !rr.Protect.IsZero() { // the rest of rr.refs()
 		release = append(release, rr.Protect)
 	}
 	pr := prunedRecord{Volume: v.rec.ID, ID: rr.ID, Seq: rr.Seq}

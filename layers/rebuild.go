@@ -22,8 +22,8 @@ type WalkFunc func(ctx context.Context, kind chunk.Kind, fn func(id chunk.ID, da
 // the store rebuilt its own index). Volumes already present are left
 // alone; one whose name a different volume has taken meanwhile (created
 // again after the index was lost) comes back under NAME.<its id's first
-// 8 hex digits>, listed in Renamed, so neither lineage is lost. Staging changes never committed are not in the store and
-// come back empty: a rebuilt volume's staging starts at its latest
+// 8 hex digits>, listed in Renamed, so neither lineage is lost. Staging
+// changes never committed are not in the store and come back empty: a rebuilt volume's staging starts at its latest
 // revision. Layers whose revision record is missing (a commit that did
 // not finish) are skipped, and revisions removed by RemoveRevision stay
 // removed.
@@ -321,11 +321,7 @@ func (r *Repo) References(ctx context.Context, fn func(id chunk.ID) error) error
 			if err := json.Unmarshal(b, &rr); err != nil {
 				return fmt.Errorf("decode revision: %w", err)
 			}
-			ids := rr.Meta
-			if !rr.Protect.IsZero() {
-				ids = append(ids, rr.Protect)
-			}
-			for _, id := range ids {
+			for _, id := range rr.refs() {
 				if err := fn(id); err != nil {
 					return err
 				}

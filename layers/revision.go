@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -19,6 +20,17 @@ type revRecord struct {
 	// unprotect, so a rebuilt index keeps the protection (zero: never
 	// changed since commit).
 	Protect chunk.ID `json:"protect,omitzero"`
+}
+
+// refs lists the meta chunks the record holds a reference to: its
+// layer's and its own (Meta) and its protection marker. Whatever releases
+// or counts a revision's chunks goes through here, so a marker is never
+// left behind.
+func (rr revRecord) refs() []chunk.ID {
+	if rr.Protect.IsZero() {
+		return rr.Meta
+	}
+	return append(slices.Clip(rr.Meta), rr.Protect)
 }
 
 // metaProtectMagic starts the meta chunk that records a revision's
@@ -210,7 +222,7 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 	}
 	var release []chunk.ID
 	for _, rr := range rrs {
-		release = append(release, rr.Meta...)
+		release = append(release, rr.refs()...)
 	}
 	var prunedKeys [][]byte
 	err = r.db.View(func(txn *badger.Txn) error {

@@ -51,11 +51,8 @@ func Open(dir string, key []byte, log *slog.Logger) (*badger.DB, error) {
 // Options returns the badger options Open uses, for callers that measure
 // what they cost (store/internal/idxrss) or change them.
 func Options(dir string, key []byte, log *slog.Logger) badger.Options {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	return badger.DefaultOptions(dir).
-		WithLogger(logger{log}).
+		WithLogger(logger{orDiscard(log)}).
 		WithEncryptionKey(key).
 		// 8 MiB index cache and 4 MiB block cache: the store's hot
 		// set is small records; badger's 256 MiB default block cache

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,19 +144,10 @@ func record(dir string, names []string) error {
 		}
 		sums[name] = s
 	}
-	if len(old) == len(sums) && sameSums(old, sums) {
+	if maps.Equal(old, sums) {
 		return nil
 	}
 	return writeSums(dir, sums)
-}
-
-func sameSums(a, b map[string]tableSum) bool {
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func sumFile(path string) (tableSum, error) {
@@ -172,14 +164,7 @@ func sumFile(path string) (tableSum, error) {
 	return tableSum{size: n, crc: h.Sum32()}, nil
 }
 
-func sortedNames(sums map[string]tableSum) []string {
-	names := make([]string, 0, len(sums))
-	for n := range sums {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func sortedNames(sums map[string]tableSum) []string { return slices.Sorted(maps.Keys(sums)) }
 
 // The file is text, a table per line, and ends with a CRC of all before
 // it, so a torn or damaged file reads as unreadable, never as wrong sums.
