@@ -58,7 +58,9 @@ func TestInitCleansUpAfterFailure(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(full, "keep"), []byte("not strata's"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"init", "--shards", "2+1", "--shard-dir", filepath.Join(work, "disk0"), "--shard-dir", full, "--shard-dir", filepath.Join(work, "new", "disk2")}
+	// The non-empty dir last: the store makes the others (and new/'s
+	// parent) before it fails there, and the undo must take them back.
+	args := []string{"init", "--shards", "2+1", "--shard-dir", filepath.Join(work, "disk0"), "--shard-dir", filepath.Join(work, "new", "disk1"), "--shard-dir", full}
 	wantFail(t, "init with a non-empty shard dir", shards.run(args...), 1, "is not empty")
 	for _, p := range []string{shards.dir, filepath.Join(work, "disk0"), filepath.Join(work, "new")} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {

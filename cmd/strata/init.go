@@ -66,8 +66,9 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) (retErr error) {
 	if err != nil {
 		return err
 	}
+	created := false
 	defer func() {
-		if retErr != nil {
+		if retErr != nil && !created {
 			undo.run(g.logger())
 		}
 	}()
@@ -100,6 +101,7 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) (retErr error) {
 	if err := store.Create(ctx, dir, cfg); err != nil {
 		return fmt.Errorf("create store: %w", err)
 	}
+	created = true // a failure to print must not take a finished repository back
 	if g.JSON {
 		return printJSON(cfg)
 	}
@@ -147,20 +149,14 @@ func addInitRecipient(ring *key.Ring, master key.Master, file string) (key.Entry
 
 // initUndo is what a failed init removes: only what it created.
 type initUndo struct {
-	repo        string
-	repoExisted bool     // then only its contents are ours (it was empty)
-	madeDirs    []string // directories missing before init, deepest first
+	repo     string   // new or empty before init: its contents are init's
+	madeDirs []string // directories missing before init, deepest first
 }
 
 // planUndo notes, before init creates anything, which of the repository
 // directory, its parents and the shard directories do not exist yet.
 func planUndo(repo string, shardDirs []string) (*initUndo, error) {
 	u := &initUndo{repo: repo}
-	if _, err := os.Stat(repo); err == nil {
-		u.repoExisted = true
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("check %s: %w", repo, err)
-	}
 	for _, p := range append([]string{repo}, shardDirs...) {
 		for d := p; ; d = filepath.Dir(d) {
 			if _, err := os.Lstat(d); err == nil || !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
@@ -183,16 +179,13 @@ func planUndo(repo string, shardDirs []string) (*initUndo, error) {
 // are removed, and only while empty, so nothing that was there before is
 // ever touched.
 func (u *initUndo) run(log *slog.Logger) {
-	if u.repoExisted {
-		ents, _ := os.ReadDir(u.repo)
-		for _, e := range ents {
-			if err := os.RemoveAll(filepath.Join(u.repo, e.Name())); err != nil {
-				log.Warn("clean up after failed init", "path", filepath.Join(u.repo, e.Name()), "err", err)
-			}
+	ents, _ := os.ReadDir(u.repo)
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(u.repo, e.Name())); err != nil {
+			log.Warn("clean up after failed init", "path", filepath.Join(u.repo, e.Name()), "err", err)
 		}
-	} else if err := os.RemoveAll(u.repo); err != nil {
-		log.Warn("clean up after failed init", "path", u.repo, "err", err)
 	}
+	// The repository directory too, if init made it: it is among these.
 	for _, d := range u.madeDirs {
 		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Warn("clean up after failed init", "path", d, "err", err)
