@@ -137,7 +137,8 @@ func (m *Mount) unmount() error {
 // with EBUSY on a busy mount and with EAGAIN on an idle one, which it
 // marks expired; the stat after it clears the mark (any access does), so
 // a second probe is a probe again, not an unmount. What the mount's own
-// warmer holds counts too (Unmount stops it first): OwnHoldersOnly tells.
+// warmer holds counts too (Unmount stops it first): callers leave out
+// what Holders names of their own process.
 func (m *Mount) Busy() (bool, error) {
 	select {
 	case <-m.done:

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -47,11 +46,10 @@ type disk struct {
 	dirty map[int64][]byte // staging: buffered whole blocks by index
 	ov    *overlay         // overlays: the private copy-on-write layer
 	base  *Disk            // overlays: what the overlay covers
-	// marked and markedAt: what the unflushed marker of a staging disk
-	// says (blocks, first write; marked 0: no marker); guarded by mu.
-	marked   int64
-	markedAt time.Time
-	closed   atomic.Bool
+	// marked: what the unflushed marker of a staging disk says (blocks;
+	// 0: no marker); guarded by mu.
+	marked int64
+	closed atomic.Bool
 }
 
 func (v *volume) newDisk(seq uint64, staging bool) *Disk {

@@ -27,9 +27,9 @@ func lostBlocksKey(vid volID) []byte { return append([]byte(pfxLostBlocks), vid[
 // pfxUnflushedBlocks marks a staging disk that holds acknowledged writes
 // only in memory (l/u/<vid>): set when its buffer of dirty blocks stops
 // being empty, deleted when a flush empties it. The value (lostBlocks's
-// encoding) is a lower bound of the blocks buffered, rewritten each time
-// the buffer doubles (so a 64 MiB buffer of 64 KiB blocks costs eleven
-// small index writes between flushes), and the time of the first write.
+// encoding, with no time) is a lower bound of the blocks buffered,
+// rewritten each time the buffer doubles (so a 64 MiB buffer of 64 KiB
+// blocks costs eleven small index writes between flushes).
 // Recovery after a crash counts these with the blocks it reverts: the
 // buffer died with the process, and without the marker nothing would
 // tell that staging silently fell back to what it held before.
@@ -55,10 +55,7 @@ func (d *Disk) markUnflushed() error {
 	case d.marked > 0 && n > d.marked && n < 2*d.marked:
 		return nil // grown, but not doubled yet
 	}
-	if d.marked == 0 {
-		d.markedAt = d.v.r.now().UTC()
-	}
-	l := lostBlocks{n: n, at: d.markedAt}
+	l := lostBlocks{n: n} // no time: only the count is read back
 	if err := update(d.v.r.db, func(txn *badger.Txn) error { return txn.Set(unflushedBlocksKey(d.v.id), l.encode()) }); err != nil {
 		return fmt.Errorf("set unflushed-blocks marker: %w", err)
 	}
@@ -105,11 +102,17 @@ func decodeLostBlocks(b []byte) (lostBlocks, error) {
 	return lostBlocks{n: int64(binary.BigEndian.Uint64(b)), at: time.Unix(0, int64(binary.BigEndian.Uint64(b[8:]))).UTC()}, nil
 }
 
-// noteLostBlocks adds n reverted blocks to v's marker, found now. It runs
-// before recovery reverts them: a crash in between counts them twice
-// when recovery runs again, which overstates the loss but never hides it.
+// noteLostBlocks adds n lost blocks to v's marker, found now, and drops
+// the unflushed marker they were partly counted from in the same
+// transaction, so no crash counts the buffered blocks twice. It runs
+// before recovery reverts the blocks whose chunks are gone: a crash in
+// between counts those again, which overstates the loss but never hides
+// it.
 func (r *Repo) noteLostBlocks(v *volume, n int64) error {
 	return update(r.db, func(txn *badger.Txn) error {
+		if err := txn.Delete(unflushedBlocksKey(v.id)); err != nil {
+			return err
+		}
 		l := lostBlocks{}
 		item, err := txn.Get(lostBlocksKey(v.id))
 		switch {
@@ -173,10 +176,8 @@ func (r *Repo) loadLostBlocks() error {
 	if err != nil {
 		return fmt.Errorf("load lost-blocks markers: %w", err)
 	}
-	for _, k := range stale {
-		if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
-			return fmt.Errorf("load lost-blocks markers: %w", err)
-		}
+	if err := r.deleteKeys(stale); err != nil {
+		return fmt.Errorf("load lost-blocks markers: %w", err)
 	}
 	return nil
 }

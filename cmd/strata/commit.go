@@ -111,12 +111,8 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 		// A copy still running (or one whose client is still connected)
 		// makes a revision of whatever it had written by now.
 		if n := env.srv.stagingClients(a.Volume); n > 0 {
-			verb := "were"
-			if n == 1 {
-				verb = "was"
-			}
 			res.Warnings = append(res.Warnings, fmt.Sprintf("%s to the staging of %s %s open at the commit: if a copy was still running, the revision holds only what it had written by then (see 'strata status')",
-				count(int64(n), "NBD connection"), a.Volume, verb))
+				count(int64(n), "NBD connection"), a.Volume, was(int64(n))))
 		}
 	}
 	return res, nil

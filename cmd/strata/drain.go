@@ -43,21 +43,27 @@ func (s *server) busyMounts() []busyMount {
 		if !busy {
 			continue
 		}
-		b := busyMount{Mountpoint: e.Mountpoint, Target: e.Target}
-		own := false
-		for _, h := range fs.Holders(e.Mountpoint) {
-			if h.PID == os.Getpid() {
-				own = true
-				continue
-			}
-			b.Holders = append(b.Holders, h.What)
-		}
+		b, own := busyMountOf(e.Mountpoint, e.Target)
 		if own && len(b.Holders) == 0 {
 			continue
 		}
 		out = append(out, b)
 	}
 	return out
+}
+
+// busyMountOf says what holds the mount at mountpoint, leaving out this
+// process (own: it holds something there too).
+func busyMountOf(mountpoint, target string) (b busyMount, own bool) {
+	b = busyMount{Mountpoint: mountpoint, Target: target}
+	for _, h := range fs.Holders(mountpoint) {
+		if h.PID == os.Getpid() {
+			own = true
+			continue
+		}
+		b.Holders = append(b.Holders, h.What)
+	}
+	return b, own
 }
 
 // drainPoll is how often a stopping server looks whether its busy mounts

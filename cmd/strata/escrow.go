@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"golang.org/x/term"
@@ -36,17 +37,11 @@ func (c *keyExportCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	var pass []byte
-	var pubs *bytes.Reader
+	var pubs io.Reader
 	if len(c.Recipient) > 0 {
-		var all []byte
-		for _, p := range c.Recipient {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return fmt.Errorf("read recipient key: %w", err)
-			}
-			all = append(append(all, b...), '\n')
+		if pubs, err = readRecipients(c.Recipient); err != nil {
+			return err
 		}
-		pubs = bytes.NewReader(all)
 	} else if pass, err = escrowPassphrase(c.EscrowPassphraseFile, true,
 		"give --escrow-passphrase-file FILE or set STRATA_ESCROW_PASSPHRASE (or --recipient KEY.asc to encrypt the copy to a public key)"); err != nil {
 		return err
@@ -60,11 +55,7 @@ func (c *keyExportCmd) Run(ctx context.Context, g *Globals) error {
 		defer f.Close()
 		out = f
 	}
-	if pubs == nil {
-		err = key.ExportEscrow(out, m, id, pass, nil)
-	} else {
-		err = key.ExportEscrow(out, m, id, nil, pubs)
-	}
+	err = key.ExportEscrow(out, m, id, pass, pubs)
 	if err == nil && c.Escrow != "-" {
 		err = out.Sync()
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,6 +96,19 @@ func (c *keyAddCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
+// readRecipients reads armored public key files, one after another.
+func readRecipients(paths []string) (io.Reader, error) {
+	var keys []byte
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read recipient key: %w", err)
+		}
+		keys = append(append(keys, b...), '\n')
+	}
+	return bytes.NewReader(keys), nil
+}
+
 // addEntry adds an entry for m: to the public keys in recipients if any,
 // else to a new passphrase from newPassFile, STRATA_NEW_PASSPHRASE or the
 // terminal.
@@ -104,15 +118,11 @@ func addEntry(r *key.Ring, m key.Master, recipients []string, newPassFile, label
 		err error
 	)
 	if len(recipients) > 0 {
-		var keys []byte
-		for _, p := range recipients {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return e, fmt.Errorf("read recipient key: %w", err)
-			}
-			keys = append(append(keys, b...), '\n')
+		var keys io.Reader
+		if keys, err = readRecipients(recipients); err != nil {
+			return e, err
 		}
-		e, err = r.AddRecipients(m, bytes.NewReader(keys), label)
+		e, err = r.AddRecipients(m, keys, label)
 	} else {
 		var pass []byte
 		if pass, err = newPassphraseFrom(newPassFile, "the new key entry"); err != nil {
@@ -140,12 +150,17 @@ type keyRemoveCmd struct {
 }
 
 func (c *keyRemoveCmd) Run(ctx context.Context, g *Globals) error {
-	r, dir, err := g.ring()
+	r, repoID, err := g.ring()
+	if err != nil {
+		return err
+	}
+	// The id first: a mistyped one costs no unlock (nor a prompt).
+	target, err := resolveEntry(r, c.ID)
 	if err != nil {
 		return err
 	}
 	// Only someone who can unlock the repository may take a way in away.
-	creds, err := g.keyCredentials(dir)
+	creds, err := g.keyCredentials(repoID)
 	if err != nil {
 		return err
 	}
@@ -153,16 +168,12 @@ func (c *keyRemoveCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return unlockErr(err)
 	}
-	target, err := resolveEntry(r, c.ID)
-	if err != nil {
-		return err
-	}
 	all, err := r.List()
 	if err != nil {
 		return err
 	}
 	if len(all) == 1 {
-		return fail(exitError, "add another entry first ('strata key add')", "refusing to remove the last key entry %s: the repository would be unreadable", target.ID)
+		return lastKeyErr(target.ID)
 	}
 	if len(mine) == 1 && mine[0].ID == target.ID && !c.Force {
 		return fail(exitError, "run it with another entry's passphrase or identity, or add --force once you are sure another entry's credential is at hand ('strata key list' shows them)",
@@ -170,12 +181,16 @@ func (c *keyRemoveCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	if err := r.Remove(target.ID); err != nil {
 		if errors.Is(err, key.ErrLastKey) {
-			return fail(exitError, "add another entry first ('strata key add')", "refusing to remove the last key entry: the repository would be unreadable")
+			return lastKeyErr(target.ID)
 		}
 		return fmt.Errorf("remove key %s: %w", target.ID, err)
 	}
 	fmt.Printf("removed key entry %s (%s)\n", target.ID, target.Kind)
 	return nil
+}
+
+func lastKeyErr(id string) error {
+	return fail(exitError, "add another entry first ('strata key add')", "refusing to remove the last key entry %s: the repository would be unreadable", id)
 }
 
 // resolveEntry finds the entry an id or unique id prefix names, with an
@@ -286,9 +301,9 @@ func unlockErr(err error) error {
 		return &userError{msg: fmt.Sprintf("the passphrase given does not unlock the identity's secret key %s (nor any passphrase entry)", le.Fingerprint), hint: "STRATA_PASSPHRASE or --passphrase-file must hold the identity's passphrase", code: exitWrongKey, err: err, quiet: true}
 	case errors.Is(err, key.ErrNoKeys):
 		return &userError{msg: "the repository has no key entries (REPO/keys is empty or missing)", hint: "restore REPO/keys from a backup, or run 'strata key import --escrow FILE' with an escrow copy", code: exitWrongKey, err: err, quiet: true}
-	case errors.Is(err, key.ErrWrongPassphrase) || strings.Contains(err.Error(), key.ErrWrongPassphrase.Error()):
+	case errors.Is(err, key.ErrWrongPassphrase):
 		return &userError{msg: "wrong passphrase: no key entry of this repository opens with it", hint: "'strata key list' shows the entries; check STRATA_PASSPHRASE or --passphrase-file", code: exitWrongKey, err: err, quiet: true}
-	case errors.Is(err, key.ErrNoMatchingKey) || strings.Contains(err.Error(), key.ErrNoMatchingKey.Error()):
+	case errors.Is(err, key.ErrNoMatchingKey):
 		return &userError{msg: "the identity does not match any recipient of this repository", hint: "'strata key list' shows the recipients' fingerprints", code: exitWrongKey, err: err, quiet: true}
 	}
 	return fmt.Errorf("unlock repository: %w", err)

@@ -369,12 +369,7 @@ func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 	}
 	if err := e.unmount(); err != nil {
 		if errors.Is(err, fs.ErrBusy) {
-			b := busyMount{Mountpoint: a.Mountpoint, Target: e.Target}
-			for _, h := range fs.Holders(a.Mountpoint) {
-				if h.PID != os.Getpid() {
-					b.Holders = append(b.Holders, h.What)
-				}
-			}
+			b, _ := busyMountOf(a.Mountpoint, e.Target)
 			return nil, fail(exitError, "release it first (umount the filesystem on the loop device, close the files), then unmount again", "not unmounted: %s", b)
 		}
 		return nil, err // it names the mountpoint

@@ -65,6 +65,8 @@ type nbdInfo struct {
 	Listen  string   `json:"listen"`
 	Exports []string `json:"exports,omitempty"`
 	Overlay bool     `json:"overlay,omitempty"`
+	// Remote: other hosts can reach Listen (served with --allow-remote).
+	Remote bool `json:"remote,omitempty"`
 	// Clients counts the connections open now, by the export name
 	// clients gave ("vm" for staging, "vm@latest", "vm@<id>"); filled in
 	// by status.
@@ -85,7 +87,7 @@ func (c *nbdServeCmd) Run(ctx context.Context, g *Globals) error {
 	if err := call(ctx, g, "nbd.serve", nbdServeArgs{listen, c.Export, c.Overlay, c.AllowRemote}, &info); err != nil {
 		return err
 	}
-	if remoteAddr(ctx, listen) {
+	if info.Remote {
 		fmt.Fprintf(os.Stderr, "strata: WARNING: %s can be reached from other hosts: NBD has no encryption or authentication here, so anyone who can connect reads every exported revision and writes staging\n", listen)
 	}
 	if g.JSON {
@@ -134,7 +136,8 @@ func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (_ any, err err
 	if dup {
 		return nil, fail(exitError, "", "already serving NBD on %s", a.Listen)
 	}
-	if remoteAddr(ctx, a.Listen) {
+	remote := remoteAddr(ctx, a.Listen)
+	if remote {
 		if !a.AllowRemote {
 			return nil, fail(exitUsage, "listen on loopback (tcp://127.0.0.1:PORT) or unix:PATH and reach it through an SSH tunnel; or pass --allow-remote (\"allow_remote\": true in a server config) to serve it anyway",
 				"nbd serve: %s can be reached from other hosts, and NBD here has no encryption or authentication: anyone who could connect would read every exported revision and write staging", a.Listen)
@@ -156,7 +159,7 @@ func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (_ any, err err
 	// Every connection to the staging export shares one Disk, so a FLUSH on
 	// any covers them all: safe to let nbdcopy open several.
 	srv := nbd.NewServer(res, nbd.Options{Logger: s.log, WritableMultiConn: true})
-	e := &nbdEntry{nbdInfo: nbdInfo{Listen: a.Listen, Exports: a.Exports, Overlay: a.Overlay}, srv: srv, res: res, l: l}
+	e := &nbdEntry{nbdInfo: nbdInfo{Listen: a.Listen, Exports: a.Exports, Overlay: a.Overlay, Remote: remote}, srv: srv, res: res, l: l}
 	s.mu.Lock()
 	s.nbds[a.Listen] = e
 	s.mu.Unlock()
@@ -209,7 +212,15 @@ func remoteAddr(ctx context.Context, listen string) bool {
 // checkExport fails unless name is an export nbd serve can serve: a
 // block volume (staging) or one of its revisions.
 func checkExport(ctx context.Context, lr *layers.Repo, name string) error {
-	vol, rev, path := splitTarget(name)
+	_, _, err := lookupExport(ctx, lr, name)
+	return err
+}
+
+// lookupExport finds what export name serves: block volume vol's staging
+// (rev "") or its revision rev, resolved. Its errors say what is wrong and
+// what would be right.
+func lookupExport(ctx context.Context, lr *layers.Repo, name string) (vol string, rev layers.Revision, err error) {
+	vol, spec, path := splitTarget(name)
 	blockVols := func() string {
 		vols, err := lr.Volumes(ctx)
 		if err != nil {
@@ -228,23 +239,22 @@ func checkExport(ctx context.Context, lr *layers.Repo, name string) error {
 	}
 	info, err := lr.Volume(ctx, vol)
 	if errors.Is(err, layers.ErrUnknownVolume) {
-		return fail(exitUsage, blockVols(), "--export %s: no volume named %q", name, vol)
+		return vol, rev, fail(exitUsage, blockVols(), "--export %s: no volume named %q", name, vol)
 	}
 	if err != nil {
-		return volumeErr(err, vol)
+		return vol, rev, volumeErr(err, vol)
 	}
 	if info.Type != layers.TypeBlock {
-		return fail(exitUsage, blockVols(), "--export %s: %s is a file-tree volume; use 'strata mount %s MNT'", name, vol, name)
+		return vol, rev, fail(exitUsage, blockVols(), "--export %s: %s is a file-tree volume; use 'strata mount %s MNT'", name, vol, name)
 	}
 	if path != "" {
-		return fail(exitUsage, "export the whole disk: "+vol+"@"+rev, "--export %s: %s is a block volume, with no paths inside", name, vol)
+		return vol, rev, fail(exitUsage, "export the whole disk: "+vol+"@"+spec, "--export %s: %s is a block volume, with no paths inside", name, vol)
 	}
-	if rev != "" {
-		if _, err := resolve(ctx, lr, vol, rev); err != nil {
-			return err // names the spec and lists the candidates
-		}
+	if spec != "" {
+		// The error names the spec and lists the candidates.
+		rev, err = resolve(ctx, lr, vol, spec)
 	}
-	return nil
+	return vol, rev, err
 }
 
 func opNBDStop(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
@@ -350,22 +360,16 @@ func (r *nbdResolver) Open(ctx context.Context, name string) (nbd.Export, error)
 	if len(r.only) > 0 && !slices.Contains(r.only, name) {
 		return nil, nbd.ErrUnknownExport
 	}
-	vol, rev, path := splitTarget(name)
-	info, err := r.repo.Volume(ctx, vol)
-	// A path names a file inside an fs revision; a disk has none.
-	if err != nil || info.Type != layers.TypeBlock || path != "" {
-		return nil, nbd.ErrUnknownExport
+	vol, rv, err := lookupExport(ctx, r.repo, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
 	}
-	if rev == "" {
+	if rv.ID == "" {
 		d, err := r.repo.StagingDisk(ctx, vol)
 		if err != nil {
 			return nil, err
 		}
 		return noClose{d}, nil
-	}
-	rv, err := resolve(ctx, r.repo, vol, rev)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
 	}
 	if !r.overlay {
 		d, err := r.repo.RevisionDisk(ctx, vol, rv.ID)

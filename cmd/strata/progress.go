@@ -93,6 +93,14 @@ func humanBytes(n int64) string {
 }
 
 // count prints n things: "1 file", "3 files".
+// was is the verb for n things: "was" for one, "were" for more.
+func was(n int64) string {
+	if n == 1 {
+		return "was"
+	}
+	return "were"
+}
+
 func count(n int64, thing string) string {
 	if n == 1 {
 		return "1 " + thing

@@ -120,12 +120,7 @@ func unlock(g *Globals, dir string) (key.Master, error) {
 	if err != nil {
 		return key.Master{}, fmt.Errorf("open key ring: %w", err)
 	}
-	c, err := g.credentials(dir)
-	if err != nil {
-		return key.Master{}, err
-	}
-	m, _, err := ring.Unlock(key.Credentials{Passphrase: c.passphrase, Identity: c.identity, IdentityPassphrase: c.passphrase})
-	return m, unlockErr(err)
+	return unlockRing(g, ring, dir)
 }
 
 // Close flushes and closes everything.

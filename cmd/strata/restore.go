@@ -85,7 +85,7 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 			fmt.Fprintf(os.Stderr, "  unreadable: %s\n", p)
 		}
 		return fail(exitError, "the repository is damaged beyond its parity there: bring back missing shard dirs if you can ('strata scrub' tells which), else take those files from another copy",
-			"%s could not be read and %s left out", count(res.Unreadable, "file"), map[bool]string{true: "was", false: "were"}[res.Unreadable == 1])
+			"%s could not be read and %s left out", count(res.Unreadable, "file"), was(res.Unreadable))
 	}
 	return nil
 }

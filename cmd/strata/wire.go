@@ -92,9 +92,9 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 	go watchServer(dir, &heard, done, func() { deaf.Store(true); conn.Close() })
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	heardAny := 0
+	heardAny := false
 	for sc.Scan() {
-		heardAny++
+		heardAny = true
 		heard.Store(time.Now().UnixNano())
 		var m wireMessage
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
@@ -129,7 +129,7 @@ func remoteCall(ctx context.Context, conn net.Conn, dir string, req wireRequest,
 		return fail(exitError, fmt.Sprintf("if it is stuck, end it with 'kill %d' ('kill -9 %d' if it was stopped with SIGSTOP or does not react): what it acknowledged is durable, and the next command starts afresh", pid, pid),
 			"the strata server (PID %d) does not answer", pid)
 	}
-	if heardAny == 0 {
+	if !heardAny {
 		// Not one message: the request was not taken, or the server
 		// died before it could say anything.
 		return errServerGone

@@ -86,12 +86,18 @@ func Options(dir string, key []byte, log *slog.Logger) badger.Options {
 func OpenOptions(opts badger.Options) (*badger.DB, error) {
 	db, err := badger.Open(opts)
 	if err != nil {
-		if errors.Is(err, badger.ErrEncryptionKeyMismatch) || strings.Contains(err.Error(), badger.ErrEncryptionKeyMismatch.Error()) {
+		if isKeyMismatch(err) {
 			return nil, fmt.Errorf("open index %s: %w", opts.Dir, ErrWrongKey)
 		}
 		return nil, fmt.Errorf("open index %s: %w", opts.Dir, err)
 	}
 	return db, nil
+}
+
+// isKeyMismatch tells badger's wrong-key error, which its y.Wrap does
+// not keep matchable by errors.Is.
+func isKeyMismatch(err error) bool {
+	return errors.Is(err, badger.ErrEncryptionKeyMismatch) || strings.Contains(err.Error(), badger.ErrEncryptionKeyMismatch.Error())
 }
 
 type logger struct{ l *slog.Logger }

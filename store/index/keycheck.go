@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -31,8 +30,7 @@ func CheckKey(dir string, key []byte) error {
 	switch {
 	case err == nil:
 		return nil
-	// Badger wraps without %w, so its sentinel is matched by text too.
-	case errors.Is(err, badger.ErrEncryptionKeyMismatch) || strings.Contains(err.Error(), badger.ErrEncryptionKeyMismatch.Error()):
+	case isKeyMismatch(err):
 		return fmt.Errorf("check index key in %s: %w", dir, ErrWrongKey)
 	}
 	return fmt.Errorf("check index key in %s: %w", dir, err)
