@@ -387,9 +387,7 @@ func TestDamagedIndex(t *testing.T) {
 		dir := filepath.Join(src, "d"+strconv.Itoa(d))
 		os.Mkdir(dir, 0o755)
 		for i := 0; i < 100; i++ {
-			buf := make([]byte, 512+i)
-			fillRandom(buf, uint64(d*1000+i))
-			os.WriteFile(filepath.Join(dir, "file-with-a-longish-name-"+strconv.Itoa(i)), buf, 0o644)
+			writeRandom(t, filepath.Join(dir, "file-with-a-longish-name-"+strconv.Itoa(i)), 512+i, uint64(d*1000+i))
 		}
 	}
 	stage := r.mountNewVolume("home")
@@ -444,9 +442,7 @@ func TestPruneWithLostIndex(t *testing.T) {
 	r := newRepo(t)
 	src := r.mkdir("src")
 	for i := 0; i < 20; i++ {
-		buf := make([]byte, 100<<10)
-		fillRandom(buf, uint64(i)+500)
-		os.WriteFile(filepath.Join(src, "f"+strconv.Itoa(i)), buf, 0o644)
+		writeRandom(t, filepath.Join(src, "f"+strconv.Itoa(i)), 100<<10, uint64(i)+500)
 	}
 	stage := r.mountNewVolume("home")
 	sh(t, "rsync", "-a", src+"/", stage+"/")

@@ -192,9 +192,7 @@ func TestLostChunksHeal(t *testing.T) {
 	// More than two 16 MiB segments, so the first holds file data only
 	// (a commit's own records go into the last).
 	for i := 0; i < 10; i++ {
-		buf := make([]byte, 4<<20)
-		fillRandom(buf, uint64(i)+900)
-		os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), buf, 0o644)
+		writeRandom(t, filepath.Join(src, fmt.Sprintf("f%02d", i)), 4<<20, uint64(i)+900)
 	}
 	stage := r.mountNewVolume("home")
 	sh(t, "rsync", "-a", src+"/", stage+"/")
