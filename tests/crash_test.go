@@ -200,8 +200,6 @@ func makeSmallTree(t testing.TB, root string, n int, seed int64) {
 	}
 }
 
-// fillRandom fills b with incompressible bytes determined by seed
-// (xorshift64), so runs are repeatable.
 // writeRandom writes n bytes of fillRandom(seed) to path.
 func writeRandom(t testing.TB, path string, n int, seed uint64) {
 	t.Helper()
@@ -212,6 +210,8 @@ func writeRandom(t testing.TB, path string, n int, seed uint64) {
 	}
 }
 
+// fillRandom fills b with incompressible bytes determined by seed
+// (xorshift64), so runs are repeatable.
 func fillRandom(b []byte, seed uint64) {
 	x := seed*0x9e3779b97f4a7c15 + 1
 	for i := range b {
