@@ -28,11 +28,7 @@ type keyExportCmd struct {
 }
 
 func (c *keyExportCmd) Run(ctx context.Context, g *Globals) error {
-	r, id, err := g.ring()
-	if err != nil {
-		return err
-	}
-	m, err := unlockRing(g, r, id)
+	_, m, id, err := g.unlockedRing()
 	if err != nil {
 		return err
 	}

@@ -80,11 +80,7 @@ type keyAddCmd struct {
 }
 
 func (c *keyAddCmd) Run(ctx context.Context, g *Globals) error {
-	r, dir, err := g.ring()
-	if err != nil {
-		return err
-	}
-	m, err := unlockRing(g, r, dir)
+	r, m, _, err := g.unlockedRing()
 	if err != nil {
 		return err
 	}
@@ -278,6 +274,17 @@ func entryIDs(es []key.Entry) string {
 }
 
 // unlockRing unlocks with the global credentials.
+// unlockedRing opens the repository's key ring and unlocks it with the
+// user's credentials; it also returns the repository id.
+func (g *Globals) unlockedRing() (*key.Ring, key.Master, string, error) {
+	r, id, err := g.ring()
+	if err != nil {
+		return nil, key.Master{}, "", err
+	}
+	m, err := unlockRing(g, r, id)
+	return r, m, id, err
+}
+
 func unlockRing(g *Globals, r *key.Ring, dir string) (key.Master, error) {
 	c, err := g.keyCredentials(dir)
 	if err != nil {
