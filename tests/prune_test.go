@@ -139,7 +139,7 @@ func TestPruneGivesSpaceBack(t *testing.T) {
 	r.must("umount", stage)
 	list := r.must("--json", "list", "home")
 	var revs []struct {
-		ID string `json:"ID"`
+		ID string `json:"id"`
 	}
 	json.Unmarshal([]byte(list), &revs)
 	got := map[string]bool{}
@@ -245,7 +245,7 @@ func TestPruneKilledMidway(t *testing.T) {
 	}
 	r.must("prune", "--keep-last", "5", "--max-unused", "0%")
 	var revs []struct {
-		ID string `json:"ID"`
+		ID string `json:"id"`
 	}
 	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
 	if len(revs) != 5 {
@@ -404,7 +404,7 @@ func TestPruneMountedAndProtected(t *testing.T) {
 		t.Errorf("prune after unmounting removed %d revisions, want the formerly mounted one", res.Removed)
 	}
 	var revs []struct {
-		ID string `json:"ID"`
+		ID string `json:"id"`
 	}
 	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
 	if len(revs) != 2 || revs[0].ID != ids[1] || revs[1].ID != ids[3] {
@@ -474,7 +474,11 @@ func TestPruneMaxSizeOnDisk(t *testing.T) {
 	}
 	r.must("umount", stage)
 	shardBytes := func() int64 {
-		var st struct{ Store struct{ ShardBytes int64 } }
+		var st struct {
+			Store struct {
+				ShardBytes int64 `json:"shard_bytes"`
+			}
+		}
 		if err := json.Unmarshal([]byte(r.must("--json", "status")), &st); err != nil {
 			t.Fatal(err)
 		}

@@ -48,7 +48,7 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.JSON {
-		return printJSON(rev)
+		return printJSON(commitJSON{revisionOut(rev.Revision), rev.Warnings})
 	}
 	for _, w := range rev.Warnings {
 		fmt.Fprintf(os.Stderr, "strata: warning: %s\n", w)

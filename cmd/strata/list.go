@@ -28,7 +28,7 @@ func (c *listCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.JSON {
-		return printJSON(revs)
+		return printJSON(revisionsOut(revs))
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME (UTC)\tVOLUME\tID\tSIZE\tADDED\tDURATION\tTAGS")

@@ -36,13 +36,18 @@ func setProtected(ctx context.Context, g *Globals, target string, on bool) error
 	if err := call(ctx, g, "protect", protectArgs{vol, rev, on}, &id); err != nil {
 		return err
 	}
-	if !g.JSON {
-		word := "protected"
-		if !on {
-			word = "unprotected"
-		}
-		fmt.Printf("%s %s@%s\n", word, vol, id)
+	if g.JSON {
+		return printJSON(struct {
+			Volume    string `json:"volume"`
+			ID        string `json:"id"`
+			Protected bool   `json:"protected"`
+		}{vol, id, on})
 	}
+	word := "protected"
+	if !on {
+		word = "unprotected"
+	}
+	fmt.Printf("%s %s@%s\n", word, vol, id)
 	return nil
 }
 

@@ -38,7 +38,7 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.JSON {
-		return printJSON(st)
+		return printJSON(statusOut(st))
 	}
 	server := "no server running"
 	if st.Server {

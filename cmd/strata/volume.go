@@ -70,7 +70,7 @@ func (c *volumeCreateCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.JSON {
-		return printJSON(info)
+		return printJSON(volumeOut(info))
 	}
 	if info.Type == layers.TypeBlock {
 		fmt.Printf("created block volume %s (%s, %s blocks)\n", info.Name, humanBytes(info.Size), humanBytes(int64(info.BlockSize)))
@@ -109,7 +109,7 @@ func (c *volumeListCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.JSON {
-		return printJSON(vols)
+		return printJSON(volumesOut(vols))
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tTYPE\tSIZE\tREVISIONS\tCREATED")
