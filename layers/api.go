@@ -54,10 +54,17 @@ type LostDataError struct {
 	Files  int
 	Paths  []string // some of them, to show
 	Blocks int64
-	At     time.Time
+	// Changes: a file tree's staging may have lost the changes made from
+	// this time on (zero: none known); At is when that was found.
+	Changes time.Time
+	At      time.Time
 }
 
 func (e *LostDataError) Error() string {
+	if e.Files == 0 && e.Blocks == 0 && !e.Changes.IsZero() {
+		return fmt.Sprintf("staging of %s may have lost the changes made after %s: the server stopped (a crash, kill -9 or power loss) before it saved them, as found at %s",
+			e.Volume, e.Changes.UTC().Format("2006-01-02 15:04:05 UTC"), e.At.UTC().Format("2006-01-02 15:04:05 UTC"))
+	}
 	if e.Files == 0 && e.Blocks > 0 {
 		return fmt.Sprintf("staging of %s lost at least %d blocks written after the last flush in a crash (found at %s, when the repository was opened again)",
 			e.Volume, e.Blocks, e.At.UTC().Format("2006-01-02 15:04:05 UTC"))
@@ -68,6 +75,9 @@ func (e *LostDataError) Error() string {
 		if e.Files > len(e.Paths) {
 			s += ", ..."
 		}
+	}
+	if !e.Changes.IsZero() {
+		s += fmt.Sprintf("; changes made after %s may be lost too", e.Changes.UTC().Format("2006-01-02 15:04:05 UTC"))
 	}
 	return s
 }
@@ -95,6 +105,11 @@ type Options struct {
 	// EarlyStore is how many bytes a staging file's spool may gain before
 	// its data so far goes to the store (early.go); 0 means 256 MiB.
 	EarlyStore int64
+	// IdleSync: a file tree's staging with unsaved changes is made
+	// durable once no change came for this long, or once its oldest
+	// unsaved change is MaxUnsaved old (as a disk's page cache writes back
+	// after 30 s). Zero means 2 s and 30 s; negative turns it off.
+	IdleSync, MaxUnsaved time.Duration
 }
 
 // VolumeType is "fs" (a file tree) or "block" (a fixed-size disk image).
@@ -123,10 +138,17 @@ type VolumeInfo struct {
 	Revisions int
 	// LostFiles (fs) and LostBlocks (block) count staging data a crash
 	// lost, which makes Commit refuse without AllowLost (LostDataError);
-	// LostAt is when the recovery that found lost blocks ran.
-	LostFiles  int       `json:",omitempty"`
-	LostBlocks int64     `json:",omitempty"`
-	LostAt     time.Time `json:",omitzero"`
+	// LostChanges (fs) is the first change a crash may have rolled back
+	// (the server stopped with it unsaved), which also makes Commit refuse
+	// until staging is written again. LostAt is when the recovery that
+	// found lost blocks or changes ran.
+	LostFiles   int       `json:",omitempty"`
+	LostBlocks  int64     `json:",omitempty"`
+	LostChanges time.Time `json:",omitzero"`
+	LostAt      time.Time `json:",omitzero"`
+	// Unsaved (fs) is the first change to staging not yet durable (zero:
+	// none); the idle sync saves it soon after writes stop.
+	Unsaved time.Time `json:",omitzero"`
 }
 
 // Revision is an immutable committed state of a volume.

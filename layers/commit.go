@@ -53,8 +53,12 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		some = append(some, ino)
 	}
 	v.mu.Unlock()
-	if (lost > 0 || lb.n > 0) && !opts.AllowLost {
-		le := &LostDataError{Volume: volume, Files: lost, Blocks: lb.n, At: lb.at}
+	changesSince, changesAt := v.lostChanges()
+	if (lost > 0 || lb.n > 0 || !changesAt.IsZero()) && !opts.AllowLost {
+		le := &LostDataError{Volume: volume, Files: lost, Blocks: lb.n, At: lb.at, Changes: changesSince}
+		if le.At.IsZero() {
+			le.At = changesAt
+		}
 		slices.Sort(some)
 		for _, ino := range some {
 			le.Paths = append(le.Paths, v.pathOf(ctx, ino, v.seq.Load()))
@@ -138,6 +142,9 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		return Revision{}, err
 	}
 	v.mu.Lock()
+	// Every change before the commit is in the revision, durable with it:
+	// staging has nothing unsaved (no change runs: commitMu).
+	v.unsaved.mu.Lock()
 	err = update(r.db, func(txn *badger.Txn) error {
 		if err := txn.Set(revisionKey(v.id, seq), b); err != nil {
 			return err
@@ -148,6 +155,12 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 				return err
 			}
 		}
+		if err := txn.Delete(unsavedKey(v.id)); err != nil {
+			return err
+		}
+		if err := txn.Delete(lostChangesKey(v.id)); err != nil {
+			return err
+		}
 		if err := txn.Delete(changedKey(v.id)); err != nil {
 			return err
 		}
@@ -157,11 +170,15 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		if lb.n > 0 {
 			v.lostBlocks = lostBlocks{}
 		}
+		v.unsaved.marked.Store(false)
+		v.unsaved.lostSince.Store(0)
+		v.unsaved.lostAt.Store(0)
 		v.seq.Store(seq + 1)
 		v.setFresh()
 		v.added.Store(0)
 		v.changed.Store(0)
 	}
+	v.unsaved.mu.Unlock()
 	v.mu.Unlock()
 	if err != nil {
 		r.releaseLog(ctx, rev.Meta)

@@ -21,3 +21,18 @@ func CachedFileMaps(t *Tree) int {
 	defer t.files.mu.Unlock()
 	return len(t.files.items)
 }
+
+// StopBackground stops the repo's background goroutines without closing
+// it, as the death of the process would: crash tests call it before they
+// close the index under an abandoned repo.
+func StopBackground(r *Repo) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	r.mu.Unlock()
+	close(r.done)
+	r.workers.Wait()
+}

@@ -366,6 +366,9 @@ func (r *Repo) markOpen(ctx context.Context) error {
 	if err := r.dropCrashOrphans(); err != nil {
 		return err
 	}
+	if err := r.noteLostChanges(!clean); err != nil {
+		return err
+	}
 	// Recovery's changes go to the index now, not with the first batch.
 	if err := r.flushPendingAll(); err != nil {
 		return fmt.Errorf("open layers: %w", err)

@@ -277,7 +277,8 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
 	keys = append(keys, prunedKeys...)
-	keys = append(keys, stateKey(v.id), volumeKey(name), lostBlocksKey(v.id), unflushedBlocksKey(v.id), changedKey(v.id))
+	keys = append(keys, stateKey(v.id), volumeKey(name), lostBlocksKey(v.id), unflushedBlocksKey(v.id), changedKey(v.id),
+		unsavedKey(v.id), lostChangesKey(v.id))
 	wb := r.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, k := range keys {

@@ -453,7 +453,14 @@ func (v *volume) commitFileOnce(ctx context.Context, f *openFile, es []extent, s
 
 // flushAll flushes every dirty file of the volume. Its error names the
 // first file that failed by path, for the user who must act on it.
-func (v *volume) flushAll(ctx context.Context) error {
+func (v *volume) flushAll(ctx context.Context) error { return v.flushFiles(ctx, false) }
+
+// flushFiles is flushAll, or with closedOnly only for the files no handle
+// holds (the idle sync, unsaved.go). A file still open is left alone
+// there: its spool is dropped once flushed, and the writer's next write
+// would read the whole file back into it (for a large file written for
+// minutes, again at every sync). Staging then stays marked unsaved.
+func (v *volume) flushFiles(ctx context.Context, closedOnly bool) error {
 	v.filesMu.Lock()
 	fs := make([]*openFile, 0, len(v.files))
 	for _, f := range v.files {
@@ -462,6 +469,14 @@ func (v *volume) flushAll(ctx context.Context) error {
 	v.filesMu.Unlock()
 	var first error
 	for _, f := range fs {
+		if closedOnly {
+			v.mu.Lock()
+			held := v.holds[f.ino] > 0
+			v.mu.Unlock()
+			if held {
+				continue
+			}
+		}
 		f.dataMu.Lock()
 		err := f.flush(ctx)
 		f.dataMu.Unlock()

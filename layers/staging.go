@@ -97,6 +97,11 @@ func (s *Staging) mutate(_ context.Context, fn func(m *mutation) error) error {
 	v := s.v
 	v.commitMu.RLock()
 	defer v.commitMu.RUnlock()
+	done, err := v.beginChange()
+	if err != nil {
+		return err
+	}
+	defer done()
 	return v.mutateLocked(fn)
 }
 
@@ -695,12 +700,16 @@ func (s *Staging) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error
 	v := s.v
 	v.commitMu.RLock()
 	defer v.commitMu.RUnlock()
+	done, err := v.beginChange()
+	if err != nil {
+		return Attr{}, fmt.Errorf("setattr %d: %w", ino, err)
+	}
+	defer done()
 	var f *openFile
 	if in.Size != nil {
 		if *in.Size < 0 {
 			return Attr{}, fmt.Errorf("setattr %d: size %d: %w", ino, *in.Size, ErrInvalid)
 		}
-		var err error
 		f, err = v.openFileFor(ctx, ino, *in.Size == 0)
 		if err != nil {
 			return Attr{}, fmt.Errorf("setattr %d: %w", ino, err)
@@ -717,7 +726,7 @@ func (s *Staging) SetAttr(ctx context.Context, ino Ino, in SetAttr) (Attr, error
 		}
 	}
 	var out inode
-	err := v.mutateLocked(func(m *mutation) error {
+	err = v.mutateLocked(func(m *mutation) error {
 		n, err := m.inode(ino)
 		if err != nil {
 			return err
@@ -782,6 +791,11 @@ func (s *Staging) WriteAt(ctx context.Context, ino Ino, p []byte, off int64) (in
 	}
 	v.commitMu.RLock()
 	defer v.commitMu.RUnlock()
+	done, err := v.beginChange()
+	if err != nil {
+		return 0, fmt.Errorf("write %d: %w", ino, err)
+	}
+	defer done()
 	f, err := v.openFileFor(ctx, ino, false)
 	if err != nil {
 		return 0, fmt.Errorf("write %d: %w", ino, err)
@@ -917,7 +931,13 @@ func (s *Staging) FlushFile(ctx context.Context, ino Ino, durable bool) error {
 
 // durable makes everything written to the store and the index so far
 // survive a crash.
-func (r *Repo) durable(ctx context.Context) error {
+func (r *Repo) durable(ctx context.Context) (err error) {
+	taken := r.takeUnsaved()
+	defer func() {
+		if serr := r.saved(taken, err == nil); err == nil {
+			err = serr
+		}
+	}()
 	if err := r.cs.Flush(ctx); err != nil {
 		return storeErr("flush store", err)
 	}

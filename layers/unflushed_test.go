@@ -117,10 +117,13 @@ type crashEnv struct {
 	cs    *crashStore
 	repo  *layers.Repo
 	stop  func()
+	// idleSync is Options.IdleSync: off unless a test turns it on, so
+	// that a slow run cannot make durable what a test crashes away.
+	idleSync time.Duration
 }
 
 func newCrashEnv(t *testing.T) *crashEnv {
-	e := &crashEnv{t: t, dir: t.TempDir(), spool: t.TempDir(), cs: newCrashStore()}
+	e := &crashEnv{t: t, dir: t.TempDir(), spool: t.TempDir(), cs: newCrashStore(), idleSync: -1}
 	e.open()
 	return e
 }
@@ -128,7 +131,7 @@ func newCrashEnv(t *testing.T) *crashEnv {
 func (e *crashEnv) open() {
 	e.t.Helper()
 	db := openDB(e.t, e.dir)
-	r, err := layers.Open(context.Background(), db, e.cs, layers.Options{SpoolDir: e.spool})
+	r, err := layers.Open(context.Background(), db, e.cs, layers.Options{SpoolDir: e.spool, IdleSync: e.idleSync})
 	if err != nil {
 		e.t.Fatalf("open layers: %v", err)
 	}
@@ -167,6 +170,7 @@ func (e *crashEnv) crash() {
 func (e *crashEnv) crashNow() {
 	e.t.Helper()
 	e.cs.crash()
+	layers.StopBackground(e.repo)
 	e.stop() // the layers are never closed: no clean marker
 	e.open()
 }

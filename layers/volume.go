@@ -87,6 +87,9 @@ type volume struct {
 	// lostBlocks: blocks of a disk's staging a crash reverted, until a
 	// commit with AllowLost (the l/b marker, lostblocks.go).
 	lostBlocks lostBlocks
+	// unsaved: a file tree's staging holds changes not yet durable, or
+	// lost some in a crash (unsaved.go).
+	unsaved unsaved
 
 	seq     atomic.Uint64 // the staging layer's seq; changes only under mu and commitMu
 	added   atomic.Int64  // bytes of new chunks stored since the last commit (before compression)
@@ -151,6 +154,10 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 	go r.pendingFlusher(r.metaKick)
 	r.workers.Add(1)
 	go r.indexTidier(r.tidyKick)
+	if r.opts.IdleSync >= 0 {
+		r.workers.Add(1)
+		go r.idleSyncer()
+	}
 	return r, nil
 }
 
@@ -267,6 +274,12 @@ func (r *Repo) Close() error {
 	r.eachPending(func(p *pending) error { p.close(); return nil })
 	err := update(r.db, func(txn *badger.Txn) error {
 		for _, v := range vols {
+			if first == nil {
+				// Everything is flushed: nothing is unsaved.
+				if err := txn.Delete(unsavedKey(v.id)); err != nil {
+					return err
+				}
+			}
 			c, a := v.changed.Load(), v.added.Load()
 			if c != 0 || a != 0 {
 				b := binary.BigEndian.AppendUint64(nil, uint64(c))
@@ -388,8 +401,15 @@ func (v *volume) info(revisions int) VolumeInfo {
 	v.mu.Lock()
 	lostFiles, lb := len(v.lost), v.lostBlocks
 	v.mu.Unlock()
-	return VolumeInfo{Name: v.rec.Name, Type: v.rec.Type, Size: v.rec.Size, BlockSize: v.rec.BlockSize,
+	info := VolumeInfo{Name: v.rec.Name, Type: v.rec.Type, Size: v.rec.Size, BlockSize: v.rec.BlockSize,
 		Created: v.rec.Created, Revisions: revisions, LostFiles: lostFiles, LostBlocks: lb.n, LostAt: lb.at}
+	if since, at := v.lostChanges(); !at.IsZero() {
+		info.LostChanges, info.LostAt = since, at
+	}
+	if v.unsaved.marked.Load() {
+		info.Unsaved = time.Unix(0, v.unsaved.since.Load()).UTC()
+	}
+	return info
 }
 
 func (r *Repo) volume(name string) (*volume, error) {

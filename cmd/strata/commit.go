@@ -92,7 +92,10 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	var lost *layers.LostDataError
 	if errors.As(err, &lost) {
 		hint := "run the backup into staging again: rsync sends those files anew (their mtime is 1970-01-01); or pass --allow-lost to commit them as they read now, as zeros"
-		if lost.Files == 0 {
+		switch {
+		case lost.Files == 0 && lost.Blocks == 0:
+			hint = "staging may lack files written or changed just before the server stopped. Run the backup into staging again (rsync sends whatever the crash rolled back), then commit; writing staging again clears this. Or commit staging as it is now with --allow-lost"
+		case lost.Files == 0:
 			hint = "staging now mixes the new image with the old one. Rerun the whole copy (nbdcopy --flush, qemu-img convert, dd conv=fsync), then 'strata commit " + a.Volume +
 				" --allow-lost'; or commit it as it reads now with --allow-lost"
 		}

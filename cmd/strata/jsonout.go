@@ -62,16 +62,20 @@ type volumeJSON struct {
 	Revisions int       `json:"revisions"`
 	// A crash lost staging data: commit refuses until the backup runs
 	// again (or --allow-lost).
-	LostFiles  int       `json:"lost_files,omitempty"`
-	LostBlocks int64     `json:"lost_blocks,omitempty"`
-	LostAt     time.Time `json:"lost_at,omitzero"`
+	LostFiles   int       `json:"lost_files,omitempty"`
+	LostBlocks  int64     `json:"lost_blocks,omitempty"`
+	LostChanges time.Time `json:"lost_changes_since,omitzero"`
+	LostAt      time.Time `json:"lost_at,omitzero"`
+	// Unsaved: staging holds changes since then that a crash would lose
+	// (strata saves them a few seconds after writes stop).
+	Unsaved time.Time `json:"unsaved_since,omitzero"`
 }
 
 func volumeOut(v layers.VolumeInfo) volumeJSON {
 	return volumeJSON{
 		Name: v.Name, Type: string(v.Type), Size: v.Size, BlockSize: v.BlockSize,
 		Created: v.Created.UTC(), Revisions: v.Revisions,
-		LostFiles: v.LostFiles, LostBlocks: v.LostBlocks, LostAt: v.LostAt,
+		LostFiles: v.LostFiles, LostBlocks: v.LostBlocks, LostChanges: v.LostChanges, LostAt: v.LostAt, Unsaved: v.Unsaved,
 	}
 }
 
