@@ -8,22 +8,20 @@ import (
 	"io"
 	iofs "io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-backup/strata/layers"
-	"github.com/strata-backup/strata/store"
 )
 
 type restoreCmd struct {
-	Target string `arg:"" help:"NAME@REV[:PATH] — a revision, or a path inside an fs revision."`
-	Dest   string `arg:"" help:"fs volumes: a directory (created if missing); a :PATH naming a file goes into DEST if DEST is a directory, else becomes DEST, as with cp. Files already there with the same size and mtime are kept (a rerun resumes). Block volumes: the whole image (no :PATH) to a file (sparse; removed again if the restore fails), a device (at least the volume's size, checked before anything is written) or '-' for stdout; not a directory."`
+	Target   string `arg:"" help:"NAME@REV[:PATH] — a revision, or a path inside an fs revision."`
+	Dest     string `arg:"" help:"fs volumes: a directory (created if missing); a :PATH naming a file goes into DEST if DEST is a directory, else becomes DEST, as with cp. Files already there with the same size and mtime are kept (a rerun resumes). An entry of another type than the revision's is replaced, except a non-empty directory, which is reported as a conflict and left alone; symlinks inside DEST are replaced, never followed. Block volumes: the whole image (no :PATH) to a file (sparse; removed again if the restore fails), a device (at least the volume's size, checked before anything is written) or '-' for stdout; not a directory."`
+	Checksum bool   `name:"checksum" help:"Read the files already in DEST that match the revision's in size and mtime, compare their content and rewrite those that differ (as rsync --checksum). Without it they are kept unread: fast, but a file damaged or altered with its mtime kept (bit rot, tampering) stays wrong. Reads all of them in full; fs volumes only."`
 }
 
 type restoreArgs struct {
@@ -33,18 +31,29 @@ type restoreArgs struct {
 	Dest   string `json:"dest"`
 	// Stdout: Dest is a FIFO the client copies to its standard output.
 	Stdout bool `json:"stdout,omitempty"`
+	// Checksum: compare the content of files kept by size and mtime.
+	Checksum bool `json:"checksum,omitempty"`
 }
 
 type restoreResult struct {
 	Revision string `json:"revision"`
 	Files    int64  `json:"files"`
 	Bytes    int64  `json:"bytes"`
-	Skipped  int64  `json:"skipped"` // already present and identical (resumed)
+	Skipped  int64  `json:"skipped"` // already present and identical (resumed), kept
+	// Rewritten counts files already present that differed (size, mtime
+	// or, with --checksum, content) and were written again.
+	Rewritten int64 `json:"rewritten"`
 	// Unreadable counts files whose data is damaged beyond what parity
 	// restores; Damaged names the first maxDamagedListed of them. The
 	// restore goes on past them: everything else is worth having.
 	Unreadable int64    `json:"unreadable,omitempty"`
 	Damaged    []string `json:"damaged,omitempty"`
+	// Problems counts what could not be restored as in the revision
+	// (conflicts with DEST, xattrs the filesystem cannot hold, ...);
+	// ProblemList describes the first maxProblemsListed. The restore
+	// goes on past them too.
+	Problems    int64            `json:"problems,omitempty"`
+	ProblemList []restoreProblem `json:"problem_list,omitempty"`
 }
 
 // maxDamagedListed bounds the paths a restore reports as unreadable.
@@ -55,7 +64,7 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 	if rev == "" {
 		rev = "latest"
 	}
-	a := restoreArgs{Volume: vol, Rev: rev, Path: p, Dest: c.Dest}
+	a := restoreArgs{Volume: vol, Rev: rev, Path: p, Dest: c.Dest, Checksum: c.Checksum}
 	if c.Dest == "-" {
 		return restoreToStdout(ctx, g, a)
 	}
@@ -69,25 +78,85 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.JSON {
-		return printJSON(res)
+		if err := printJSON(res); err != nil {
+			return err
+		}
+	} else {
+		printRestoreSummary(vol, a.Dest, c.Checksum, res)
 	}
-	fmt.Fprintf(os.Stderr, "restored %s@%s to %s: %s, %s", vol, res.Revision[:8], a.Dest, count(res.Files, "file"), humanBytes(res.Bytes))
+	return restoreOutcome(a.Dest, res, g.JSON)
+}
+
+// printRestoreSummary tells what a tree restore did, and what went wrong
+// (the first 20 of each).
+func printRestoreSummary(vol, dest string, checksum bool, res restoreResult) {
+	fmt.Fprintf(os.Stderr, "restored %s@%s to %s: %s, %s", vol, res.Revision[:8], dest, count(res.Files, "file"), humanBytes(res.Bytes))
+	var already []string
 	if res.Skipped > 0 {
-		fmt.Fprintf(os.Stderr, " (%d already there)", res.Skipped)
+		how := "same size and mtime"
+		if checksum {
+			how = "same content"
+		}
+		already = append(already, fmt.Sprintf("%d kept as already there (%s)", res.Skipped, how))
+	}
+	if res.Rewritten > 0 {
+		already = append(already, fmt.Sprintf("%d rewritten as they differed", res.Rewritten))
+	}
+	if len(already) > 0 {
+		fmt.Fprintf(os.Stderr, " (%s)", strings.Join(already, ", "))
 	}
 	fmt.Fprintln(os.Stderr)
-	if res.Unreadable > 0 {
-		for i, p := range res.Damaged {
-			if i == 20 {
-				fmt.Fprintf(os.Stderr, "  ... and %d more\n", res.Unreadable-20)
-				break
-			}
-			fmt.Fprintf(os.Stderr, "  unreadable: %s\n", p)
+	for i, p := range res.Damaged {
+		if i == 20 {
+			fmt.Fprintf(os.Stderr, "  ... and %d more unreadable\n", res.Unreadable-20)
+			break
 		}
-		return fail(exitError, "the repository is damaged beyond its parity there: bring back missing shard dirs if you can ('strata scrub' tells which), else take those files from another copy",
-			"%s could not be read and %s left out", count(res.Unreadable, "file"), was(res.Unreadable))
+		fmt.Fprintf(os.Stderr, "  unreadable: %s\n", p)
 	}
-	return nil
+	for i, p := range res.ProblemList {
+		if i == 20 {
+			fmt.Fprintf(os.Stderr, "  ... and %d more problems\n", res.Problems-20)
+			break
+		}
+		fmt.Fprintf(os.Stderr, "  %s: %s\n", p.Kind, p.Message)
+	}
+}
+
+// restoreOutcome is the error (and exit code) for a tree restore that went
+// through but left things out: unreadable files, problems at DEST.
+func restoreOutcome(dest string, res restoreResult, json bool) error {
+	if res.Unreadable == 0 && res.Problems == 0 {
+		return nil
+	}
+	var msgs, hints []string
+	if res.Unreadable > 0 {
+		msgs = append(msgs, fmt.Sprintf("%s could not be read and %s left out", count(res.Unreadable, "file"), was(res.Unreadable)))
+		hints = append(hints, "the repository is damaged beyond its parity there: bring back missing shard dirs if you can ('strata scrub' tells which), else take those files from another copy")
+	}
+	if res.Problems > 0 {
+		where := "listed above"
+		if json {
+			where = "see problem_list"
+		}
+		msgs = append(msgs, fmt.Sprintf("the restore to %s is incomplete: %s (%s)", dest, count(res.Problems, "problem"), where))
+		kinds := map[string]bool{}
+		for _, p := range res.ProblemList {
+			kinds[p.Kind] = true
+		}
+		if kinds["conflict"] {
+			hints = append(hints, "a non-empty directory in DEST stands where the revision has a file: move it away (restore never deletes one) and run the same restore again")
+		}
+		if kinds["xattr"] {
+			hints = append(hints, "the destination filesystem cannot hold some extended attributes: restore to one that can (XFS, or ext4 made with 'mkfs.ext4 -O ea_inode', takes values up to 64 KiB), or go without them")
+		}
+		if kinds["error"] {
+			hints = append(hints, "fix what the messages name and run the same restore again")
+		}
+		if kinds["conflict"] || kinds["error"] {
+			hints = append(hints, "a rerun keeps what is already restored")
+		}
+	}
+	return fail(exitError, strings.Join(hints, "; "), "%s", strings.Join(msgs, "; "))
 }
 
 // restoreToStdout has the restore write into a FIFO that this process
@@ -156,6 +225,9 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 	if info.Type == layers.TypeBlock && a.Path != "" {
 		return nil, fail(exitUsage, "restore the whole image (strata restore "+a.Volume+"@"+a.Rev+" FILE), or mount the revision and loop-mount its disk.img to copy files", "%s is a block volume: it has no paths (%q)", a.Volume, a.Path)
 	}
+	if a.Checksum && info.Type == layers.TypeBlock {
+		return nil, fail(exitUsage, "leave out --checksum: a block restore always writes the whole image", "--checksum compares files of a file tree; %s is a block volume", a.Volume)
+	}
 	if a.Stdout && info.Type != layers.TypeBlock {
 		return nil, fail(exitUsage, "restore a file tree to a directory, or read single files from 'strata mount "+a.Volume+"@"+a.Rev+" MNT'", "'-' (standard output) takes a block volume's disk image; %s is a file tree", a.Volume)
 	}
@@ -177,10 +249,11 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	rs := &treeRestorer{t: t, progress: env.progress, links: map[layers.Ino]string{}, total: r.Size}
+	rs := &treeRestorer{t: t, checksum: a.Checksum, progress: env.progress, links: map[layers.Ino]string{}, total: r.Size}
 	err = rs.restore(ctx, a.Path, a.Dest)
-	res.Files, res.Bytes, res.Skipped = rs.files, rs.bytes, rs.skipped
+	res.Files, res.Bytes, res.Skipped, res.Rewritten = rs.files, rs.bytes, rs.skipped, rs.rewritten
 	res.Unreadable, res.Damaged = rs.unreadable, rs.damaged
+	res.Problems, res.ProblemList = rs.problems, rs.problemList
 	return res, err
 }
 
@@ -309,211 +382,4 @@ func bareErr(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// treeRestorer copies a revision's tree out, as `cp -a` from the mount
-// would: owners, modes, times, xattrs, hard links, holes. Files already at
-// the destination with the same size and mtime are skipped, so an
-// interrupted restore resumes.
-type treeRestorer struct {
-	t        *layers.Tree
-	progress func(progress)
-	links    map[layers.Ino]string // first path restored for each multiply-linked inode
-	files    int64
-	bytes    int64
-	skipped  int64
-	total    int64
-	// unreadable counts files left out as damaged; damaged names them.
-	unreadable int64
-	damaged    []string
-	last       time.Time
-}
-
-func (r *treeRestorer) restore(ctx context.Context, sub, dest string) error {
-	ino, attr := layers.RootIno, layers.Attr{}
-	var err error
-	attr, err = r.t.GetAttr(ctx, ino)
-	if err != nil {
-		return err
-	}
-	for _, name := range strings.Split(strings.Trim(path.Clean("/"+sub), "/"), "/") {
-		if name == "" {
-			continue
-		}
-		attr, err = r.t.Lookup(ctx, ino, name)
-		if err != nil {
-			return fail(exitError, "", "%s: no such path in the revision", sub)
-		}
-		ino = attr.Ino
-		// The revision's size is no total for a part of it; a file's own
-		// size is, a directory's is unknown without a walk (no percentage).
-		r.total = 0
-		if attr.Mode&syscall.S_IFMT == syscall.S_IFREG {
-			r.total = attr.Size
-		}
-	}
-	if attr.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		if err := os.MkdirAll(dest, 0o700); err != nil {
-			return err
-		}
-		return r.dir(ctx, ino, attr, dest)
-	}
-	if st, err := os.Stat(dest); err == nil && st.IsDir() {
-		dest = filepath.Join(dest, path.Base(sub))
-	}
-	return r.entry(ctx, attr, dest)
-}
-
-func (r *treeRestorer) dir(ctx context.Context, ino layers.Ino, attr layers.Attr, dest string) error {
-	var ents []layers.Dirent
-	after := ""
-	for {
-		// Batches bound memory for huge directories.
-		batch := 0
-		err := r.t.ReadDir(ctx, ino, after, func(d layers.Dirent) bool {
-			ents = append(ents, d)
-			after = d.Name
-			batch++
-			return batch < 4096
-		})
-		if err != nil {
-			return err
-		}
-		for _, d := range ents {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			a, err := r.t.GetAttr(ctx, d.Ino)
-			if err != nil {
-				return fmt.Errorf("%s: %w", filepath.Join(dest, d.Name), err)
-			}
-			if err := r.entry(ctx, a, filepath.Join(dest, d.Name)); err != nil {
-				return err
-			}
-		}
-		ents = ents[:0]
-		if batch < 4096 {
-			break
-		}
-	}
-	return r.meta(ctx, attr, dest)
-}
-
-func (r *treeRestorer) entry(ctx context.Context, a layers.Attr, p string) error {
-	mode := a.Mode & syscall.S_IFMT
-	if mode != syscall.S_IFDIR && a.Nlink > 1 {
-		if first, ok := r.links[a.Ino]; ok {
-			os.Remove(p)
-			return os.Link(first, p)
-		}
-		r.links[a.Ino] = p
-	}
-	switch mode {
-	case syscall.S_IFDIR:
-		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return err
-		}
-		return r.dir(ctx, a.Ino, a, p)
-	case syscall.S_IFREG:
-		var de *store.DamageError
-		if err := r.file(ctx, a, p); errors.As(err, &de) {
-			// Not half a file that looks restored: it goes, and so
-			// does its claim to be the first of its hard links.
-			os.Remove(p)
-			delete(r.links, a.Ino)
-			r.unreadable++
-			if len(r.damaged) < maxDamagedListed {
-				r.damaged = append(r.damaged, p)
-			}
-			return nil
-		} else if err != nil {
-			return err
-		}
-	case syscall.S_IFLNK:
-		target, err := r.t.Readlink(ctx, a.Ino)
-		if err != nil {
-			return err
-		}
-		os.Remove(p)
-		if err := os.Symlink(target, p); err != nil {
-			return err
-		}
-	default:
-		os.Remove(p)
-		if err := unix.Mknod(p, a.Mode, int(a.Rdev)); err != nil {
-			return fmt.Errorf("mknod %s: %w", p, err)
-		}
-	}
-	r.files++
-	return r.meta(ctx, a, p)
-}
-
-func (r *treeRestorer) file(ctx context.Context, a layers.Attr, p string) error {
-	if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && st.Size() == a.Size && st.ModTime().Equal(a.Mtime) {
-		r.skipped++
-		return nil
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Truncate(a.Size); err != nil {
-		return err
-	}
-	exts, err := r.t.Extents(ctx, a.Ino, 0, a.Size)
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 1<<20)
-	for _, e := range exts {
-		if e.Hole {
-			continue
-		}
-		for off := e.Off; off < e.Off+e.Len; {
-			n := min(int64(len(buf)), e.Off+e.Len-off)
-			got, err := r.t.ReadAt(ctx, a.Ino, buf[:n], off)
-			if err != nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("read %s: %w", p, err)
-			}
-			if got == 0 {
-				break
-			}
-			if _, err := f.WriteAt(buf[:got], off); err != nil {
-				return fmt.Errorf("write %s: %w", p, bareErr(err))
-			}
-			off += int64(got)
-			r.bytes += int64(got)
-			if r.progress != nil && time.Since(r.last) > 200*time.Millisecond {
-				r.last = time.Now()
-				r.progress(progress{Phase: "restore", Done: r.bytes, Total: r.total, Unit: "bytes"})
-			}
-		}
-	}
-	return nil
-}
-
-// meta applies owner, mode, xattrs and times (last, since writing changes mtime).
-func (r *treeRestorer) meta(ctx context.Context, a layers.Attr, p string) error {
-	if err := os.Lchown(p, int(a.Uid), int(a.Gid)); err != nil && !errors.Is(err, syscall.EPERM) {
-		return err
-	}
-	if a.Mode&syscall.S_IFMT != syscall.S_IFLNK {
-		if err := unix.Chmod(p, a.Mode&0o7777); err != nil {
-			return err
-		}
-	}
-	if names, err := r.t.ListXattr(ctx, a.Ino); err == nil {
-		for _, n := range names {
-			v, err := r.t.GetXattr(ctx, a.Ino, n)
-			if err != nil {
-				continue
-			}
-			if err := unix.Lsetxattr(p, n, v, 0); err != nil && !errors.Is(err, syscall.ENOTSUP) {
-				return fmt.Errorf("set xattr %s on %s: %w", n, p, err)
-			}
-		}
-	}
-	ts := []unix.Timespec{unix.NsecToTimespec(a.Atime.UnixNano()), unix.NsecToTimespec(a.Mtime.UnixNano())}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
 }

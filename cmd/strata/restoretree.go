@@ -1,0 +1,569 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-backup/strata/layers"
+	"github.com/strata-backup/strata/store"
+)
+
+// treeRestorer copies a revision's tree out, as `cp -a` from the mount
+// would: owners, modes, times, xattrs, hard links, holes.
+//
+// Into an existing directory it merges: an entry of the revision's type is
+// reused (a file with the same size and mtime is kept, so an interrupted
+// restore resumes; with checksum its content is compared first); one of
+// another type is replaced, except a non-empty directory where the revision
+// has a non-directory: that is user data, reported as a conflict and left
+// alone. Below DEST no symlink is followed (see restorefd.go).
+//
+// Problems with one entry (a conflict, an xattr the filesystem cannot hold,
+// a refused mknod) are noted and the restore goes on with the rest; errors
+// reading the repository, and a full or read-only destination, stop it.
+type treeRestorer struct {
+	t        *layers.Tree
+	checksum bool // compare the content of files kept by size and mtime
+	progress func(progress)
+	dest     string                // what the user named, for messages
+	root     int                   // fd of the directory links are relative to
+	rootPath string                // its path, for messages
+	links    map[layers.Ino]string // first path (relative to root) restored for each multiply-linked inode
+	files    int64
+	bytes    int64 // written
+	checked  int64 // compared (checksum), for progress
+	skipped  int64 // files already there and kept
+	// rewritten counts regular files already there that differed (in
+	// size, mtime or, with checksum, content) and were written again.
+	rewritten int64
+	total     int64
+	// unreadable counts files left out as damaged; damaged names them.
+	unreadable int64
+	damaged    []string
+	// problems is the number of things not restored as in the revision;
+	// problemList describes the first maxProblemsListed.
+	problems    int64
+	problemList []restoreProblem
+	last        time.Time
+}
+
+// restoreProblem is one thing a restore could not do; it went on.
+type restoreProblem struct {
+	Path string `json:"path"`
+	// Kind: "conflict" (a non-empty directory where the revision has
+	// something else), "xattr" (an extended attribute not set), "error".
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+// maxProblemsListed bounds the problems a restore describes.
+const maxProblemsListed = 1000
+
+func (r *treeRestorer) problem(p, kind, msg string) {
+	r.problems++
+	if len(r.problemList) < maxProblemsListed {
+		r.problemList = append(r.problemList, restoreProblem{Path: p, Kind: kind, Message: msg})
+	}
+}
+
+// settle decides what an entry's error means for the restore: a
+// destination error is noted and the restore goes on (nil), unless the
+// destination is full or read-only; anything else (the repository, an
+// interrupt) stops it.
+func (r *treeRestorer) settle(err error) error {
+	var de *destError
+	if err == nil || !errors.As(err, &de) {
+		return err
+	}
+	if fatalDest(de.err) {
+		var hint string
+		switch {
+		case errors.Is(de.err, syscall.EROFS):
+			hint = "the destination is read-only: remount it read-write or restore elsewhere"
+		default:
+			hint = "the destination filesystem is full (or the quota reached): free space there or restore elsewhere"
+		}
+		// No wrapped ENOSPC: report's hint for it is about the
+		// repository's filesystems, not this one.
+		return fail(exitError, hint+", then run the same restore again: what is already restored is kept; nothing in the repository changed",
+			"%s: %v; restore stopped, %s is incomplete", de.op+" "+de.path, de.err, r.dest)
+	}
+	r.problem(de.path, "error", de.Error())
+	return nil
+}
+
+func (r *treeRestorer) restore(ctx context.Context, sub, dest string) error {
+	ino, attr := layers.RootIno, layers.Attr{}
+	var err error
+	attr, err = r.t.GetAttr(ctx, ino)
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Split(strings.Trim(path.Clean("/"+sub), "/"), "/") {
+		if name == "" {
+			continue
+		}
+		attr, err = r.t.Lookup(ctx, ino, name)
+		if err != nil {
+			return fail(exitError, "", "%s: no such path in the revision", sub)
+		}
+		ino = attr.Ino
+		// The revision's size is no total for a part of it; a file's own
+		// size is, a directory's is unknown without a walk (no percentage).
+		r.total = 0
+		if attr.Mode&syscall.S_IFMT == syscall.S_IFREG {
+			r.total = attr.Size
+		}
+	}
+	// DEST itself is the user's to name: a symlink there is followed, as
+	// cp and rsync do; below it nothing is.
+	parent, name := dest, ""
+	if attr.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		if err := os.MkdirAll(dest, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dest, bareErr(err))
+		}
+	} else {
+		parent, name = filepath.Dir(dest), filepath.Base(dest)
+		if st, err := os.Stat(dest); err == nil && st.IsDir() {
+			parent, name = dest, path.Base(sub)
+		}
+	}
+	fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", parent, err)
+	}
+	defer unix.Close(fd)
+	r.dest, r.root, r.rootPath = dest, fd, parent
+	d := destDir{fd: fd, path: parent}
+	if name == "" {
+		return r.settle(r.dir(ctx, d, ino, attr))
+	}
+	return r.settle(r.entry(ctx, d, name, attr))
+}
+
+// dir restores the entries of directory ino into d, then d's metadata.
+func (r *treeRestorer) dir(ctx context.Context, d destDir, ino layers.Ino, attr layers.Attr) error {
+	var ents []layers.Dirent
+	after := ""
+	for {
+		// Batches bound memory for huge directories.
+		batch := 0
+		err := r.t.ReadDir(ctx, ino, after, func(e layers.Dirent) bool {
+			ents = append(ents, e)
+			after = e.Name
+			batch++
+			return batch < 4096
+		})
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			a, err := r.t.GetAttr(ctx, e.Ino)
+			if err != nil {
+				return fmt.Errorf("%s: %w", filepath.Join(d.path, e.Name), err)
+			}
+			if err := r.settle(r.entry(ctx, d, e.Name, a)); err != nil {
+				return err
+			}
+		}
+		ents = ents[:0]
+		if batch < 4096 {
+			break
+		}
+	}
+	return r.meta(ctx, node{fd: d.fd, path: d.path}, attr)
+}
+
+// entry restores a as name in d.
+func (r *treeRestorer) entry(ctx context.Context, d destDir, name string, a layers.Attr) error {
+	p := filepath.Join(d.path, name)
+	mode := a.Mode & syscall.S_IFMT
+	if mode != syscall.S_IFDIR && a.Nlink > 1 {
+		if first, ok := r.links[a.Ino]; ok {
+			return r.link(d, name, p, first)
+		}
+	}
+	switch mode {
+	case syscall.S_IFDIR:
+		fd, err := r.mkdir(d, name, p)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return r.dir(ctx, destDir{fd: fd, path: p, rel: relJoin(d.rel, name)}, a.Ino, a)
+	case syscall.S_IFREG:
+		var de *store.DamageError
+		err := r.file(ctx, d, name, p, a)
+		if errors.As(err, &de) {
+			// file removed what it wrote: not half a file that looks
+			// restored.
+			r.unreadable++
+			if len(r.damaged) < maxDamagedListed {
+				r.damaged = append(r.damaged, p)
+			}
+			return nil
+		}
+		return err
+	case syscall.S_IFLNK:
+		target, err := r.t.Readlink(ctx, a.Ino)
+		if err != nil {
+			return err
+		}
+		if ok, err := r.makeRoom(d, name, p, "symlink"); !ok {
+			return err
+		}
+		if err := unix.Symlinkat(target, d.fd, name); err != nil {
+			return destErr("symlink", p, err)
+		}
+	default:
+		if ok, err := r.makeRoom(d, name, p, "special file"); !ok {
+			return err
+		}
+		if err := unix.Mknodat(d.fd, name, a.Mode, int(a.Rdev)); err != nil {
+			return destErr("mknod", p, err)
+		}
+	}
+	r.noteLink(a, d, name)
+	r.files++
+	fd, err := unix.Openat(d.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return destErr("open", p, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return destErr("stat", p, err)
+	}
+	if st.Mode&syscall.S_IFMT != mode {
+		// Replaced since we made it: not ours to change.
+		return destErr("set metadata on", p, errors.New("replaced during the restore"))
+	}
+	return r.meta(ctx, node{fd: fd, opath: true, dir: d.fd, name: name, path: p}, a)
+}
+
+// noteLink records the first path restored for a multiply-linked inode, so
+// that its other names become hard links to it.
+func (r *treeRestorer) noteLink(a layers.Attr, d destDir, name string) {
+	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR && a.Nlink > 1 {
+		r.links[a.Ino] = relJoin(d.rel, name)
+	}
+}
+
+// makeRoom clears name in d for a non-directory (what) of the revision.
+// ok is false if it could not: err says why, or it is nil when a non-empty
+// directory is in the way (a conflict, noted).
+func (r *treeRestorer) makeRoom(d destDir, name, p, what string) (ok bool, err error) {
+	switch err := removeAt(d.fd, name); {
+	case errors.Is(err, errNotEmpty):
+		r.problem(p, "conflict", fmt.Sprintf("%s: a non-empty directory here but a %s in the revision: left as it is, the %s not restored", p, what, what))
+		return false, nil
+	case err != nil:
+		return false, destErr("remove", p, err)
+	}
+	return true, nil
+}
+
+// mkdir makes (or reuses) directory name in d and opens it. Whatever
+// non-directory is there goes, a symlink included: it is replaced by the
+// directory, never followed.
+func (r *treeRestorer) mkdir(d destDir, name, p string) (int, error) {
+	for try := 0; ; try++ {
+		if err := unix.Mkdirat(d.fd, name, 0o700); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return -1, destErr("mkdir", p, err)
+		}
+		fd, err := openDirAt(d.fd, name)
+		if err == nil {
+			return fd, nil
+		}
+		// ELOOP: a symlink; ENOTDIR: a file, fifo, device. Another
+		// try only if someone keeps putting them back.
+		if !errors.Is(err, syscall.ELOOP) && !errors.Is(err, syscall.ENOTDIR) || try == 3 {
+			return -1, destErr("open directory", p, err)
+		}
+		if err := unix.Unlinkat(d.fd, name, 0); err != nil && !errors.Is(err, syscall.ENOENT) {
+			return -1, destErr("remove", p, err)
+		}
+	}
+}
+
+// link makes name in d another name of the inode first restored at first
+// (relative to the root).
+func (r *treeRestorer) link(d destDir, name, p, first string) error {
+	src, err := openBeneath(r.root, path.Dir(first))
+	if err != nil {
+		return destErr("open", filepath.Join(r.rootPath, path.Dir(first)), err)
+	}
+	defer unix.Close(src)
+	base := path.Base(first)
+	var want, got unix.Stat_t
+	if err := unix.Fstatat(src, base, &want, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return destErr("stat", filepath.Join(r.rootPath, first), err)
+	}
+	if err := unix.Fstatat(d.fd, name, &got, unix.AT_SYMLINK_NOFOLLOW); err == nil && got.Dev == want.Dev && got.Ino == want.Ino {
+		return nil // linked already (a rerun)
+	}
+	if ok, err := r.makeRoom(d, name, p, "hard link"); !ok {
+		return err
+	}
+	// Without AT_SYMLINK_FOLLOW: a symlink put at first is linked
+	// itself, not what it points to.
+	if err := unix.Linkat(src, base, d.fd, name, 0); err != nil {
+		return destErr("link", p, err)
+	}
+	return nil
+}
+
+// file restores regular file a as name in d: keeps one already there
+// (same size and mtime, and with checksum the same content), else writes
+// a new file in its place. It counts the file unless it did neither.
+func (r *treeRestorer) file(ctx context.Context, d destDir, name, p string, a layers.Attr) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	existed := err == nil
+	wasFile := existed && st.Mode&syscall.S_IFMT == syscall.S_IFREG
+	if wasFile && st.Size == a.Size && time.Unix(st.Mtim.Unix()).Equal(a.Mtime) {
+		kept, err := r.keep(ctx, d, name, p, a)
+		if kept {
+			r.files++
+		}
+		if kept || err != nil {
+			return err
+		}
+	}
+	if existed {
+		// A new inode rather than the old one truncated: a hard link
+		// planted in DEST must not carry the data elsewhere.
+		if ok, err := r.makeRoom(d, name, p, "regular file"); !ok {
+			return err
+		}
+	}
+	fd, err := unix.Openat(d.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return destErr("create", p, err)
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	if err := r.write(ctx, f, a, p); err != nil {
+		f.Close()
+		unix.Unlinkat(d.fd, name, 0)
+		return err
+	}
+	r.files++
+	if wasFile {
+		r.rewritten++
+	}
+	r.noteLink(a, d, name)
+	return r.meta(ctx, node{fd: fd, dir: d.fd, name: name, path: p}, a)
+}
+
+// keep checks a file already at name with a's size and mtime and, if it
+// stays, applies a's metadata to it.
+func (r *treeRestorer) keep(ctx context.Context, d destDir, name, p string, a layers.Attr) (kept bool, err error) {
+	flags := unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if r.checksum {
+		// O_NONBLOCK: should a fifo have been put here since the
+		// stat, opening it must not hang the restore.
+		flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	}
+	fd, err := unix.Openat(d.fd, name, flags, 0)
+	if err != nil {
+		return false, destErr("open", p, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return false, destErr("stat", p, err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size != a.Size || !time.Unix(st.Mtim.Unix()).Equal(a.Mtime) {
+		return false, nil // changed since the stat
+	}
+	if r.checksum {
+		same, err := r.sameContent(ctx, fd, a, p)
+		var de *store.DamageError
+		switch {
+		case errors.As(err, &de):
+			// The file here may be the good copy: it stays, unchecked.
+			r.problem(p, "error", fmt.Sprintf("%s: kept unchecked: the revision's copy cannot be read (%v)", p, err))
+		case err != nil:
+			return false, err
+		case !same:
+			return false, nil
+		}
+	}
+	r.skipped++
+	r.noteLink(a, d, name)
+	return true, r.meta(ctx, node{fd: fd, opath: !r.checksum, dir: d.fd, name: name, path: p}, a)
+}
+
+// write copies a's data into f (new and empty), leaving holes as holes.
+func (r *treeRestorer) write(ctx context.Context, f *os.File, a layers.Attr, p string) error {
+	if err := f.Truncate(a.Size); err != nil {
+		return destErr("size", p, err)
+	}
+	exts, err := r.t.Extents(ctx, a.Ino, 0, a.Size)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for _, e := range exts {
+		if e.Hole {
+			continue
+		}
+		for off := e.Off; off < e.Off+e.Len; {
+			n := min(int64(len(buf)), e.Off+e.Len-off)
+			got, err := r.t.ReadAt(ctx, a.Ino, buf[:n], off)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read %s: %w", p, err)
+			}
+			if got == 0 {
+				break
+			}
+			if _, err := f.WriteAt(buf[:got], off); err != nil {
+				return destErr("write", p, err)
+			}
+			off += int64(got)
+			r.bytes += int64(got)
+			r.report()
+		}
+	}
+	return nil
+}
+
+func (r *treeRestorer) report() {
+	if r.progress != nil && time.Since(r.last) > 200*time.Millisecond {
+		r.last = time.Now()
+		r.progress(progress{Phase: "restore", Done: r.bytes + r.checked, Total: r.total, Unit: "bytes"})
+	}
+}
+
+// sameContent compares the file open at fd (a's size) with a's data:
+// holes of the revision must read as zeros there.
+func (r *treeRestorer) sameContent(ctx context.Context, fd int, a layers.Attr, p string) (bool, error) {
+	exts, err := r.t.Extents(ctx, a.Ino, 0, a.Size)
+	if err != nil {
+		return false, err
+	}
+	want := make([]byte, 1<<20)
+	got := make([]byte, len(want))
+	zero := make([]byte, len(want))
+	// compare checks [off, end) of the file here against the revision's
+	// data there, or zeros for a hole.
+	compare := func(off, end int64, hole bool) (bool, error) {
+		for off < end {
+			n := min(int64(len(want)), end-off)
+			w := zero[:n]
+			if !hole {
+				m, err := r.t.ReadAt(ctx, a.Ino, want[:n], off)
+				if err != nil && !errors.Is(err, io.EOF) {
+					return false, fmt.Errorf("read %s: %w", p, err)
+				}
+				if int64(m) != n {
+					return false, fmt.Errorf("read %s: %d bytes at %d, want %d", p, m, off, n)
+				}
+				w = want[:n]
+			}
+			if _, err := io.ReadFull(io.NewSectionReader(fdReaderAt(fd), off, n), got[:n]); err != nil {
+				return false, destErr("read", p, err)
+			}
+			if !bytes.Equal(got[:n], w) {
+				return false, nil
+			}
+			off += n
+			r.checked += n
+			r.report()
+		}
+		return true, ctx.Err()
+	}
+	pos := int64(0)
+	for _, e := range exts {
+		if e.Hole {
+			continue
+		}
+		for _, span := range []struct {
+			off, end int64
+			hole     bool
+		}{{pos, e.Off, true}, {e.Off, e.Off + e.Len, false}} {
+			if same, err := compare(span.off, span.end, span.hole); !same || err != nil {
+				return false, err
+			}
+		}
+		pos = e.Off + e.Len
+	}
+	return compare(pos, a.Size, true)
+}
+
+// fdReaderAt reads a raw file descriptor with pread.
+type fdReaderAt int
+
+func (fd fdReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := unix.Pread(int(fd), p, off)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// meta applies owner, mode, xattrs and times to n (times last, since
+// writing changes mtime). An xattr that cannot be set is a problem noted,
+// not the end of the restore.
+func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
+	link := a.Mode&syscall.S_IFMT == syscall.S_IFLNK
+	// Not as root: files keep the restoring user, as with cp -a.
+	if err := unix.Fchownat(n.fd, "", int(a.Uid), int(a.Gid), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, syscall.EPERM) {
+		return destErr("chown", n.path, err)
+	}
+	if !link {
+		if err := chmodNode(n, a.Mode&0o7777); err != nil {
+			return destErr("chmod", n.path, err)
+		}
+	}
+	if names, err := r.t.ListXattr(ctx, a.Ino); err == nil {
+		for _, x := range names {
+			v, err := r.t.GetXattr(ctx, a.Ino, x)
+			if err != nil {
+				continue
+			}
+			err = setxattrNode(n, link, x, v)
+			switch {
+			case err == nil, errors.Is(err, syscall.ENOTSUP):
+				// ENOTSUP: the filesystem takes no xattrs (of
+				// this namespace) at all, as cp -a goes on.
+			case errors.Is(err, syscall.ENOSPC) && destFull(n.fd):
+				// Not the value's size: the disk is full.
+				return destErr("set xattr "+x+" on", n.path, err)
+			case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.E2BIG), errors.Is(err, syscall.ERANGE):
+				// ext4 says ENOSPC for a value beyond its inode's
+				// (or one block's) room: not a full disk.
+				said := err.Error()
+				if errors.Is(err, syscall.ENOSPC) {
+					said = fmt.Sprintf("it said %q, which here does not mean a full disk", said)
+				}
+				r.problem(n.path, "xattr", fmt.Sprintf("set xattr %s on %s: its value of %s is larger than the destination filesystem supports (%s)", x, n.path, humanBytes(int64(len(v))), said))
+			default:
+				r.problem(n.path, "xattr", fmt.Sprintf("set xattr %s on %s: %v", x, n.path, err))
+			}
+		}
+	}
+	ts := [2]unix.Timespec{unix.NsecToTimespec(a.Atime.UnixNano()), unix.NsecToTimespec(a.Mtime.UnixNano())}
+	if err := timesNode(n, link, &ts); err != nil {
+		return destErr("set times on", n.path, err)
+	}
+	return nil
+}
