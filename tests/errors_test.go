@@ -51,6 +51,8 @@ func TestBadInputErrors(t *testing.T) {
 		{"diff with a path", []string{"diff", "home@~1:/a", "home@latest"}, "without a :PATH"},
 		{"diff of staging", []string{"diff", "home@latest", "home"}, "staging cannot be compared"},
 		{"future revision time", []string{"commit", "home", "--time", "2999-01-01T00:00:00Z"}, "in the future"},
+		// An unset $DEST in a script: not the working directory.
+		{"empty restore destination", []string{"restore", "home@latest", ""}, "DEST is empty"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

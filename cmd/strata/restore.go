@@ -65,6 +65,11 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 		rev = "latest"
 	}
 	a := restoreArgs{Volume: vol, Rev: rev, Path: p, Dest: c.Dest, Checksum: c.Checksum}
+	if strings.TrimSpace(c.Dest) == "" {
+		// filepath.Abs("") is the working directory: a script with an
+		// unset $DEST, run from /, would restore over the live system.
+		return fail(exitUsage, "name the directory to restore into ('.' for the current one)", "restore: DEST is empty")
+	}
 	if c.Dest == "-" {
 		return restoreToStdout(ctx, g, a)
 	}
