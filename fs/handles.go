@@ -33,3 +33,13 @@ func (h *handles[T]) remove(fh uint64) {
 	defer h.mu.Unlock()
 	delete(h.m, fh)
 }
+
+// each calls fn for every open handle, under the table's lock: fn must
+// not call back into h.
+func (h *handles[T]) each(fn func(T)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, v := range h.m {
+		fn(v)
+	}
+}

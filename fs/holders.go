@@ -32,7 +32,7 @@ func Holders(dir string) []Holder {
 	dir = filepath.Clean(dir)
 	under := func(p string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 	var out []Holder
-	mounts := mountTable()
+	mounts, _ := readMountTable()
 	loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	for _, bf := range loops {
 		b, err := os.ReadFile(bf)
@@ -88,34 +88,4 @@ func procHolds(pid int, under func(string) bool) string {
 		}
 	}
 	return ""
-}
-
-// mountEntry is one line of the mount table: source device and mount
-// point.
-type mountEntry struct{ source, point string }
-
-func mountTable() []mountEntry {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []mountEntry
-	for _, line := range strings.Split(string(b), "\n") {
-		// Field 5 is the mount point; after the " - " separator come
-		// the filesystem type and the source.
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		sep := strings.Index(line, " - ")
-		if sep < 0 {
-			continue
-		}
-		rest := strings.Fields(line[sep+3:])
-		if len(rest) < 2 {
-			continue
-		}
-		out = append(out, mountEntry{source: unescapeMountinfo(rest[1]), point: unescapeMountinfo(f[4])})
-	}
-	return out
 }

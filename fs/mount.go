@@ -39,6 +39,10 @@ type Options struct {
 	// injection for tests of a server killed while the staging warmer
 	// waits on its own mount.
 	ReadDirDelay time.Duration
+	// Source is the mount's source in the mount table (fsname, what df
+	// shows): what lets a later process tell its own mounts, dead ones
+	// included, from other strata mounts (Table). "" means "strata".
+	Source string
 }
 
 func (o Options) withDefaults() Options {
@@ -63,11 +67,14 @@ var ErrBusy = errors.New("mount is busy")
 
 // Mount is a mounted filesystem served by this process.
 type Mount struct {
-	dir    string
-	srv    *fuse.Server
-	flush  func(context.Context) error // makes writes durable; nil for read-only mounts
-	stop   func()                      // ends the server's own use of the mount; may be nil
-	logger *slog.Logger
+	dir   string
+	srv   *fuse.Server
+	flush func(context.Context) error // makes writes durable; nil for read-only mounts
+	stop  func()                      // ends the server's own use of the mount; may be nil
+	// writers lists the inodes with a handle open for writing; nil
+	// for mounts that hand out no writable handles.
+	writers func() []layers.Ino
+	logger  *slog.Logger
 
 	done chan struct{} // closed when serving ended and the final flush ran
 	dev  devNum        // device number from the mount table (zero: unknown)
@@ -78,6 +85,19 @@ type Mount struct {
 
 // Dir is the mountpoint.
 func (m *Mount) Dir() string { return m.dir }
+
+// OpenForWriting returns the inodes that have a file handle open for
+// writing now, in inode order, each once: a copy into staging still
+// running (rsync's temporary file, say), or a process that keeps a file
+// open. Nil on read-only mounts and block volumes' disk mounts (which
+// keep no handles). Safe for concurrent use; it touches only the
+// server's handle table, never the mount.
+func (m *Mount) OpenForWriting() []layers.Ino {
+	if m.writers == nil {
+		return nil
+	}
+	return m.writers()
+}
 
 // Unmount makes every write durable (Staging.Sync or Disk.Flush), unmounts
 // and waits for serving to end. While something holds the mount it fails
@@ -209,6 +229,8 @@ type mountParams struct {
 	// stop ends what the server itself does through the mount (the
 	// staging warmer), before unmounting and once serving ended.
 	stop func()
+	// writers lists the inodes open for writing (nil: none can be).
+	writers func() []layers.Ino
 }
 
 func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options, p mountParams) (*Mount, error) {
@@ -237,10 +259,14 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		flags |= syscall.MS_RDONLY
 		mopts = append(mopts, "ro")
 	}
+	source := opts.Source
+	if source == "" {
+		source = "strata"
+	}
 	mo := &fuse.MountOptions{
 		AllowOther:       opts.AllowOther,
 		Options:          mopts,
-		FsName:           "strata",
+		FsName:           source,
 		Name:             "strata",
 		DirectMount:      true,
 		DirectMountFlags: flags,
@@ -286,7 +312,7 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("mount %s at %s: %w", p.name, dir, err)
 	}
-	m := &Mount{dir: dir, srv: srv, flush: p.flush, stop: p.stop, logger: opts.Logger, done: make(chan struct{})}
+	m := &Mount{dir: dir, srv: srv, flush: p.flush, stop: p.stop, writers: p.writers, logger: opts.Logger, done: make(chan struct{})}
 	go m.serve()
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()

@@ -37,7 +37,7 @@ func MountStaging(ctx context.Context, dir string, st *layers.Staging, opts Opti
 		}
 		raw.warm = newWarmer(abs, opts.Logger, opts.Now)
 	}
-	m, err := mount(ctx, dir, raw, opts, mountParams{name: "staging", acl: true, flush: st.Sync, stop: raw.warm.stop})
+	m, err := mount(ctx, dir, raw, opts, mountParams{name: "staging", acl: true, flush: st.Sync, stop: raw.warm.stop, writers: raw.writers})
 	if err != nil {
 		raw.warm.stop()
 		return nil, err

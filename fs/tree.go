@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -257,6 +258,19 @@ func (f *treeFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	out.SetTimeout(f.cache.attr)
 	f.fillAttr(a, &out.Attr)
 	return fuse.OK
+}
+
+// writers lists the inodes with a writable handle open, each once, in
+// inode order.
+func (f *treeFS) writers() []layers.Ino {
+	var out []layers.Ino
+	f.files.each(func(h *fileHandle) {
+		if h.writable && h.oi != nil {
+			out = append(out, h.oi.ino)
+		}
+	})
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (f *treeFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {

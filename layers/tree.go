@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -267,6 +268,50 @@ func (t *Tree) ReadDir(ctx context.Context, ino Ino, after string, fn func(Diren
 		return fmt.Errorf("read directory %d: %w", ino, err)
 	}
 	return nil
+}
+
+// Path names inode ino by following the directory each inode records
+// (inode.Parent) up to the root and finding its name there: a path
+// relative to the root, "" for the root itself. A file's recorded
+// directory is where it was made or last renamed to, so a file reached
+// only through another hard link, or unlinked, has no path: ErrNotFound.
+// Each step lists the parent directory until the name turns up, so it is
+// for naming a few inodes in a message, not for every file of a tree.
+func (t *Tree) Path(ctx context.Context, ino Ino) (string, error) {
+	var parts []string
+	// The depth bound stops a loop that damaged records could make.
+	for cur := ino; cur != RootIno; {
+		if len(parts) >= 4096 {
+			return "", fmt.Errorf("path of inode %d: deeper than 4096 directories: %w", ino, ErrNotFound)
+		}
+		var n inode
+		err := t.view(func(rd *rtx) error {
+			var err error
+			n, _, err = t.v.getInode(rd, cur, t.at())
+			return err
+		})
+		if err != nil {
+			return "", fmt.Errorf("path of inode %d: %w", ino, err)
+		}
+		name := ""
+		err = t.ReadDir(ctx, n.Parent, "", func(d Dirent) bool {
+			if d.Ino == cur {
+				name = d.Name
+				return false
+			}
+			return true
+		})
+		if err != nil {
+			return "", fmt.Errorf("path of inode %d: %w", ino, err)
+		}
+		if name == "" {
+			return "", fmt.Errorf("path of inode %d: no link to inode %d in directory %d: %w", ino, cur, n.Parent, ErrNotFound)
+		}
+		parts = append(parts, name)
+		cur = n.Parent
+	}
+	slices.Reverse(parts)
+	return strings.Join(parts, "/"), nil
 }
 
 // Readlink returns a symlink's target.

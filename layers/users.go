@@ -143,37 +143,12 @@ func (r *Repo) ChunkUsers(ctx context.Context, ids []chunk.ID) ([]ChunkUse, erro
 }
 
 // pathOf names inode ino as seen at seq by following parents up to the
-// root; "inode N" when a step cannot be found (files written before
-// inodes recorded their directory, or whose recorded link went).
+// root (Tree.Path); "inode N" when a step cannot be found (files written
+// before inodes recorded their directory, or whose recorded link went).
 func (v *volume) pathOf(ctx context.Context, ino Ino, seq uint64) string {
-	t := &Tree{tree{v: v, seq: seq}}
-	var parts []string
-	for cur := ino; cur != RootIno && len(parts) < 4096; {
-		var n inode
-		err := t.view(func(rd *rtx) error {
-			var err error
-			n, _, err = v.getInode(rd, cur, seq)
-			return err
-		})
-		if err != nil {
-			return fmt.Sprintf("inode %d", ino)
-		}
-		name := ""
-		err = t.ReadDir(ctx, n.Parent, "", func(d Dirent) bool {
-			if d.Ino == cur {
-				name = d.Name
-				return false
-			}
-			return true
-		})
-		if err != nil || name == "" {
-			return fmt.Sprintf("inode %d", ino)
-		}
-		parts = append(parts, name)
-		cur = n.Parent
+	p, err := (&Tree{tree{v: v, seq: seq}}).Path(ctx, ino)
+	if err != nil {
+		return fmt.Sprintf("inode %d", ino)
 	}
-	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
-		parts[i], parts[j] = parts[j], parts[i]
-	}
-	return strings.Join(parts, "/")
+	return p
 }

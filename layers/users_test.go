@@ -3,6 +3,7 @@ package layers_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"slices"
 	"testing"
 
@@ -80,5 +81,74 @@ func TestChunkUsers(t *testing.T) {
 			!slices.Equal(uses[0].Revisions, tt.revs) || uses[0].Staging != tt.staging {
 			t.Errorf("%s chunk: %+v; want home a/b/c.txt in %v, staging %v", tt.which, uses, tt.revs, tt.staging)
 		}
+	}
+}
+
+// TestTreePath: Path names an inode through the directories inodes
+// record, on the staging head as changes land (pending writes included)
+// and after renames; an inode with no link where it was made or renamed
+// to has none.
+func TestTreePath(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, false)
+	st := e.staging(t, "home")
+	mk := func(parent layers.Ino, name string, dir bool) layers.Ino {
+		t.Helper()
+		var a layers.Attr
+		var err error
+		if dir {
+			a, err = st.Mkdir(ctx, parent, name, 0o755, 0, 0)
+		} else {
+			a, err = st.Create(ctx, parent, name, 0o644, 0, 0, 0)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Ino
+	}
+	a := mk(layers.RootIno, "a", true)
+	b := mk(a, "b", true)
+	f := mk(b, ".f.XyZ12", false)
+	moved := mk(b, "tmp", false)
+	if err := st.Rename(ctx, b, "tmp", a, "final", 0); err != nil {
+		t.Fatal(err)
+	}
+	linked := mk(b, "orig", false)
+	if _, err := st.Link(ctx, linked, a, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Unlink(ctx, b, "orig"); err != nil {
+		t.Fatal(err)
+	}
+	gone := mk(layers.RootIno, "gone", false)
+	if err := st.Unlink(ctx, layers.RootIno, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		ino  layers.Ino
+		want string // "" with notFound
+		// notFound: Path fails with ErrNotFound.
+		notFound bool
+	}{
+		{"root", layers.RootIno, "", false},
+		{"directory", b, "a/b", false},
+		{"file", f, "a/b/.f.XyZ12", false},
+		{"renamed file", moved, "a/final", false},
+		{"only another hard link left", linked, "", true},
+		{"unlinked", gone, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := st.Tree().Path(ctx, tc.ino)
+			if tc.notFound {
+				if !errors.Is(err, layers.ErrNotFound) {
+					t.Errorf("Path(%d) = %q, %v; want ErrNotFound", tc.ino, got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("Path(%d) = %q, %v; want %q", tc.ino, got, err, tc.want)
+			}
+		})
 	}
 }

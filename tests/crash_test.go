@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -290,4 +291,116 @@ func fillRandom(b []byte, seed uint64) {
 		x ^= x << 17
 		b[i] = byte(x)
 	}
+}
+
+// TestDeadMountsAfterKill: mounts a killed server leaves behind are
+// listed and cleared, and strata umount still refuses what is not a
+// strata mount of the repository.
+// Steps: mount staging of home, commit; mount home@a read-only and the
+// staging of a second volume; SIGKILL the server; mount home's staging
+// again (a new server); strata status (text and --json); strata umount
+// the revision mount, a plain directory and a tmpfs; strata stop, then
+// strata umount the second staging mount with no server running and
+// the tmpfs again.
+// Pass: the remount works; status lists the revision and second staging
+// mounts as dead with the way out, and home's staging as live, not dead;
+// umount of the dead revision mount exits 0 saying it cleared a dead
+// mount, and it is gone from the mount table; the plain directory and the
+// tmpfs are refused (exit 1) and the tmpfs stays mounted, with or without
+// a server; without a server the second staging mount is cleared (exit 0)
+// and status lists no dead mount.
+func TestDeadMountsAfterKill(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	if err := os.WriteFile(filepath.Join(stage, "a"), []byte("one\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.must("commit", "home", "--tag", "a")
+	rev := r.mkdir("mnt/rev")
+	r.must("mount", "home@a", rev)
+	r.must("volume", "create", "other")
+	other := r.mkdir("mnt/other")
+	r.must("mount", "other", other)
+	plain := r.mkdir("plain")
+	tmpfs := r.mkdir("tmpfs")
+	sh(t, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", tmpfs)
+	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
+
+	pid := r.serverPID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill server %d: %v", pid, err)
+	}
+	for i := 0; i < 200 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.must("mount", "home", stage)
+
+	st := r.must("status")
+	for _, mp := range []string{rev, other} {
+		want := "mount " + mp + " dead (the server that served it stopped; 'strata umount " + mp + "' clears it"
+		if !strings.Contains(st, want) {
+			t.Errorf("status after the kill does not list %s as dead; want a line with %q:\n%s", mp, want, st)
+		}
+	}
+	if !strings.Contains(st, "mount "+stage+" home (rw)") || strings.Contains(st, "mount "+stage+" dead") {
+		t.Errorf("status after the remount: want %s live, not dead:\n%s", stage, st)
+	}
+	var doc struct {
+		DeadMounts []struct {
+			Mountpoint string `json:"mountpoint"`
+			ReadOnly   bool   `json:"read_only"`
+		} `json:"dead_mounts"`
+	}
+	if err := json.Unmarshal([]byte(r.must("--json", "status")), &doc); err != nil {
+		t.Fatalf("status --json: %v", err)
+	}
+	if len(doc.DeadMounts) != 2 || doc.DeadMounts[0].Mountpoint != other || doc.DeadMounts[0].ReadOnly ||
+		doc.DeadMounts[1].Mountpoint != rev || !doc.DeadMounts[1].ReadOnly {
+		t.Errorf("status --json dead_mounts = %+v; want %s (rw) and %s (ro)", doc.DeadMounts, other, rev)
+	}
+
+	res := r.run("umount", rev)
+	if res.code != 0 || !strings.Contains(res.stdout, "cleared dead mount "+rev) {
+		t.Errorf("umount of the dead revision mount: exit %d, stdout %q, stderr %q; want exit 0 saying it cleared a dead mount", res.code, res.stdout, res.stderr)
+	}
+	if mounted(t, rev) {
+		t.Errorf("%s is still in the mount table after strata umount", rev)
+	}
+	refused := func(dir, want string) {
+		t.Helper()
+		res := r.run("umount", dir)
+		if res.code != 1 || !strings.Contains(res.stderr, want) {
+			t.Errorf("umount %s: exit %d, stderr %q; want exit 1 saying %q", dir, res.code, res.stderr, want)
+		}
+	}
+	refused(plain, "is not a mount point")
+	refused(tmpfs, "is not a strata mount")
+
+	r.must("stop")
+	refused(tmpfs, "is not a strata mount")
+	if !mounted(t, tmpfs) {
+		t.Errorf("strata umount without a server unmounted the tmpfs at %s", tmpfs)
+	}
+	res = r.run("umount", other)
+	if res.code != 0 || !strings.Contains(res.stdout, "cleared dead mount "+other) {
+		t.Errorf("umount of the dead staging mount without a server: exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)
+	}
+	if st := r.must("status"); strings.Contains(st, " dead ") {
+		t.Errorf("status lists dead mounts after they were cleared:\n%s", st)
+	}
+}
+
+// mounted reports whether dir is a mount point in the mount table.
+func mounted(t testing.TB, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -48,7 +49,7 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.JSON {
-		return printJSON(commitJSON{revisionOut(rev.Revision), rev.Warnings})
+		return printJSON(commitJSON{revisionOut(rev.Revision), rev.Warnings, rev.OpenForWriting})
 	}
 	for _, w := range rev.Warnings {
 		fmt.Fprintf(os.Stderr, "strata: warning: %s\n", w)
@@ -77,6 +78,41 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 type commitResult struct {
 	layers.Revision
 	Warnings []string `json:"warnings,omitempty"`
+	// OpenForWriting counts the files of a file tree's staging that
+	// were open for writing when the commit started.
+	OpenForWriting int `json:"open_for_writing"`
+}
+
+// openFilesShown is how many files open for writing a commit warning
+// names: enough to recognise a copy under way (rsync writes one file at
+// a time), few enough for one line.
+const openFilesShown = 3
+
+// openFilesWarning says that the staging of vol, mounted at dir, had the
+// files writing open for writing at the commit, naming the first few
+// where their path is found.
+func openFilesWarning(ctx context.Context, lr *layers.Repo, vol, dir string, writing []layers.Ino) string {
+	var paths []string
+	if st, err := lr.Staging(ctx, vol); err == nil {
+		for _, ino := range writing[:min(len(writing), openFilesShown)] {
+			// A file unlinked while open, or left only under another
+			// hard link, has no path: it is counted, not named.
+			if p, err := st.Tree().Path(ctx, ino); err == nil {
+				paths = append(paths, filepath.Join(dir, p))
+			}
+		}
+	}
+	n := int64(len(writing))
+	named := ""
+	if len(paths) > 0 {
+		named = " (" + strings.Join(paths, ", ")
+		if more := n - int64(len(paths)); more > 0 {
+			named += fmt.Sprintf(" and %d more", more)
+		}
+		named += ")"
+	}
+	return fmt.Sprintf("%s in the staging of %s %s open for writing at the commit%s: a copy into it may still be running, and the revision holds only what had been written by then; commit again once it has finished",
+		count(n, "file"), vol, was(n), named)
 }
 
 func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
@@ -87,6 +123,13 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 			return nil, err
 		}
 		tags = append(tags, due...)
+	}
+	// Taken before the commit: files open for writing now are what the
+	// revision may hold only part of.
+	var stagingDir string
+	var writing []layers.Ino
+	if env.srv != nil {
+		stagingDir, writing = env.srv.stagingWriters(a.Volume)
 	}
 	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message, AllowLost: a.AllowLost})
 	var lost *layers.LostDataError
@@ -109,7 +152,10 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	if err := env.repo.store.Seal(ctx); err != nil {
 		return rev, fmt.Errorf("revision %s is committed, but erasure coding it failed (it is safe in the journal; the next commit or flush retries): %w", rev.ID, err)
 	}
-	res := commitResult{Revision: rev}
+	res := commitResult{Revision: rev, OpenForWriting: len(writing)}
+	if len(writing) > 0 {
+		res.Warnings = append(res.Warnings, openFilesWarning(ctx, env.repo.layers, a.Volume, stagingDir, writing))
+	}
 	if env.srv != nil {
 		// A copy still running (or one whose client is still connected)
 		// makes a revision of whatever it had written by now.

@@ -51,6 +51,9 @@ func revisionsOut(revs []layers.Revision) []revisionJSON {
 type commitJSON struct {
 	revisionJSON
 	Warnings []string `json:"warnings,omitempty"`
+	// OpenForWriting: files of the staging open for writing at the
+	// commit (a copy may still have been running).
+	OpenForWriting int `json:"open_for_writing"`
 }
 
 type volumeJSON struct {
@@ -120,14 +123,15 @@ type volumeStatusJSON struct {
 }
 
 type statusJSON struct {
-	Repo      string             `json:"repo"`
-	Server    bool               `json:"server"`
-	Volumes   []volumeStatusJSON `json:"volumes"`
-	Mounts    []mountInfo        `json:"mounts"`
-	Exports   []nbdInfo          `json:"exports"`
-	Store     storeJSON          `json:"store"`
-	Parity    int                `json:"parity_shards"`
-	LastScrub *scrubState        `json:"last_scrub,omitempty"`
+	Repo       string             `json:"repo"`
+	Server     bool               `json:"server"`
+	Volumes    []volumeStatusJSON `json:"volumes"`
+	Mounts     []mountInfo        `json:"mounts"`
+	DeadMounts []deadMountInfo    `json:"dead_mounts"`
+	Exports    []nbdInfo          `json:"exports"`
+	Store      storeJSON          `json:"store"`
+	Parity     int                `json:"parity_shards"`
+	LastScrub  *scrubState        `json:"last_scrub,omitempty"`
 }
 
 func statusOut(st statusResult) statusJSON {
@@ -136,6 +140,9 @@ func statusOut(st statusResult) statusJSON {
 		Volumes: make([]volumeStatusJSON, len(st.Volumes))}
 	if out.Mounts == nil {
 		out.Mounts = []mountInfo{}
+	}
+	if out.DeadMounts = st.DeadMounts; out.DeadMounts == nil {
+		out.DeadMounts = []deadMountInfo{}
 	}
 	if out.Exports == nil {
 		out.Exports = []nbdInfo{}

@@ -152,7 +152,7 @@ func opMount(ctx context.Context, env *opEnv, a mountArgs) (any, error) {
 		return nil, err
 	}
 	lr := env.repo.layers
-	opts := fs.Options{Logger: s.log, Repo: lr, AllowOther: true}
+	opts := fs.Options{Logger: s.log, Repo: lr, AllowOther: true, Source: mountSource(env.repo.dir)}
 	e := &mountEntry{mountInfo: mountInfo{Mountpoint: a.Mountpoint, Target: a.Target, ReadOnly: true, Since: now()}}
 	if a.All {
 		var err error
@@ -322,6 +322,36 @@ func (s *server) stagingMount(vol string) string {
 	return ""
 }
 
+// serves reports whether mp is the mountpoint of one of this server's
+// live mounts.
+func (s *server) serves(mp string) bool {
+	s.mu.Lock()
+	_, ok := s.mounts[mp]
+	var mps []string
+	for p := range s.mounts {
+		mps = append(mps, p)
+	}
+	s.mu.Unlock()
+	// The mount table names mount points with symlinks resolved.
+	for _, p := range mps {
+		ok = ok || resolveMountpoint(p) == mp
+	}
+	return ok
+}
+
+// stagingWriters returns the mountpoint of vol's file-tree staging and
+// the inodes open for writing through it ("" and none when it is not
+// mounted; a block volume's disk mount keeps no handles).
+func (s *server) stagingWriters(vol string) (string, []layers.Ino) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mp := s.stagingMount(vol)
+	if mp == "" {
+		return "", nil
+	}
+	return mp, s.mounts[mp].m.OpenForWriting()
+}
+
 // mountList returns the live mounts sorted by mountpoint.
 func (s *server) mountList() []mountInfo {
 	s.mu.Lock()
@@ -347,10 +377,21 @@ func (c *umountCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	if err := call(ctx, g, "umount", umountArgs{abs}, nil); err != nil {
+	var res umountResult
+	if err := call(ctx, g, "umount", umountArgs{abs}, &res); err != nil {
 		return err
 	}
-	if !g.JSON {
+	if res.Mountpoint == "" {
+		res.Mountpoint = abs
+	}
+	switch {
+	case g.JSON:
+		return printJSON(res)
+	case res.Detached:
+		fmt.Printf("cleared dead mount %s (the server that served it had stopped); something still had it open, so it was detached: the kernel lets go of it once that closes\n", abs)
+	case res.Dead:
+		fmt.Printf("cleared dead mount %s (the server that served it had stopped)\n", abs)
+	default:
 		fmt.Printf("unmounted %s\n", abs)
 	}
 	return nil
@@ -358,14 +399,16 @@ func (c *umountCmd) Run(ctx context.Context, g *Globals) error {
 
 func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 	if env.srv == nil {
-		return nil, opUmountOrphan(a.Mountpoint)
+		return clearDeadMount(env.repo.dir, a.Mountpoint)
 	}
 	s := env.srv
 	s.mu.Lock()
 	e, ok := s.mounts[a.Mountpoint]
 	s.mu.Unlock()
 	if !ok {
-		return nil, fail(exitError, "'strata status' lists the mounts", "%s is not a strata mount of this repository", a.Mountpoint)
+		// Not served here: a mount an earlier server left when it was
+		// killed is cleared; anything else is refused.
+		return clearDeadMount(env.repo.dir, a.Mountpoint)
 	}
 	if err := e.unmount(); err != nil {
 		if errors.Is(err, fs.ErrBusy) {
@@ -384,14 +427,5 @@ func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return nil, nil
-}
-
-// opUmountOrphan clears a mount whose server is gone (killed): the kernel
-// still lists it but nobody answers.
-func opUmountOrphan(mp string) error {
-	if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
-		return fail(exitError, "", "no strata server runs for this repository and %s could not be unmounted: %v", mp, err)
-	}
-	return nil
+	return umountResult{Mountpoint: a.Mountpoint}, nil
 }

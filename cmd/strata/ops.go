@@ -173,7 +173,13 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 	}
 	if op == "stop" || op == "umount" || op == "nbd.stop" {
 		if a, ok := args.(umountArgs); ok {
-			return opUmountOrphan(a.Mountpoint)
+			// No server: every mount of this repository is dead.
+			// Nothing to open the repository for.
+			res, err := clearDeadMount(dir, a.Mountpoint)
+			if err == nil {
+				err = decodeInto(res, out)
+			}
+			return err
 		}
 		if op == "stop" {
 			// One may be shutting down on its own (its socket goes
@@ -197,14 +203,20 @@ func callOnce(ctx context.Context, g *Globals, spec opSpec, dir string, req wire
 	if opErr != nil {
 		return opErr
 	}
-	if out != nil && res != nil {
-		b, err := json.Marshal(res)
-		if err != nil {
-			return fmt.Errorf("encode result: %w", err)
-		}
-		return json.Unmarshal(b, out)
+	return decodeInto(res, out)
+}
+
+// decodeInto stores an operation's result res in out (nil: not wanted) as
+// it would arrive over the socket.
+func decodeInto(res, out any) error {
+	if out == nil || res == nil {
+		return nil
 	}
-	return nil
+	b, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	return json.Unmarshal(b, out)
 }
 
 // opPing answers at once: clients ask it when a long operation has been

@@ -25,9 +25,12 @@ type statusResult struct {
 	Server  bool           `json:"server"`
 	Volumes []volumeStatus `json:"volumes"`
 	Mounts  []mountInfo    `json:"mounts"`
-	Exports []nbdInfo      `json:"exports"`
-	Store   store.Stats    `json:"store"`
-	Parity  int            `json:"parity_shards"`
+	// DeadMounts are mounts of this repository whose server stopped
+	// (killed, crashed) and that nobody unmounted since.
+	DeadMounts []deadMountInfo `json:"dead_mounts"`
+	Exports    []nbdInfo       `json:"exports"`
+	Store      store.Stats     `json:"store"`
+	Parity     int             `json:"parity_shards"`
 	// LastScrub is what the last scrub found (nil: none ran).
 	LastScrub *scrubState `json:"last_scrub,omitempty"`
 }
@@ -91,6 +94,9 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		fmt.Printf("mount %s %s (%s)\n", m.Mountpoint, what, mode)
 	}
+	for _, m := range st.DeadMounts {
+		fmt.Printf("mount %s dead (the server that served it stopped; 'strata umount %s' clears it, or mount again)\n", m.Mountpoint, m.Mountpoint)
+	}
 	for _, n := range st.Exports {
 		clients := "no clients"
 		if len(n.Clients) > 0 {
@@ -125,6 +131,11 @@ func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
 		return nil, err
 	}
 	st.LastScrub = loadScrubState(env.repo.dir)
+	served := func(string) bool { return false }
+	if env.srv != nil {
+		served = env.srv.serves
+	}
+	st.DeadMounts = deadMounts(env.repo.dir, served)
 	if env.srv != nil {
 		st.Mounts = env.srv.mountList()
 		env.srv.mu.Lock()
