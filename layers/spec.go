@@ -24,7 +24,7 @@ var (
 // Forms, tried in this order:
 //
 //	latest, last, ""     the newest revision
-//	N, ~N                N before the newest (0 = newest)
+//	N, ~N, latest~N      N before the newest (0 = newest)
 //	TAG, TAG~N           the newest revision tagged TAG, or N before it among those
 //	AGE                  3d, 36h, 2w, 1d12h: newest at or before now minus AGE
 //	YYYY-MM-DD           newest at or before the end of that day (UTC)
@@ -80,6 +80,14 @@ func resolveSpec(revs []Revision, spec string, now time.Time) (Revision, error) 
 	}
 	if tagged, n, ok := taggedWith(revs, spec); ok {
 		return nth(tagged, spec, n)
+	}
+	// latest~N is ~N, as TAG~N counts back from TAG (git's HEAD~N).
+	if m := reTag.FindStringSubmatch(strings.ToLower(spec)); m != nil && (m[1] == "latest" || m[1] == "last") {
+		n, err := strconv.Atoi(m[2])
+		if err != nil {
+			return Revision{}, &SpecError{Spec: spec, Candidates: lastN(revs, 5)}
+		}
+		return nth(revs, spec, n)
 	}
 	numeric, found, numErr := resolveNumeric(revs, spec, now)
 	if numErr != nil && len(spec) < minIDConflict {

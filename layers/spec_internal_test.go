@@ -69,6 +69,9 @@ func TestResolveAmbiguousPrefix(t *testing.T) {
 		{spec: "0f", noMatch: true},
 		{spec: "abc~1", noMatch: true},
 		{spec: "0f", noMatch: true},
+		{spec: "latest~1", want: "abd456"},
+		{spec: "LAST~2", want: "abc123"},
+		{spec: "latest~3", noMatch: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {

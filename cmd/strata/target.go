@@ -63,7 +63,7 @@ func resolve(ctx context.Context, r *layers.Repo, volume, spec string) (layers.R
 		if se.Ambiguous {
 			return rev, fail(exitError, "use a longer id prefix or an exact time", "revision spec %q of %s is ambiguous; it matches:%s", spec, volume, b.String())
 		}
-		hint := "specs: latest, ~N, TAG, TAG~N, an id prefix, a date or time (2026-11-20, 2026-11-20 10:00:05, RFC 3339), an age like 3d"
+		hint := "specs: latest, ~N or latest~N (N before the latest), TAG, TAG~N (N before the newest TAG, among revisions tagged TAG), an id prefix, a date or time (2026-11-20, 2026-11-20 10:00:05, RFC 3339), an age like 3d"
 		if strings.Trim(spec, "~0123456789") == "" && len(spec) < 4 {
 			hint = "a number N or ~N counts back from the latest revision (0 is the latest); an id prefix needs at least 4 characters"
 		}
