@@ -105,6 +105,10 @@ func TestMountConflicts(t *testing.T) {
 	}
 	all := r.mkdir("mnt/all")
 	r.must("mount", "--all", all)
+	// Mounting over a strata mount says so, not just "not empty".
+	if res := r.run("mount", "other", all); res.code == 0 || !strings.Contains(res.stderr, "already a strata mount") {
+		t.Errorf("mount over the --all mount: exit %d, stderr %q; want it named a strata mount", res.code, res.stderr)
+	}
 	if res := r.run("volume", "rm", "other"); res.code == 0 || !strings.Contains(res.stderr, "mount of every volume at "+all) {
 		t.Errorf("volume rm under an --all mount: exit %d, stderr %q; want the --all mount named", res.code, res.stderr)
 	}

@@ -15,6 +15,11 @@ import (
 // busyMount is a mount that something holds, so unmounting it now would
 // fail (or, forced, cut off a writer: a filesystem on a loop device over
 // a staging disk.img loses what it has not written back yet).
+// busyHint says how to release a busy mount: the holders named are
+// processes (files open, a working directory) or, for a block volume's
+// disk.img, a loop device.
+const busyHint = "release it first (close the files and leave the directories the processes listed hold; for a disk.img, umount the filesystem on its loop device and detach it with 'losetup -d')"
+
 type busyMount struct {
 	Mountpoint string   `json:"mountpoint"`
 	Target     string   `json:"target"`

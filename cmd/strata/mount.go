@@ -123,6 +123,12 @@ func checkMountpoint(dir string) error {
 		return fmt.Errorf("read mountpoint %s: %w", dir, bareErr(err))
 	}
 	if len(ents) > 0 {
+		if abs, aerr := filepath.Abs(dir); aerr == nil {
+			if t, _, _ := fs.TableType(abs); t == "fuse.strata" {
+				return fail(exitUsage, "'strata status' lists what is mounted where; 'strata umount "+dir+"' first to mount something else there",
+					"%s is already a strata mount", dir)
+			}
+		}
 		return fail(exitUsage, "mount on an empty directory so nothing is hidden", "mountpoint %s is not empty", dir)
 	}
 	return nil
@@ -413,7 +419,7 @@ func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 	if err := e.unmount(); err != nil {
 		if errors.Is(err, fs.ErrBusy) {
 			b, _ := busyMountOf(a.Mountpoint, e.Target)
-			return nil, fail(exitError, "release it first (umount the filesystem on the loop device, close the files), then unmount again", "not unmounted: %s", b)
+			return nil, fail(exitError, busyHint+", then unmount again", "not unmounted: %s", b)
 		}
 		return nil, err // it names the mountpoint
 	}

@@ -545,7 +545,7 @@ func opStop(ctx context.Context, env *opEnv, a stopArgs) (any, error) {
 		// Stopping cuts them off: a VM's disk vanishes, a copy fails
 		// half-way.
 		lines = append(lines, clients...)
-		return nil, fail(exitError, "release it first (umount the filesystem on the loop device, close the files; let an NBD copy finish, shut a VM down), then stop again; or 'strata stop --force', which tears mounts down and cuts NBD clients off: later writes fail and what was not flushed is lost",
+		return nil, fail(exitError, busyHint+"; let an NBD copy finish, shut a VM down; then stop again; or 'strata stop --force', which tears mounts down and cuts NBD clients off: later writes fail and what was not flushed is lost",
 			"not stopping: %s; the server keeps serving", strings.Join(lines, "; "))
 	}
 	// Answer first; the shutdown runs after this handler returns.
