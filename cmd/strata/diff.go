@@ -28,7 +28,10 @@ type diffResult struct {
 }
 
 type diffEntry struct {
-	Path    string `json:"path"`
+	Path string `json:"path"`
+	// PathRaw is Path's bytes when they are not UTF-8: JSON's path then
+	// holds U+FFFD in their place (rawpath.go).
+	PathRaw []byte `json:"path_b64,omitempty"`
 	Change  string `json:"change"` // added, removed, modified, type, attributes
 	OldSize int64  `json:"old_size"`
 	NewSize int64  `json:"new_size"`
@@ -89,6 +92,7 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	var added, removed, changed int
 	for _, e := range res.Entries {
+		e.Path = showPath(orRaw(e.Path, e.PathRaw))
 		code := changeCode(e.Change)
 		switch code {
 		case '+':
@@ -121,7 +125,7 @@ func opDiff(ctx context.Context, env *opEnv, a diffArgs) (any, error) {
 	}
 	res := diffResult{A: ra.ID, B: rb.ID, Entries: []diffEntry{}}
 	err = env.repo.layers.Diff(ctx, a.Volume, ra.ID, rb.ID, func(e layers.DiffEntry) error {
-		res.Entries = append(res.Entries, diffEntry{Path: e.Path, Change: changeWord(e.Change), OldSize: e.OldSize, NewSize: e.NewSize, Off: e.Off, Len: e.Len})
+		res.Entries = append(res.Entries, diffEntry{Path: e.Path, PathRaw: rawIfInvalid(e.Path), Change: changeWord(e.Change), OldSize: e.OldSize, NewSize: e.NewSize, Off: e.Off, Len: e.Len})
 		return nil
 	})
 	return res, err

@@ -29,6 +29,10 @@ type restoreArgs struct {
 	Rev    string `json:"rev"`
 	Path   string `json:"path,omitempty"`
 	Dest   string `json:"dest"`
+	// PathRaw and DestRaw carry Path and Dest when they are not UTF-8
+	// (rawpath.go).
+	PathRaw []byte `json:"path_raw,omitempty"`
+	DestRaw []byte `json:"dest_raw,omitempty"`
 	// Stdout: Dest is a FIFO the client copies to its standard output.
 	Stdout bool `json:"stdout,omitempty"`
 	// Checksum: compare the content of files kept by size and mtime.
@@ -60,6 +64,7 @@ type restoreResult struct {
 const maxDamagedListed = 1000
 
 func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
+	c.Target, c.Dest = rawArg(c.Target), rawArg(c.Dest)
 	vol, rev, p := splitTarget(c.Target)
 	if rev == "" {
 		rev = "latest"
@@ -78,6 +83,7 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	a.Dest = abs
+	a.PathRaw, a.DestRaw = rawIfInvalid(a.Path), rawIfInvalid(a.Dest)
 	var res restoreResult
 	if err := call(ctx, g, "restore", a, &res); err != nil {
 		return err
@@ -217,6 +223,7 @@ func restoreToStdout(ctx context.Context, g *Globals, a restoreArgs) error {
 }
 
 func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
+	a.Path, a.Dest = orRaw(a.Path, a.PathRaw), orRaw(a.Dest, a.DestRaw)
 	lr := env.repo.layers
 	info, err := lr.Volume(ctx, a.Volume)
 	if err != nil {

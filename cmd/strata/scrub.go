@@ -177,7 +177,7 @@ func printScrub(r scrubResult, a scrubArgs) {
 				fmt.Printf("    ... and %d more (--json lists them all)\n", len(g.affected)-show)
 				break
 			}
-			fmt.Printf("    lost: %s\n", a)
+			fmt.Printf("    lost: %s\n", showPath(a))
 		}
 	}
 	switch {
