@@ -130,7 +130,14 @@ func printPrune(res pruneResult) error {
 	if res.DryRun {
 		fmt.Printf("dry run: nothing was removed; the policy would remove %s\n", count(int64(remove), "revision"))
 	} else {
-		fmt.Printf("removed %s, freed %s\n", count(int64(res.Removed), "revision"), humanBytes(res.FreedBytes))
+		freed := "freed " + humanBytes(res.FreedBytes)
+		if res.FreedBytes < 0 {
+			// Repacking rewrites the live chunks of sparse segments,
+			// parity and padding included, which can outweigh what it
+			// deleted when little was garbage.
+			freed = "freed nothing: repacking wrote " + humanBytes(-res.FreedBytes) + " more than it deleted"
+		}
+		fmt.Printf("removed %s, %s\n", count(int64(res.Removed), "revision"), freed)
 	}
 	if deferred > 0 {
 		fmt.Printf("%s mounted or served, so not removed: run prune again once unmounted and no longer served\n", count(int64(deferred), "revision"))
