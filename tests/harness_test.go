@@ -208,3 +208,22 @@ func (r *repo) serveNBD() (sock string, uri func(export string) string) {
 func nbdURI(sock string) func(export string) string {
 	return func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
 }
+
+// ext4 mounts a new ext4 filesystem of size bytes (4 KiB blocks) from an
+// image in the work dir on WORK/name, for cases that must not depend on
+// the filesystem TMPDIR is on; it is unmounted at cleanup.
+func (r *repo) ext4(name string, size int64) string {
+	r.t.Helper()
+	need(r.t, "mkfs.ext4")
+	img, dir := filepath.Join(r.work, name+".img"), r.mkdir(name)
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		r.t.Fatal(err)
+	}
+	sh(r.t, "mkfs.ext4", "-q", "-F", "-b", "4096", img)
+	sh(r.t, "mount", "-o", "loop", img, dir)
+	r.t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
+}

@@ -124,15 +124,7 @@ func TestRestoreDiskBadDest(t *testing.T) {
 	r.must("commit", "huge")
 	// On ext4 of its own (4 KiB blocks: files up to 16 TiB), so that the
 	// case does not depend on the filesystem TMPDIR is on.
-	need(t, "mkfs.ext4")
-	ext4Img, ext4 := filepath.Join(r.work, "ext4.img"), r.mkdir("ext4")
-	if err := os.WriteFile(ext4Img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(ext4Img, 16<<20)
-	sh(t, "mkfs.ext4", "-q", "-F", "-b", "4096", ext4Img)
-	sh(t, "mount", "-o", "loop", ext4Img, ext4)
-	t.Cleanup(func() { exec.Command("umount", ext4).Run() })
+	ext4 := r.ext4("ext4", 16<<20)
 	out = filepath.Join(ext4, "huge.img")
 	if res := r.run("restore", "huge@latest", out); res.code == 0 || !strings.Contains(res.stderr, "cannot hold a file of 100.0 TiB") || doubled(res.stderr) {
 		t.Errorf("restore of 100 TiB to ext4: exit %d, stderr %q", res.code, res.stderr)

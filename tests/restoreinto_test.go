@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -322,14 +321,7 @@ func TestRestoreDestLimits(t *testing.T) {
 	writeRandom(t, filepath.Join(bigSrc, "f"), 24<<20, 3)
 	commitTree(t, r, "big", bigSrc, nil)
 
-	img, ext4 := filepath.Join(r.work, "ext4.img"), r.mkdir("ext4")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(img, 16<<20)
-	sh(t, "mkfs.ext4", "-q", "-F", "-b", "4096", img)
-	sh(t, "mount", "-o", "loop", img, ext4)
-	t.Cleanup(func() { exec.Command("umount", ext4).Run() })
+	ext4 := r.ext4("ext4", 16<<20)
 
 	dest := filepath.Join(ext4, "rx2")
 	res := r.run("restore", "home@latest", dest)
