@@ -138,22 +138,42 @@ func (r *Repo) noteLostBlocks(v *volume, n int64) error {
 // has counted them, and no staging disk of this process buffers anything
 // yet.
 func (r *Repo) loadLostBlocks() error {
-	byID := r.volumesByID()
 	stale, err := r.keysWithPrefix(pfxUnflushedBlocks)
 	if err != nil {
 		return fmt.Errorf("load lost-blocks markers: %w", err)
 	}
-	err = r.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pfxLostBlocks)})
+	if err := r.deleteKeys(stale); err != nil {
+		return fmt.Errorf("load lost-blocks markers: %w", err)
+	}
+	return r.loadVolumeMarkers(pfxLostBlocks, func(v *volume, val []byte) (bool, error) {
+		l, err := decodeLostBlocks(val)
+		if err != nil {
+			return false, fmt.Errorf("volume %s: %w", v.rec.Name, err)
+		}
+		v.mu.Lock()
+		v.lostBlocks = l
+		v.mu.Unlock()
+		return true, nil
+	})
+}
+
+// loadVolumeMarkers hands every per-volume marker under prefix (prefix,
+// volume id) to load with its volume; markers of removed volumes, malformed
+// ones and those load does not keep are deleted.
+func (r *Repo) loadVolumeMarkers(prefix string, load func(v *volume, val []byte) (keep bool, err error)) error {
+	byID := r.volumesByID()
+	var stale [][]byte
+	err := r.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().KeyCopy(nil)
 			var vid volID
-			if len(k) != len(pfxLostBlocks)+len(vid) {
+			if len(k) != len(prefix)+len(vid) {
 				stale = append(stale, k)
 				continue
 			}
-			copy(vid[:], k[len(pfxLostBlocks):])
+			copy(vid[:], k[len(prefix):])
 			v := byID[vid]
 			if v == nil {
 				stale = append(stale, k)
@@ -163,21 +183,19 @@ func (r *Repo) loadLostBlocks() error {
 			if err != nil {
 				return err
 			}
-			l, err := decodeLostBlocks(b)
-			if err != nil {
-				return fmt.Errorf("volume %s: %w", v.rec.Name, err)
+			if keep, err := load(v, b); err != nil {
+				return err
+			} else if !keep {
+				stale = append(stale, k)
 			}
-			v.mu.Lock()
-			v.lostBlocks = l
-			v.mu.Unlock()
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("load lost-blocks markers: %w", err)
+	if err == nil {
+		err = r.deleteKeys(stale)
 	}
-	if err := r.deleteKeys(stale); err != nil {
-		return fmt.Errorf("load lost-blocks markers: %w", err)
+	if err != nil {
+		return fmt.Errorf("load markers %s: %w", prefix, err)
 	}
 	return nil
 }

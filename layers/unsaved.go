@@ -197,6 +197,15 @@ func (r *Repo) noteLostChanges(crashed bool) error {
 			if len(since) != 8 {
 				since = binary.BigEndian.AppendUint64(nil, uint64(r.now().UnixNano()))
 			}
+			// An earlier crash's loss not yet cleared goes back further.
+			if item, err := txn.Get(lostChangesKey(v.id)); err == nil {
+				if old, err := item.ValueCopy(nil); err == nil && len(old) == 16 &&
+					binary.BigEndian.Uint64(old) < binary.BigEndian.Uint64(since) {
+					since = old[:8]
+				}
+			} else if err != badger.ErrKeyNotFound {
+				return err
+			}
 			r.log.Warn("the server stopped with staging changes not yet saved: commit refuses until the backup runs again or 'commit --allow-lost'",
 				"volume", v.rec.Name, "since", time.Unix(0, int64(binary.BigEndian.Uint64(since))).UTC())
 			if err := txn.Delete(k); err != nil {
@@ -208,44 +217,19 @@ func (r *Repo) noteLostChanges(crashed bool) error {
 			return fmt.Errorf("note lost changes: %w", err)
 		}
 	}
-	return r.loadLostChanges(byID)
+	return r.loadLostChanges()
 }
 
 // loadLostChanges reads the lost-changes markers into their volumes.
-func (r *Repo) loadLostChanges(byID map[volID]*volume) error {
-	var stale [][]byte
-	err := r.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pfxLostChanges)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().KeyCopy(nil)
-			var vid volID
-			if len(k) != len(pfxLostChanges)+len(vid) {
-				stale = append(stale, k)
-				continue
-			}
-			copy(vid[:], k[len(pfxLostChanges):])
-			v := byID[vid]
-			b, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if v == nil || len(b) != 16 {
-				stale = append(stale, k)
-				continue
-			}
-			v.unsaved.lostSince.Store(int64(binary.BigEndian.Uint64(b)))
-			v.unsaved.lostAt.Store(int64(binary.BigEndian.Uint64(b[8:])))
+func (r *Repo) loadLostChanges() error {
+	return r.loadVolumeMarkers(pfxLostChanges, func(v *volume, val []byte) (bool, error) {
+		if len(val) != 16 {
+			return false, nil
 		}
-		return nil
+		v.unsaved.lostSince.Store(int64(binary.BigEndian.Uint64(val)))
+		v.unsaved.lostAt.Store(int64(binary.BigEndian.Uint64(val[8:])))
+		return true, nil
 	})
-	if err != nil {
-		return fmt.Errorf("load lost-changes markers: %w", err)
-	}
-	if err := r.deleteKeys(stale); err != nil {
-		return fmt.Errorf("load lost-changes markers: %w", err)
-	}
-	return nil
 }
 
 // lostChanges returns when v's staging may have lost changes in a crash:
