@@ -490,3 +490,54 @@ func TestPruneMaxSizeOnDisk(t *testing.T) {
 		t.Errorf("after prune --max-size %d the shard files hold %d bytes", goal, got)
 	}
 }
+
+// TestPruneMaxSizeSharedData: a space goal whose estimates count data
+// later revisions still hold. Each revision adds a file and keeps the
+// earlier ones, so the newest holds everything and no removal frees a
+// byte; the goal cannot be met.
+// Pass: the real run measures after each round and plans again (rounds
+// after the first in --json), removes every revision the rules allow,
+// warns that the goal is not met and exits 1 (QA saw a run stop early,
+// silently, with exit 0, and the next one remove what the dry run kept).
+func TestPruneMaxSizeSharedData(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("w")
+	for i := 0; i < 5; i++ {
+		data := make([]byte, 2<<20)
+		rand.New(rand.NewSource(int64(i + 170))).Read(data)
+		os.WriteFile(filepath.Join(stage, "f"+strconv.Itoa(i)), data, 0o644)
+		r.must("commit", "w", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+	}
+	r.must("umount", stage)
+	var st struct {
+		Store struct {
+			ShardBytes int64 `json:"shard_bytes"`
+		}
+	}
+	if err := json.Unmarshal([]byte(r.must("--json", "status")), &st); err != nil {
+		t.Fatal(err)
+	}
+	goal := strconv.FormatInt(st.Store.ShardBytes*6/10, 10)
+	res := r.run("--json", "prune", "--max-size", goal, "--space-guard=-1")
+	var out struct {
+		Plans []struct {
+			Round int `json:"round"`
+		} `json:"plans"`
+		Removed  int      `json:"removed"`
+		Warnings []string `json:"warnings"`
+		Met      bool     `json:"space_goal_met"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+		t.Fatalf("prune --json: %v\n%s%s", err, res.stdout, res.stderr)
+	}
+	rounds := 0
+	for _, pl := range out.Plans {
+		rounds = max(rounds, pl.Round)
+	}
+	if res.code != 1 || out.Met || !strings.Contains(strings.Join(out.Warnings, "\n"), "not met") {
+		t.Errorf("prune with a goal no removal can meet: exit %d, space_goal_met %v, warnings %q; want exit 1 and a warning", res.code, out.Met, out.Warnings)
+	}
+	if out.Removed != 4 || rounds < 2 {
+		t.Errorf("removed %d revisions in %d rounds; want all 4 but the newest, over more than one round", out.Removed, rounds)
+	}
+}

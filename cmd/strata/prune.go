@@ -32,7 +32,10 @@ type pruneArgs struct {
 }
 
 type prunePlan struct {
-	Volume    string                 `json:"volume"`
+	Volume string `json:"volume"`
+	// Round: a space goal's real run plans again after each round's
+	// removals and garbage collection (1 for the first).
+	Round     int                    `json:"round,omitempty"`
 	Decisions []retention.Decision   `json:"decisions"`
 	Warnings  []string               `json:"warnings,omitempty"`
 	Space     *retention.SpaceReport `json:"space,omitempty"`
@@ -45,6 +48,9 @@ type pruneResult struct {
 	FreedBytes int64       `json:"freed_bytes"`
 	DryRun     bool        `json:"dry_run"`
 	Warnings   []string    `json:"warnings,omitempty"`
+	// SpaceGoalMet: every space goal is met (estimated on a dry run,
+	// measured after a real one); true without a space goal.
+	SpaceGoalMet bool `json:"space_goal_met"`
 }
 
 func (c *pruneCmd) Run(ctx context.Context, g *Globals) error {
@@ -82,14 +88,23 @@ func (c *pruneCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.JSON {
-		return printJSON(res)
+		err = printJSON(res)
+	} else {
+		err = printPrune(res)
 	}
-	return printPrune(res)
+	if err == nil && !res.SpaceGoalMet && !res.DryRun {
+		return fail(exitError, "prune with a goal the revisions left can meet, or unprotect or unmount what the warnings name", "space goal not met (see the warnings above)")
+	}
+	return err
 }
 
 func printPrune(res pruneResult) error {
 	for _, pl := range res.Plans {
-		fmt.Printf("volume %s:\n", pl.Volume)
+		if pl.Round > 1 {
+			fmt.Printf("volume %s, round %d (measured after the removals before):\n", pl.Volume, pl.Round)
+		} else {
+			fmt.Printf("volume %s:\n", pl.Volume)
+		}
 		if pl.Error != "" {
 			fmt.Printf("  %s\n", pl.Error)
 			continue
@@ -167,31 +182,118 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			vols = append(vols, v.Name)
 		}
 	}
-	res := pruneResult{DryRun: a.DryRun}
-	// Sizes are bytes on disk, as du and df count them (--max-size
-	// compared data bytes, and left the repository well over the size
-	// given): shard bytes, with a revision's added data scaled by the
-	// same parity and padding overhead.
-	var usage retention.Usage
-	overhead := 1.0
-	if st, err := env.repo.store.Stats(ctx); err == nil {
-		if st.SegmentBytes > 0 {
-			overhead = float64(st.ShardBytes) / float64(st.SegmentBytes)
+	res := pruneResult{DryRun: a.DryRun, SpaceGoalMet: true}
+	// A space goal's estimates count what each revision added, but what a
+	// later revision still holds frees nothing: a real run measures after
+	// each round and goes on, in the same order, until the goal is met or
+	// nothing more may go (QA saw one run stop at 9 GiB of a 5 GiB goal
+	// without a word, and the next remove what the dry run had kept).
+	for round := 1; ; round++ {
+		usage, overhead := measureUsage(ctx, env)
+		plans, remove, err := planPrune(ctx, env, a, vols, usage, overhead, loc)
+		if err != nil {
+			return nil, err
 		}
-		usage = retention.Usage{RepoSize: st.ShardBytes + int64(float64(st.OpenBytes)*overhead), Free: int64(st.Free)}
+		if round > 1 {
+			res.SpaceGoalMet = spaceMet(plans)
+			if res.SpaceGoalMet || len(remove) == 0 {
+				if !res.SpaceGoalMet {
+					res.Warnings = append(res.Warnings, spaceShortfall(plans))
+				}
+				break
+			}
+		}
+		for i := range plans {
+			plans[i].Round = round
+		}
+		res.Plans = append(res.Plans, plans...)
+		if a.DryRun {
+			res.SpaceGoalMet = spaceMet(plans)
+			if a.Policy.Space != nil {
+				res.Warnings = append(res.Warnings, "space estimates are what each revision added; data a later revision still holds frees nothing, so the real run measures after removing these and removes more, in the same order, until the goal is met")
+			}
+			return res, nil
+		}
+		for _, vol := range vols {
+			ids := remove[vol]
+			if len(ids) == 0 {
+				continue
+			}
+			if err := removeRevisions(ctx, env, vol, ids); err != nil {
+				return nil, fmt.Errorf("remove revisions of %s: %w", vol, err)
+			}
+			res.Removed += len(ids)
+		}
+		if err := pruneCollect(ctx, env, a, &res); err != nil {
+			return res, err
+		}
+		if a.Policy.Space == nil {
+			break
+		}
+		if round == maxSpaceRounds {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("space goal: stopped after %d rounds; run prune again to go on", round))
+			break
+		}
 	}
-	// Every volume is planned before anything is removed: a policy that
-	// would empty one volume stops the prune of all of them.
+	return res, nil
+}
+
+// maxSpaceRounds bounds the rounds of a space goal in one prune.
+const maxSpaceRounds = 10
+
+// measureUsage is the repository's size and free space for a space goal,
+// in bytes on disk as du and df count them (--max-size compared data
+// bytes, and left the repository well over the size given): shard bytes,
+// and the factor that scales a revision's added data by the same parity
+// and padding overhead.
+func measureUsage(ctx context.Context, env *opEnv) (retention.Usage, float64) {
+	overhead := 1.0
+	st, err := env.repo.store.Stats(ctx)
+	if err != nil {
+		return retention.Usage{}, overhead
+	}
+	if st.SegmentBytes > 0 {
+		overhead = float64(st.ShardBytes) / float64(st.SegmentBytes)
+	}
+	return retention.Usage{RepoSize: st.ShardBytes + int64(float64(st.OpenBytes)*overhead), Free: int64(st.Free)}, overhead
+}
+
+// spaceMet reports whether no plan's space goal needs more room.
+func spaceMet(plans []prunePlan) bool {
+	for _, pl := range plans {
+		if pl.Space != nil && !pl.Space.Met {
+			return false
+		}
+	}
+	return true
+}
+
+// spaceShortfall says how far a measured repository is from its goal.
+func spaceShortfall(plans []prunePlan) string {
+	for _, pl := range plans {
+		if sp := pl.Space; sp != nil && !sp.Met {
+			return fmt.Sprintf("space goal %s not met: %s more would have to go, and the other rules and safety rails keep every revision left (protected, mounted, the newest, or kept by a --keep rule)",
+				sp.Goal, humanBytes(sp.Need))
+		}
+	}
+	return ""
+}
+
+// planPrune plans every volume before anything is removed: a policy that
+// would empty one volume stops the prune of all of them.
+func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usage retention.Usage, overhead float64, loc *time.Location) ([]prunePlan, map[string][]string, error) {
+	lr := env.repo.layers
+	var plans []prunePlan
 	remove := map[string][]string{}
 	for _, vol := range vols {
 		revs, err := lr.Revisions(ctx, vol)
 		if err != nil {
-			return nil, volumeErr(err, vol)
+			return nil, nil, volumeErr(err, vol)
 		}
 		pl := prunePlan{Volume: vol}
 		if len(revs) == 0 {
 			pl.Error = "no revisions"
-			res.Plans = append(res.Plans, pl)
+			plans = append(plans, pl)
 			continue
 		}
 		var inUse map[string]bool
@@ -205,10 +307,10 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		}
 		plan, err := retention.Apply(in, a.Policy, retention.Options{Now: now(), Location: loc, Force: a.Force, Usage: usage})
 		if errors.Is(err, retention.ErrRemovesAll) {
-			return nil, &userError{msg: fmt.Sprintf("the policy would remove every revision of %s; nothing was removed", vol), hint: "check the --keep-* options; --force overrides (the newest revision stays anyway)", code: exitError, err: err}
+			return nil, nil, &userError{msg: fmt.Sprintf("the policy would remove every revision of %s; nothing was removed", vol), hint: "check the --keep-* options; --force overrides (the newest revision stays anyway)", code: exitError, err: err}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("plan %s: %w", vol, err)
+			return nil, nil, fmt.Errorf("plan %s: %w", vol, err)
 		}
 		pl.Decisions, pl.Warnings, pl.Space = plan.Decisions, plan.Warnings, plan.Space
 		if plan.Space != nil {
@@ -218,32 +320,24 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			usage.RepoSize -= plan.Space.Freed
 			usage.Free += plan.Space.Freed
 		}
-		res.Plans = append(res.Plans, pl)
+		plans = append(plans, pl)
 		for _, d := range plan.Decisions {
 			if !d.Keep && !d.Deferred {
 				remove[vol] = append(remove[vol], d.Revision.ID)
 			}
 		}
 	}
-	if a.DryRun {
-		return res, nil
-	}
-	for _, vol := range vols {
-		ids := remove[vol]
-		if len(ids) == 0 {
-			continue
-		}
-		if err := removeRevisions(ctx, env, vol, ids); err != nil {
-			return nil, fmt.Errorf("remove revisions of %s: %w", vol, err)
-		}
-		res.Removed += len(ids)
-	}
+	return plans, remove, nil
+}
+
+// pruneCollect finishes removals and collects garbage after a round.
+func pruneCollect(ctx context.Context, env *opEnv, a pruneArgs, res *pruneResult) error {
 	// A prune killed or failed half-way is finished here, and GC runs even
 	// when this run removed nothing: what an interrupted run released (or
 	// a repair found unreferenced) is given back by the next prune.
 	warn, err := finishRemovals(ctx, env)
 	if err != nil {
-		return res, err
+		return err
 	}
 	if warn != "" {
 		res.Warnings = append(res.Warnings, warn)
@@ -252,11 +346,11 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		env.progress(progress{Phase: "collecting garbage"})
 	}
 	freed, err := collectGarbage(ctx, env.repo, a.MaxUnused)
-	res.FreedBytes = freed
+	res.FreedBytes += freed
 	if err != nil {
-		return res, fmt.Errorf("garbage collection (revisions are removed; rerun prune to finish): %w", err)
+		return fmt.Errorf("garbage collection (revisions are removed; rerun prune to finish): %w", err)
 	}
-	return res, nil
+	return nil
 }
 
 // revisionsInUse returns the ids of vol's revisions that are mounted or
