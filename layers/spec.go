@@ -237,6 +237,16 @@ func lastN(revs []Revision, n int) []Revision {
 }
 
 // parseAge parses ages like 3d, 36h, 2w, 1d12h (s, m, h, d, w, y=365d).
+// ParseAge reads an age as revision specs take it (3d, 36h, 2w, 1d12h;
+// s, m, h, d, w, y with m for minutes), for flags that should read ages
+// the same way.
+func ParseAge(s string) (time.Duration, error) {
+	if !reAge.MatchString(s) {
+		return 0, fmt.Errorf("bad age %q", s)
+	}
+	return parseAge(s)
+}
+
 func parseAge(s string) (time.Duration, error) {
 	var total time.Duration
 	for s != "" {

@@ -116,3 +116,26 @@ func TestResolveTimeAsListed(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAge(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+		bad  bool
+	}{
+		{in: "26h", want: 26 * time.Hour},
+		{in: "3d", want: 72 * time.Hour},
+		{in: "1w", want: 7 * 24 * time.Hour},
+		{in: "1d12h", want: 36 * time.Hour},
+		{in: "90m", want: 90 * time.Minute},
+		{in: "", bad: true},
+		{in: "3", bad: true},
+		{in: "3x", bad: true},
+		{in: "-1d", bad: true},
+	} {
+		got, err := ParseAge(tt.in)
+		if tt.bad != (err != nil) || !tt.bad && got != tt.want {
+			t.Errorf("ParseAge(%q) = %v, %v; want %v (bad %v)", tt.in, got, err, tt.want, tt.bad)
+		}
+	}
+}

@@ -151,15 +151,15 @@ func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
 
 // checkCmd is a Nagios-style monitoring check.
 type checkCmd struct {
-	Warn string `default:"26h" help:"Warn when a volume's latest revision is older than this."`
-	Crit string `default:"50h" help:"Critical when older than this (or a volume has none)."`
+	Warn string `default:"26h" help:"Warn when a volume's latest revision is older than this: an age as revision specs take it (26h, 3d, 1w, 1d12h; m is minutes, while prune's --keep-within reads m as months, as restic does)."`
+	Crit string `default:"50h" help:"Critical when older than this (or a volume has none); same form as --warn."`
 }
 
 func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
-	warn, err1 := time.ParseDuration(c.Warn)
-	crit, err2 := time.ParseDuration(c.Crit)
+	warn, err1 := layers.ParseAge(c.Warn)
+	crit, err2 := layers.ParseAge(c.Crit)
 	if err1 != nil || err2 != nil {
-		fmt.Println("STRATA UNKNOWN - bad --warn/--crit (use Go durations like 26h)")
+		fmt.Println("STRATA UNKNOWN - bad --warn/--crit (use ages like 26h, 3d or 1w)")
 		return &exitStatus{code: 3}
 	}
 	if crit < warn {
