@@ -149,6 +149,9 @@ type VolumeInfo struct {
 	// Unsaved (fs) is the first change to staging not yet durable (zero:
 	// none); the idle sync saves it soon after writes stop.
 	Unsaved time.Time `json:",omitzero"`
+	// Uncommitted is the first change to staging since the last commit
+	// (zero: none known; it survives a clean restart, not a crash).
+	Uncommitted time.Time `json:",omitzero"`
 }
 
 // Revision is an immutable committed state of a volume.

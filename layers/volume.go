@@ -409,6 +409,9 @@ func (v *volume) info(revisions int) VolumeInfo {
 	if v.unsaved.marked.Load() {
 		info.Unsaved = time.Unix(0, v.unsaved.since.Load()).UTC()
 	}
+	if c := v.changed.Load(); c != 0 {
+		info.Uncommitted = time.Unix(0, c).UTC()
+	}
 	return info
 }
 

@@ -39,7 +39,7 @@ func TestBadInputErrors(t *testing.T) {
 		{"spec matches nothing", []string{"mount", "home@deadbeef", r.mkdir("m2")}, "no revision of home matches"},
 		{"tag too far back", []string{"mount", "home@daily~5", r.mkdir("m3")}, "no revision of home matches"},
 		{"bad duration", []string{"prune", "--keep-within", "7x", "--dry-run"}, "7x"},
-		{"empty policy", []string{"prune"}, "empty retention policy"},
+		{"empty policy for a volume", []string{"prune", "home"}, "empty retention policy"},
 		{"bad size", []string{"volume", "create", "vm", "--block", "12Q"}, "size"},
 		{"existing volume", []string{"volume", "create", "home"}, "already exists"},
 		{"volume with revisions", []string{"volume", "rm", "home"}, "has 2 revisions"},

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -102,5 +103,34 @@ func TestJSONOutput(t *testing.T) {
 		if tc.check != nil {
 			tc.check(t, doc)
 		}
+	}
+}
+
+// TestUncommittedShown: staging changed since the last commit is shown by
+// status (text and --json) and at umount, and no longer after a commit.
+// QA: a user from restic could rsync, unmount and never commit, with no
+// command saying the backup was in no revision.
+func TestUncommittedShown(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	if err := os.WriteFile(filepath.Join(stage, "a"), []byte("a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := r.must("status"); !strings.Contains(out, "staging of home has changes not yet committed") {
+		t.Errorf("status with uncommitted changes:\n%s", out)
+	}
+	if out := r.must("umount", stage); !strings.Contains(out, "in no revision until 'strata commit home'") {
+		t.Errorf("umount of staging with uncommitted changes:\n%s", out)
+	}
+	if out := r.must("--json", "status"); !strings.Contains(out, `"uncommitted_since"`) {
+		t.Errorf("status --json with uncommitted changes:\n%s", out)
+	}
+	r.must("commit", "home")
+	if out := r.must("status"); strings.Contains(out, "not yet committed") {
+		t.Errorf("status after the commit:\n%s", out)
+	}
+	r.must("mount", "home", stage)
+	if out := r.must("umount", stage); strings.Contains(out, "not yet committed") {
+		t.Errorf("umount with nothing uncommitted:\n%s", out)
 	}
 }

@@ -309,7 +309,7 @@ func TestPruneBadInput(t *testing.T) {
 		{"bad schedule spec", []string{"--schedule", "daily=1x:7"}, "1x"},
 		{"unknown time zone", []string{"--keep-daily", "1", "--tz", "Mars/Olympus"}, "unknown time zone"},
 		{"bad max-unused", []string{"--keep-daily", "1", "--max-unused", "150%"}, "--max-unused"},
-		{"empty policy", nil, "empty retention policy"},
+		{"empty policy for a volume", []string{"home"}, "empty retention policy"},
 		{"policy removing everything", []string{"--keep-tag", "nosuch"}, "would remove every revision of home; nothing was removed"},
 		{"unknown volume", []string{"--keep-last", "1", "nosuch"}, "no volume named"},
 	}
@@ -332,6 +332,11 @@ func TestPruneBadInput(t *testing.T) {
 	}
 	if n := strings.Count(res.stdout+res.stderr, "\n"); n > 6 {
 		t.Errorf("unknown flag: %d lines of output, want the short usage:\n%s", n, res.stdout+res.stderr)
+	}
+	// No policy at all: nothing removed, garbage collected (the hints of
+	// volume rm and a full disk send users to a bare 'strata prune').
+	if out := r.must("prune"); !strings.Contains(out, "no retention policy given: no revision removed") {
+		t.Errorf("bare prune:\n%s", out)
 	}
 	out := r.must("prune", "--keep-last", "1", "--dry-run")
 	if !strings.Contains(out, "volume empty:\n  no revisions") || !strings.Contains(out, "volume home:") {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/strata-backup/strata/fs"
 )
@@ -83,6 +84,10 @@ type umountResult struct {
 	// (MNT_DETACH): gone from the tree now, released by the kernel once
 	// the last process lets go of it.
 	Detached bool `json:"detached,omitempty"`
+	// Uncommitted: the mount was a staging whose changes since then are
+	// in no revision yet (a user from restic may take umount for done).
+	Volume      string    `json:"volume,omitempty"`
+	Uncommitted time.Time `json:"uncommitted_since,omitzero"`
 }
 
 // clearDeadMount unmounts mp if it is a mount of repository dir whose

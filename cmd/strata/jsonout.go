@@ -72,13 +72,15 @@ type volumeJSON struct {
 	// Unsaved: staging holds changes since then that a crash would lose
 	// (strata saves them a few seconds after writes stop).
 	Unsaved time.Time `json:"unsaved_since,omitzero"`
+	// Uncommitted: staging changed since the last commit, from then on.
+	Uncommitted time.Time `json:"uncommitted_since,omitzero"`
 }
 
 func volumeOut(v layers.VolumeInfo) volumeJSON {
 	return volumeJSON{
 		Name: v.Name, Type: string(v.Type), Size: v.Size, BlockSize: v.BlockSize,
 		Created: v.Created.UTC(), Revisions: v.Revisions,
-		LostFiles: v.LostFiles, LostBlocks: v.LostBlocks, LostChanges: v.LostChanges, LostAt: v.LostAt, Unsaved: v.Unsaved,
+		LostFiles: v.LostFiles, LostBlocks: v.LostBlocks, LostChanges: v.LostChanges, LostAt: v.LostAt, Unsaved: v.Unsaved, Uncommitted: v.Uncommitted,
 	}
 }
 

@@ -31,7 +31,7 @@ type cli struct {
 	Diff      diffCmd      `cmd:"" help:"Show what changed between two revisions."`
 	Restore   restoreCmd   `cmd:"" help:"Copy a revision (or a path in it) out to a directory, file or stdout."`
 	Nbd       nbdCmd       `cmd:"" name:"nbd" help:"Serve block volumes over NBD."`
-	Prune     pruneCmd     `cmd:"" help:"Remove revisions by retention policy and give the space back."`
+	Prune     pruneCmd     `cmd:"" help:"Remove revisions by retention policy and give the space back. Without any policy it removes nothing and only gives back the space of revisions and volumes already removed."`
 	Protect   protectCmd   `cmd:"" help:"Protect a revision from prune."`
 	Unprotect unprotectCmd `cmd:"" help:"Remove a revision's protection from prune."`
 	Scrub     scrubCmd     `cmd:"" help:"Verify shards and chunks; --repair restores lost redundancy."`

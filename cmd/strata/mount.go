@@ -400,6 +400,10 @@ func (c *umountCmd) Run(ctx context.Context, g *Globals) error {
 	default:
 		fmt.Printf("unmounted %s\n", abs)
 	}
+	if !res.Uncommitted.IsZero() {
+		fmt.Printf("staging of %s has changes not yet committed (since %s): they are kept, but in no revision until 'strata commit %s'\n",
+			res.Volume, res.Uncommitted.UTC().Format("2006-01-02 15:04:05 UTC"), res.Volume)
+	}
 	return nil
 }
 
@@ -433,5 +437,11 @@ func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return umountResult{Mountpoint: a.Mountpoint}, nil
+	res := umountResult{Mountpoint: a.Mountpoint}
+	if e.Revision == "" && e.volume != "" {
+		if info, err := env.repo.layers.Volume(ctx, e.volume); err == nil && !info.Uncommitted.IsZero() {
+			res.Volume, res.Uncommitted = e.volume, info.Uncommitted
+		}
+	}
+	return res, nil
 }

@@ -29,6 +29,8 @@ type pruneArgs struct {
 	TZ        string           `json:"tz,omitempty"`
 	Force     bool             `json:"force,omitempty"`
 	MaxUnused float64          `json:"max_unused"`
+	// GCOnly: no policy was given; remove nothing, collect garbage.
+	GCOnly bool `json:"gc_only,omitempty"`
 }
 
 type prunePlan struct {
@@ -51,6 +53,8 @@ type pruneResult struct {
 	// SpaceGoalMet: every space goal is met (estimated on a dry run,
 	// measured after a real one); true without a space goal.
 	SpaceGoalMet bool `json:"space_goal_met"`
+	// GCOnly: no policy was given; no revision was looked at.
+	GCOnly bool `json:"gc_only,omitempty"`
 }
 
 func (c *pruneCmd) Run(ctx context.Context, g *Globals) error {
@@ -63,10 +67,15 @@ func (c *pruneCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	p, err := c.Flags.Policy(schedules)
-	if err != nil {
+	// No policy at all is a prune that removes no revision and gives back
+	// the space of those already removed (volume rm, an earlier prune),
+	// as restic's prune after forget: the hints that send users to
+	// 'strata prune' mean that.
+	gcOnly := errors.Is(err, retention.ErrEmptyPolicy) && len(c.Volumes) == 0
+	if err != nil && !gcOnly {
 		return &userError{msg: "bad retention policy", hint: "see 'strata prune --help'", code: exitUsage, err: err}
 	}
-	a := pruneArgs{Volumes: c.Volumes, DryRun: c.DryRun, TZ: c.TZ, Force: c.Force, Policy: p}
+	a := pruneArgs{Volumes: c.Volumes, DryRun: c.DryRun, TZ: c.TZ, Force: c.Force, Policy: p, GCOnly: gcOnly}
 	mu := strings.TrimSuffix(c.MaxUnused, "%")
 	if _, err := fmt.Sscanf(mu, "%g", &a.MaxUnused); err != nil || a.MaxUnused < 0 || a.MaxUnused > 100 {
 		return fail(exitUsage, "", "--max-unused: want a percentage like 5%%, got %q", c.MaxUnused)
@@ -142,9 +151,14 @@ func printPrune(res pruneResult) error {
 			}
 		}
 	}
-	if res.DryRun {
+	switch {
+	case res.GCOnly && res.DryRun:
+		fmt.Println("no retention policy given: a prune would remove no revision and only give back the space of those already removed")
+	case res.GCOnly:
+		fmt.Printf("no retention policy given: no revision removed; freed %s that removed revisions and volumes held\n", humanBytes(max(res.FreedBytes, 0)))
+	case res.DryRun:
 		fmt.Printf("dry run: nothing was removed; the policy would remove %s\n", count(int64(remove), "revision"))
-	} else {
+	default:
 		freed := "freed " + humanBytes(res.FreedBytes)
 		if res.FreedBytes < 0 {
 			// Repacking rewrites the live chunks of sparse segments,
@@ -182,7 +196,13 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			vols = append(vols, v.Name)
 		}
 	}
-	res := pruneResult{DryRun: a.DryRun, SpaceGoalMet: true}
+	res := pruneResult{DryRun: a.DryRun, SpaceGoalMet: true, GCOnly: a.GCOnly}
+	if a.GCOnly {
+		if a.DryRun {
+			return res, nil
+		}
+		return res, pruneCollect(ctx, env, a, &res)
+	}
 	// A space goal's estimates count what each revision added, but what a
 	// later revision still holds frees nothing: a real run measures after
 	// each round and goes on, in the same order, until the goal is met or

@@ -78,6 +78,10 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 			fmt.Printf("LOST DATA: staging of %s has %d files whose data a crash lost; run the backup again before 'strata commit %s'\n",
 				v.Name, v.LostFiles, v.Name)
 		}
+		if !v.Uncommitted.IsZero() && v.LostFiles == 0 && v.LostBlocks == 0 && v.LostChanges.IsZero() {
+			fmt.Printf("staging of %s has changes not yet committed (since %s); 'strata commit %s' makes a revision of them\n",
+				v.Name, v.Uncommitted.UTC().Format("2006-01-02 15:04:05 UTC"), v.Name)
+		}
 		if !v.LostChanges.IsZero() {
 			fmt.Printf("LOST DATA: staging of %s may have lost the changes made after %s (the server stopped before saving them); run the backup again before 'strata commit %s'\n",
 				v.Name, v.LostChanges.UTC().Format("2006-01-02 15:04:05 UTC"), v.Name)
