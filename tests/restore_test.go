@@ -55,6 +55,18 @@ func TestRestoreTree(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, `"skipped"`) || strings.Contains(res.stdout, `"skipped": 0`) {
 		t.Errorf("second restore did not resume (skip existing files): %s %s", res.stdout, res.stderr)
 	}
+
+	// One file to standard output, as restic dump (QA: refused for file
+	// trees); a directory or the whole tree there is refused.
+	want, _ := os.ReadFile(filepath.Join(src, "d0/e0/f0"))
+	if got := r.must("restore", "home@latest:d0/e0/f0", "-"); got != string(want) {
+		t.Errorf("restore of one file to stdout: %d bytes, want the file's %d", len(got), len(want))
+	}
+	for _, spec := range []string{"home@latest", "home@latest:d0"} {
+		if res := r.run("restore", spec, "-"); res.code != 2 {
+			t.Errorf("restore %s -: exit %d, stderr %q; want a usage error", spec, res.code, res.stderr)
+		}
+	}
 }
 
 // TestRestoreDiskBadDest: a block restore checks where it writes before it

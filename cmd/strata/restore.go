@@ -20,7 +20,7 @@ import (
 
 type restoreCmd struct {
 	Target   string `arg:"" help:"NAME@REV[:PATH] — a revision, or a path inside an fs revision."`
-	Dest     string `arg:"" help:"fs volumes: a directory (created if missing); a :PATH naming a file goes into DEST if DEST is a directory, else becomes DEST, as with cp. Files already there with the same size and mtime are kept (a rerun resumes). An entry of another type than the revision's is replaced, except a non-empty directory, which is reported as a conflict and left alone; symlinks inside DEST are replaced, never followed. Block volumes: the whole image (no :PATH) to a file (sparse; removed again if the restore fails), a device (at least the volume's size, checked before anything is written) or '-' for stdout; not a directory."`
+	Dest     string `arg:"" help:"fs volumes: a directory (created if missing); a :PATH naming a file goes into DEST if DEST is a directory, else becomes DEST, as with cp. Files already there with the same size and mtime are kept (a rerun resumes). An entry of another type than the revision's is replaced, except a non-empty directory, which is reported as a conflict and left alone; symlinks inside DEST are replaced, never followed. '-' writes one file (NAME@REV:PATH) to standard output, as restic dump. Block volumes: the whole image (no :PATH) to a file (sparse; removed again if the restore fails), a device (at least the volume's size, checked before anything is written) or '-' for stdout; not a directory."`
 	Checksum bool   `name:"checksum" help:"Read the files already in DEST that match the revision's in size and mtime, compare their content and rewrite those that differ (as rsync --checksum). Without it they are kept unread: fast, but a file damaged or altered with its mtime kept (bit rot, tampering) stays wrong. Reads all of them in full; fs volumes only."`
 }
 
@@ -75,6 +75,7 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 		// unset $DEST, run from /, would restore over the live system.
 		return fail(exitUsage, "name the directory to restore into ('.' for the current one)", "restore: DEST is empty")
 	}
+	a.PathRaw = rawIfInvalid(a.Path)
 	if c.Dest == "-" {
 		return restoreToStdout(ctx, g, a)
 	}
@@ -240,8 +241,8 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 	if a.Checksum && info.Type == layers.TypeBlock {
 		return nil, fail(exitUsage, "leave out --checksum: a block restore always writes the whole image", "--checksum compares files of a file tree; %s is a block volume", a.Volume)
 	}
-	if a.Stdout && info.Type != layers.TypeBlock {
-		return nil, fail(exitUsage, "restore a file tree to a directory, or read single files from 'strata mount "+a.Volume+"@"+a.Rev+" MNT'", "'-' (standard output) takes a block volume's disk image; %s is a file tree", a.Volume)
+	if a.Stdout && info.Type != layers.TypeBlock && a.Path == "" {
+		return nil, fail(exitUsage, "name one file (strata restore "+a.Volume+"@"+a.Rev+":PATH -), or restore the tree to a directory", "'-' (standard output) takes one file of a file tree, or a block volume's disk image")
 	}
 	if info.Type == layers.TypeBlock {
 		d, err := lr.RevisionDisk(ctx, a.Volume, r.ID)
@@ -262,6 +263,18 @@ func opRestore(ctx context.Context, env *opEnv, a restoreArgs) (any, error) {
 		return nil, err
 	}
 	rs := &treeRestorer{t: t, checksum: a.Checksum, progress: env.progress, links: map[layers.Ino]string{}, total: r.Size}
+	if a.Stdout {
+		f, err := os.OpenFile(a.Dest, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("restore to standard output: %w", err)
+		}
+		err = rs.stream(ctx, a.Path, f)
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("restore to standard output: %w", cerr)
+		}
+		res.Files, res.Bytes = rs.files, rs.bytes
+		return res, err
+	}
 	err = rs.restore(ctx, a.Path, a.Dest)
 	res.Files, res.Bytes, res.Skipped, res.Rewritten = rs.files, rs.bytes, rs.skipped, rs.rewritten
 	res.Unreadable, res.Damaged = rs.unreadable, rs.damaged

@@ -103,22 +103,20 @@ func (r *treeRestorer) settle(err error) error {
 	return nil
 }
 
-func (r *treeRestorer) restore(ctx context.Context, sub, dest string) error {
-	ino, attr := layers.RootIno, layers.Attr{}
-	var err error
-	attr, err = r.t.GetAttr(ctx, ino)
+// lookup finds sub (a path in the revision, "" for its root).
+func (r *treeRestorer) lookup(ctx context.Context, sub string) (layers.Attr, error) {
+	attr, err := r.t.GetAttr(ctx, layers.RootIno)
 	if err != nil {
-		return err
+		return attr, err
 	}
 	for _, name := range strings.Split(strings.Trim(path.Clean("/"+sub), "/"), "/") {
 		if name == "" {
 			continue
 		}
-		attr, err = r.t.Lookup(ctx, ino, name)
+		attr, err = r.t.Lookup(ctx, attr.Ino, name)
 		if err != nil {
-			return fail(exitError, "", "%s: no such path in the revision", sub)
+			return attr, fail(exitError, "", "%s: no such path in the revision", showPath(sub))
 		}
-		ino = attr.Ino
 		// The revision's size is no total for a part of it; a file's own
 		// size is, a directory's is unknown without a walk (no percentage).
 		r.total = 0
@@ -126,6 +124,47 @@ func (r *treeRestorer) restore(ctx context.Context, sub, dest string) error {
 			r.total = attr.Size
 		}
 	}
+	return attr, nil
+}
+
+// stream writes the regular file sub to w (restore FILE -, as restic
+// dump): its bytes only, holes as zeros.
+func (r *treeRestorer) stream(ctx context.Context, sub string, w io.Writer) error {
+	attr, err := r.lookup(ctx, sub)
+	if err != nil {
+		return err
+	}
+	if attr.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return fail(exitUsage, "name a regular file of the revision (NAME@REV:PATH), or restore to a directory", "%s is not a regular file: '-' (standard output) takes one file", showPath(sub))
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < attr.Size; {
+		n := int(min(int64(len(buf)), attr.Size-off))
+		got, err := r.t.ReadAt(ctx, attr.Ino, buf[:n], off)
+		if err != nil && !(errors.Is(err, io.EOF) && got == n) {
+			return fmt.Errorf("read %s at %d: %w", showPath(sub), off, err)
+		}
+		if _, err := w.Write(buf[:got]); err != nil {
+			return fmt.Errorf("write standard output: %w", err)
+		}
+		off += int64(got)
+		r.files, r.bytes = 1, off
+		if r.progress != nil {
+			r.progress(progress{Phase: "restore", Done: off, Total: attr.Size, Unit: "bytes"})
+		}
+		if got == 0 {
+			return fmt.Errorf("read %s: file ends at %d of %d bytes", showPath(sub), off, attr.Size)
+		}
+	}
+	return nil
+}
+
+func (r *treeRestorer) restore(ctx context.Context, sub, dest string) error {
+	attr, err := r.lookup(ctx, sub)
+	if err != nil {
+		return err
+	}
+	ino := attr.Ino
 	// DEST itself is the user's to name: a symlink there is followed, as
 	// cp and rsync do; below it nothing is.
 	parent, name := dest, ""
