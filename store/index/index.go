@@ -106,7 +106,21 @@ func (l logger) Errorf(f string, a ...any) {
 	l.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
 }
 func (l logger) Warningf(f string, a ...any) {
-	l.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+	msg := "badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))
+	if cacheReport(msg) {
+		// The block cache is small on purpose (Options); badger
+		// says so, with a histogram, every minute of a busy server.
+		l.l.Debug(msg)
+		return
+	}
+	l.l.Warn(msg)
+}
+
+// cacheReport tells badger's periodic block-cache statistics from real
+// warnings.
+func cacheReport(msg string) bool {
+	return strings.HasPrefix(msg, "badger: Block cache might be too small") ||
+		strings.HasPrefix(msg, "badger: Cache life expectancy")
 }
 func (l logger) Infof(f string, a ...any) {
 	if l.l.Enabled(context.Background(), slog.LevelDebug) {

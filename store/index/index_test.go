@@ -76,3 +76,18 @@ func TestOpenEncryptedAndWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCacheReport(t *testing.T) {
+	for _, tt := range []struct {
+		msg  string
+		want bool
+	}{
+		{"badger: Block cache might be too small. Metrics: hit: 1 miss: 2", true},
+		{"badger: Cache life expectancy (in seconds): \n -- Histogram:", true},
+		{"badger: Failed to sync: no space left on device", false},
+	} {
+		if got := cacheReport(tt.msg); got != tt.want {
+			t.Errorf("cacheReport(%q) = %v, want %v", tt.msg, got, tt.want)
+		}
+	}
+}
