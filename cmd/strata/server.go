@@ -527,6 +527,9 @@ func (c *stopCmd) Run(ctx context.Context, g *Globals) error {
 		return fail(exitError, "see "+filepath.Join(dir, "server.log")+"; committed revisions are intact",
 			"the server stopped, but not cleanly: %s", strings.TrimSpace(string(b)))
 	}
+	if !g.JSON {
+		fmt.Printf("stopped the strata server (PID %d): staging is saved, its mounts and exports are gone\n", a.PID)
+	}
 	return nil
 }
 
