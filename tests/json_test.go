@@ -133,4 +133,8 @@ func TestUncommittedShown(t *testing.T) {
 	if out := r.must("umount", stage); strings.Contains(out, "not yet committed") {
 		t.Errorf("umount with nothing uncommitted:\n%s", out)
 	}
+	// An import of an older backup says it does not become latest.
+	if res := r.run("commit", "home", "--time", "2020-01-01"); res.code != 0 || !strings.Contains(res.stderr, "home@latest still names that one") {
+		t.Errorf("commit --time before the newest revision: exit %d, stderr %q; want a warning", res.code, res.stderr)
+	}
 }

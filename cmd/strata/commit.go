@@ -131,6 +131,14 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	if env.srv != nil {
 		stagingDir, writing = env.srv.stagingWriters(a.Volume)
 	}
+	// An import of an older backup (--time) sorts among the revisions by
+	// its time: the one that was latest stays latest.
+	var newest layers.Revision
+	if !a.Time.IsZero() {
+		if revs, err := env.repo.layers.Revisions(ctx, a.Volume); err == nil && len(revs) > 0 {
+			newest = revs[len(revs)-1]
+		}
+	}
 	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message, AllowLost: a.AllowLost})
 	var lost *layers.LostDataError
 	if errors.As(err, &lost) {
@@ -153,6 +161,10 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 		return rev, fmt.Errorf("revision %s is committed, but erasure coding it failed (it is safe in the journal; the next commit or flush retries): %w", rev.ID, err)
 	}
 	res := commitResult{Revision: rev, OpenForWriting: len(writing)}
+	if newest.ID != "" && rev.Time.Before(newest.Time) {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("--time %s is before the newest revision's (%s, %s): this revision sorts before it, and %s@latest still names that one",
+			rev.Time.UTC().Format("2006-01-02 15:04:05"), newest.ID[:8], newest.Time.UTC().Format("2006-01-02 15:04:05"), a.Volume))
+	}
 	if len(writing) > 0 {
 		res.Warnings = append(res.Warnings, openFilesWarning(ctx, env.repo.layers, a.Volume, stagingDir, writing))
 	}
