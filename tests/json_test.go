@@ -104,6 +104,20 @@ func TestJSONOutput(t *testing.T) {
 			tc.check(t, doc)
 		}
 	}
+
+	// Errors too: one JSON object per line on stderr, the hint apart.
+	res := r.run("--json", "mount", "home@nosuch", r.mkdir("m"))
+	var msgs []map[string]string
+	for _, line := range strings.Split(strings.TrimSpace(res.stderr), "\n") {
+		var m map[string]string
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("--json error output: line %q is not JSON (%v)\n%s", line, err, res.stderr)
+		}
+		msgs = append(msgs, m)
+	}
+	if res.code == 0 || len(msgs) < 2 || !strings.Contains(msgs[0]["error"], "no revision of home matches") || msgs[1]["hint"] == "" {
+		t.Errorf("--json error: exit %d, %v; want an error object and a hint object", res.code, msgs)
+	}
 }
 
 // TestUncommittedShown: staging changed since the last commit is shown by

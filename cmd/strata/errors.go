@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 )
 
@@ -89,4 +91,27 @@ func exitCodeOf(err error) int {
 		return exitInterrupted
 	}
 	return exitError
+}
+
+// jsonErrors turns what report writes into one JSON object per line on
+// w, for --json: {"error": "..."} for the error (its lines joined) and
+// {"hint": "..."} for each hint, beside the {"progress": ...} lines long
+// commands print there, so a script reads stderr as JSON too. report
+// writes each of them in one call.
+type jsonErrors struct{ w io.Writer }
+
+func (j jsonErrors) Write(p []byte) (int, error) {
+	text := strings.TrimRight(string(p), "\n")
+	key, msg := "error", strings.TrimPrefix(text, "strata: ")
+	if h, ok := strings.CutPrefix(text, "hint: "); ok {
+		key, msg = "hint", h
+	}
+	b, err := json.Marshal(map[string]string{key: msg})
+	if err != nil {
+		return 0, err
+	}
+	if _, err := fmt.Fprintf(j.w, "%s\n", b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -80,7 +81,11 @@ func main() {
 	)
 	err := k.Run(&c.Globals)
 	stop()
-	os.Exit(report(os.Stderr, err))
+	w := io.Writer(os.Stderr)
+	if c.Globals.JSON {
+		w = jsonErrors{os.Stderr}
+	}
+	os.Exit(report(w, err))
 }
 
 // kongUsageError is the exit code kong gives parse errors.
