@@ -1,5 +1,7 @@
 package layers
 
+import "context"
+
 // FlushPending writes the pending staging metadata to badger, as the
 // background flusher does every pendingAge: crash tests use it to stand
 // for a server that ran that long after the changes.
@@ -35,4 +37,19 @@ func StopBackground(r *Repo) {
 	r.mu.Unlock()
 	close(r.done)
 	r.workers.Wait()
+}
+
+// SetAfterSync has every durable point run fn after the index is synced.
+func SetAfterSync(r *Repo, fn func()) { r.afterSync.Store(&fn) }
+
+// FlushNow chunks ino's buffered data into the store and its extent map
+// into pending, as a flush worker does.
+func FlushNow(ctx context.Context, st *Staging, ino Ino) error {
+	f := st.v.lookupFile(ino)
+	if f == nil {
+		return nil
+	}
+	f.dataMu.Lock()
+	defer f.dataMu.Unlock()
+	return f.flush(ctx)
 }

@@ -133,6 +133,7 @@ func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 	})
 	if err == nil {
 		v.noteChange(m.now)
+		v.unsaved.landed.Add(1)
 		if v.pend.apply(b, m.flushed) {
 			// Badger takes a batch in one transaction: past the hard
 			// limit, this change waits for it (and so do the next ones,
@@ -932,9 +933,9 @@ func (s *Staging) FlushFile(ctx context.Context, ino Ino, durable bool) error {
 // durable makes everything written to the store and the index so far
 // survive a crash.
 func (r *Repo) durable(ctx context.Context) (err error) {
-	taken := r.takeUnsaved()
+	marks := r.takeUnsaved()
 	defer func() {
-		if serr := r.saved(taken, err == nil); err == nil {
+		if serr := r.saved(marks, err == nil); err == nil {
 			err = serr
 		}
 	}()
@@ -946,6 +947,9 @@ func (r *Repo) durable(ctx context.Context) (err error) {
 	}
 	if err := r.db.Sync(); err != nil {
 		return storeErr("sync index", err)
+	}
+	if fn := r.afterSync.Load(); fn != nil {
+		(*fn)()
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package layers
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -50,7 +51,14 @@ type unsaved struct {
 	mu     sync.Mutex   // orders writes and deletes of the stored marker
 	marked atomic.Bool  // the marker is stored for changes not yet durable
 	since  atomic.Int64 // Unix ns of the first of them
-	last   atomic.Int64 // Unix ns (wall clock) of the latest change, for the idle sync
+	// last is the latest change, markedAt when the marker was written and
+	// tried the idle sync's latest attempt (Unix ns of the wall clock, not
+	// Options.Now: idleness is real time).
+	last, markedAt, tried atomic.Int64
+	// landed counts changes applied to pending, file flushes included:
+	// those do not mark (they are the server's, not the user's), and one
+	// landing during a durable point leaves it unsaved (takeUnsaved).
+	landed atomic.Uint64
 	// lost mirrors the lost-changes marker: [since, at] in Unix ns, or 0.
 	lostSince, lostAt atomic.Int64
 }
@@ -74,6 +82,7 @@ func (v *volume) beginChange() (done func(), err error) {
 				return nil, fmt.Errorf("mark staging of %s unsaved: %w", v.rec.Name, err)
 			}
 			u.since.Store(now)
+			u.markedAt.Store(time.Now().UnixNano())
 			u.marked.Store(true)
 		}
 		u.mu.Unlock()
@@ -107,18 +116,21 @@ func (v *volume) clearLostChanges() error {
 
 // takeUnsaved starts a durable point: it returns the volumes whose staging
 // was marked unsaved, now unmarked in memory, with every change marked
-// before it in pending. saved ends the durable point.
-func (r *Repo) takeUnsaved() []*volume {
-	var out []*volume
+// before it in pending, and how many changes each had landed by then.
+// saved ends the durable point. A volume in the middle of a change (a
+// write loading a large file's base, say) is skipped and stays marked:
+// waiting for it would stall this durable point (an fsync elsewhere, an
+// NBD flush) and, behind the waiting writer lock, every change of it.
+func (r *Repo) takeUnsaved() []taken {
+	var out []taken
 	for _, v := range r.volumesByID() {
 		u := &v.unsaved
-		if !u.marked.Load() {
+		if !u.marked.Load() || !u.gate.TryLock() {
 			continue
 		}
-		u.gate.Lock()
 		u.mu.Lock()
 		if u.marked.Swap(false) {
-			out = append(out, v)
+			out = append(out, taken{v: v, landed: u.landed.Load()})
 		}
 		u.mu.Unlock()
 		u.gate.Unlock()
@@ -126,21 +138,38 @@ func (r *Repo) takeUnsaved() []*volume {
 	return out
 }
 
+// taken is a volume a durable point took the unsaved mark of.
+type taken struct {
+	v      *volume
+	landed uint64
+}
+
 // saved ends a durable point that took vs: on success their markers go,
 // unless a change since marked them again (it rewrote the marker, and is
-// not durable) or a file still holds buffered data (an fsync of another
-// file, a file the idle sync left open: its size may not even be in a
-// record yet, so a crash would bring it back empty); on failure they stay
-// marked.
-func (r *Repo) saved(vs []*volume, ok bool) error {
+// not durable), a change landed after the mark was taken (a file's flush
+// may have put its extent map in pending after the metadata was written),
+// or a file still holds buffered data (an fsync of another file, a file
+// the idle sync left open: its size may not even be in a record yet, so a
+// crash would bring it back empty). On failure they stay marked, the
+// marker written again (a commit meanwhile may have deleted it).
+func (r *Repo) saved(vs []taken, ok bool) error {
 	var first error
-	for _, v := range vs {
-		u := &v.unsaved
+	for _, t := range vs {
+		v, u := t.v, &t.v.unsaved
 		u.mu.Lock()
 		switch {
-		case !ok, !u.marked.Load() && v.buffering():
+		case u.marked.Load():
+			// A change re-marked it: the stored marker is its.
+		case !ok:
+			if err := update(r.db, func(txn *badger.Txn) error {
+				return txn.Set(unsavedKey(v.id), binary.BigEndian.AppendUint64(nil, uint64(u.since.Load())))
+			}); err != nil && first == nil {
+				first = fmt.Errorf("keep unsaved marker of %s: %w", v.rec.Name, err)
+			}
 			u.marked.Store(true)
-		case !u.marked.Load():
+		case u.landed.Load() != t.landed || v.buffering():
+			u.marked.Store(true)
+		default:
 			if err := update(r.db, func(txn *badger.Txn) error { return txn.Delete(unsavedKey(v.id)) }); err != nil && first == nil {
 				first = fmt.Errorf("clear unsaved marker of %s: %w", v.rec.Name, err)
 				u.marked.Store(true)
@@ -177,7 +206,7 @@ func (r *Repo) noteLostChanges(crashed bool) error {
 	}
 	for _, k := range keys {
 		var vid volID
-		v := (*volume)(nil)
+		var v *volume
 		if len(k) == len(pfxUnsaved)+len(vid) {
 			copy(vid[:], k[len(pfxUnsaved):])
 			v = byID[vid]
@@ -203,7 +232,7 @@ func (r *Repo) noteLostChanges(crashed bool) error {
 					binary.BigEndian.Uint64(old) < binary.BigEndian.Uint64(since) {
 					since = old[:8]
 				}
-			} else if err != badger.ErrKeyNotFound {
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
 				return err
 			}
 			r.log.Warn("the server stopped with staging changes not yet saved: commit refuses until the backup runs again or 'commit --allow-lost'",
@@ -245,7 +274,10 @@ func (v *volume) lostChanges() (since, at time.Time) {
 // idleSyncer makes file-tree staging durable in the background: once a
 // volume with unsaved changes has had none for IdleSync, or its oldest is
 // MaxUnsaved old. Without it a tree written without fsync (rsync, cp)
-// stayed in memory until commit or unmount, however long that took.
+// stayed in memory until commit or unmount, however long that took. A
+// volume the sync could not clear (a file still open for writing) is
+// tried again only after a new change, or MaxUnsaved after the last try:
+// not every tick.
 func (r *Repo) idleSyncer() {
 	defer r.workers.Done()
 	idle, most := r.opts.IdleSync, r.opts.MaxUnsaved
@@ -255,9 +287,14 @@ func (r *Repo) idleSyncer() {
 	if most <= 0 {
 		most = 30 * time.Second
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-r.done // Close: a flush under way gives up rather than hold it
+		cancel()
+	}()
 	t := time.NewTicker(min(idle, most) / 2)
 	defer t.Stop()
-	ctx := context.Background()
 	for {
 		select {
 		case <-r.done:
@@ -268,19 +305,26 @@ func (r *Repo) idleSyncer() {
 		var due []*volume
 		for _, v := range r.volumesByID() {
 			u := &v.unsaved
-			if u.marked.Load() && (now-u.last.Load() >= int64(idle) || r.now().UnixNano()-u.since.Load() >= int64(most)) {
+			if !u.marked.Load() {
+				continue
+			}
+			last, tried := u.last.Load(), u.tried.Load()
+			quiet := last > tried && now-last >= int64(idle)
+			old := now-u.markedAt.Load() >= int64(most) && now-tried >= int64(most)
+			if quiet || old {
 				due = append(due, v)
+				u.tried.Store(now)
 			}
 		}
 		if len(due) == 0 {
 			continue
 		}
 		for _, v := range due {
-			if err := v.flushFiles(ctx, true); err != nil {
+			if err := v.flushFiles(ctx, true); err != nil && ctx.Err() == nil {
 				r.log.Warn("background sync of staging", "volume", v.rec.Name, "err", err)
 			}
 		}
-		if err := r.durable(ctx); err != nil {
+		if err := r.durable(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("background sync of staging", "err", err)
 		}
 	}

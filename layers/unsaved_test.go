@@ -3,6 +3,7 @@ package layers_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,5 +168,65 @@ func mkdir(t *testing.T, st *layers.Staging, name string) {
 	t.Helper()
 	if _, err := st.Mkdir(context.Background(), layers.RootIno, name, 0o755, 0, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFlushDuringDurablePoint: a file's flush that puts its extent map in
+// pending while a durable point (an fsync of another file) settles must
+// leave staging marked unsaved: the map is not durable, and flushes do not
+// mark (review: the file came back empty after a crash and commit passed).
+func TestFlushDuringDurablePoint(t *testing.T) {
+	ctx := context.Background()
+	e := newCrashEnv(t)
+	st := e.newStaging("v")
+	mkdir(t, st, "committed")
+	if _, err := e.repo.Commit(ctx, "v", layers.CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f := writeFile(t, st, layers.RootIno, "f", seeded(1, 100_000), nil)
+	g := writeFile(t, st, layers.RootIno, "g", seeded(2, 100), nil)
+	once := false
+	layers.SetAfterSync(e.repo, func() {
+		if !once {
+			once = true
+			if err := layers.FlushNow(ctx, st, f); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if err := st.FlushFile(ctx, g, true); err != nil {
+		t.Fatal(err)
+	}
+	e.crashNow()
+	info, err := e.repo.Volume(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LostChanges.IsZero() && info.LostFiles == 0 {
+		t.Fatal("a flush landed during the fsync's durable point and a crash followed: nothing marks the loss")
+	}
+	if _, err := e.repo.Commit(ctx, "v", layers.CommitOptions{}); err == nil {
+		t.Error("commit after that crash succeeded")
+	}
+}
+
+// TestIdleSyncRetriesOnlyAfterChanges: a file still open keeps staging
+// unsaved; the idle sync then waits for a new change (or MaxUnsaved)
+// before it tries again, instead of syncing every tick.
+func TestIdleSyncRetriesOnlyAfterChanges(t *testing.T) {
+	ctx := context.Background()
+	e := &crashEnv{t: t, dir: t.TempDir(), spool: t.TempDir(), cs: newCrashStore(), idleSync: 10 * time.Millisecond}
+	e.open()
+	st := e.newStaging("v")
+	ino := writeFile(t, st, layers.RootIno, "open", seeded(3, 1000), nil)
+	st.Hold(ino)
+	var syncs atomic.Int64
+	layers.SetAfterSync(e.repo, func() { syncs.Add(1) })
+	time.Sleep(500 * time.Millisecond)
+	if n := syncs.Load(); n < 1 || n > 3 {
+		t.Errorf("%d background syncs in 0.5 s with one change and a file held open; want one (or two)", n)
+	}
+	if info, err := e.repo.Volume(ctx, "v"); err != nil || info.Unsaved.IsZero() {
+		t.Errorf("staging with a file open for writing: unsaved since %v, %v; want still unsaved", info.Unsaved, err)
 	}
 }

@@ -49,6 +49,10 @@ type repo struct {
 	done     chan struct{}  // closed by Close: workers stop
 	workers  sync.WaitGroup
 
+	// afterSync, when set (tests), runs in a durable point after the index
+	// is synced, before the unsaved marks are settled.
+	afterSync atomic.Pointer[func()]
+
 	mu     sync.Mutex // guards vols, closed
 	vols   map[string]*volume
 	closed bool

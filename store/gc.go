@@ -30,6 +30,9 @@ type GCStats struct {
 	// BytesFreed is shard bytes deleted minus shard bytes written by
 	// repacking.
 	BytesFreed int64
+	// UnusedLeft is the garbage (sealed chunk bytes, before parity) left
+	// in segments kept because it stayed under MaxUnused.
+	UnusedLeft int64
 }
 
 type gcChunk struct {
@@ -143,6 +146,8 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		case maxUnused < 1 && float64(dead) > maxUnused*float64(live+dead),
 			small >= 2 && sg.rec.SegLen < smallLimit:
 			candidates = append(candidates, sg)
+		default:
+			st.UnusedLeft += dead
 		}
 	}
 	if err := drop(garbage, false); err != nil {

@@ -56,15 +56,15 @@ func finishRemovals(ctx context.Context, env *opEnv) (string, error) {
 
 // collectGarbage gives the space of unreferenced chunks back: segments with
 // only garbage are deleted, those above maxUnused repacked.
-func collectGarbage(ctx context.Context, r *repository, maxUnused float64) (int64, error) {
+func collectGarbage(ctx context.Context, r *repository, maxUnused float64) (store.GCStats, error) {
 	if maxUnused == 0 {
 		maxUnused = 1e-9 // the user asked for 0%: repack anything with garbage
 	}
 	st, err := r.store.GC(ctx, store.GCOptions{MaxUnused: maxUnused})
 	if err != nil {
-		return st.BytesFreed, fmt.Errorf("collect garbage: %w", err)
+		return st, fmt.Errorf("collect garbage: %w", err)
 	}
 	r.log.Info("garbage collected", "segments_deleted", st.SegmentsDeleted, "segments_repacked", st.SegmentsRepacked,
-		"chunks_freed", st.ChunksFreed, "bytes_freed", st.BytesFreed)
-	return st.BytesFreed, nil
+		"chunks_freed", st.ChunksFreed, "bytes_freed", st.BytesFreed, "unused_left", st.UnusedLeft)
+	return st, nil
 }

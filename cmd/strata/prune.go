@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/strata-backup/strata/retention"
+	"github.com/strata-backup/strata/store"
 )
 
 type pruneCmd struct {
@@ -201,25 +203,46 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		if a.DryRun {
 			return res, nil
 		}
-		return res, pruneCollect(ctx, env, a, &res)
+		_, err := pruneCollect(ctx, env, a.MaxUnused, &res)
+		return res, err
 	}
 	// A space goal's estimates count what each revision added, but what a
 	// later revision still holds frees nothing: a real run measures after
 	// each round and goes on, in the same order, until the goal is met or
 	// nothing more may go (QA saw one run stop at 9 GiB of a 5 GiB goal
 	// without a word, and the next remove what the dry run had kept).
+	// Garbage a round's collection left under --max-unused still takes
+	// the disk: before a later round removes more history for the goal,
+	// it is repacked, so no revision goes for space a repack gives back.
+	var unusedLeft int64
 	for round := 1; ; round++ {
-		usage, overhead := measureUsage(ctx, env)
+		usage, overhead, err := measureUsage(ctx, env, a.Policy.Space)
+		if err != nil {
+			return nil, err
+		}
 		plans, remove, err := planPrune(ctx, env, a, vols, usage, overhead, loc)
 		if err != nil {
 			return nil, err
 		}
 		if round > 1 {
 			res.SpaceGoalMet = spaceMet(plans)
+			if !res.SpaceGoalMet && len(remove) > 0 && unusedLeft > 0 {
+				st, err := pruneCollect(ctx, env, 0, &res)
+				if err != nil {
+					return res, err
+				}
+				unusedLeft = st.UnusedLeft
+				round--
+				continue
+			}
 			if res.SpaceGoalMet || len(remove) == 0 {
 				if !res.SpaceGoalMet {
 					res.Warnings = append(res.Warnings, spaceShortfall(plans))
 				}
+				break
+			}
+			if round > maxSpaceRounds {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("space goal: stopped after %d rounds, %s", maxSpaceRounds, spaceShortfall(plans)))
 				break
 			}
 		}
@@ -244,14 +267,12 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			}
 			res.Removed += len(ids)
 		}
-		if err := pruneCollect(ctx, env, a, &res); err != nil {
+		st, err := pruneCollect(ctx, env, a.MaxUnused, &res)
+		if err != nil {
 			return res, err
 		}
+		unusedLeft = st.UnusedLeft
 		if a.Policy.Space == nil {
-			break
-		}
-		if round == maxSpaceRounds {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("space goal: stopped after %d rounds; run prune again to go on", round))
 			break
 		}
 	}
@@ -265,17 +286,24 @@ const maxSpaceRounds = 10
 // in bytes on disk as du and df count them (--max-size compared data
 // bytes, and left the repository well over the size given): shard bytes,
 // and the factor that scales a revision's added data by the same parity
-// and padding overhead.
-func measureUsage(ctx context.Context, env *opEnv) (retention.Usage, float64) {
+// and padding overhead. A goal is not planned on a failed measurement:
+// it would count the whole goal as needed and remove revisions for it.
+func measureUsage(ctx context.Context, env *opEnv, space *retention.Space) (retention.Usage, float64, error) {
 	overhead := 1.0
 	st, err := env.repo.store.Stats(ctx)
 	if err != nil {
-		return retention.Usage{}, overhead
+		if space != nil {
+			return retention.Usage{}, overhead, fmt.Errorf("measure the repository for the space goal (nothing was removed): %w", err)
+		}
+		return retention.Usage{}, overhead, nil
+	}
+	if space != nil && (space.MinFree > 0 || space.AutoFree) && st.Capacity == 0 {
+		return retention.Usage{}, overhead, fail(exitError, "use --max-size, which counts the repository's own bytes", "the free space of the shard filesystems is unknown, so a --min-free goal cannot be planned; nothing was removed")
 	}
 	if st.SegmentBytes > 0 {
 		overhead = float64(st.ShardBytes) / float64(st.SegmentBytes)
 	}
-	return retention.Usage{RepoSize: st.ShardBytes + int64(float64(st.OpenBytes)*overhead), Free: int64(st.Free)}, overhead
+	return retention.Usage{RepoSize: st.ShardBytes + int64(float64(st.OpenBytes)*overhead), Free: int64(st.Free)}, overhead, nil
 }
 
 // spaceMet reports whether no plan's space goal needs more room.
@@ -350,27 +378,28 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 	return plans, remove, nil
 }
 
-// pruneCollect finishes removals and collects garbage after a round.
-func pruneCollect(ctx context.Context, env *opEnv, a pruneArgs, res *pruneResult) error {
+// pruneCollect finishes removals and collects garbage after a round,
+// repacking segments with more than maxUnused of garbage (0: any).
+func pruneCollect(ctx context.Context, env *opEnv, maxUnused float64, res *pruneResult) (store.GCStats, error) {
 	// A prune killed or failed half-way is finished here, and GC runs even
 	// when this run removed nothing: what an interrupted run released (or
 	// a repair found unreferenced) is given back by the next prune.
 	warn, err := finishRemovals(ctx, env)
 	if err != nil {
-		return err
+		return store.GCStats{}, err
 	}
-	if warn != "" {
+	if warn != "" && !slices.Contains(res.Warnings, warn) {
 		res.Warnings = append(res.Warnings, warn)
 	}
 	if env.progress != nil {
 		env.progress(progress{Phase: "collecting garbage"})
 	}
-	freed, err := collectGarbage(ctx, env.repo, a.MaxUnused)
-	res.FreedBytes += freed
+	st, err := collectGarbage(ctx, env.repo, maxUnused)
+	res.FreedBytes += st.BytesFreed
 	if err != nil {
-		return fmt.Errorf("garbage collection (revisions are removed; rerun prune to finish): %w", err)
+		return st, fmt.Errorf("garbage collection (revisions are removed; rerun prune to finish): %w", err)
 	}
-	return nil
+	return st, nil
 }
 
 // revisionsInUse returns the ids of vol's revisions that are mounted or
