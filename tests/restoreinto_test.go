@@ -354,3 +354,54 @@ func TestRestoreDestLimits(t *testing.T) {
 		t.Errorf("restore of 24 MiB to a 16 MiB filesystem: exit %d, stderr %q; want it stopped, saying DEST is full and incomplete", res.code, res.stderr)
 	}
 }
+
+// TestRestoreIntoHostileDest: what a review found the first fix still let
+// through. Steps: a revision with a file (mode 0600), a file dated 2300,
+// and no ACLs; DEST holds a hard link to a file outside it with the same
+// size and mtime (so the quick check would keep it), and has a default
+// ACL. Pass: the outside file keeps its mode and content (the link is
+// replaced, not kept and chmodded); the year-2300 mtime comes back as
+// such (it overflowed to 1901); no restored file carries the inherited
+// ACL.
+func TestRestoreIntoHostileDest(t *testing.T) {
+	need(t, "rsync", "setfacl", "getfacl")
+	r := newRepo(t)
+	src := r.mkdir("src")
+	when := time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)
+	os.WriteFile(filepath.Join(src, "foo"), []byte("revision"), 0o600)
+	os.Chtimes(filepath.Join(src, "foo"), when, when)
+	future := time.Date(2300, 1, 2, 3, 4, 5, 0, time.UTC)
+	os.WriteFile(filepath.Join(src, "future"), []byte("x"), 0o644)
+	// Not os.Chtimes: it goes through UnixNano too.
+	sh(t, "touch", "-d", "2300-01-02 03:04:05 UTC", filepath.Join(src, "future"))
+	commitTree(t, r, "home", src, nil)
+
+	outside := filepath.Join(r.mkdir("outside"), "victim")
+	os.WriteFile(outside, []byte("VICTIM!!"), 0o644) // same size as "revision"
+	os.Chmod(outside, 0o644)
+	os.Chtimes(outside, when, when)
+	dest := r.mkdir("dest")
+	sh(t, "setfacl", "-d", "-m", "u:65534:rwx", dest)
+	if err := os.Link(outside, filepath.Join(dest, "foo")); err != nil {
+		t.Fatal(err)
+	}
+	r.must("restore", "home@latest", dest)
+
+	if b, _ := os.ReadFile(outside); string(b) != "VICTIM!!" {
+		t.Errorf("the file outside DEST now reads %q", b)
+	}
+	if st, err := os.Stat(outside); err != nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("the file outside DEST: %v, %v; want mode 0644 kept", st.Mode(), err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "foo")); string(b) != "revision" {
+		t.Errorf("restored foo reads %q", b)
+	}
+	if st, err := os.Stat(filepath.Join(dest, "future")); err != nil || !st.ModTime().Equal(future) {
+		t.Errorf("restored mtime of a file from 2300: %v, %v", st.ModTime(), err)
+	}
+	for _, f := range []string{"foo", "future"} {
+		if acl := sh(t, "getfacl", "-n", "-c", "--omit-header", filepath.Join(dest, f)); strings.Contains(acl, "user:65534") {
+			t.Errorf("restored %s carries the ACL inherited from DEST:\n%s", f, acl)
+		}
+	}
+}

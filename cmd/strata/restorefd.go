@@ -146,10 +146,25 @@ func setxattrNode(n node, link bool, name string, v []byte) error {
 	return unix.Fsetxattr(n.fd, name, v, 0)
 }
 
+// removexattrNode removes one extended attribute from n, if it has it.
+func removexattrNode(n node, name string) {
+	if n.opath {
+		unix.Removexattr(procFD(n.fd), name)
+		return
+	}
+	unix.Fremovexattr(n.fd, name)
+}
+
 // timesNode sets n's access and modification times.
 func timesNode(n node, link bool, ts *[2]unix.Timespec) error {
 	switch {
 	case link:
+		// On the opened symlink itself (AT_EMPTY_PATH on its O_PATH
+		// fd, Linux 5.8+), not on whatever holds its name by now.
+		err := unix.UtimesNanoAt(n.fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
 		return unix.UtimesNanoAt(n.dir, n.name, ts[:], unix.AT_SYMLINK_NOFOLLOW)
 	case n.opath:
 		return unix.UtimesNanoAt(unix.AT_FDCWD, procFD(n.fd), ts[:], 0)

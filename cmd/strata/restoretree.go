@@ -114,8 +114,11 @@ func (r *treeRestorer) lookup(ctx context.Context, sub string) (layers.Attr, err
 			continue
 		}
 		attr, err = r.t.Lookup(ctx, attr.Ino, name)
-		if err != nil {
+		if errors.Is(err, layers.ErrNotFound) {
 			return attr, fail(exitError, "", "%s: no such path in the revision", showPath(sub))
+		}
+		if err != nil {
+			return attr, fmt.Errorf("look up %s in the revision: %w", showPath(sub), err)
 		}
 		// The revision's size is no total for a part of it; a file's own
 		// size is, a directory's is unknown without a walk (no percentage).
@@ -431,6 +434,13 @@ func (r *treeRestorer) keep(ctx context.Context, d destDir, name, p string, a la
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size != a.Size || !time.Unix(st.Mtim.Unix()).Equal(a.Mtime) {
 		return false, nil // changed since the stat
 	}
+	// A hard link planted in DEST to a file elsewhere would take this
+	// file's owner, mode and xattrs outside DEST; links the revision does
+	// not have would stay. More links than the revision's, or (as root)
+	// another owner, and the file is written anew.
+	if st.Nlink > max(1, uint64(a.Nlink)) || os.Geteuid() == 0 && (st.Uid != a.Uid || st.Gid != a.Gid) {
+		return false, nil
+	}
 	if r.checksum {
 		same, err := r.sameContent(ctx, fd, a, p)
 		var de *store.DamageError
@@ -470,7 +480,7 @@ func (r *treeRestorer) write(ctx context.Context, f *os.File, a layers.Attr, p s
 				return fmt.Errorf("read %s: %w", p, err)
 			}
 			if got == 0 {
-				break
+				return fmt.Errorf("read %s: its data ends at %d, inside an extent that runs to %d", p, off, e.Off+e.Len)
 			}
 			if _, err := f.WriteAt(buf[:got], off); err != nil {
 				return destErr("write", p, err)
@@ -568,13 +578,28 @@ func (fd fdReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // not the end of the restore.
 func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
 	link := a.Mode&syscall.S_IFMT == syscall.S_IFLNK
-	// Not as root: files keep the restoring user, as with cp -a.
-	if err := unix.Fchownat(n.fd, "", int(a.Uid), int(a.Gid), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, syscall.EPERM) {
-		return destErr("chown", n.path, err)
+	// Not as root: files keep the restoring user, as with cp -a, and
+	// then lose setuid and setgid, which were meant for the owner they
+	// did not get (cp and tar do the same).
+	mode := a.Mode & 0o7777
+	if err := unix.Fchownat(n.fd, "", int(a.Uid), int(a.Gid), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if !errors.Is(err, syscall.EPERM) {
+			return destErr("chown", n.path, err)
+		}
+		mode &^= 0o6000
 	}
 	if !link {
-		if err := chmodNode(n, a.Mode&0o7777); err != nil {
+		if err := chmodNode(n, mode); err != nil {
 			return destErr("chmod", n.path, err)
+		}
+	}
+	// ACLs the revision does not have (inherited from a default ACL in
+	// DEST, or left on a file kept) would grant what it did not.
+	if !link {
+		for _, x := range []string{"system.posix_acl_access", "system.posix_acl_default"} {
+			if _, err := r.t.GetXattr(ctx, a.Ino, x); errors.Is(err, layers.ErrNoXattr) {
+				removexattrNode(n, x)
+			}
 		}
 	}
 	if names, err := r.t.ListXattr(ctx, a.Ino); err == nil {
@@ -585,6 +610,13 @@ func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
 			}
 			err = setxattrNode(n, link, x, v)
 			switch {
+			case errors.Is(err, syscall.ENOTSUP) && strings.HasPrefix(x, "system.posix_acl_"):
+				// The mode's group bits are the ACL's mask: without the
+				// ACL they grant the owning group what it denied.
+				r.problem(n.path, "xattr", fmt.Sprintf("%s: the destination filesystem takes no ACLs, so the access the revision's ACL limits is wider here", n.path))
+				if !link && a.Mode&0o070 != 0 {
+					chmodNode(n, mode&^0o070)
+				}
 			case err == nil, errors.Is(err, syscall.ENOTSUP):
 				// ENOTSUP: the filesystem takes no xattrs (of
 				// this namespace) at all, as cp -a goes on.
@@ -604,7 +636,8 @@ func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
 			}
 		}
 	}
-	ts := [2]unix.Timespec{unix.NsecToTimespec(a.Atime.UnixNano()), unix.NsecToTimespec(a.Mtime.UnixNano())}
+	// Not UnixNano: it overflows outside 1678-2262.
+	ts := [2]unix.Timespec{{Sec: a.Atime.Unix(), Nsec: int64(a.Atime.Nanosecond())}, {Sec: a.Mtime.Unix(), Nsec: int64(a.Mtime.Nanosecond())}}
 	if err := timesNode(n, link, &ts); err != nil {
 		return destErr("set times on", n.path, err)
 	}
