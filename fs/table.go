@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // TableMount is a strata FUSE mount as this process's mount table lists
@@ -61,11 +62,25 @@ func TableType(dir string) (fstype, source string, err error) {
 // (the connection was aborted, as the server's guard does). It sends a
 // request to the mount, so it must not be used on a mount the caller
 // serves while it could block that mount's serving.
+// A live server that does not answer (stopped with SIGSTOP, hung) would
+// hold the caller as long: after disconnectedWait the mount counts as
+// live, and the probe is left to return whenever it does.
 func Disconnected(dir string) bool {
-	var st syscall.Statfs_t
-	err := syscall.Statfs(dir, &st)
-	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
+	answer := make(chan error, 1)
+	go func() {
+		var st syscall.Statfs_t
+		answer <- syscall.Statfs(dir, &st)
+	}()
+	select {
+	case err := <-answer:
+		return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
+	case <-time.After(disconnectedWait):
+		return false
+	}
 }
+
+// disconnectedWait bounds Disconnected's probe; a dead mount answers at once.
+const disconnectedWait = 3 * time.Second
 
 // mountEntry is one line of the mount table.
 type mountEntry struct {

@@ -121,6 +121,15 @@ func TestMountConflicts(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(second, "a")); err != nil || string(b) != "one\n" {
 		t.Errorf("staging remounted elsewhere reads %q, %v", b, err)
 	}
+	// Named through a symlink, the mount is still the server's own (it
+	// was refused as "a live strata mount this server does not serve").
+	link := filepath.Join(r.work, "via")
+	if err := os.Symlink(filepath.Dir(second), link); err != nil {
+		t.Fatal(err)
+	}
+	if res := r.run("umount", filepath.Join(link, filepath.Base(second))); res.code != 0 {
+		t.Errorf("umount through a symlinked path: exit %d, stderr %q", res.code, res.stderr)
+	}
 }
 
 // tmpfsRepo makes a repository whose six shard dirs share one tmpfs of

@@ -331,18 +331,31 @@ func (s *server) stagingMount(vol string) string {
 // serves reports whether mp is the mountpoint of one of this server's
 // live mounts.
 func (s *server) serves(mp string) bool {
+	_, ok := s.servedAt(mp)
+	return ok
+}
+
+// servedAt returns the mount this server serves at mp, however spelled:
+// the mount table and users name mount points with symlinks resolved or
+// not, the server by the path it was mounted with.
+func (s *server) servedAt(mp string) (*mountEntry, bool) {
 	s.mu.Lock()
-	_, ok := s.mounts[mp]
-	var mps []string
-	for p := range s.mounts {
-		mps = append(mps, p)
+	if e, ok := s.mounts[mp]; ok {
+		s.mu.Unlock()
+		return e, true
+	}
+	mounts := make(map[string]*mountEntry, len(s.mounts))
+	for p, e := range s.mounts {
+		mounts[p] = e
 	}
 	s.mu.Unlock()
-	// The mount table names mount points with symlinks resolved.
-	for _, p := range mps {
-		ok = ok || resolveMountpoint(p) == mp
+	want := resolveMountpoint(mp)
+	for p, e := range mounts {
+		if resolveMountpoint(p) == want {
+			return e, true
+		}
 	}
-	return ok
+	return nil, false
 }
 
 // stagingWriters returns the mountpoint of vol's file-tree staging and
@@ -412,14 +425,14 @@ func opUmount(ctx context.Context, env *opEnv, a umountArgs) (any, error) {
 		return clearDeadMount(env.repo.dir, a.Mountpoint)
 	}
 	s := env.srv
-	s.mu.Lock()
-	e, ok := s.mounts[a.Mountpoint]
-	s.mu.Unlock()
+	e, ok := s.servedAt(a.Mountpoint)
 	if !ok {
 		// Not served here: a mount an earlier server left when it was
 		// killed is cleared; anything else is refused.
 		return clearDeadMount(env.repo.dir, a.Mountpoint)
 	}
+	// The name it was mounted by, for the lookups below.
+	a.Mountpoint = e.Mountpoint
 	if err := e.unmount(); err != nil {
 		if errors.Is(err, fs.ErrBusy) {
 			b, _ := busyMountOf(a.Mountpoint, e.Target)
