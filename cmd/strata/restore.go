@@ -161,6 +161,12 @@ func restoreOutcome(dest string, res restoreResult, json bool) error {
 		if kinds["xattr"] {
 			hints = append(hints, "the destination filesystem cannot hold some extended attributes: restore to one that can (XFS, or ext4 made with 'mkfs.ext4 -O ea_inode', takes values up to 64 KiB), or go without them")
 		}
+		if kinds["acl"] {
+			hints = append(hints, "the destination filesystem takes no POSIX ACLs: restore to one that does (ext4, XFS, btrfs mounted with acl) to keep them")
+		}
+		if kinds["permission"] {
+			hints = append(hints, "trusted.* and security.* attributes (file capabilities, SELinux labels) need root: run the restore as root, or go without them")
+		}
 		if kinds["error"] {
 			hints = append(hints, "fix what the messages name and run the same restore again")
 		}

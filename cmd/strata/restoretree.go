@@ -613,13 +613,16 @@ func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
 			case errors.Is(err, syscall.ENOTSUP) && strings.HasPrefix(x, "system.posix_acl_"):
 				// The mode's group bits are the ACL's mask: without the
 				// ACL they grant the owning group what it denied.
-				r.problem(n.path, "xattr", fmt.Sprintf("%s: the destination filesystem takes no ACLs, so the access the revision's ACL limits is wider here", n.path))
+				r.problem(n.path, "acl", fmt.Sprintf("%s: the destination filesystem takes no ACLs; the group bits are narrowed to keep what the ACL denied denied", n.path))
 				if !link && a.Mode&0o070 != 0 {
 					chmodNode(n, mode&^0o070)
 				}
 			case err == nil, errors.Is(err, syscall.ENOTSUP):
 				// ENOTSUP: the filesystem takes no xattrs (of
 				// this namespace) at all, as cp -a goes on.
+			case errors.Is(err, syscall.EPERM):
+				// trusted.* and security.* need privileges.
+				r.problem(n.path, "permission", fmt.Sprintf("set xattr %s on %s: %v", x, n.path, err))
 			case errors.Is(err, syscall.ENOSPC) && destFull(n.fd):
 				// Not the value's size: the disk is full.
 				return destErr("set xattr "+x+" on", n.path, err)
