@@ -214,6 +214,12 @@ func (r *treeRestorer) dir(ctx context.Context, d destDir, ino layers.Ino, attr 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			// Staging refuses such names; a damaged or crafted index
+			// must not turn one into a path out of its directory.
+			if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
+				r.problem(d.path, "error", fmt.Sprintf("%s: the revision lists an entry named %q, which no file can have: left out", d.path, e.Name))
+				continue
+			}
 			a, err := r.t.GetAttr(ctx, e.Ino)
 			if err != nil {
 				return fmt.Errorf("%s: %w", filepath.Join(d.path, e.Name), err)
