@@ -120,14 +120,7 @@ var posixNotApplicable = map[string]string{
 }
 
 func TestPosix(t *testing.T) {
-	r := testRepo(t)
-	st := testStaging(t, r, "posix")
-	dir := mountDir(t)
-	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	_, _, _, dir := stagingMount(t, "posix")
 	for name, fn := range posixtest.All {
 		t.Run(name, func(t *testing.T) {
 			if why, ok := posixNotApplicable[name]; ok {
@@ -259,14 +252,7 @@ func TestStatFS(t *testing.T) {
 }
 
 func TestRenameFlags(t *testing.T) {
-	r := testRepo(t)
-	st := testStaging(t, r, "v")
-	dir := mountDir(t)
-	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	_, _, _, dir := stagingMount(t, "v")
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	if err := os.WriteFile(a, []byte("A"), 0o644); err != nil {
 		t.Fatal(err)

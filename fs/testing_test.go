@@ -81,6 +81,21 @@ func mountDir(t testing.TB) string {
 	return d
 }
 
+// stagingMount mounts the staging of a new fs volume of a new repository
+// on a fresh directory until the test ends, and returns what it made.
+func stagingMount(t testing.TB, name string) (*layers.Repo, *layers.Staging, *Mount, string) {
+	t.Helper()
+	r := testRepo(t)
+	st := testStaging(t, r, name)
+	dir := mountDir(t)
+	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, m)
+	return r, st, m, dir
+}
+
 // unmountOnCleanup unmounts m at the end of the test, lazily if files
 // are still open so a failed test never leaves a mount behind.
 func unmountOnCleanup(t testing.TB, m *Mount) {

@@ -15,14 +15,7 @@ import (
 // TestUnlinkedWhileOpen: a file unlinked while open stays readable and
 // writable through its handles, as POSIX wants, and goes with the last one.
 func TestUnlinkedWhileOpen(t *testing.T) {
-	r := testRepo(t)
-	st := testStaging(t, r, "v")
-	dir := mountDir(t)
-	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	r, _, m, dir := stagingMount(t, "v")
 	for _, size := range []int{3000, 3 << 20} { // in memory, spooled
 		p := filepath.Join(dir, "f")
 		first := make([]byte, size)

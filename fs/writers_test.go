@@ -17,14 +17,7 @@ import (
 // handles it has, and forgets them once they are released; read-only
 // handles and revision mounts list nothing.
 func TestOpenForWriting(t *testing.T) {
-	r := testRepo(t)
-	st := testStaging(t, r, "v")
-	dir := mountDir(t)
-	m, err := MountStaging(context.Background(), dir, st, testOpts(t, r))
-	if err != nil {
-		t.Fatal(err)
-	}
-	unmountOnCleanup(t, m)
+	r, _, m, dir := stagingMount(t, "v")
 	if err := os.WriteFile(filepath.Join(dir, "existing"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
