@@ -56,13 +56,16 @@ type treeRestorer struct {
 	problems    int64
 	problemList []restoreProblem
 	last        time.Time
+	buf         []byte // readData's, one for the whole restore
 }
 
 // restoreProblem is one thing a restore could not do; it went on.
 type restoreProblem struct {
 	Path string `json:"path"`
 	// Kind: "conflict" (a non-empty directory where the revision has
-	// something else), "xattr" (an extended attribute not set), "error".
+	// something else), "xattr" (an extended attribute too large for the
+	// destination), "acl" (ACLs it cannot hold), "permission" (an
+	// attribute that needs root), "error".
 	Kind    string `json:"kind"`
 	Message string `json:"message"`
 }
@@ -140,24 +143,38 @@ func (r *treeRestorer) stream(ctx context.Context, sub string, w io.Writer) erro
 	if attr.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return fail(exitUsage, "name a regular file of the revision (NAME@REV:PATH), or restore to a directory", "%s is not a regular file: '-' (standard output) takes one file", showPath(sub))
 	}
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < attr.Size; {
-		n := int(min(int64(len(buf)), attr.Size-off))
-		got, err := r.t.ReadAt(ctx, attr.Ino, buf[:n], off)
-		if err != nil && !(errors.Is(err, io.EOF) && got == n) {
-			return fmt.Errorf("read %s at %d: %w", showPath(sub), off, err)
-		}
-		if _, err := w.Write(buf[:got]); err != nil {
+	return r.readData(ctx, attr.Ino, showPath(sub), 0, attr.Size, func(b []byte, off int64) error {
+		if _, err := w.Write(b); err != nil {
 			return fmt.Errorf("write standard output: %w", err)
 		}
-		off += int64(got)
-		r.files, r.bytes = 1, off
+		r.files, r.bytes = 1, off+int64(len(b))
 		if r.progress != nil {
-			r.progress(progress{Phase: "restore", Done: off, Total: attr.Size, Unit: "bytes"})
+			r.progress(progress{Phase: "restore", Done: r.bytes, Total: attr.Size, Unit: "bytes"})
 		}
-		if got == 0 {
-			return fmt.Errorf("read %s: file ends at %d of %d bytes", showPath(sub), off, attr.Size)
+		return nil
+	})
+}
+
+// readData hands the revision's bytes of ino in [off, end) to fn, in
+// pieces of at most one buffer; data that ends inside the range is an
+// error (the extents said it was there), as are read errors.
+func (r *treeRestorer) readData(ctx context.Context, ino layers.Ino, p string, off, end int64, fn func(b []byte, off int64) error) error {
+	if r.buf == nil {
+		r.buf = make([]byte, 1<<20)
+	}
+	for off < end {
+		n := min(int64(len(r.buf)), end-off)
+		got, err := r.t.ReadAt(ctx, ino, r.buf[:n], off)
+		if err != nil && !(errors.Is(err, io.EOF) && int64(got) == n) {
+			return fmt.Errorf("read %s at %d: %w", p, off, err)
 		}
+		if int64(got) != n {
+			return fmt.Errorf("read %s: its data ends at %d, before %d", p, off+int64(got), end)
+		}
+		if err := fn(r.buf[:n], off); err != nil {
+			return err
+		}
+		off += n
 	}
 	return nil
 }
@@ -376,6 +393,12 @@ func (r *treeRestorer) link(d destDir, name, p, first string) error {
 	return nil
 }
 
+// quickMatch is rsync's quick check: a regular file here with a's size
+// and mtime is taken to hold a's data (a rerun resumes by it).
+func quickMatch(st *unix.Stat_t, a layers.Attr) bool {
+	return st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Size == a.Size && time.Unix(st.Mtim.Unix()).Equal(a.Mtime)
+}
+
 // file restores regular file a as name in d: keeps one already there
 // (same size and mtime, and with checksum the same content), else writes
 // a new file in its place. It counts the file unless it did neither.
@@ -384,7 +407,7 @@ func (r *treeRestorer) file(ctx context.Context, d destDir, name, p string, a la
 	err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	existed := err == nil
 	wasFile := existed && st.Mode&syscall.S_IFMT == syscall.S_IFREG
-	if wasFile && st.Size == a.Size && time.Unix(st.Mtim.Unix()).Equal(a.Mtime) {
+	if quickMatch(&st, a) {
 		kept, err := r.keep(ctx, d, name, p, a)
 		if kept {
 			r.files++
@@ -437,7 +460,7 @@ func (r *treeRestorer) keep(ctx context.Context, d destDir, name, p string, a la
 	if err := unix.Fstat(fd, &st); err != nil {
 		return false, destErr("stat", p, err)
 	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size != a.Size || !time.Unix(st.Mtim.Unix()).Equal(a.Mtime) {
+	if !quickMatch(&st, a) {
 		return false, nil // changed since the stat
 	}
 	// A hard link planted in DEST to a file elsewhere would take this
@@ -474,26 +497,20 @@ func (r *treeRestorer) write(ctx context.Context, f *os.File, a layers.Attr, p s
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
 	for _, e := range exts {
 		if e.Hole {
 			continue
 		}
-		for off := e.Off; off < e.Off+e.Len; {
-			n := min(int64(len(buf)), e.Off+e.Len-off)
-			got, err := r.t.ReadAt(ctx, a.Ino, buf[:n], off)
-			if err != nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("read %s: %w", p, err)
-			}
-			if got == 0 {
-				return fmt.Errorf("read %s: its data ends at %d, inside an extent that runs to %d", p, off, e.Off+e.Len)
-			}
-			if _, err := f.WriteAt(buf[:got], off); err != nil {
+		err := r.readData(ctx, a.Ino, p, e.Off, e.Off+e.Len, func(b []byte, off int64) error {
+			if _, err := f.WriteAt(b, off); err != nil {
 				return destErr("write", p, err)
 			}
-			off += int64(got)
-			r.bytes += int64(got)
+			r.bytes += int64(len(b))
 			r.report()
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -516,53 +533,60 @@ func (r *treeRestorer) sameContent(ctx context.Context, fd int, a layers.Attr, p
 	if err != nil {
 		return false, err
 	}
-	want := make([]byte, 1<<20)
-	got := make([]byte, len(want))
-	zero := make([]byte, len(want))
-	// compare checks [off, end) of the file here against the revision's
-	// data there, or zeros for a hole.
-	compare := func(off, end int64, hole bool) (bool, error) {
+	here := make([]byte, 1<<20)
+	// check compares the file here at off with want; errDiffers ends the
+	// walk at the first difference.
+	check := func(want []byte, off int64) error {
+		if _, err := io.ReadFull(io.NewSectionReader(fdReaderAt(fd), off, int64(len(want))), here[:len(want)]); err != nil {
+			return destErr("read", p, err)
+		}
+		if !bytes.Equal(here[:len(want)], want) {
+			return errDiffers
+		}
+		r.checked += int64(len(want))
+		r.report()
+		return ctx.Err()
+	}
+	var zero []byte
+	// holes checks that [off, end) reads as zeros here.
+	holes := func(off, end int64) error {
 		for off < end {
-			n := min(int64(len(want)), end-off)
-			w := zero[:n]
-			if !hole {
-				m, err := r.t.ReadAt(ctx, a.Ino, want[:n], off)
-				if err != nil && !errors.Is(err, io.EOF) {
-					return false, fmt.Errorf("read %s: %w", p, err)
-				}
-				if int64(m) != n {
-					return false, fmt.Errorf("read %s: %d bytes at %d, want %d", p, m, off, n)
-				}
-				w = want[:n]
+			n := min(int64(len(here)), end-off)
+			if zero == nil {
+				zero = make([]byte, len(here))
 			}
-			if _, err := io.ReadFull(io.NewSectionReader(fdReaderAt(fd), off, n), got[:n]); err != nil {
-				return false, destErr("read", p, err)
-			}
-			if !bytes.Equal(got[:n], w) {
-				return false, nil
+			if err := check(zero[:n], off); err != nil {
+				return err
 			}
 			off += n
-			r.checked += n
-			r.report()
 		}
-		return true, ctx.Err()
+		return nil
 	}
 	pos := int64(0)
 	for _, e := range exts {
 		if e.Hole {
 			continue
 		}
-		for _, span := range []struct {
-			off, end int64
-			hole     bool
-		}{{pos, e.Off, true}, {e.Off, e.Off + e.Len, false}} {
-			if same, err := compare(span.off, span.end, span.hole); !same || err != nil {
-				return false, err
-			}
+		if err := holes(pos, e.Off); err != nil {
+			return sameOrErr(err)
+		}
+		if err := r.readData(ctx, a.Ino, p, e.Off, e.Off+e.Len, check); err != nil {
+			return sameOrErr(err)
 		}
 		pos = e.Off + e.Len
 	}
-	return compare(pos, a.Size, true)
+	return sameOrErr(holes(pos, a.Size))
+}
+
+// errDiffers: sameContent found a difference.
+var errDiffers = errors.New("content differs")
+
+// sameOrErr turns sameContent's walk error into its result.
+func sameOrErr(err error) (bool, error) {
+	if errors.Is(err, errDiffers) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // fdReaderAt reads a raw file descriptor with pread.
