@@ -73,10 +73,7 @@ func (v *volume) beginChange() (done func(), err error) {
 		u.mu.Lock()
 		if !u.marked.Load() {
 			now := v.r.now().UnixNano()
-			err := update(v.r.db, func(txn *badger.Txn) error {
-				return txn.Set(unsavedKey(v.id), binary.BigEndian.AppendUint64(nil, uint64(now)))
-			})
-			if err != nil {
+			if err := v.storeUnsaved(now); err != nil {
 				u.mu.Unlock()
 				u.gate.RUnlock()
 				return nil, fmt.Errorf("mark staging of %s unsaved: %w", v.rec.Name, err)
@@ -94,6 +91,13 @@ func (v *volume) beginChange() (done func(), err error) {
 		}
 	}
 	return u.gate.RUnlock, nil
+}
+
+// storeUnsaved writes v's unsaved marker, dated since (Unix ns).
+func (v *volume) storeUnsaved(since int64) error {
+	return update(v.r.db, func(txn *badger.Txn) error {
+		return txn.Set(unsavedKey(v.id), binary.BigEndian.AppendUint64(nil, uint64(since)))
+	})
 }
 
 // clearLostChanges drops v's lost-changes marker: the backup writes
@@ -161,9 +165,7 @@ func (r *Repo) saved(vs []taken, ok bool) error {
 		case u.marked.Load():
 			// A change re-marked it: the stored marker is its.
 		case !ok:
-			if err := update(r.db, func(txn *badger.Txn) error {
-				return txn.Set(unsavedKey(v.id), binary.BigEndian.AppendUint64(nil, uint64(u.since.Load())))
-			}); err != nil && first == nil {
+			if err := v.storeUnsaved(u.since.Load()); err != nil && first == nil {
 				first = fmt.Errorf("keep unsaved marker of %s: %w", v.rec.Name, err)
 			}
 			u.marked.Store(true)
