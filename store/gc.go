@@ -266,8 +266,10 @@ func (s *Store) deleteSegment(ctx context.Context, sg segEntry, chunks []gcChunk
 		if err := b.Delete(index.SegmentKey(sg.id)); err != nil {
 			return err
 		}
-		if err := b.Delete(lostKey(sg.id)); err != nil {
-			return err
+		if s.lost[sg.id] {
+			if err := b.Delete(lostKey(sg.id)); err != nil {
+				return err
+			}
 		}
 		freed = len(del)
 		return b.Commit()

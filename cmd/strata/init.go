@@ -62,10 +62,7 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) (retErr error) {
 	}
 	// A failed init takes back what it made, so running it again (with
 	// the cause fixed) does not meet a half-made repository.
-	undo, err := planUndo(dir, cfg.ShardPaths(dir))
-	if err != nil {
-		return err
-	}
+	undo := planUndo(dir, cfg.ShardPaths(dir))
 	created := false
 	defer func() {
 		if retErr != nil && !created {
@@ -90,7 +87,7 @@ func (c *initCmd) Run(ctx context.Context, g *Globals) (retErr error) {
 	}
 	var recipients []string
 	for _, r := range c.Recipient {
-		e, err := addInitRecipient(ring, master, r)
+		e, err := addEntry(ring, master, []string{r}, "", filepath.Base(r))
 		if err != nil {
 			return err
 		}
@@ -130,23 +127,6 @@ func parseShards(s string) (k, m int, err error) {
 	return k, m, nil
 }
 
-// addInitRecipient wraps the master key to the public keys in file.
-func addInitRecipient(ring *key.Ring, master key.Master, file string) (key.Entry, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return key.Entry{}, fmt.Errorf("read recipient key: %w", err)
-	}
-	defer f.Close()
-	e, err := ring.AddRecipients(master, f, filepath.Base(file))
-	switch {
-	case errors.Is(err, key.ErrDuplicate):
-		return e, fail(exitUsage, "give each --recipient once", "recipient %s: %v", file, err)
-	case err != nil:
-		return e, fail(exitUsage, "pass an armored OpenPGP public key with an encryption subkey (gpg --export --armor KEYID)", "recipient %s: %v", file, err)
-	}
-	return e, nil
-}
-
 // initUndo is what a failed init removes: only what it created.
 type initUndo struct {
 	repo     string   // new or empty before init: its contents are init's
@@ -155,7 +135,7 @@ type initUndo struct {
 
 // planUndo notes, before init creates anything, which of the repository
 // directory, its parents and the shard directories do not exist yet.
-func planUndo(repo string, shardDirs []string) (*initUndo, error) {
+func planUndo(repo string, shardDirs []string) *initUndo {
 	u := &initUndo{repo: repo}
 	for _, p := range append([]string{repo}, shardDirs...) {
 		for d := p; ; d = filepath.Dir(d) {
@@ -171,7 +151,7 @@ func planUndo(repo string, shardDirs []string) (*initUndo, error) {
 	slices.SortStableFunc(u.madeDirs, func(a, b string) int {
 		return strings.Count(b, string(filepath.Separator)) - strings.Count(a, string(filepath.Separator))
 	})
-	return u, nil
+	return u
 }
 
 // run removes what init made. Inside the repository directory everything

@@ -14,7 +14,7 @@ func TestVerifyTables(t *testing.T) {
 		damaged bool
 	}{
 		{"untouched", func(*testing.T, string) {}, false},
-		{"flipped byte", func(t *testing.T, dir string) { rewrite(t, filepath.Join(dir, "000002.sst"), 100, 'X') }, true},
+		{"flipped byte", func(t *testing.T, dir string) { rewrite(t, filepath.Join(dir, "000002.sst"), 10, 'X') }, true},
 		{"truncated", func(t *testing.T, dir string) { os.Truncate(filepath.Join(dir, "000001.sst"), 10) }, true},
 		// Badger reports a missing table itself (its MANIFEST lists it).
 		{"removed", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "000001.sst")) }, false},
