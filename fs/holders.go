@@ -19,8 +19,6 @@ type Holder struct {
 	What string
 }
 
-func (h Holder) String() string { return h.What }
-
 // Holders finds what keeps the mount at dir busy, as far as /proc and
 // /sys tell cheaply: loop devices backed by a file under dir (and where
 // they are mounted), mounts under dir, and processes with a file, working

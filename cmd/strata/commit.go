@@ -135,9 +135,7 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	// its time: the one that was latest stays latest.
 	var newest layers.Revision
 	if !a.Time.IsZero() {
-		if revs, err := env.repo.layers.Revisions(ctx, a.Volume); err == nil && len(revs) > 0 {
-			newest = revs[len(revs)-1]
-		}
+		newest, _ = latestRevision(ctx, env.repo.layers, a.Volume)
 	}
 	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message, AllowLost: a.AllowLost})
 	var lost *layers.LostDataError

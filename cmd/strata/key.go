@@ -273,7 +273,6 @@ func entryIDs(es []key.Entry) string {
 	return strings.Join(ids, ", ")
 }
 
-// unlockRing unlocks with the global credentials.
 // unlockedRing opens the repository's key ring and unlocks it with the
 // user's credentials; it also returns the repository id.
 func (g *Globals) unlockedRing() (*key.Ring, key.Master, string, error) {
@@ -285,8 +284,10 @@ func (g *Globals) unlockedRing() (*key.Ring, key.Master, string, error) {
 	return r, m, id, err
 }
 
-func unlockRing(g *Globals, r *key.Ring, dir string) (key.Master, error) {
-	c, err := g.keyCredentials(dir)
+// unlockRing unlocks r with the global credentials (asked for, if need be,
+// naming repository id).
+func unlockRing(g *Globals, r *key.Ring, id string) (key.Master, error) {
+	c, err := g.keyCredentials(id)
 	if err != nil {
 		return key.Master{}, err
 	}

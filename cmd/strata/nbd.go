@@ -147,7 +147,7 @@ func opNBDServe(ctx context.Context, env *opEnv, a nbdServeArgs) (_ any, err err
 	// Names are checked now, not when a client connects and gets only
 	// "unknown export".
 	for _, name := range a.Exports {
-		if err := checkExport(ctx, env.repo.layers, name); err != nil {
+		if _, _, err := lookupExport(ctx, env.repo.layers, name); err != nil {
 			return nil, err
 		}
 	}
@@ -207,13 +207,6 @@ func remoteAddr(ctx context.Context, listen string) bool {
 		}
 	}
 	return false
-}
-
-// checkExport fails unless name is an export nbd serve can serve: a
-// block volume (staging) or one of its revisions.
-func checkExport(ctx context.Context, lr *layers.Repo, name string) error {
-	_, _, err := lookupExport(ctx, lr, name)
-	return err
 }
 
 // lookupExport finds what export name serves: block volume vol's staging

@@ -122,14 +122,7 @@ func opStatus(ctx context.Context, env *opEnv, _ json.RawMessage) (any, error) {
 	}
 	for _, v := range vols {
 		vs := volumeStatus{VolumeInfo: v}
-		if revs, err := env.repo.layers.Revisions(ctx, v.Name); err == nil && len(revs) > 0 {
-			// Newest by time: imports with --time may be committed out of order.
-			last := revs[0]
-			for _, r := range revs[1:] {
-				if r.Time.After(last.Time) {
-					last = r
-				}
-			}
+		if last, ok := latestRevision(ctx, env.repo.layers, v.Name); ok {
 			vs.Last = &last
 		}
 		st.Volumes = append(st.Volumes, vs)

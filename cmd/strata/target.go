@@ -43,6 +43,13 @@ func pathColon(rev string) int {
 	return first
 }
 
+// latestRevision is vol's newest revision by time, as the spec "latest"
+// names it (imports with --time may be committed out of order).
+func latestRevision(ctx context.Context, r *layers.Repo, vol string) (layers.Revision, bool) {
+	rev, err := r.Resolve(ctx, vol, "latest", now())
+	return rev, err == nil
+}
+
 // resolve turns a revision spec into a revision, with messages that list
 // what matched.
 func resolve(ctx context.Context, r *layers.Repo, volume, spec string) (layers.Revision, error) {
