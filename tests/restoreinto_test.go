@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -352,6 +353,24 @@ func TestRestoreDestLimits(t *testing.T) {
 	res = r.run("restore", "big@latest", filepath.Join(ext4, "big"))
 	if res.code != 1 || !strings.Contains(res.stderr, "no space left on device; restore stopped, "+filepath.Join(ext4, "big")+" is incomplete") || strings.Contains(res.stderr, "shard or spool") {
 		t.Errorf("restore of 24 MiB to a 16 MiB filesystem: exit %d, stderr %q; want it stopped, saying DEST is full and incomplete", res.code, res.stderr)
+	}
+
+	// A block volume's image (all data, no holes) does not fit either:
+	// the same hint, and the partial image is gone.
+	need(t, "nbdcopy")
+	img := filepath.Join(r.work, "disk.img")
+	writeRandom(t, img, 24<<20, 4)
+	r.must("volume", "create", "disk", "--block", "24M")
+	sock, _ := r.serveNBD()
+	sh(t, "nbdcopy", img, nbdURI(sock)("disk"))
+	r.must("commit", "disk")
+	os.RemoveAll(filepath.Join(ext4, "big"))
+	res = r.run("restore", "disk@latest", filepath.Join(ext4, "disk.img"))
+	if res.code != 1 || !strings.Contains(res.stderr, "the destination filesystem is full") || !strings.Contains(res.stderr, "partial image was removed") || strings.Contains(res.stderr, "shard or spool") {
+		t.Errorf("restore of a 24 MiB image to a 16 MiB filesystem: exit %d, stderr %q; want it stopped, saying DEST is full", res.code, res.stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(ext4, "disk.img")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("partial image after the failed restore: %v; want it removed", err)
 	}
 }
 

@@ -124,31 +124,25 @@ type volumeStatusJSON struct {
 	Last *revisionJSON `json:"last,omitempty"`
 }
 
+// statusJSON is statusResult with the volumes and store stats in their
+// JSON shapes; the outer fields shadow the embedded ones of the same name.
 type statusJSON struct {
-	Repo       string             `json:"repo"`
-	Server     bool               `json:"server"`
-	Volumes    []volumeStatusJSON `json:"volumes"`
-	Mounts     []mountInfo        `json:"mounts"`
-	DeadMounts []deadMountInfo    `json:"dead_mounts"`
-	Exports    []nbdInfo          `json:"exports"`
-	Store      storeJSON          `json:"store"`
-	Parity     int                `json:"parity_shards"`
-	LastScrub  *scrubState        `json:"last_scrub,omitempty"`
+	statusResult
+	Volumes []volumeStatusJSON `json:"volumes"`
+	Store   storeJSON          `json:"store"`
 }
 
 func statusOut(st statusResult) statusJSON {
-	out := statusJSON{Repo: st.Repo, Server: st.Server, Mounts: st.Mounts, Exports: st.Exports,
-		Store: storeOut(st.Store), Parity: st.Parity, LastScrub: st.LastScrub,
-		Volumes: make([]volumeStatusJSON, len(st.Volumes))}
-	if out.Mounts == nil {
-		out.Mounts = []mountInfo{}
+	if st.Mounts == nil {
+		st.Mounts = []mountInfo{}
 	}
-	if out.DeadMounts = st.DeadMounts; out.DeadMounts == nil {
-		out.DeadMounts = []deadMountInfo{}
+	if st.DeadMounts == nil {
+		st.DeadMounts = []deadMountInfo{}
 	}
-	if out.Exports == nil {
-		out.Exports = []nbdInfo{}
+	if st.Exports == nil {
+		st.Exports = []nbdInfo{}
 	}
+	out := statusJSON{statusResult: st, Store: storeOut(st.Store), Volumes: make([]volumeStatusJSON, len(st.Volumes))}
 	for i, v := range st.Volumes {
 		out.Volumes[i].volumeJSON = volumeOut(v.VolumeInfo)
 		if v.Last != nil {

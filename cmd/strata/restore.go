@@ -317,11 +317,9 @@ func restoreDisk(ctx context.Context, d *layers.Disk, dest, name, what string, p
 			}
 		}()
 	}
-	// The destination's ENOSPC is not the repository's (the generic hint
-	// in report says a shard or spool filesystem is full).
 	writeErr := func(op string, err error) error {
-		if errors.Is(err, syscall.ENOSPC) {
-			hint := "the filesystem of " + name + " is full: free space there or restore elsewhere; nothing in the repository changed"
+		if hint := destHint(err); hint != "" {
+			hint += "; nothing in the repository changed"
 			if created {
 				hint += " (the partial image was removed)"
 			}

@@ -55,8 +55,19 @@ func destErr(op, p string, err error) error {
 
 // fatalDest tells whether a destination error stops the whole restore: on a
 // full or read-only filesystem every later entry would fail as well.
-func fatalDest(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EROFS)
+func fatalDest(err error) bool { return destHint(err) != "" }
+
+// destHint says what to do about a destination that is full or read-only
+// ("" for any other error). The generic ENOSPC hint in report is about the
+// repository's filesystems, so these errors must not reach it wrapped.
+func destHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EROFS):
+		return "the destination is read-only: remount it read-write or restore elsewhere"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "the destination filesystem is full (or the quota reached): free space there or restore elsewhere"
+	}
+	return ""
 }
 
 // destFull tells whether the filesystem holding fd has no block left for

@@ -89,16 +89,7 @@ func (r *treeRestorer) settle(err error) error {
 	if err == nil || !errors.As(err, &de) {
 		return err
 	}
-	if fatalDest(de.err) {
-		var hint string
-		switch {
-		case errors.Is(de.err, syscall.EROFS):
-			hint = "the destination is read-only: remount it read-write or restore elsewhere"
-		default:
-			hint = "the destination filesystem is full (or the quota reached): free space there or restore elsewhere"
-		}
-		// No wrapped ENOSPC: report's hint for it is about the
-		// repository's filesystems, not this one.
+	if hint := destHint(de.err); hint != "" {
 		return fail(exitError, hint+", then run the same restore again: what is already restored is kept; nothing in the repository changed",
 			"%s: %v; restore stopped, %s is incomplete", de.op+" "+de.path, de.err, r.dest)
 	}
