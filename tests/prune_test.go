@@ -546,3 +546,49 @@ func TestPruneMaxSizeSharedData(t *testing.T) {
 		t.Errorf("removed %d revisions in %d rounds; want all 4 but the newest, over more than one round", out.Removed, rounds)
 	}
 }
+
+// TestPruneSpaceGoalRepacksFirst: garbage a round's collection leaves
+// under --max-unused still takes the disk. Revision 1 holds a and b, every
+// later one drops b and adds a file, so only b is ever freed, and it shares
+// a segment with a, which stays. The goal needs half of b's space back.
+// Pass: the second round repacks before removing more, meets the goal and
+// removes nothing else (without the repack, every revision but the newest
+// goes, since none frees a byte, and the goal is still not met).
+func TestPruneSpaceGoalRepacksFirst(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("w")
+	write := func(name string, seed int64) {
+		data := make([]byte, 3<<20)
+		rand.New(rand.NewSource(seed)).Read(data)
+		if err := os.WriteFile(filepath.Join(stage, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a", 270)
+	write("b", 271)
+	for i := 0; i < 5; i++ {
+		if i > 0 {
+			os.Remove(filepath.Join(stage, "b"))
+			write("f"+strconv.Itoa(i), int64(271+i))
+		}
+		r.must("commit", "w", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+	}
+	r.must("umount", stage)
+	// Six 3 MiB files in all; b is a sixth of the shard bytes.
+	before := r.shardBytes()
+	goal := before - before/12
+	res := r.run("--json", "prune", "--max-size", strconv.FormatInt(goal, 10), "--space-guard=-1", "--max-unused", "90%")
+	var out struct {
+		Removed int  `json:"removed"`
+		Met     bool `json:"space_goal_met"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+		t.Fatalf("prune --json: %v\n%s%s", err, res.stdout, res.stderr)
+	}
+	if res.code != 0 || !out.Met || out.Removed != 1 {
+		t.Errorf("prune --max-size %d (of %d) --max-unused 90%%: exit %d, space_goal_met %v, removed %d; want the goal met by removing revision 1 and repacking\n%s", goal, before, res.code, out.Met, out.Removed, res.stderr)
+	}
+	if got := r.shardBytes(); got > goal {
+		t.Errorf("after the prune the shard files hold %d bytes, over the goal of %d\n%s", got, goal, res.stdout)
+	}
+}

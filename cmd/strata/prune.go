@@ -216,25 +216,21 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 	// it is repacked, so no revision goes for space a repack gives back.
 	var unusedLeft int64
 	for round := 1; ; round++ {
-		usage, overhead, err := measureUsage(ctx, env, a.Policy.Space)
+		plans, remove, err := measureAndPlan(ctx, env, a, vols, loc)
 		if err != nil {
 			return nil, err
 		}
-		plans, remove, err := planPrune(ctx, env, a, vols, usage, overhead, loc)
-		if err != nil {
-			return nil, err
+		if round > 1 && !goalReached(plans) && len(remove) > 0 && unusedLeft > 0 {
+			// Repack once, then measure again for this round.
+			if _, err := pruneCollect(ctx, env, 0, &res); err != nil {
+				return res, err
+			}
+			if plans, remove, err = measureAndPlan(ctx, env, a, vols, loc); err != nil {
+				return nil, err
+			}
 		}
 		if round > 1 {
-			res.SpaceGoalMet = spaceMet(plans)
-			if !res.SpaceGoalMet && len(remove) > 0 && unusedLeft > 0 {
-				st, err := pruneCollect(ctx, env, 0, &res)
-				if err != nil {
-					return res, err
-				}
-				unusedLeft = st.UnusedLeft
-				round--
-				continue
-			}
+			res.SpaceGoalMet = goalReached(plans)
 			if res.SpaceGoalMet || len(remove) == 0 {
 				if !res.SpaceGoalMet {
 					res.Warnings = append(res.Warnings, spaceShortfall(plans))
@@ -279,6 +275,15 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 	return res, nil
 }
 
+// measureAndPlan measures the repository and plans a round of removals.
+func measureAndPlan(ctx context.Context, env *opEnv, a pruneArgs, vols []string, loc *time.Location) ([]prunePlan, map[string][]string, error) {
+	usage, overhead, err := measureUsage(ctx, env, a.Policy.Space)
+	if err != nil {
+		return nil, nil, err
+	}
+	return planPrune(ctx, env, a, vols, usage, overhead, loc)
+}
+
 // maxSpaceRounds bounds the rounds of a space goal in one prune.
 const maxSpaceRounds = 10
 
@@ -316,10 +321,23 @@ func spaceMet(plans []prunePlan) bool {
 	return true
 }
 
+// goalReached reports whether the measured repository meets its space
+// goal already. spaceMet is the plan's estimate, which a later round
+// cannot trust: the revisions it counts may share their data with the
+// newest.
+func goalReached(plans []prunePlan) bool {
+	for _, pl := range plans {
+		if pl.Space != nil && pl.Space.Need > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // spaceShortfall says how far a measured repository is from its goal.
 func spaceShortfall(plans []prunePlan) string {
 	for _, pl := range plans {
-		if sp := pl.Space; sp != nil && !sp.Met {
+		if sp := pl.Space; sp != nil && sp.Need > 0 {
 			return fmt.Sprintf("space goal %s not met: %s more would have to go, and the other rules and safety rails keep every revision left (protected, mounted, the newest, or kept by a --keep rule)",
 				sp.Goal, humanBytes(sp.Need))
 		}
