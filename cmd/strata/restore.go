@@ -84,7 +84,7 @@ func (c *restoreCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	a.Dest = abs
-	a.PathRaw, a.DestRaw = rawIfInvalid(a.Path), rawIfInvalid(a.Dest)
+	a.DestRaw = rawIfInvalid(a.Dest)
 	var res restoreResult
 	if err := call(ctx, g, "restore", a, &res); err != nil {
 		return err
@@ -155,22 +155,22 @@ func restoreOutcome(dest string, res restoreResult, json bool) error {
 		for _, p := range res.ProblemList {
 			kinds[p.Kind] = true
 		}
-		if kinds["conflict"] {
+		if kinds[problemConflict] {
 			hints = append(hints, "a non-empty directory in DEST stands where the revision has a file: move it away (restore never deletes one) and run the same restore again")
 		}
-		if kinds["xattr"] {
+		if kinds[problemXattr] {
 			hints = append(hints, "the destination filesystem cannot hold some extended attributes: restore to one that can (XFS, or ext4 made with 'mkfs.ext4 -O ea_inode', takes values up to 64 KiB), or go without them")
 		}
-		if kinds["acl"] {
+		if kinds[problemACL] {
 			hints = append(hints, "the destination filesystem takes no POSIX ACLs: restore to one that does (ext4, XFS, btrfs mounted with acl) to keep them")
 		}
-		if kinds["permission"] {
+		if kinds[problemPermission] {
 			hints = append(hints, "trusted.* and security.* attributes (file capabilities, SELinux labels) need root: run the restore as root, or go without them")
 		}
-		if kinds["error"] {
+		if kinds[problemError] {
 			hints = append(hints, "fix what the messages name and run the same restore again")
 		}
-		if kinds["conflict"] || kinds["error"] {
+		if kinds[problemConflict] || kinds[problemError] {
 			hints = append(hints, "a rerun keeps what is already restored")
 		}
 	}

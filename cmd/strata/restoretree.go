@@ -57,18 +57,31 @@ type treeRestorer struct {
 	problemList []restoreProblem
 	last        time.Time
 	buf         []byte // readData's, one for the whole restore
+	// here and zero are sameContent's: what DEST holds, and zeros to
+	// compare holes with; made on first use, kept for the restore.
+	here, zero []byte
 }
 
 // restoreProblem is one thing a restore could not do; it went on.
 type restoreProblem struct {
 	Path string `json:"path"`
-	// Kind: "conflict" (a non-empty directory where the revision has
-	// something else), "xattr" (an extended attribute too large for the
-	// destination), "acl" (ACLs it cannot hold), "permission" (an
-	// attribute that needs root), "error".
-	Kind    string `json:"kind"`
+	Kind    string `json:"kind"` // one of the problem* kinds
 	Message string `json:"message"`
 }
+
+// The kinds of restore problems, as --json names them.
+const (
+	// problemConflict: a non-empty directory where the revision has
+	// something else.
+	problemConflict = "conflict"
+	// problemXattr: an extended attribute the destination cannot hold.
+	problemXattr = "xattr"
+	// problemACL: ACLs the destination cannot hold.
+	problemACL = "acl"
+	// problemPermission: an attribute that needs root.
+	problemPermission = "permission"
+	problemError      = "error"
+)
 
 // maxProblemsListed bounds the problems a restore describes.
 const maxProblemsListed = 1000
@@ -93,7 +106,7 @@ func (r *treeRestorer) settle(err error) error {
 		return fail(exitError, hint+", then run the same restore again: what is already restored is kept; nothing in the repository changed",
 			"%s: %v; restore stopped, %s is incomplete", de.op+" "+de.path, de.err, r.dest)
 	}
-	r.problem(de.path, "error", de.Error())
+	r.problem(de.path, problemError, de.Error())
 	return nil
 }
 
@@ -134,14 +147,13 @@ func (r *treeRestorer) stream(ctx context.Context, sub string, w io.Writer) erro
 	if attr.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return fail(exitUsage, "name a regular file of the revision (NAME@REV:PATH), or restore to a directory", "%s is not a regular file: '-' (standard output) takes one file", showPath(sub))
 	}
+	r.files = 1 // lookup set r.total to the file's size
 	return r.readData(ctx, attr.Ino, showPath(sub), 0, attr.Size, func(b []byte, off int64) error {
 		if _, err := w.Write(b); err != nil {
 			return fmt.Errorf("write standard output: %w", err)
 		}
-		r.files, r.bytes = 1, off+int64(len(b))
-		if r.progress != nil {
-			r.progress(progress{Phase: "restore", Done: r.bytes, Total: attr.Size, Unit: "bytes"})
-		}
+		r.bytes = off + int64(len(b))
+		r.report()
 		return nil
 	})
 }
@@ -225,7 +237,7 @@ func (r *treeRestorer) dir(ctx context.Context, d destDir, ino layers.Ino, attr 
 			// Staging refuses such names; a damaged or crafted index
 			// must not turn one into a path out of its directory.
 			if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
-				r.problem(d.path, "error", fmt.Sprintf("%s: the revision lists an entry named %q, which no file can have: left out", d.path, e.Name))
+				r.problem(d.path, problemError, fmt.Sprintf("%s: the revision lists an entry named %q, which no file can have: left out", d.path, e.Name))
 				continue
 			}
 			a, err := r.t.GetAttr(ctx, e.Ino)
@@ -326,7 +338,7 @@ func (r *treeRestorer) noteLink(a layers.Attr, d destDir, name string) {
 func (r *treeRestorer) makeRoom(d destDir, name, p, what string) (ok bool, err error) {
 	switch err := removeAt(d.fd, name); {
 	case errors.Is(err, errNotEmpty):
-		r.problem(p, "conflict", fmt.Sprintf("%s: a non-empty directory here but a %s in the revision: left as it is, the %s not restored", p, what, what))
+		r.problem(p, problemConflict, fmt.Sprintf("%s: a non-empty directory here but a %s in the revision: left as it is, the %s not restored", p, what, what))
 		return false, nil
 	case err != nil:
 		return false, destErr("remove", p, err)
@@ -467,7 +479,7 @@ func (r *treeRestorer) keep(ctx context.Context, d destDir, name, p string, a la
 		switch {
 		case errors.As(err, &de):
 			// The file here may be the good copy: it stays, unchecked.
-			r.problem(p, "error", fmt.Sprintf("%s: kept unchecked: the revision's copy cannot be read (%v)", p, err))
+			r.problem(p, problemError, fmt.Sprintf("%s: kept unchecked: the revision's copy cannot be read (%v)", p, err))
 		case err != nil:
 			return false, err
 		case !same:
@@ -524,7 +536,10 @@ func (r *treeRestorer) sameContent(ctx context.Context, fd int, a layers.Attr, p
 	if err != nil {
 		return false, err
 	}
-	here := make([]byte, 1<<20)
+	if r.here == nil {
+		r.here, r.zero = make([]byte, 1<<20), make([]byte, 1<<20)
+	}
+	here := r.here
 	// check compares the file here at off with want; errDiffers ends the
 	// walk at the first difference.
 	check := func(want []byte, off int64) error {
@@ -538,15 +553,11 @@ func (r *treeRestorer) sameContent(ctx context.Context, fd int, a layers.Attr, p
 		r.report()
 		return ctx.Err()
 	}
-	var zero []byte
 	// holes checks that [off, end) reads as zeros here.
 	holes := func(off, end int64) error {
 		for off < end {
 			n := min(int64(len(here)), end-off)
-			if zero == nil {
-				zero = make([]byte, len(here))
-			}
-			if err := check(zero[:n], off); err != nil {
+			if err := check(r.zero[:n], off); err != nil {
 				return err
 			}
 			off += n
@@ -634,7 +645,7 @@ func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
 			case errors.Is(err, syscall.ENOTSUP) && strings.HasPrefix(x, "system.posix_acl_"):
 				// The mode's group bits are the ACL's mask: without the
 				// ACL they grant the owning group what it denied.
-				r.problem(n.path, "acl", fmt.Sprintf("%s: the destination filesystem takes no ACLs; the group bits are narrowed to keep what the ACL denied denied", n.path))
+				r.problem(n.path, problemACL, fmt.Sprintf("%s: the destination filesystem takes no ACLs; the group bits are narrowed to keep what the ACL denied denied", n.path))
 				if !link && a.Mode&0o070 != 0 {
 					chmodNode(n, mode&^0o070)
 				}
@@ -643,7 +654,7 @@ func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
 				// this namespace) at all, as cp -a goes on.
 			case errors.Is(err, syscall.EPERM):
 				// trusted.* and security.* need privileges.
-				r.problem(n.path, "permission", fmt.Sprintf("set xattr %s on %s: %v", x, n.path, err))
+				r.problem(n.path, problemPermission, fmt.Sprintf("set xattr %s on %s: %v", x, n.path, err))
 			case errors.Is(err, syscall.ENOSPC) && destFull(n.fd):
 				// Not the value's size: the disk is full.
 				return destErr("set xattr "+x+" on", n.path, err)
@@ -654,9 +665,9 @@ func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
 				if errors.Is(err, syscall.ENOSPC) {
 					said = fmt.Sprintf("it said %q, which here does not mean a full disk", said)
 				}
-				r.problem(n.path, "xattr", fmt.Sprintf("set xattr %s on %s: its value of %s is larger than the destination filesystem supports (%s)", x, n.path, humanBytes(int64(len(v))), said))
+				r.problem(n.path, problemXattr, fmt.Sprintf("set xattr %s on %s: its value of %s is larger than the destination filesystem supports (%s)", x, n.path, humanBytes(int64(len(v))), said))
 			default:
-				r.problem(n.path, "xattr", fmt.Sprintf("set xattr %s on %s: %v", x, n.path, err))
+				r.problem(n.path, problemXattr, fmt.Sprintf("set xattr %s on %s: %v", x, n.path, err))
 			}
 		}
 	}
