@@ -466,20 +466,14 @@ func (d devNum) readaheadPath() string {
 // ok is false if nothing is mounted there. Of mounts stacked on abs the
 // top one counts.
 func mountDev(abs string) (dev devNum, ok bool, err error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := readMountTable()
 	if err != nil {
-		return devNum{}, false, fmt.Errorf("read mount table: %w", err)
+		return devNum{}, false, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// Field 3 is major:minor, field 5 the mount point, with space,
-		// tab, newline and backslash octal-escaped.
-		f := strings.Fields(line)
-		if len(f) < 5 || unescapeMountinfo(f[4]) != abs {
-			continue
-		}
-		var d devNum
-		if _, err := fmt.Sscanf(f[2], "%d:%d", &d.major, &d.minor); err == nil {
-			dev, ok = d, true
+	// The last of the mounts stacked on abs is on top.
+	for _, m := range mounts {
+		if m.point == abs && m.hasDev {
+			dev, ok = m.dev, true
 		}
 	}
 	return dev, ok, nil

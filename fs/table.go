@@ -88,6 +88,8 @@ type mountEntry struct {
 	fstype   string // "fuse.strata", "ext4", ...
 	source   string // the device or, for FUSE, its fsname
 	readOnly bool   // the per-mount flags say ro
+	dev      devNum // the mounted filesystem's device number
+	hasDev   bool   // dev parsed
 }
 
 // readMountTable parses /proc/self/mountinfo, in mount order (of mounts
@@ -99,8 +101,8 @@ func readMountTable() ([]mountEntry, error) {
 	}
 	var out []mountEntry
 	for _, line := range strings.Split(string(b), "\n") {
-		// Field 5 is the mount point and field 6 the per-mount
-		// options; after the " - " separator come the filesystem
+		// Field 3 is the device (major:minor), field 5 the mount point
+		// and field 6 the per-mount options; after the " - " separator come the filesystem
 		// type and the source. Space, tab, newline and backslash are
 		// octal-escaped.
 		f := strings.Fields(line)
@@ -115,12 +117,15 @@ func readMountTable() ([]mountEntry, error) {
 		if len(rest) < 2 {
 			continue
 		}
-		out = append(out, mountEntry{
+		e := mountEntry{
 			point:    unescapeMountinfo(f[4]),
 			fstype:   rest[0],
 			source:   unescapeMountinfo(rest[1]),
 			readOnly: slices.Contains(strings.Split(f[5], ","), "ro"),
-		})
+		}
+		_, err := fmt.Sscanf(f[2], "%d:%d", &e.dev.major, &e.dev.minor)
+		e.hasDev = err == nil
+		out = append(out, e)
 	}
 	return out, nil
 }

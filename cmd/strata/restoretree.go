@@ -64,7 +64,7 @@ type treeRestorer struct {
 
 // restoreProblem is one thing a restore could not do; it went on.
 type restoreProblem struct {
-	Path string `json:"path"`
+	Path    string `json:"path"`
 	Kind    string `json:"kind"` // one of the problem* kinds
 	Message string `json:"message"`
 }
