@@ -78,8 +78,7 @@ func TestBlockVolumeNBD(t *testing.T) {
 	img := filepath.Join(r.work, "disk.img")
 	makeImage(t, img, 1<<30, 7)
 	r.must("volume", "create", "vm", "--block", "1G")
-	sock, _ := r.serveNBD()
-	uri := nbdURI(sock)
+	sock, uri := r.serveNBD()
 
 	sh(t, "nbdcopy", img, uri("vm"))
 	r.must("commit", "vm", "--tag", "one")
@@ -265,8 +264,7 @@ func TestBlockBadInput(t *testing.T) {
 	const size = 16 << 20
 	r.must("volume", "create", "vm", "--block", "16M")
 	r.must("volume", "create", "home")
-	sock, _ := r.serveNBD()
-	uri := nbdURI(sock)
+	sock, uri := r.serveNBD()
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", "-c", "flush", uri("vm"))
 	rev := strings.TrimSpace(r.must("commit", "vm", "--tag", "one"))
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x22 1M 1M", "-c", "flush", uri("vm"))
@@ -591,12 +589,12 @@ func TestNBDClientsShown(t *testing.T) {
 	need(t, "nbdcopy")
 	r := newRepo(t)
 	r.must("volume", "create", "vm", "--block", "16M")
-	sock, _ := r.serveNBD()
+	_, uri := r.serveNBD()
 	if out := r.must("status"); !strings.Contains(out, "no clients") {
 		t.Errorf("status before any client:\n%s", out)
 	}
 	// A copy from a pipe that has not ended yet.
-	cmd := exec.Command("nbdcopy", "-", nbdURI(sock)("vm"))
+	cmd := exec.Command("nbdcopy", "-", uri("vm"))
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

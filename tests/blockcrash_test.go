@@ -67,7 +67,7 @@ func TestBlockKillAndRestore(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	syscall.Kill(r.serverPID(), syscall.SIGKILL)
+	r.killServer()
 	pipe.Close()
 	if err := cp.Wait(); err == nil {
 		t.Error("nbdcopy finished although the server was killed before its input ended")
@@ -266,11 +266,7 @@ func TestBlockCrashLostBlocks(t *testing.T) {
 	r.must("volume", "create", "cr", "--block", "64M")
 	sock, uri := r.serveNBD()
 	sh(t, "nbdcopy", img, uri("cr"))
-	pid := r.serverPID()
-	syscall.Kill(pid, syscall.SIGKILL)
-	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
+	r.killServer()
 	// The copy (24 MiB of data, the rest zeroes) fits the disk's 64 MiB
 	// write buffer: without a FLUSH, all of it dies with the server.
 	if st := r.run("status"); !strings.Contains(st.stdout, "staging of cr lost at least") {

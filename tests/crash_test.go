@@ -65,14 +65,8 @@ func TestServerKilledMidRsync(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	pid := r.serverPID()
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill server %d: %v", pid, err)
-	}
+	r.killServer()
 	cmd.Wait() // rsync fails or finishes; either way the server is gone
-	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
 
 	// Remount over the stale mount: strata clears it itself.
 	r.must("mount", "home", stage)

@@ -27,6 +27,20 @@ func (r *repo) shardBytes() int64 {
 	return n
 }
 
+// statusShardBytes is the shard bytes 'status --json' reports.
+func (r *repo) statusShardBytes() int64 {
+	r.t.Helper()
+	var st struct {
+		Store struct {
+			ShardBytes int64 `json:"shard_bytes"`
+		} `json:"store"`
+	}
+	if err := json.Unmarshal([]byte(r.must("--json", "status")), &st); err != nil {
+		r.t.Fatal(err)
+	}
+	return st.Store.ShardBytes
+}
+
 type pruneJSON struct {
 	Plans []struct {
 		Volume    string `json:"volume"`
@@ -478,20 +492,9 @@ func TestPruneMaxSizeOnDisk(t *testing.T) {
 		r.must("commit", "w", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
 	}
 	r.must("umount", stage)
-	shardBytes := func() int64 {
-		var st struct {
-			Store struct {
-				ShardBytes int64 `json:"shard_bytes"`
-			}
-		}
-		if err := json.Unmarshal([]byte(r.must("--json", "status")), &st); err != nil {
-			t.Fatal(err)
-		}
-		return st.Store.ShardBytes
-	}
-	goal := shardBytes() * 6 / 10
+	goal := r.statusShardBytes() * 6 / 10
 	r.must("prune", "--max-size", strconv.FormatInt(goal, 10), "--space-guard=-1")
-	if got := shardBytes(); got > goal || got == 0 {
+	if got := r.statusShardBytes(); got > goal || got == 0 {
 		t.Errorf("after prune --max-size %d the shard files hold %d bytes", goal, got)
 	}
 }
@@ -514,15 +517,7 @@ func TestPruneMaxSizeSharedData(t *testing.T) {
 		r.must("commit", "w", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
 	}
 	r.must("umount", stage)
-	var st struct {
-		Store struct {
-			ShardBytes int64 `json:"shard_bytes"`
-		}
-	}
-	if err := json.Unmarshal([]byte(r.must("--json", "status")), &st); err != nil {
-		t.Fatal(err)
-	}
-	goal := strconv.FormatInt(st.Store.ShardBytes*6/10, 10)
+	goal := strconv.FormatInt(r.statusShardBytes()*6/10, 10)
 	res := r.run("--json", "prune", "--max-size", goal, "--space-guard=-1")
 	var out struct {
 		Plans []struct {

@@ -30,8 +30,8 @@ func TestRebuildIndexFromShards(t *testing.T) {
 	img := filepath.Join(r.work, "disk.img")
 	makeImage(t, img, 64<<20, 11)
 	r.must("volume", "create", "vm", "--block", "64M")
-	sock, _ := r.serveNBD()
-	sh(t, "nbdcopy", img, "nbd+unix:///vm?socket="+sock)
+	sock, uri := r.serveNBD()
+	sh(t, "nbdcopy", img, uri("vm"))
 	b1 := strings.TrimSpace(r.must("commit", "vm"))
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 	r.must("stop")
@@ -56,7 +56,7 @@ func TestRebuildIndexFromShards(t *testing.T) {
 	}
 	r.must("umount", rev)
 	r.must("nbd", "serve", "--listen", "unix:"+sock)
-	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, "nbd+unix:///vm@latest?socket="+sock)
+	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri("vm@latest"))
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 	if out := r.must("scrub"); !strings.Contains(out, "no damage") {
 		t.Errorf("scrub after rebuild:\n%s", out)

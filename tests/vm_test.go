@@ -43,16 +43,15 @@ func TestBootVMFromRevision(t *testing.T) {
 	sh(t, "mkfs.ext4", "-q", "-F", "-d", content, img)
 
 	r.must("volume", "create", "vm", "--block", "64M")
-	sock, _ := r.serveNBD()
-	uri := "nbd+unix:///vm?socket=" + sock
-	sh(t, "nbdcopy", img, uri)
+	sock, uri := r.serveNBD()
+	sh(t, "nbdcopy", img, uri("vm"))
 	r.must("commit", "vm", "--tag", "one")
 	// Change staging so that booting the wrong thing shows.
 	os.WriteFile(filepath.Join(content, "strata-marker"), []byte("revision two\n"), 0o644)
 	img2 := filepath.Join(r.work, "disk2.img")
 	sh(t, "truncate", "-s", "64M", img2)
 	sh(t, "mkfs.ext4", "-q", "-F", "-d", content, img2)
-	sh(t, "nbdcopy", img2, uri)
+	sh(t, "nbdcopy", img2, uri("vm"))
 	r.must("commit", "vm", "--tag", "two")
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 
@@ -79,7 +78,7 @@ func TestBootVMFromRevision(t *testing.T) {
 		accel = line[strings.LastIndex(line, " ")+1:]
 	}
 	t.Logf("VM booted from vm@one (%s) and printed its marker in %s", accel, time.Since(start).Round(time.Second))
-	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, "nbd+unix:///vm@one?socket="+sock)
+	sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, uri("vm@one"))
 	// The overlay is gone with the server; the revision never changed.
 	r.must("nbd", "stop", "--listen", "unix:"+sock)
 	r.must("nbd", "serve", "--listen", "unix:"+sock)
