@@ -8,8 +8,6 @@ import (
 	"io"
 	"os"
 
-	"golang.org/x/term"
-
 	"github.com/strata-backup/strata/store"
 	"github.com/strata-backup/strata/store/crypt"
 	"github.com/strata-backup/strata/store/index"
@@ -174,21 +172,7 @@ func escrowErr(err error, file string, c key.Credentials) error {
 // apart from STRATA_PASSPHRASE and STRATA_NEW_PASSPHRASE on purpose: an
 // escrow copy lives offline under its own passphrase.
 func escrowPassphrase(file string, confirm bool, hint string) ([]byte, error) {
-	switch {
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fail(exitUsage, "", "read escrow passphrase file: %v", err)
-		}
-		b = bytes.TrimRight(b, "\r\n")
-		if len(b) == 0 {
-			return nil, fail(exitUsage, "", "escrow passphrase file %s is empty", file)
-		}
-		return b, nil
-	case os.Getenv("STRATA_ESCROW_PASSPHRASE") != "":
-		return []byte(os.Getenv("STRATA_ESCROW_PASSPHRASE")), nil
-	case !term.IsTerminal(int(os.Stdin.Fd())):
-		return nil, fail(exitUsage, hint, "no passphrase for the escrow copy")
-	}
-	return askPassphrase("Passphrase for the escrow copy: ", confirm)
+	return passphraseFrom{file: file, env: "STRATA_ESCROW_PASSPHRASE",
+		prompt: "Passphrase for the escrow copy: ", confirm: confirm,
+		missing: "no passphrase for the escrow copy", hint: hint}.read()
 }

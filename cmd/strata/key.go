@@ -11,8 +11,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"golang.org/x/term"
-
 	"github.com/strata-backup/strata/store/format"
 	"github.com/strata-backup/strata/store/key"
 )
@@ -320,17 +318,7 @@ func unlockErr(err error) error {
 // newPassphraseFrom reads a new passphrase from file, STRATA_NEW_PASSPHRASE,
 // or asks twice.
 func newPassphraseFrom(file, what string) ([]byte, error) {
-	var g Globals
-	g.PassphraseFile = file
-	if file == "" {
-		if v := os.Getenv("STRATA_NEW_PASSPHRASE"); v != "" {
-			return []byte(v), nil
-		}
-		// Only the terminal: STRATA_PASSPHRASE is the current passphrase here.
-		if !term.IsTerminal(int(os.Stdin.Fd())) {
-			return nil, fail(exitUsage, "give --new-passphrase-file FILE or STRATA_NEW_PASSPHRASE", "no new passphrase")
-		}
-		return askPassphrase(fmt.Sprintf("New passphrase for %s: ", what), true)
-	}
-	return g.newPassphrase(what)
+	return passphraseFrom{file: file, env: "STRATA_NEW_PASSPHRASE",
+		prompt: fmt.Sprintf("New passphrase for %s: ", what), confirm: true,
+		missing: "no new passphrase", hint: "give --new-passphrase-file FILE or STRATA_NEW_PASSPHRASE"}.read()
 }

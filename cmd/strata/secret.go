@@ -74,21 +74,42 @@ func (g *Globals) readCredentials(purpose string) (credentials, error) {
 // newPassphrase asks for a new passphrase (twice on a terminal) unless one
 // was given by file or environment.
 func (g *Globals) newPassphrase(what string) ([]byte, error) {
-	switch {
-	case g.PassphraseFile != "":
-		b, err := os.ReadFile(g.PassphraseFile)
+	return passphraseFrom{file: g.PassphraseFile, env: "STRATA_PASSPHRASE",
+		prompt: fmt.Sprintf("New passphrase for %s: ", what), confirm: true}.read()
+}
+
+// passphraseFrom says where a passphrase comes from: the file if one is
+// named, else the environment variable, else the terminal.
+type passphraseFrom struct {
+	file    string
+	env     string
+	prompt  string // what the terminal asks
+	confirm bool   // ask twice on the terminal, to rule out a typo
+	// missing and hint, if set, are the error when there is no terminal
+	// to ask on (otherwise errNoTerminal, which is about unlocking).
+	missing, hint string
+}
+
+func (p passphraseFrom) read() ([]byte, error) {
+	if p.file != "" {
+		b, err := os.ReadFile(p.file)
 		if err != nil {
-			return nil, fail(exitError, "", "read passphrase file: %v", err)
+			return nil, fail(exitUsage, "", "read passphrase file: %v", err)
 		}
+		// A file written with echo ends in a newline that is no part of it.
 		b = bytes.TrimRight(b, "\r\n")
 		if len(b) == 0 {
-			return nil, fail(exitUsage, "", "passphrase file %s is empty", g.PassphraseFile)
+			return nil, fail(exitUsage, "", "passphrase file %s is empty", p.file)
 		}
 		return b, nil
-	case os.Getenv("STRATA_PASSPHRASE") != "":
-		return []byte(os.Getenv("STRATA_PASSPHRASE")), nil
 	}
-	return askPassphrase(fmt.Sprintf("New passphrase for %s: ", what), true)
+	if v := os.Getenv(p.env); v != "" {
+		return []byte(v), nil
+	}
+	if p.missing != "" && !term.IsTerminal(int(os.Stdin.Fd())) {
+		return nil, fail(exitUsage, p.hint, "%s", p.missing)
+	}
+	return askPassphrase(p.prompt, p.confirm)
 }
 
 // askPassphrase asks on the terminal for a passphrase that must not be
