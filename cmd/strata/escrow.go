@@ -84,7 +84,7 @@ func (c *keyImportCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(dir)
+	r, id, err := g.ring()
 	if err != nil {
 		return err
 	}
@@ -114,9 +114,9 @@ func (c *keyImportCmd) Run(ctx context.Context, g *Globals) error {
 
 	// Make sure the key is this repository's before writing anything: the
 	// id the copy names, then the index, which only the right key opens.
-	if repoID != "" && repoID != cfg.ID {
+	if repoID != "" && repoID != id {
 		return fail(exitWrongKey, "use the escrow copy made for this repository, or point --repo at the repository it belongs to",
-			"%s is the escrow copy of repository %s, not of this one (%s); nothing was changed", c.Escrow, repoID, cfg.ID)
+			"%s is the escrow copy of repository %s, not of this one (%s); nothing was changed", c.Escrow, repoID, id)
 	}
 	checked := false
 	switch err := store.CheckKey(dir, crypt.NewKeys([32]byte(m))); {
@@ -128,10 +128,6 @@ func (c *keyImportCmd) Run(ctx context.Context, g *Globals) error {
 		g.logger().Info("no index to check the escrow key against", "dir", dir)
 	default:
 		return fmt.Errorf("check the escrow key against the index: %w", err)
-	}
-	r, _, err := g.ring()
-	if err != nil {
-		return err
 	}
 	existing, err := r.List()
 	if err != nil {

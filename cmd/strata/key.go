@@ -11,7 +11,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/strata-backup/strata/store/format"
 	"github.com/strata-backup/strata/store/key"
 )
 
@@ -31,9 +30,9 @@ func (g *Globals) ring() (*key.Ring, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	cfg, err := format.Load(dir)
+	cfg, err := loadConfig(dir)
 	if err != nil {
-		return nil, "", &userError{msg: fmt.Sprintf("%s is not a strata repository", dir), code: exitNoRepository, err: err}
+		return nil, "", err
 	}
 	r, err := key.OpenRing(filepath.Join(dir, "keys"))
 	return r, cfg.ID, err
