@@ -254,20 +254,12 @@ func (c *keyPasswdCmd) Run(ctx context.Context, g *Globals) error {
 	case errors.As(err, &de):
 		return &userError{msg: fmt.Sprintf("the new passphrase already opens key entry %s; nothing was changed", strings.Join(de.IDs, ",")), hint: "choose another passphrase, or remove the entries you no longer need ('strata key remove')", code: exitUsage, err: err, quiet: true}
 	case err != nil && len(changed) > 0:
-		return fmt.Errorf("changed entry %s, then: %w (the others still open with the old passphrase; run key passwd again)", entryIDs(changed), err)
+		return fmt.Errorf("changed entry %s, then: %w (the others still open with the old passphrase; run key passwd again)", strings.Join(key.IDs(changed), ", "), err)
 	case err != nil:
 		return unlockErr(err)
 	}
-	fmt.Printf("changed the passphrase of key entry %s; no data was re-encrypted\n", entryIDs(changed))
+	fmt.Printf("changed the passphrase of key entry %s; no data was re-encrypted\n", strings.Join(key.IDs(changed), ", "))
 	return nil
-}
-
-func entryIDs(es []key.Entry) string {
-	ids := make([]string, len(es))
-	for i, e := range es {
-		ids[i] = e.ID
-	}
-	return strings.Join(ids, ", ")
 }
 
 // unlockedRing opens the repository's key ring and unlocks it with the

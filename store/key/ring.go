@@ -98,7 +98,7 @@ func (r *Ring) AddPassphrase(m Master, pass []byte, label string) (Entry, error)
 	}
 	dup := func(entries []Entry) error {
 		if _, opened, err := r.findPassphrase(entries, pass, true); err == nil {
-			return &DuplicateError{IDs: ids(opened)}
+			return &DuplicateError{IDs: IDs(opened)}
 		}
 		return nil
 	}
@@ -182,7 +182,8 @@ func (r *Ring) add(m Master, e Entry, msg []byte, dup func([]Entry) error) (Entr
 	return e, nil
 }
 
-func ids(entries []Entry) []string {
+// IDs returns the ids of entries, in their order.
+func IDs(entries []Entry) []string {
 	out := make([]string, len(entries))
 	for i, e := range entries {
 		out[i] = e.ID
@@ -275,7 +276,7 @@ func (r *Ring) Resolve(prefix string) (Entry, error) {
 	case 1:
 		return matches[0], nil
 	}
-	return Entry{}, &AmbiguousError{Prefix: prefix, Matches: ids(matches)}
+	return Entry{}, &AmbiguousError{Prefix: prefix, Matches: IDs(matches)}
 }
 
 // Remove deletes entry id. It refuses to remove the last entry.
@@ -484,11 +485,11 @@ func (r *Ring) ChangePassphrase(c Credentials, newPass []byte) ([]Entry, error) 
 		return nil, fmt.Errorf("change passphrase: %w", err)
 	}
 	if bytes.Equal(newPass, c.Passphrase) {
-		return nil, fmt.Errorf("change passphrase: the new passphrase is the current one: %w", &DuplicateError{IDs: ids(opened)})
+		return nil, fmt.Errorf("change passphrase: the new passphrase is the current one: %w", &DuplicateError{IDs: IDs(opened)})
 	}
 	others := slices.DeleteFunc(slices.Clone(entries), func(e Entry) bool { return slices.ContainsFunc(opened, func(o Entry) bool { return o.ID == e.ID }) })
 	if _, dup, err := r.findPassphrase(others, newPass, true); err == nil {
-		return nil, fmt.Errorf("change passphrase: %w", &DuplicateError{IDs: ids(dup)})
+		return nil, fmt.Errorf("change passphrase: %w", &DuplicateError{IDs: IDs(dup)})
 	}
 	// Encrypt all first so an Argon2 or encryption failure changes
 	// nothing; a failed write part-way leaves each entry opening with
