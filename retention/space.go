@@ -144,7 +144,7 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 		}
 		if factor > 0 && med > 0 && float64(items[0].rev.Added) > factor*float64(med) {
 			rep.Guarded = true
-			warn = append(warn, fmt.Sprintf("newest revision %s added %s, %.1f× the median %s of the %d before it: not deleting history to make room for it (check what changed, then prune with a goal that fits or --space-guard -1)",
+			warn = append(warn, fmt.Sprintf("newest revision %s added %s, %.1f× the median %s of the %d before it: not deleting history to make room for it (check what changed, then prune with a goal that fits or --space-guard=-1)",
 				items[0].rev.ID, formatBytes(items[0].rev.Added), float64(items[0].rev.Added)/float64(med), formatBytes(med), len(prev)))
 		}
 	}

@@ -27,6 +27,22 @@ func (r *repo) shardBytes() int64 {
 	return n
 }
 
+// listIDs is the ids of vol's revisions, as 'list --json' gives them.
+func (r *repo) listIDs(vol string) []string {
+	r.t.Helper()
+	var revs []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(r.must("--json", "list", vol)), &revs); err != nil {
+		r.t.Fatal(err)
+	}
+	ids := make([]string, len(revs))
+	for i, rev := range revs {
+		ids[i] = rev.ID
+	}
+	return ids
+}
+
 // statusShardBytes is the shard bytes 'status --json' reports.
 func (r *repo) statusShardBytes() int64 {
 	r.t.Helper()
@@ -234,12 +250,7 @@ func TestPruneKilledMidway(t *testing.T) {
 	r.must("stop")
 	before := r.shardBytes()
 
-	count := func() int {
-		t.Helper()
-		var revs []struct{}
-		json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
-		return len(revs)
-	}
+	count := func() int { return len(r.listIDs("home")) }
 	args := []string{"--keep-last", "5", "--max-unused", "0%"}
 	if !pruneKilled(t, r, `"phase":"removing revisions of home","done":3,`, args...) {
 		t.Fatal("prune ended before its 3rd removal")
@@ -258,16 +269,13 @@ func TestPruneKilledMidway(t *testing.T) {
 		count()
 	}
 	r.must("prune", "--keep-last", "5", "--max-unused", "0%")
-	var revs []struct {
-		ID string `json:"id"`
-	}
-	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
+	revs := r.listIDs("home")
 	if len(revs) != 5 {
 		t.Fatalf("kept %d revisions, want 5", len(revs))
 	}
-	for i, rv := range revs {
-		if rv.ID != ids[25+i] {
-			t.Errorf("kept revision %d is %s, want %s", i, rv.ID[:8], ids[25+i][:8])
+	for i, id := range revs {
+		if id != ids[25+i] {
+			t.Errorf("kept revision %d is %s, want %s", i, id[:8], ids[25+i][:8])
 		}
 	}
 	for d := 25; d < 30; d++ {
@@ -356,10 +364,8 @@ func TestPruneBadInput(t *testing.T) {
 	if !strings.Contains(out, "volume empty:\n  no revisions") || !strings.Contains(out, "volume home:") {
 		t.Errorf("dry run over a volume without revisions:\n%s", out)
 	}
-	var revs []struct{}
-	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
-	if len(revs) != 3 {
-		t.Errorf("after the bad inputs home has %d revisions, want 3", len(revs))
+	if n := len(r.listIDs("home")); n != 3 {
+		t.Errorf("after the bad inputs home has %d revisions, want 3", n)
 	}
 }
 
@@ -422,12 +428,8 @@ func TestPruneMountedAndProtected(t *testing.T) {
 	if res.Removed != 1 {
 		t.Errorf("prune after unmounting removed %d revisions, want the formerly mounted one", res.Removed)
 	}
-	var revs []struct {
-		ID string `json:"id"`
-	}
-	json.Unmarshal([]byte(r.must("--json", "list", "home")), &revs)
-	if len(revs) != 2 || revs[0].ID != ids[1] || revs[1].ID != ids[3] {
-		t.Errorf("revisions left: %+v, want the protected and the newest", revs)
+	if revs := r.listIDs("home"); len(revs) != 2 || revs[0] != ids[1] || revs[1] != ids[3] {
+		t.Errorf("revisions left: %v, want the protected and the newest", revs)
 	}
 }
 
@@ -503,10 +505,11 @@ func TestPruneMaxSizeOnDisk(t *testing.T) {
 // later revisions still hold. Each revision adds a file and keeps the
 // earlier ones, so the newest holds everything and no removal frees a
 // byte; the goal cannot be met.
-// Pass: the real run measures after each round and plans again (rounds
-// after the first in --json), removes every revision the rules allow,
-// warns that the goal is not met and exits 1 (QA saw a run stop early,
-// silently, with exit 0, and the next one remove what the dry run kept).
+// Pass: the real run measures after its first round, sees that the
+// removals freed almost nothing of their estimate, and stops there, with
+// a warning and exit 1, instead of removing every revision the rules
+// allow for nothing (QA, with two volumes holding the same data, saw all
+// ten revisions of both go for a 12 MiB goal).
 func TestPruneMaxSizeSharedData(t *testing.T) {
 	r := newRepo(t)
 	stage := r.mountNewVolume("w")
@@ -534,11 +537,80 @@ func TestPruneMaxSizeSharedData(t *testing.T) {
 	for _, pl := range out.Plans {
 		rounds = max(rounds, pl.Round)
 	}
-	if res.code != 1 || out.Met || !strings.Contains(strings.Join(out.Warnings, "\n"), "not met") {
-		t.Errorf("prune with a goal no removal can meet: exit %d, space_goal_met %v, warnings %q; want exit 1 and a warning", res.code, out.Met, out.Warnings)
+	warn := strings.Join(out.Warnings, "\n")
+	if res.code != 1 || out.Met || !strings.Contains(warn, "still held by the revisions left") || !strings.Contains(warn, "not met") {
+		t.Errorf("prune with a goal no removal can meet: exit %d, space_goal_met %v, warnings %q; want exit 1 and a warning that the removals freed nothing", res.code, out.Met, out.Warnings)
 	}
-	if out.Removed != 4 || rounds < 2 {
-		t.Errorf("removed %d revisions in %d rounds; want all 4 but the newest, over more than one round", out.Removed, rounds)
+	if out.Removed == 0 || out.Removed >= 4 || rounds != 1 {
+		t.Errorf("removed %d revisions in %d rounds; want the first round's removals only", out.Removed, rounds)
+	}
+	if n := len(r.listIDs("w")); n != 5-out.Removed {
+		t.Errorf("%d revisions left after removing %d of 5", n, out.Removed)
+	}
+}
+
+// TestPruneSpaceGoalAcrossVolumesSafe: what a space goal must not remove
+// when there are several volumes. Two volumes of three daily revisions,
+// each revision 3 MiB of new data in place of the last.
+//   - garbage: the other volume is removed with volume rm --force, which
+//     leaves its data as garbage; a goal that collecting it meets removes
+//     no revision of the first;
+//   - the guard: the other volume's newest revision grows suddenly; the
+//     guard holds the goal back for both volumes, not only for that one.
+func TestPruneSpaceGoalAcrossVolumesSafe(t *testing.T) {
+	cases := []struct {
+		name    string
+		prepare func(r *repo) int64 // returns the --max-size goal
+		code    int
+		warning string
+	}{
+		{"garbage of a removed volume", func(r *repo) int64 {
+			before := r.shardBytes()
+			r.must("volume", "rm", "beta", "--force")
+			return before * 6 / 10
+		}, 0, ""},
+		{"guard in another volume", func(r *repo) int64 {
+			stage := r.mkdir("mnt/b2")
+			r.must("mount", "beta", stage)
+			for i := 0; i < 6; i++ {
+				writeRandom(r.t, filepath.Join(stage, "big"+strconv.Itoa(i)), 3<<20, uint64(400+i))
+			}
+			r.must("commit", "beta", "--time", time.Date(2026, 10, 4, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+			r.must("umount", stage)
+			return r.shardBytes() * 8 / 10
+		}, 1, "space guard held removals back"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRepo(t)
+			for v, vol := range []string{"alpha", "beta"} {
+				r.must("volume", "create", vol)
+				stage := r.mkdir("mnt/" + vol)
+				r.must("mount", vol, stage)
+				for i := 0; i < 3; i++ {
+					os.Remove(filepath.Join(stage, "f"))
+					writeRandom(t, filepath.Join(stage, "f"), 3<<20, uint64(300+10*v+i))
+					r.must("commit", vol, "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+				}
+				r.must("umount", stage)
+			}
+			goal := tc.prepare(r)
+			res := r.run("--json", "prune", "--max-size", strconv.FormatInt(goal, 10))
+			var out struct {
+				Removed  int      `json:"removed"`
+				Warnings []string `json:"warnings"`
+			}
+			if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+				t.Fatalf("prune --json: %v\n%s%s", err, res.stdout, res.stderr)
+			}
+			if res.code != tc.code || out.Removed != 0 || !strings.Contains(strings.Join(out.Warnings, "\n"), tc.warning) {
+				t.Errorf("prune --max-size %d: exit %d, removed %d, warnings %q; want exit %d, nothing removed, a warning with %q",
+					goal, res.code, out.Removed, out.Warnings, tc.code, tc.warning)
+			}
+			if n := len(r.listIDs("alpha")); n != 3 {
+				t.Errorf("alpha has %d revisions after the prune; want all 3", n)
+			}
+		})
 	}
 }
 

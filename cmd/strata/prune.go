@@ -207,25 +207,39 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		return res, err
 	}
 	// A space goal's estimates count what each revision added, but what a
-	// later revision still holds frees nothing: a real run measures after
-	// each round and goes on, in the same order, until the goal is met or
-	// nothing more may go (QA saw one run stop at 9 GiB of a 5 GiB goal
-	// without a word, and the next remove what the dry run had kept).
-	// Garbage a round's collection left under --max-unused still takes
-	// the disk: before a later round removes more history for the goal,
-	// it is repacked, so no revision goes for space a repack gives back.
+	// later revision (or another volume) still holds frees nothing: a real
+	// run measures after each round and goes on, in the same order, until
+	// the goal is met, nothing more may go, or a round's removals freed
+	// almost nothing (QA saw one run stop at 9 GiB of a 5 GiB goal without
+	// a word, and another, with two volumes holding the same data, remove
+	// every revision of both for 12 MiB).
+	// Garbage takes the disk without being history: what a volume rm
+	// --force, a killed prune or an earlier --max-unused left is collected
+	// before the first measurement, and repacked before any round removes
+	// more for the goal, so no revision goes for space a collection gives
+	// back.
 	var unusedLeft int64
+	if a.Policy.Space != nil && !a.DryRun {
+		st, err := pruneCollect(ctx, env, a.MaxUnused, &res)
+		if err != nil {
+			return res, err
+		}
+		unusedLeft = st.UnusedLeft
+	}
+	var lastSize, lastEstimate int64
 	for round := 1; ; round++ {
-		plans, remove, err := measureAndPlan(ctx, env, a, vols, loc)
+		plans, remove, size, err := measureAndPlan(ctx, env, a, vols, loc)
 		if err != nil {
 			return nil, err
 		}
-		if round > 1 && !goalReached(plans) && len(remove) > 0 && unusedLeft > 0 {
-			// Repack once, then measure again for this round.
-			if _, err := pruneCollect(ctx, env, 0, &res); err != nil {
+		if !a.DryRun && !goalReached(plans) && unusedLeft > 0 {
+			// Repack, then measure again for this round.
+			st, err := pruneCollect(ctx, env, 0, &res)
+			if err != nil {
 				return res, err
 			}
-			if plans, remove, err = measureAndPlan(ctx, env, a, vols, loc); err != nil {
+			unusedLeft = st.UnusedLeft
+			if plans, remove, size, err = measureAndPlan(ctx, env, a, vols, loc); err != nil {
 				return nil, err
 			}
 		}
@@ -235,6 +249,12 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 				if !res.SpaceGoalMet {
 					res.Warnings = append(res.Warnings, spaceShortfall(plans))
 				}
+				break
+			}
+			if freed := lastSize - size; freed*10 < lastEstimate {
+				res.SpaceGoalMet = false
+				res.Warnings = append(res.Warnings, fmt.Sprintf("space goal: round %d's removals were estimated to free %s but freed %s: their data is still held by the revisions left (of this or another volume), so removing more in the same order would lose history for little; stopped. %s",
+					round-1, humanBytes(lastEstimate), humanBytes(max(freed, 0)), spaceShortfall(plans)))
 				break
 			}
 			if round > maxSpaceRounds {
@@ -249,7 +269,7 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		if a.DryRun {
 			res.SpaceGoalMet = spaceMet(plans)
 			if a.Policy.Space != nil {
-				res.Warnings = append(res.Warnings, "space estimates are what each revision added; data a later revision still holds frees nothing, so the real run measures after removing these and removes more, in the same order, until the goal is met")
+				res.Warnings = append(res.Warnings, "space estimates are what each revision added; data a later revision still holds frees nothing, so the real run collects garbage first, measures after removing these and removes more, in the same order, until the goal is met")
 			}
 			return res, nil
 		}
@@ -271,17 +291,34 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		if a.Policy.Space == nil {
 			break
 		}
+		lastSize, lastEstimate = size, spaceEstimate(plans)
+	}
+	if res.Plans == nil {
+		res.Plans = []prunePlan{}
 	}
 	return res, nil
 }
 
-// measureAndPlan measures the repository and plans a round of removals.
-func measureAndPlan(ctx context.Context, env *opEnv, a pruneArgs, vols []string, loc *time.Location) ([]prunePlan, map[string][]string, error) {
+// spaceEstimate is what a round's space removals were estimated to free.
+func spaceEstimate(plans []prunePlan) int64 {
+	var n int64
+	for _, pl := range plans {
+		if pl.Space != nil {
+			n += pl.Space.Freed
+		}
+	}
+	return n
+}
+
+// measureAndPlan measures the repository and plans a round of removals;
+// size is the repository's measured size.
+func measureAndPlan(ctx context.Context, env *opEnv, a pruneArgs, vols []string, loc *time.Location) ([]prunePlan, map[string][]string, int64, error) {
 	usage, overhead, err := measureUsage(ctx, env, a.Policy.Space)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	return planPrune(ctx, env, a, vols, usage, overhead, loc)
+	plans, remove, err := planPrune(ctx, env, a, vols, usage, overhead, loc)
+	return plans, remove, usage.RepoSize, err
 }
 
 // maxSpaceRounds bounds the rounds of a space goal in one prune.
@@ -337,6 +374,11 @@ func goalReached(plans []prunePlan) bool {
 // spaceShortfall says how far a measured repository is from its goal.
 func spaceShortfall(plans []prunePlan) string {
 	for _, pl := range plans {
+		if sp := pl.Space; sp != nil && sp.Need > 0 && sp.Guarded {
+			return fmt.Sprintf("space goal %s not met: %s more would have to go, and the space guard held removals back (the newest revision of %s grew suddenly; see its warning)", sp.Goal, humanBytes(sp.Need), pl.Volume)
+		}
+	}
+	for _, pl := range plans {
 		if sp := pl.Space; sp != nil && sp.Need > 0 {
 			return fmt.Sprintf("space goal %s not met: %s more would have to go, and the other rules and safety rails keep every revision left (protected, mounted, the newest, or kept by a --keep rule)",
 				sp.Goal, humanBytes(sp.Need))
@@ -348,19 +390,15 @@ func spaceShortfall(plans []prunePlan) string {
 // planPrune plans every volume before anything is removed: a policy that
 // would empty one volume stops the prune of all of them.
 func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usage retention.Usage, overhead float64, loc *time.Location) ([]prunePlan, map[string][]string, error) {
-	lr := env.repo.layers
-	var plans []prunePlan
-	remove := map[string][]string{}
+	type volRevs struct {
+		name string
+		in   []retention.Revision
+	}
+	all := make([]volRevs, 0, len(vols))
 	for _, vol := range vols {
-		revs, err := lr.Revisions(ctx, vol)
+		revs, err := env.repo.layers.Revisions(ctx, vol)
 		if err != nil {
 			return nil, nil, volumeErr(err, vol)
-		}
-		pl := prunePlan{Volume: vol}
-		if len(revs) == 0 {
-			pl.Error = "no revisions"
-			plans = append(plans, pl)
-			continue
 		}
 		var inUse map[string]bool
 		if env.srv != nil {
@@ -371,25 +409,71 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 			in[i] = retention.Revision{ID: r.ID, Time: r.Time, Tags: r.Tags, Protected: r.Protected, Size: r.Size,
 				Added: int64(float64(r.Added) * overhead), Mounted: inUse[r.ID]}
 		}
-		plan, err := retention.Apply(in, a.Policy, retention.Options{Now: now(), Location: loc, Force: a.Force, Usage: usage})
+		all = append(all, volRevs{vol, in})
+	}
+	apply := func(v volRevs, u retention.Usage) (*retention.Plan, error) {
+		plan, err := retention.Apply(v.in, a.Policy, retention.Options{Now: now(), Location: loc, Force: a.Force, Usage: u})
 		if errors.Is(err, retention.ErrRemovesAll) {
-			return nil, nil, &userError{msg: fmt.Sprintf("the policy would remove every revision of %s; nothing was removed", vol), hint: "check the --keep-* options; --force overrides (the newest revision stays anyway)", code: exitError, err: err}
+			return plan, &userError{msg: fmt.Sprintf("the policy would remove every revision of %s; nothing was removed", v.name), hint: "check the --keep-* options; --force overrides (the newest revision stays anyway)", code: exitError, err: err}
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("plan %s: %w", vol, err)
+			return plan, fmt.Errorf("plan %s: %w", v.name, err)
+		}
+		return plan, nil
+	}
+	// The goal is the repository's, and so is the sudden-growth guard: a
+	// volume whose newest revision grew suddenly holds the goal back for
+	// every volume, or the others lose their history to make room for it.
+	// Each volume is asked with the whole need, whatever order they come in.
+	guarded := ""
+	if a.Policy.Space != nil {
+		for _, v := range all {
+			if len(v.in) == 0 {
+				continue
+			}
+			plan, err := apply(v, usage)
+			if err != nil {
+				return nil, nil, err
+			}
+			if plan.Space != nil && plan.Space.Guarded {
+				guarded = v.name
+				break
+			}
+		}
+	}
+	var plans []prunePlan
+	remove := map[string][]string{}
+	for _, v := range all {
+		pl := prunePlan{Volume: v.name}
+		if len(v.in) == 0 {
+			pl.Error = "no revisions"
+			plans = append(plans, pl)
+			continue
+		}
+		u := usage
+		if guarded != "" && guarded != v.name {
+			u = retention.Usage{Free: 1 << 62} // the goal counts as met here
+		}
+		plan, err := apply(v, u)
+		if err != nil {
+			return nil, nil, err
 		}
 		pl.Decisions, pl.Warnings, pl.Space = plan.Decisions, plan.Warnings, plan.Space
-		if plan.Space != nil {
-			// The goal is the repository's: what this volume's removals
-			// free is off the next volume's share, or a prune of N
-			// volumes would free about N times what the goal needs.
+		if guarded != "" && guarded != v.name {
+			pl.Warnings = append(pl.Warnings, fmt.Sprintf("space goal held back: the newest revision of %s grew suddenly (see its warning), so no volume loses history for the goal", guarded))
+			pl.Space = nil
+		}
+		if plan.Space != nil && guarded == "" {
+			// What this volume's removals free is off the next volume's
+			// share, or a prune of N volumes would free about N times
+			// what the goal needs.
 			usage.RepoSize -= plan.Space.Freed
 			usage.Free += plan.Space.Freed
 		}
 		plans = append(plans, pl)
 		for _, d := range plan.Decisions {
 			if !d.Keep && !d.Deferred {
-				remove[vol] = append(remove[vol], d.Revision.ID)
+				remove[v.name] = append(remove[v.name], d.Revision.ID)
 			}
 		}
 	}
