@@ -39,6 +39,12 @@ func RevisionDirName(r layers.Revision) string {
 // layers); evicted ones reopen on next use.
 const browseViews = 32
 
+// browseInUse is how long after its last request a revision of a browse
+// mount counts as in use, so prune defers its removal: a copy out of it
+// reads on, and its files may be open (opens are zero-message, so the
+// server cannot count them).
+const browseInUse = 10 * time.Minute
+
 // synthetic cache lifetime: revisions come and go (commit, prune).
 var browseCache = cacheTimes{entry: time.Second, attr: time.Second}
 
@@ -91,7 +97,8 @@ type browseFS struct {
 	viewNum  map[viewKey]uint64
 	views    []viewInfo // views[v-1]
 	open     map[uint64]*openView
-	lru      *list.List // of view numbers, most recent first
+	lru      *list.List           // of view numbers, most recent first
+	used     map[uint64]time.Time // view → when a request last used it
 }
 
 func newBrowseFS(repo *layers.Repo, opts Options, errs *errLog) *browseFS {
@@ -105,6 +112,7 @@ func newBrowseFS(repo *layers.Repo, opts Options, errs *errLog) *browseFS {
 		viewNum:       make(map[viewKey]uint64),
 		open:          make(map[uint64]*openView),
 		lru:           list.New(),
+		used:          make(map[uint64]time.Time),
 	}
 	b.synthNode(synthNode{kind: synthRoot})
 	return b
@@ -148,10 +156,21 @@ func (b *browseFS) viewFor(vi layers.VolumeInfo, r layers.Revision) uint64 {
 	return v
 }
 
-// acquire returns the filesystem of view v, opening it if needed; call
-// release when done.
-func (b *browseFS) acquire(ctx context.Context, v uint64) (fuse.RawFileSystem, func(), fuse.Status) {
+// acquire returns the filesystem of the view that node is in, opening it
+// if needed; call release when done. A request on anything beneath the
+// revision's root makes the revision in use (inUse); one on the root
+// itself does not: ls -l of the volume directory looks at every root.
+func (b *browseFS) acquire(ctx context.Context, node uint64) (fuse.RawFileSystem, func(), fuse.Status) {
+	return b.acquireView(ctx, node>>viewBits, node&(1<<viewBits-1) != uint64(layers.RootIno))
+}
+
+// acquireView returns the filesystem of view v; use says whether the
+// request makes the revision in use.
+func (b *browseFS) acquireView(ctx context.Context, v uint64, use bool) (fuse.RawFileSystem, func(), fuse.Status) {
 	b.mu.Lock()
+	if use && v != 0 && v <= uint64(len(b.views)) {
+		b.used[v] = b.opts.Now()
+	}
 	if ov, ok := b.open[v]; ok {
 		ov.refs++
 		b.lru.MoveToFront(ov.elem)
@@ -212,6 +231,21 @@ func (b *browseFS) acquire(ctx context.Context, v uint64) (fuse.RawFileSystem, f
 		c()
 	}
 	return ov.fs, func() { b.release(ov) }, fuse.OK
+}
+
+// inUse lists the revisions a request used within window, or uses now.
+func (b *browseFS) inUse(window time.Duration) []RevisionRef {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []RevisionRef
+	for v, at := range b.used {
+		ov := b.open[v]
+		if b.opts.Now().Sub(at) < window || (ov != nil && ov.refs > 0) {
+			k := b.views[v-1].viewKey
+			out = append(out, RevisionRef{Volume: k.vol, ID: k.id})
+		}
+	}
+	return out
 }
 
 func (b *browseFS) release(ov *openView) {
@@ -302,7 +336,7 @@ func (b *browseFS) synthEntry(ctx context.Context, n synthNode, out *fuse.EntryO
 func (b *browseFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := newCtx(cancel)
 	if v := h.NodeId >> viewBits; v != 0 {
-		fs, done, st := b.acquire(ctx, v)
+		fs, done, st := b.acquire(ctx, h.NodeId)
 		if !st.Ok() {
 			return st
 		}
@@ -339,7 +373,7 @@ func (b *browseFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string,
 				continue
 			}
 			v := b.viewFor(vi, r)
-			fs, done, st := b.acquire(ctx, v)
+			fs, done, st := b.acquireView(ctx, v, false)
 			if !st.Ok() {
 				return st
 			}
@@ -373,7 +407,7 @@ func (b *browseFS) Forget(nodeid, nlookup uint64) {}
 func (b *browseFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ctx := newCtx(cancel)
 	if v := in.NodeId >> viewBits; v != 0 {
-		fs, done, st := b.acquire(ctx, v)
+		fs, done, st := b.acquire(ctx, in.NodeId)
 		if !st.Ok() {
 			return st
 		}
@@ -394,7 +428,7 @@ func (b *browseFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse
 func (b *browseFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
 	ctx := newCtx(cancel)
 	if v := h.NodeId >> viewBits; v != 0 {
-		fs, done, st := b.acquire(ctx, v)
+		fs, done, st := b.acquire(ctx, h.NodeId)
 		if !st.Ok() {
 			return nil, st
 		}
@@ -468,7 +502,7 @@ func (b *browseFS) listing(ctx context.Context, n synthNode) ([]fuse.DirEntry, e
 
 func (b *browseFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	if v := in.NodeId >> viewBits; v != 0 {
-		fs, done, st := b.acquire(newCtx(cancel), v)
+		fs, done, st := b.acquire(newCtx(cancel), in.NodeId)
 		if !st.Ok() {
 			return st
 		}
@@ -496,7 +530,7 @@ func (b *browseFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fus
 func (b *browseFS) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
 	ctx := newCtx(cancel)
 	if v := in.NodeId >> viewBits; v != 0 {
-		fs, done, st := b.acquire(ctx, v)
+		fs, done, st := b.acquire(ctx, in.NodeId)
 		if !st.Ok() {
 			return st
 		}
@@ -537,7 +571,7 @@ func (b *browseFS) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Di
 
 func (b *browseFS) ReleaseDir(in *fuse.ReleaseIn) {
 	if v := in.NodeId >> viewBits; v != 0 {
-		fs, done, st := b.acquire(context.Background(), v)
+		fs, done, st := b.acquire(context.Background(), in.NodeId)
 		if st.Ok() {
 			defer done()
 			fs.ReleaseDir(in)
@@ -547,7 +581,7 @@ func (b *browseFS) ReleaseDir(in *fuse.ReleaseIn) {
 
 func (b *browseFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	if v := in.NodeId >> viewBits; v != 0 {
-		fs, done, st := b.acquire(newCtx(cancel), v)
+		fs, done, st := b.acquire(newCtx(cancel), in.NodeId)
 		if !st.Ok() {
 			return st
 		}
@@ -565,7 +599,7 @@ func (b *browseFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fu
 	if v == 0 {
 		return nil, fuse.EISDIR
 	}
-	fs, done, st := b.acquire(newCtx(cancel), v)
+	fs, done, st := b.acquire(newCtx(cancel), in.NodeId)
 	if !st.Ok() {
 		return nil, st
 	}
@@ -578,7 +612,7 @@ func (b *browseFS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.Lse
 	if v == 0 {
 		return fuse.ENOSYS
 	}
-	fs, done, st := b.acquire(newCtx(cancel), v)
+	fs, done, st := b.acquire(newCtx(cancel), in.NodeId)
 	if !st.Ok() {
 		return st
 	}
@@ -596,7 +630,7 @@ func (b *browseFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, name strin
 	if v == 0 {
 		return 0, fuse.ENODATA
 	}
-	fs, done, st := b.acquire(newCtx(cancel), v)
+	fs, done, st := b.acquire(newCtx(cancel), h.NodeId)
 	if !st.Ok() {
 		return 0, st
 	}
@@ -609,7 +643,7 @@ func (b *browseFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []by
 	if v == 0 {
 		return 0, fuse.OK
 	}
-	fs, done, st := b.acquire(newCtx(cancel), v)
+	fs, done, st := b.acquire(newCtx(cancel), h.NodeId)
 	if !st.Ok() {
 		return 0, st
 	}
@@ -636,6 +670,7 @@ func MountBrowse(ctx context.Context, dir string, r *layers.Repo, opts Options) 
 	if err != nil {
 		return nil, err
 	}
+	m.inUse = func() []RevisionRef { return b.inUse(browseInUse) }
 	go func() {
 		m.Wait()
 		b.closeAll()

@@ -74,7 +74,10 @@ type Mount struct {
 	// writers lists the inodes with a handle open for writing; nil
 	// for mounts that hand out no writable handles.
 	writers func() []layers.Ino
-	logger  *slog.Logger
+	// inUse lists the revisions the mount reads from now; nil for
+	// mounts of one revision or of staging.
+	inUse  func() []RevisionRef
+	logger *slog.Logger
 
 	done chan struct{} // closed when serving ended and the final flush ran
 	dev  devNum        // device number from the mount table (zero: unknown)
@@ -85,6 +88,18 @@ type Mount struct {
 
 // Dir is the mountpoint.
 func (m *Mount) Dir() string { return m.dir }
+
+// RevisionRef names a revision of a volume.
+type RevisionRef struct{ Volume, ID string }
+
+// RevisionsInUse lists the revisions a browse mount (MountBrowse) read
+// from lately; nil for other mounts, whose revision is fixed.
+func (m *Mount) RevisionsInUse() []RevisionRef {
+	if m.inUse == nil {
+		return nil
+	}
+	return m.inUse()
+}
 
 // OpenForWriting returns the inodes that have a file handle open for
 // writing now, in inode order, each once: a copy into staging still

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"math/rand"
 	"os"
@@ -657,5 +658,54 @@ func TestPruneSpaceGoalRepacksFirst(t *testing.T) {
 	}
 	if got := r.shardBytes(); got > goal {
 		t.Errorf("after the prune the shard files hold %d bytes, over the goal of %d\n%s", got, goal, res.stdout)
+	}
+}
+
+// TestPruneDefersBrowsedRevision: a revision read through a mount --all
+// counts as mounted, so prune defers its removal (QA: the revision went,
+// and the reader copying out of it got EIO). Steps: three revisions;
+// mount --all; list the volume directory (ls -l, which looks at every
+// revision's root) and read one file of the oldest; prune --keep-last 1.
+// Pass: the oldest is deferred and still reads whole; the middle one,
+// only listed, is removed.
+func TestPruneDefersBrowsedRevision(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	var ids []string
+	for i := 0; i < 3; i++ {
+		writeRandom(t, filepath.Join(stage, "f"), 2<<20, uint64(500+i))
+		ids = append(ids, strings.TrimSpace(r.must("commit", "home", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))))
+	}
+	r.must("umount", stage)
+	want := make([]byte, 2<<20)
+	fillRandom(want, 500)
+	all := r.mkdir("mnt/all")
+	r.must("mount", "--all", all)
+	t.Cleanup(func() { r.run("umount", all) })
+	dirOf := func(id string) string {
+		ents, err := os.ReadDir(filepath.Join(all, "home"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if strings.HasSuffix(e.Name(), "_"+id[:8]) {
+				return filepath.Join(all, "home", e.Name())
+			}
+		}
+		t.Fatalf("no directory of revision %s in %s", id[:8], filepath.Join(all, "home"))
+		return ""
+	}
+	sh(t, "ls", "-l", filepath.Join(all, "home"))
+	oldest := filepath.Join(dirOf(ids[0]), "f")
+	if got, err := os.ReadFile(oldest); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %s before the prune: %v", oldest, err)
+	}
+	r.must("prune", "--keep-last", "1", "--max-unused", "0%")
+	left := r.listIDs("home")
+	if len(left) != 2 || left[0] != ids[0] || left[1] != ids[2] {
+		t.Errorf("revisions left: %v; want the browsed oldest %s (deferred) and the newest %s", left, ids[0][:8], ids[2][:8])
+	}
+	if got, err := os.ReadFile(oldest); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("read %s after the prune: %v; want its content whole", oldest, err)
 	}
 }

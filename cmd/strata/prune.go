@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/strata-backup/strata/fs"
 	"github.com/strata-backup/strata/retention"
 	"github.com/strata-backup/strata/store"
 )
@@ -509,9 +510,13 @@ func pruneCollect(ctx context.Context, env *opEnv, maxUnused float64, res *prune
 func (s *server) revisionsInUse(ctx context.Context, vol string) map[string]bool {
 	in := map[string]bool{}
 	s.mu.Lock()
+	var browse []*fs.Mount
 	for _, m := range s.mounts {
 		if m.volume == vol && m.Revision != "" {
 			in[m.Revision] = true
+		}
+		if m.volume == "" && m.m != nil {
+			browse = append(browse, m.m) // mount --all
 		}
 	}
 	nbds := make([]*nbdEntry, 0, len(s.nbds))
@@ -519,7 +524,14 @@ func (s *server) revisionsInUse(ctx context.Context, vol string) map[string]bool
 		nbds = append(nbds, n)
 	}
 	s.mu.Unlock()
-	// The resolvers take their own locks and resolve specs: not under s.mu.
+	// The resolvers and browse mounts take their own locks: not under s.mu.
+	for _, m := range browse {
+		for _, r := range m.RevisionsInUse() {
+			if r.Volume == vol {
+				in[r.ID] = true
+			}
+		}
+	}
 	for _, n := range nbds {
 		n.res.addServed(ctx, vol, in)
 	}
