@@ -346,7 +346,10 @@ func measureUsage(ctx context.Context, env *opEnv, space *retention.Space) (rete
 	if st.SegmentBytes > 0 {
 		overhead = float64(st.ShardBytes) / float64(st.SegmentBytes)
 	}
-	return retention.Usage{RepoSize: st.ShardBytes + int64(float64(st.OpenBytes)*overhead), Free: int64(st.Free)}, overhead, nil
+	// Free is what new backups may still take, on disk as the estimates
+	// count (parity included): the store's reserves are not free (QA: a
+	// --min-free auto run met its goal, and the next backup got ENOSPC).
+	return retention.Usage{RepoSize: st.ShardBytes + int64(float64(st.OpenBytes)*overhead), Free: int64(float64(st.Avail) * overhead)}, overhead, nil
 }
 
 // spaceMet reports whether no plan's space goal needs more room.
