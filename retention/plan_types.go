@@ -54,6 +54,9 @@ type Reason struct {
 	Rule   string `json:"rule"`             // e.g. "daily", "last", "within", "tag", "schedule", "hanoi", "importance", "protected", "mounted", "newest", "none"
 	Period string `json:"period,omitempty"` // e.g. "2026-11-20", "2026-W47", "2/3", "daily 2/7"
 	Text   string `json:"text"`             // the human form, e.g. "daily 2026-11-20"
+	// Rank is a space rule's rank of the revision (1 the most important or
+	// the newest), for ordering removals across volumes; 0 for other rules.
+	Rank int `json:"-"`
 }
 
 func (r Reason) String() string { return r.Text }

@@ -169,7 +169,7 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 			remove[i] = true
 			rep.Freed += it.rev.freeable()
 			l := label(i)
-			it.gone = append(it.gone, Reason{Rule: s.order(), Period: l,
+			it.gone = append(it.gone, Reason{Rule: s.order(), Period: l, Rank: rank[i],
 				Text: "space: " + s.order() + " " + l + ", frees ~" + formatBytes(it.rev.freeable())})
 		}
 	}

@@ -434,51 +434,64 @@ func TestPruneMountedAndProtected(t *testing.T) {
 	}
 }
 
-// TestPruneSpaceGoalAcrossVolumes: a space goal is the repository's, so
-// when the first volume's removals meet it the second volume keeps every
-// revision (each volume used to be planned for the whole shortfall).
+// TestPruneSpaceGoalAcrossVolumes: a space goal is the repository's. Two
+// volumes of four revisions; b's are a month older than a's.
+// Pass: a goal one revision below the size removes one revision in all,
+// not one per volume (each volume used to be planned for the whole
+// shortfall); with --space-order age it is b's oldest, though a comes
+// first, and with the volumes named in either order (QA: the goal was
+// charged to the first volume only); both plans carry the repository's
+// need.
 func TestPruneSpaceGoalAcrossVolumes(t *testing.T) {
 	r := newRepo(t)
-	for _, vol := range []string{"a", "b"} {
+	for v, vol := range []string{"a", "b"} {
 		stage := r.mountNewVolume(vol)
 		for i := 0; i < 4; i++ {
 			data := make([]byte, 2<<20)
 			rand.New(rand.NewSource(int64(i*10 + len(vol) + int(vol[0])))).Read(data) // incompressible
 			os.WriteFile(filepath.Join(stage, "f"+strconv.Itoa(i)), data, 0o644)
-			r.must("commit", vol, "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+			r.must("commit", vol, "--time", time.Date(2026, 10-time.Month(v), 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
 		}
 		r.must("umount", stage)
 	}
 	type plan struct {
 		Volume    string
-		Decisions []struct{ Keep bool }
-		Space     *struct{ Need, Freed int64 }
+		Decisions []struct {
+			Keep     bool
+			Revision struct{ Time time.Time }
+		}
+		Space *struct{ Need, Freed int64 }
 	}
-	dry := func(maxSize string) []plan {
+	dry := func(args ...string) []plan {
 		t.Helper()
 		var res struct{ Plans []plan }
-		out := r.must("--json", "prune", "--dry-run", "--max-size", maxSize, "--space-guard=-1")
+		out := r.must(append([]string{"--json", "prune", "--dry-run", "--space-guard=-1"}, args...)...)
 		if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Plans) != 2 {
 			t.Fatalf("prune --json: %v: %s", err, out)
 		}
 		return res.Plans
 	}
-	size := dry("1")[0].Space.Need + 1
-	plans := dry(strconv.FormatInt(size-(512<<10), 10))
-	removed := map[string]int{}
-	for _, p := range plans {
-		for _, d := range p.Decisions {
-			if !d.Keep {
-				removed[p.Volume]++
+	size := dry("--max-size", "1")[0].Space.Need + 1
+	goal := strconv.FormatInt(size-(512<<10), 10)
+	for _, args := range [][]string{
+		{"--max-size", goal, "--space-order", "age"},
+		{"--max-size", goal, "--space-order", "age", "b", "a"},
+	} {
+		plans := dry(args...)
+		var removed []string
+		for _, p := range plans {
+			for _, d := range p.Decisions {
+				if !d.Keep {
+					removed = append(removed, p.Volume+" "+d.Revision.Time.Format("2006-01-02"))
+				}
 			}
 		}
-	}
-	if removed["a"] != 1 || removed["b"] != 0 {
-		t.Errorf("goal 512 KiB below the repository size of %d bytes: removals per volume %v, want a:1 b:0 (first plan %+v, second %+v)",
-			size, removed, *plans[0].Space, *plans[1].Space)
-	}
-	if plans[1].Space.Need != 0 {
-		t.Errorf("second volume still needs %d bytes after the first freed %d", plans[1].Space.Need, plans[0].Space.Freed)
+		if len(removed) != 1 || removed[0] != "b 2026-09-01" {
+			t.Errorf("prune %v with the repository at %d bytes: removed %v; want only b's oldest, b 2026-09-01", args, size, removed)
+		}
+		if plans[0].Space.Need != plans[1].Space.Need || plans[0].Space.Freed+plans[1].Space.Freed < plans[0].Space.Need {
+			t.Errorf("prune %v: plans %+v and %+v; want both with the repository's need, and their frees together meeting it", args, *plans[0].Space, *plans[1].Space)
+		}
 	}
 }
 

@@ -428,9 +428,14 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 	// The goal is the repository's, and so is the sudden-growth guard: a
 	// volume whose newest revision grew suddenly holds the goal back for
 	// every volume, or the others lose their history to make room for it.
-	// Each volume is asked with the whole need, whatever order they come in.
+	// Each volume is asked with the whole need, whatever order they come
+	// in, and what each would remove for it is merged into one order
+	// (spaceShares): the least important, or oldest, of all volumes go
+	// first, not all of the first volume's.
 	guarded := ""
+	var share map[string]retention.Usage
 	if a.Policy.Space != nil {
+		var first []volumePlan
 		for _, v := range all {
 			if len(v.in) == 0 {
 				continue
@@ -443,10 +448,15 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 				guarded = v.name
 				break
 			}
+			first = append(first, volumePlan{v.name, plan})
+		}
+		if guarded == "" && len(first) > 1 {
+			share = spaceShares(first, a.Policy.Space.Order)
 		}
 	}
 	var plans []prunePlan
 	remove := map[string][]string{}
+	var need, freed int64
 	for _, v := range all {
 		pl := prunePlan{Volume: v.name}
 		if len(v.in) == 0 {
@@ -455,8 +465,11 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 			continue
 		}
 		u := usage
-		if guarded != "" && guarded != v.name {
+		switch {
+		case guarded != "" && guarded != v.name:
 			u = retention.Usage{Free: 1 << 62} // the goal counts as met here
+		case share != nil:
+			u = share[v.name]
 		}
 		plan, err := apply(v, u)
 		if err != nil {
@@ -467,12 +480,15 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 			pl.Warnings = append(pl.Warnings, fmt.Sprintf("space goal held back: the newest revision of %s grew suddenly (see its warning), so no volume loses history for the goal", guarded))
 			pl.Space = nil
 		}
-		if plan.Space != nil && guarded == "" {
+		if plan.Space != nil && guarded == "" && share == nil {
 			// What this volume's removals free is off the next volume's
 			// share, or a prune of N volumes would free about N times
 			// what the goal needs.
 			usage.RepoSize -= plan.Space.Freed
 			usage.Free += plan.Space.Freed
+		}
+		if plan.Space != nil {
+			need, freed = max(need, share[spaceNeedKey].RepoSize), freed+plan.Space.Freed
 		}
 		plans = append(plans, pl)
 		for _, d := range plan.Decisions {
@@ -481,7 +497,97 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 			}
 		}
 	}
+	if share != nil {
+		// Each plan was asked for its share; the goal and what is met are
+		// the repository's.
+		for _, pl := range plans {
+			if pl.Space != nil {
+				pl.Space.Need, pl.Space.Met = need, freed >= need
+			}
+		}
+		if freed < need && len(plans) > 0 {
+			plans[0].Warnings = append(plans[0].Warnings, fmt.Sprintf("space goal not met: removing every revision the other rules and safety rails allow, in all volumes, frees ~%s of %s needed", humanBytes(freed), humanBytes(need)))
+		}
+	}
 	return plans, remove, nil
+}
+
+type volumePlan struct {
+	name string
+	plan *retention.Plan
+}
+
+// spaceNeedKey is the entry of spaceShares' map whose RepoSize carries
+// the repository's need (no volume has an empty name).
+const spaceNeedKey = ""
+
+// spaceShares merges what each volume's plan, asked for the whole need,
+// removes for the space goal into one order across volumes (order
+// "age": oldest first; else least important first, by each volume's
+// rank), takes from it until the need is met, and returns for each
+// volume the usage that makes its plan remove exactly its part.
+func spaceShares(plans []volumePlan, order string) map[string]retention.Usage {
+	type cand struct {
+		vol  string
+		rank int
+		time time.Time
+		est  int64
+	}
+	var cands []cand
+	var need int64
+	for _, vp := range plans {
+		if vp.plan.Space == nil {
+			continue
+		}
+		need = max(need, vp.plan.Space.Need)
+		for _, d := range vp.plan.Decisions {
+			if d.Keep || d.Deferred {
+				continue
+			}
+			for _, r := range d.Reasons {
+				if r.Rank > 0 {
+					est := d.Revision.Freeable
+					if est <= 0 {
+						est = d.Revision.Added
+					}
+					cands = append(cands, cand{vp.name, r.Rank, d.Revision.Time, est})
+					break
+				}
+			}
+		}
+	}
+	slices.SortStableFunc(cands, func(x, y cand) int {
+		if order != "age" && x.rank != y.rank {
+			return y.rank - x.rank // the least important first
+		}
+		return x.time.Compare(y.time)
+	})
+	perVol := map[string]int64{}
+	var got int64
+	for _, c := range cands {
+		if got >= need {
+			break
+		}
+		perVol[c.vol] += c.est
+		got += c.est
+	}
+	out := map[string]retention.Usage{spaceNeedKey: {RepoSize: need}}
+	for _, vp := range plans {
+		rep := vp.plan.Space
+		if rep == nil {
+			continue
+		}
+		part := perVol[vp.name]
+		u := retention.Usage{Free: 1 << 62}
+		if rep.MaxSize > 0 {
+			u.RepoSize = rep.MaxSize + part
+		}
+		if rep.MinFree > 0 {
+			u.Free = rep.MinFree - part
+		}
+		out[vp.name] = u
+	}
+	return out
 }
 
 // pruneCollect finishes removals and collects garbage after a round,
