@@ -632,7 +632,7 @@ func MountBrowse(ctx context.Context, dir string, r *layers.Repo, opts Options) 
 	}
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
 	b := newBrowseFS(r, opts, errs)
-	m, err := mount(ctx, dir, b, opts, mountParams{name: "browse", acl: true, readOnly: true})
+	m, err := mount(ctx, dir, b, opts, mountParams{name: "browse", acl: true, readOnly: true, linksMove: true})
 	if err != nil {
 		return nil, err
 	}

@@ -123,6 +123,11 @@ func TestBrowse(t *testing.T) {
 	if got := read("files/" + RevisionDirName(rev4) + "/f"); got != "three" {
 		t.Errorf("new revision: %q", got)
 	}
+	// latest, read above, follows it: the kernel kept a symlink's target
+	// for good, and the new one has the same length.
+	if tgt, err := os.Readlink(filepath.Join(mnt, "files", "latest")); err != nil || tgt != RevisionDirName(rev4) {
+		t.Errorf("latest -> %q, %v after a commit; want %q", tgt, err, RevisionDirName(rev4))
+	}
 }
 
 // TestBrowseBlock: a block volume's revisions show disk.img.
