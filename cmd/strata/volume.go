@@ -153,15 +153,16 @@ func (c *volumeRmCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 func opVolumeRemove(ctx context.Context, env *opEnv, a volumeRmArgs) (any, error) {
-	if _, err := env.repo.layers.Volume(ctx, a.Name); err != nil {
+	info, err := env.repo.layers.Volume(ctx, a.Name)
+	if err != nil {
 		return nil, volumeErr(err, a.Name)
 	}
 	if env.srv != nil {
-		if where := env.srv.volumeUse(a.Name); where != "" {
+		if where := env.srv.volumeUse(a.Name, info.Type); where != "" {
 			return nil, fail(exitError, "unmount or stop that first ('strata status' lists mounts and exports)", "volume %s is %s", a.Name, where)
 		}
 	}
-	err := env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
+	err = env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
 	var hr *layers.HasRevisionsError
 	if errors.As(err, &hr) {
 		return nil, fail(exitError, "pass --force to remove them too (this cannot be undone)", "volume %s has %s", a.Name, count(int64(hr.Revisions), "revision"))
