@@ -266,13 +266,19 @@ func parseAge(s string) (time.Duration, error) {
 	return total, nil
 }
 
-// HasRevisionsError is returned by RemoveVolume without force.
+// HasRevisionsError is returned by RemoveVolume without force, and with
+// force when some revisions are protected.
 type HasRevisionsError struct {
 	Volume    string
 	Revisions int
+	// Protected lists the ids of the protected revisions, in commit order.
+	Protected []string
 }
 
 func (e *HasRevisionsError) Error() string {
+	if len(e.Protected) > 0 {
+		return fmt.Sprintf("volume %s has %d revisions, %d of them protected", e.Volume, e.Revisions, len(e.Protected))
+	}
 	return fmt.Sprintf("volume %s has %d revisions", e.Volume, e.Revisions)
 }
 
