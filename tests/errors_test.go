@@ -52,6 +52,9 @@ func TestBadInputErrors(t *testing.T) {
 		{"diff with a path", []string{"diff", "home@~1:/a", "home@latest"}, "without a :PATH"},
 		{"diff of staging", []string{"diff", "home@latest", "home"}, "staging cannot be compared"},
 		{"future revision time", []string{"commit", "home", "--time", "2999-01-01T00:00:00Z"}, "in the future"},
+		// The zero time was taken for "no --time" and became now.
+		{"zero revision time", []string{"commit", "home", "--time", "0001-01-01T00:00:00Z"}, "before 1970-01-01"},
+		{"revision time before 1970", []string{"commit", "home", "--time", "1969-12-31 23:59:59"}, "before 1970-01-01"},
 		// Ages past time.Duration's 292 years wrapped around to the latest.
 		{"age of 293 years", []string{"diff", "home@293y", "home@latest"}, `age "293y" is out of range`},
 		{"age of 2562048 hours", []string{"diff", "home@2562048h", "home@latest"}, `age "2562048h" is out of range`},

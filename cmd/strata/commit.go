@@ -57,6 +57,13 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 		if t.After(time.Now().Add(time.Minute)) {
 			return fail(exitUsage, "--time says when the data was backed up (for imports of older backups); leave it out to use now", "--time %s is in the future", t.UTC().Format(time.RFC3339))
 		}
+		// The zero time (0001-01-01) is what "no --time" looks like on
+		// the wire, so it was silently replaced by now. No backup is
+		// older than 1970; before 1678 even the nanosecond times prune's
+		// importance ranking compares wrap around.
+		if t.Before(time.Unix(0, 0)) {
+			return fail(exitUsage, "--time says when the data was backed up (for imports of older backups); leave it out to use now", "--time %s is before 1970-01-01, older than any backup can be", t.UTC().Format(time.RFC3339))
+		}
 		a.Time = t
 	}
 	var rev commitResult
