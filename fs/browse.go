@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -394,7 +395,7 @@ func (b *browseFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string,
 		if err != nil {
 			return b.errs.status("lookup", err)
 		}
-		if _, ok := newest(revs, name); !ok || name == "" {
+		if _, ok := newest(revs, name); !ok || !showableTag(name) {
 			return fuse.ENOENT
 		}
 		return b.synthEntry(ctx, synthNode{kind: synthTag, vol: n.vol, tag: name}, out)
@@ -484,7 +485,7 @@ func (b *browseFS) listing(ctx context.Context, n synthNode) ([]fuse.DirEntry, e
 		var tags []string
 		for _, r := range revs {
 			for _, t := range r.Tags {
-				if t != "" && !seen[t] {
+				if showableTag(t) && !seen[t] {
 					seen[t] = true
 					tags = append(tags, t)
 				}
@@ -498,6 +499,15 @@ func (b *browseFS) listing(ctx context.Context, n synthNode) ([]fuse.DirEntry, e
 		return nil, layers.ErrNotDir
 	}
 	return ents, nil
+}
+
+// showableTag reports whether tag can be a name in VOLUME/tags/. Tags
+// are checked when set (layers.CheckTag), but older repositories may
+// hold one with a '/' or a NUL: the kernel fails a whole READDIR reply
+// with EIO on such a name, hiding every tag after it, so those are left
+// out (specs still name them).
+func showableTag(tag string) bool {
+	return tag != "" && tag != "." && tag != ".." && len(tag) <= 255 && !strings.ContainsAny(tag, "/\x00")
 }
 
 func (b *browseFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
@@ -666,7 +676,7 @@ func MountBrowse(ctx context.Context, dir string, r *layers.Repo, opts Options) 
 	}
 	errs := &errLog{logger: opts.Logger, now: opts.Now}
 	b := newBrowseFS(r, opts, errs)
-	m, err := mount(ctx, dir, b, opts, mountParams{name: "browse", acl: true, readOnly: true})
+	m, err := mount(ctx, dir, b, opts, mountParams{name: "browse", acl: true, readOnly: true, linksMove: true})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -122,6 +123,36 @@ func TestBrowse(t *testing.T) {
 	}
 	if got := read("files/" + RevisionDirName(rev4) + "/f"); got != "three" {
 		t.Errorf("new revision: %q", got)
+	}
+	// latest, read above, follows it: the kernel kept a symlink's target
+	// for good, and the new one has the same length.
+	if tgt, err := os.Readlink(filepath.Join(mnt, "files", "latest")); err != nil || tgt != RevisionDirName(rev4) {
+		t.Errorf("latest -> %q, %v after a commit; want %q", tgt, err, RevisionDirName(rev4))
+	}
+}
+
+// TestShowableTag: the tags the --all mount lists; the kernel fails a
+// whole directory listing on a name it cannot take (EIO).
+func TestShowableTag(t *testing.T) {
+	for _, tt := range []struct {
+		tag  string
+		want bool
+	}{
+		{"daily", true},
+		{"3", true}, // refused by CheckTag now, but a fine file name
+		{"a b", true},
+		{strings.Repeat("t", 255), true},
+		{"", false},
+		{".", false},
+		{"..", false},
+		{"a/b", false},
+		{"/", false},
+		{"a\x00b", false},
+		{strings.Repeat("t", 256), false},
+	} {
+		if got := showableTag(tt.tag); got != tt.want {
+			t.Errorf("showableTag(%q) = %v, want %v", tt.tag, got, tt.want)
+		}
 	}
 }
 

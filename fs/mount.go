@@ -246,6 +246,9 @@ type mountParams struct {
 	stop func()
 	// writers lists the inodes open for writing (nil: none can be).
 	writers func() []layers.Ino
+	// linksMove: a symlink's target may change under the same inode
+	// (the browse mount's VOLUME/latest and tags/* follow commits).
+	linksMove bool
 }
 
 func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options, p mountParams) (*Mount, error) {
@@ -298,8 +301,12 @@ func mount(ctx context.Context, dir string, raw fuse.RawFileSystem, opts Options
 		EnableAcl: p.acl && kernelChecks,
 		// A symlink's target never changes (layers has no operation
 		// for it), so the kernel may keep it: rsync reads every
-		// destination symlink it compares.
-		EnableSymlinkCaching: true,
+		// destination symlink it compares. Not where targets move: the
+		// kernel keeps a cached target until the inode is evicted, and
+		// only a size change of a regular file invalidates it; a link
+		// whose target changes to one of the same length (latest, from
+		// one revision directory to the next) read stale for good.
+		EnableSymlinkCaching: !p.linksMove,
 		// Our READ replies are bytes, never a file descriptor to splice
 		// from. go-fuse v2.12.1 still tries to splice each one: it
 		// writes the header into a pipe, finds no descriptor, drains the

@@ -176,7 +176,9 @@ type Revision struct {
 
 // CommitOptions set what a commit records. Zero Time means now.
 type CommitOptions struct {
-	Time    time.Time
+	Time time.Time
+	// Tags are trimmed of surrounding space and must pass CheckTag;
+	// duplicates are dropped.
 	Tags    []string
 	Message string
 	// AllowLost commits staging files whose data a crash lost as they

@@ -36,6 +36,17 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 	if err != nil {
 		return Revision{}, err
 	}
+	// Checked before anything is sealed, so a bad tag commits nothing.
+	var tags []string
+	for _, t := range opts.Tags {
+		t = strings.TrimSpace(t)
+		if err := CheckTag(t); err != nil {
+			return Revision{}, fmt.Errorf("commit %s: %w", volume, err)
+		}
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
 	now := r.now().UTC()
 	when := opts.Time.UTC()
 	if opts.Time.IsZero() {
@@ -82,12 +93,7 @@ func (r *Repo) Commit(ctx context.Context, volume string, opts CommitOptions) (R
 		return Revision{}, err
 	}
 	seq := v.seq.Load()
-	rev := revRecord{Revision: Revision{Volume: volume, Seq: seq, Time: when, Message: opts.Message}}
-	for _, t := range opts.Tags {
-		if t = strings.TrimSpace(t); t != "" && !slices.Contains(rev.Tags, t) {
-			rev.Tags = append(rev.Tags, t)
-		}
-	}
+	rev := revRecord{Revision: Revision{Volume: volume, Seq: seq, Time: when, Tags: tags, Message: opts.Message}}
 	var idb [8]byte
 	if _, err := io.ReadFull(rand.Reader, idb[:]); err != nil {
 		return Revision{}, fmt.Errorf("commit %s: %w", volume, err)

@@ -150,10 +150,23 @@ func TestRevisionsStayImmutable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Removing the volume releases every chunk it held.
+	// Removing the volume releases every chunk it held. A protected
+	// revision stops it, force or not: force removed it unannounced.
+	for _, force := range []bool{false, true} {
+		err := e.repo.RemoveVolume(ctx, "v", force)
+		if he := (*layers.HasRevisionsError)(nil); !errors.As(err, &he) || he.Revisions != 6 || len(he.Protected) != 1 || he.Protected[0] != ids[1] {
+			t.Fatalf("remove (force %v) with %s protected: %v, want a HasRevisionsError naming it", force, ids[1], err)
+		}
+	}
+	if _, err := e.repo.Volume(ctx, "v"); err != nil {
+		t.Fatalf("volume after a refused remove: %v", err)
+	}
+	if err := e.repo.SetProtected(ctx, "v", ids[1], false); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.repo.RemoveVolume(ctx, "v", false); err == nil {
 		t.Fatal("remove without force succeeded")
-	} else if he := (*layers.HasRevisionsError)(nil); !errors.As(err, &he) || he.Revisions != 6 {
+	} else if he := (*layers.HasRevisionsError)(nil); !errors.As(err, &he) || he.Revisions != 6 || len(he.Protected) != 0 {
 		t.Fatalf("remove without force: %v", err)
 	}
 	if err := e.repo.RemoveVolume(ctx, "v", true); err != nil {

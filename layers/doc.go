@@ -156,7 +156,8 @@
 //
 // Callers branch on the sentinels in api.go (ErrNotFound, ErrExists, ...,
 // ErrNoSpace for a full spool) with errors.Is; they are wrapped with the
-// operation and object. *HasRevisionsError and *SpecError carry details.
+// operation and object. *HasRevisionsError, *SpecError, *TagError and
+// *AgeRangeError carry details.
 // Badger's errors are checked at the call, where its wrapping would
 // otherwise drop them.
 package layers

@@ -180,7 +180,8 @@ func (r *Repo) Snapshot(ctx context.Context, volume, id string) (*Tree, error) {
 }
 
 // RemoveVolume removes a volume and, with force, all its revisions.
-// Without force and with revisions, the error is a *HasRevisionsError.
+// Without force and with revisions, or with protected revisions, the
+// error is a *HasRevisionsError.
 // Every chunk reference the volume held is released.
 func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error {
 	v, err := r.volume(name)
@@ -193,8 +194,16 @@ func (r *Repo) RemoveVolume(ctx context.Context, name string, force bool) error 
 	if err != nil {
 		return err
 	}
-	if len(rrs) > 0 && !force {
-		return &HasRevisionsError{Volume: name, Revisions: len(rrs)}
+	var protected []string
+	for _, rr := range rrs {
+		if rr.Protected {
+			protected = append(protected, rr.ID)
+		}
+	}
+	// Protection is what keeps a revision from every removal; force
+	// removed them unannounced.
+	if len(rrs) > 0 && (!force || len(protected) > 0) {
+		return &HasRevisionsError{Volume: name, Revisions: len(rrs), Protected: protected}
 	}
 	// Into badger first, so the removal below finds every record.
 	if err := v.flushPending(); err != nil {

@@ -3,6 +3,7 @@ package layers
 import (
 	"context"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -163,7 +164,7 @@ func resolveNumeric(revs []Revision, spec string, now time.Time) (rev Revision, 
 	case reAge.MatchString(spec):
 		age, ageErr := parseAge(spec)
 		if ageErr != nil {
-			return Revision{}, false, &SpecError{Spec: spec}
+			return Revision{}, false, &SpecError{Spec: spec, Err: ageErr}
 		}
 		rev, err = atOrBefore(revs, spec, now.Add(-age))
 	default:
@@ -236,10 +237,10 @@ func lastN(revs []Revision, n int) []Revision {
 	return revs[max(0, len(revs)-n):]
 }
 
-// parseAge parses ages like 3d, 36h, 2w, 1d12h (s, m, h, d, w, y=365d).
 // ParseAge reads an age as revision specs take it (3d, 36h, 2w, 1d12h;
-// s, m, h, d, w, y with m for minutes), for flags that should read ages
-// the same way.
+// s, m, h, d, w, y with m for minutes and y for 365 days), for flags that
+// should read ages the same way. An age longer than a time.Duration holds
+// (about 292 years) is an *AgeRangeError.
 func ParseAge(s string) (time.Duration, error) {
 	if !reAge.MatchString(s) {
 		return 0, fmt.Errorf("bad age %q", s)
@@ -247,32 +248,57 @@ func ParseAge(s string) (time.Duration, error) {
 	return parseAge(s)
 }
 
+var ageUnits = map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour,
+	'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}
+
 func parseAge(s string) (time.Duration, error) {
+	in := s
 	var total time.Duration
 	for s != "" {
 		i := 0
 		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
 			i++
 		}
-		n, err := strconv.ParseInt(s[:i], 10, 64)
-		if err != nil || i == len(s) {
-			return 0, fmt.Errorf("bad age %q", s)
+		if i == 0 || i == len(s) {
+			return 0, fmt.Errorf("bad age %q", in)
 		}
-		unit := map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour,
-			'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}[s[i]]
+		unit, ok := ageUnits[s[i]]
+		if !ok {
+			return 0, fmt.Errorf("bad age %q", in)
+		}
+		// Multiplied unchecked, 293y wrapped around to a negative
+		// duration, which named the latest revision.
+		n, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil || n > int64(math.MaxInt64-total)/int64(unit) {
+			return 0, &AgeRangeError{Age: in}
+		}
 		total += time.Duration(n) * unit
 		s = s[i+1:]
 	}
 	return total, nil
 }
 
-// HasRevisionsError is returned by RemoveVolume without force.
+// AgeRangeError is an age longer than a time.Duration holds: about 292
+// years, the most strata counts back from now.
+type AgeRangeError struct{ Age string }
+
+func (e *AgeRangeError) Error() string {
+	return fmt.Sprintf("age %q is out of range: ages go up to 292y (106751d, 2562047h)", e.Age)
+}
+
+// HasRevisionsError is returned by RemoveVolume without force, and with
+// force when some revisions are protected.
 type HasRevisionsError struct {
 	Volume    string
 	Revisions int
+	// Protected lists the ids of the protected revisions, in commit order.
+	Protected []string
 }
 
 func (e *HasRevisionsError) Error() string {
+	if len(e.Protected) > 0 {
+		return fmt.Sprintf("volume %s has %d revisions, %d of them protected", e.Volume, e.Revisions, len(e.Protected))
+	}
 	return fmt.Sprintf("volume %s has %d revisions", e.Volume, e.Revisions)
 }
 
@@ -283,9 +309,17 @@ type SpecError struct {
 	Spec       string
 	Candidates []Revision
 	Ambiguous  bool
+	// Err says why the spec cannot name any revision (an
+	// *AgeRangeError); Candidates is then empty.
+	Err error
 }
 
+func (e *SpecError) Unwrap() error { return e.Err }
+
 func (e *SpecError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("revision spec %q: %v", e.Spec, e.Err)
+	}
 	ids := make([]string, len(e.Candidates))
 	for i, c := range e.Candidates {
 		ids[i] = c.ID + " (" + c.Time.UTC().Format(time.RFC3339) + ")"

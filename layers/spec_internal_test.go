@@ -119,9 +119,10 @@ func TestResolveTimeAsListed(t *testing.T) {
 
 func TestParseAge(t *testing.T) {
 	for _, tt := range []struct {
-		in   string
-		want time.Duration
-		bad  bool
+		in      string
+		want    time.Duration
+		bad     bool
+		tooLong bool
 	}{
 		{in: "26h", want: 26 * time.Hour},
 		{in: "3d", want: 72 * time.Hour},
@@ -132,10 +133,39 @@ func TestParseAge(t *testing.T) {
 		{in: "3", bad: true},
 		{in: "3x", bad: true},
 		{in: "-1d", bad: true},
+		// The longest ages a time.Duration holds, and one unit more:
+		// those wrapped around to negative ages, which named the
+		// latest revision.
+		{in: "292y", want: 292 * 365 * 24 * time.Hour},
+		{in: "106751d", want: 106751 * 24 * time.Hour},
+		{in: "2562047h", want: 2562047 * time.Hour},
+		{in: "293y", bad: true, tooLong: true},
+		{in: "106752d", bad: true, tooLong: true},
+		{in: "2562048h", bad: true, tooLong: true},
+		{in: "292y1000d", bad: true, tooLong: true}, // each part fits, the sum does not
+		{in: "99999999999999999999s", bad: true, tooLong: true},
 	} {
 		got, err := ParseAge(tt.in)
-		if tt.bad != (err != nil) || !tt.bad && got != tt.want {
-			t.Errorf("ParseAge(%q) = %v, %v; want %v (bad %v)", tt.in, got, err, tt.want, tt.bad)
+		var ar *AgeRangeError
+		if tt.bad != (err != nil) || !tt.bad && got != tt.want || tt.tooLong != errors.As(err, &ar) {
+			t.Errorf("ParseAge(%q) = %v, %v; want %v (bad %v, out of range %v)", tt.in, got, err, tt.want, tt.bad, tt.tooLong)
 		}
+	}
+}
+
+// An age too long to count back is an error naming the range, as a
+// spec; it resolved to the latest revision.
+func TestResolveAgeOutOfRange(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	revs := []Revision{{ID: "a1b2c3d4e5f60718", Time: t0}, {ID: "b1b2c3d4e5f60718", Time: t0.Add(time.Hour)}}
+	for _, spec := range []string{"293y", "2562048h", "106752d", "9999y"} {
+		got, err := resolveSpec(revs, spec, t0.Add(2*time.Hour))
+		var ar *AgeRangeError
+		if !errors.As(err, &ar) {
+			t.Errorf("%s: got %q, %v; want an AgeRangeError", spec, got.ID, err)
+		}
+	}
+	if got, err := resolveSpec(revs, "292y", t0.Add(2*time.Hour)); err == nil {
+		t.Errorf("292y: got %q, want no match", got.ID)
 	}
 }

@@ -640,3 +640,89 @@ func TestNBDClientsShown(t *testing.T) {
 	}
 	r.must("stop")
 }
+
+// TestBlockDiffJSON: diff --json of a block volume gives every changed
+// range its offset, 0 included; a file tree's entries carry no range.
+// QA: the range at the start of the disk came out without "off".
+// Steps: a 1 MiB block volume of 64 KiB blocks, mounted; commit it
+// empty; write its first and its third block, commit; write the first
+// again, commit; diff --json those revisions, the last both ways round;
+// then a file tree with a file added.
+// Pass: the block entries are {"off": 0, "len": 65536} and {"off":
+// 131072, "len": 65536} (then only the first), each with both keys;
+// the file tree's entries have neither.
+func TestBlockDiffJSON(t *testing.T) {
+	r := newRepo(t)
+	r.must("volume", "create", "vm", "--block", "1M", "--block-size", "64K")
+	stage := r.mkdir("mnt/stage")
+	r.must("mount", "vm", stage)
+	writeAt := func(data string, off int64) {
+		t.Helper()
+		f, err := os.OpenFile(filepath.Join(stage, "disk.img"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte(data), off); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.must("commit", "vm", "--tag", "zero")
+	writeAt("boot", 0)
+	writeAt("data", 128<<10)
+	r.must("commit", "vm", "--tag", "one")
+	writeAt("BOOT", 0)
+	r.must("commit", "vm", "--tag", "two")
+	r.must("umount", stage)
+
+	// ranges decodes diff --json's entries as raw fields, to tell a
+	// missing key from a zero.
+	ranges := func(a, b string) []map[string]json.RawMessage {
+		t.Helper()
+		var res struct{ Entries []map[string]json.RawMessage }
+		out := r.must("--json", "diff", a, b)
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("diff --json %s %s: %v\n%s", a, b, err, out)
+		}
+		return res.Entries
+	}
+	for _, tt := range []struct {
+		a, b string
+		want []string // off,len of each entry
+	}{
+		{"vm@zero", "vm@one", []string{"0,65536", "131072,65536"}},
+		{"vm@one", "vm@two", []string{"0,65536"}},
+		{"vm@two", "vm@one", []string{"0,65536"}},
+	} {
+		var got []string
+		for _, e := range ranges(tt.a, tt.b) {
+			got = append(got, string(e["off"])+","+string(e["len"]))
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("diff --json %s %s: ranges %q, want %q", tt.a, tt.b, got, tt.want)
+		}
+	}
+
+	fstage := r.mountNewVolume("home")
+	r.must("commit", "home")
+	if err := os.WriteFile(filepath.Join(fstage, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.must("commit", "home")
+	r.must("umount", fstage)
+	ents := ranges("home@~1", "home@latest")
+	if len(ents) == 0 {
+		t.Fatal("diff --json of a file tree: no entries")
+	}
+	for _, e := range ents {
+		if _, ok := e["off"]; ok {
+			t.Errorf("file tree diff entry with a block range: %v", e)
+		}
+		if _, ok := e["len"]; ok {
+			t.Errorf("file tree diff entry with a block range: %v", e)
+		}
+	}
+}

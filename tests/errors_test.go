@@ -15,7 +15,8 @@ import (
 // and nothing stored changes.
 // Steps: one repository with a volume and two revisions; then each case.
 // Pass: each case exits non-zero with a message naming the cause; after
-// all of them both revisions are still listed and the second still reads.
+// all of them both revisions are still listed (and no other) and the
+// second still reads; check refuses a --crit age beyond its range.
 func TestBadInputErrors(t *testing.T) {
 	r := newRepo(t)
 	stage := r.mountNewVolume("home")
@@ -51,6 +52,15 @@ func TestBadInputErrors(t *testing.T) {
 		{"diff with a path", []string{"diff", "home@~1:/a", "home@latest"}, "without a :PATH"},
 		{"diff of staging", []string{"diff", "home@latest", "home"}, "staging cannot be compared"},
 		{"future revision time", []string{"commit", "home", "--time", "2999-01-01T00:00:00Z"}, "in the future"},
+		// The zero time was taken for "no --time" and became now.
+		{"zero revision time", []string{"commit", "home", "--time", "0001-01-01T00:00:00Z"}, "before 1970-01-01"},
+		{"revision time before 1970", []string{"commit", "home", "--time", "1969-12-31 23:59:59"}, "before 1970-01-01"},
+		// Ages past time.Duration's 292 years wrapped around to the latest.
+		{"age of 293 years", []string{"diff", "home@293y", "home@latest"}, `age "293y" is out of range`},
+		{"age of 2562048 hours", []string{"diff", "home@2562048h", "home@latest"}, `age "2562048h" is out of range`},
+		{"age of 106752 days", []string{"diff", "home@106752d", "home@latest"}, `age "106752d" is out of range`},
+		{"age of 292 years", []string{"diff", "home@292y", "home@latest"}, "no revision of home matches"},
+		{"bad tag", []string{"commit", "home", "--tag", "daily,a/b"}, `tag "a/b" contains '/'`},
 		// An unset $DEST in a script: not the working directory.
 		{"empty restore destination", []string{"restore", "home@latest", ""}, "DEST is empty"},
 	}
@@ -77,8 +87,12 @@ func TestBadInputErrors(t *testing.T) {
 		t.Errorf("latest revision reads %q, %v", b, err)
 	}
 	r.must("umount", ro)
-	if n := strings.Count(r.must("list", "home"), "daily"); n != 2 {
-		t.Errorf("after the bad inputs list shows %d revisions, want 2", n)
+	if out := r.must("list", "home"); !strings.Contains(out, "2 revisions,") {
+		t.Errorf("after the bad inputs list shows other than 2 revisions:\n%s", out)
+	}
+	// check said "--crit 300y is below --warn 200y".
+	if res := r.run("check", "--warn", "200y", "--crit", "300y"); res.code != 3 || !strings.Contains(res.stdout, `bad --crit: age "300y" is out of range`) {
+		t.Errorf("check --warn 200y --crit 300y: exit %d, stdout %q; want 3 and the range", res.code, res.stdout)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 
 type commitCmd struct {
 	Volume    string   `arg:"" help:"Volume to commit."`
-	Tag       []string `sep:"," help:"Tags for the revision (comma separated or repeated)."`
+	Tag       []string `sep:"none" help:"Tags for the revision (comma separated or repeated)."`
 	Message   string   `short:"m" help:"A note stored with the revision."`
 	Time      string   `placeholder:"T" help:"Revision time (RFC 3339 or YYYY-MM-DD[ HH:MM:SS]); default now. For imports and tests."`
 	Schedule  string   `placeholder:"S" help:"Tag the revision with every interval of schedule S that is due."`
@@ -31,7 +31,22 @@ type commitArgs struct {
 }
 
 func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
-	a := commitArgs{Volume: c.Volume, Tags: c.Tag, Message: c.Message, Schedule: c.Schedule, AllowLost: c.AllowLost}
+	a := commitArgs{Volume: c.Volume, Message: c.Message, Schedule: c.Schedule, AllowLost: c.AllowLost}
+	// Split here, not by kong (sep:","), which made --tag "" (an unset
+	// variable in a script) no tag at all instead of an empty one.
+	for _, list := range c.Tag {
+		for _, t := range strings.Split(list, ",") {
+			// "--tag 'daily, weekly'" means two tags, as it always did.
+			t = strings.TrimSpace(t)
+			if t == "" {
+				return fail(exitUsage, tagHint, "--tag %q holds an empty tag", list)
+			}
+			if err := layers.CheckTag(t); err != nil {
+				return tagErr(err)
+			}
+			a.Tags = append(a.Tags, t)
+		}
+	}
 	if c.Time != "" {
 		t, err := parseTime(c.Time)
 		if err != nil {
@@ -41,6 +56,13 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 		// negative until then, hiding missed backups from 'strata check'.
 		if t.After(time.Now().Add(time.Minute)) {
 			return fail(exitUsage, "--time says when the data was backed up (for imports of older backups); leave it out to use now", "--time %s is in the future", t.UTC().Format(time.RFC3339))
+		}
+		// The zero time (0001-01-01) is what "no --time" looks like on
+		// the wire, so it was silently replaced by now. No backup is
+		// older than 1970; before 1678 even the nanosecond times prune's
+		// importance ranking compares wrap around.
+		if t.Before(time.Unix(0, 0)) {
+			return fail(exitUsage, "--time says when the data was backed up (for imports of older backups); leave it out to use now", "--time %s is before 1970-01-01, older than any backup can be", t.UTC().Format(time.RFC3339))
 		}
 		a.Time = t
 	}
@@ -138,6 +160,10 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 		newest, _ = latestRevision(ctx, env.repo.layers, a.Volume)
 	}
 	rev, err := env.repo.layers.Commit(ctx, a.Volume, layers.CommitOptions{Time: a.Time, Tags: tags, Message: a.Message, AllowLost: a.AllowLost})
+	var te *layers.TagError
+	if errors.As(err, &te) {
+		return nil, tagErr(te)
+	}
 	var lost *layers.LostDataError
 	if errors.As(err, &lost) {
 		hint := "run the backup into staging again: rsync sends those files anew (their mtime is 1970-01-01); or pass --allow-lost to commit them as they read now, as zeros"
@@ -175,6 +201,14 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 		}
 	}
 	return res, nil
+}
+
+// tagHint says what a tag may be.
+const tagHint = "a tag is a name like daily, pre-upgrade or v1.2 that NAME@TAG can name; nothing was committed"
+
+// tagErr turns a *layers.TagError (err) into the user's error.
+func tagErr(err error) error {
+	return &userError{msg: err.Error(), hint: tagHint, code: exitUsage, err: err, quiet: true}
 }
 
 // parseTime reads --time in the forms revision specs take (layers.ParseTime).

@@ -35,8 +35,11 @@ type diffEntry struct {
 	Change  string `json:"change"` // added, removed, modified, type, attributes
 	OldSize int64  `json:"old_size"`
 	NewSize int64  `json:"new_size"`
-	Off     int64  `json:"off,omitempty"` // block volumes: the changed byte range
-	Len     int64  `json:"len,omitempty"`
+	// Off and Len are the changed byte range of a block volume, on
+	// every one of its entries and on no file tree's. Pointers, not
+	// omitempty ints: a range at offset 0 lost its "off".
+	Off *int64 `json:"off,omitempty"`
+	Len *int64 `json:"len,omitempty"`
 }
 
 // changeWord names layers.DiffEntry's change codes for --json; the text
@@ -103,8 +106,8 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 			fmt.Printf("- %s (%s)\n", e.Path, humanBytes(e.OldSize))
 		default:
 			changed++
-			if e.Len > 0 { // a block volume's changed range
-				fmt.Printf("%c %s bytes %d-%d (%s)\n", code, e.Path, e.Off, e.Off+e.Len-1, humanBytes(e.Len))
+			if e.Off != nil && e.Len != nil { // a block volume's changed range
+				fmt.Printf("%c %s bytes %d-%d (%s)\n", code, e.Path, *e.Off, *e.Off+*e.Len-1, humanBytes(*e.Len))
 				continue
 			}
 			fmt.Printf("%c %s (%s -> %s)\n", code, e.Path, humanBytes(e.OldSize), humanBytes(e.NewSize))
@@ -123,9 +126,17 @@ func opDiff(ctx context.Context, env *opEnv, a diffArgs) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	info, err := env.repo.layers.Volume(ctx, a.Volume)
+	if err != nil {
+		return nil, volumeErr(err, a.Volume)
+	}
 	res := diffResult{A: ra.ID, B: rb.ID, Entries: []diffEntry{}}
 	err = env.repo.layers.Diff(ctx, a.Volume, ra.ID, rb.ID, func(e layers.DiffEntry) error {
-		res.Entries = append(res.Entries, diffEntry{Path: e.Path, PathRaw: rawIfInvalid(e.Path), Change: changeWord(e.Change), OldSize: e.OldSize, NewSize: e.NewSize, Off: e.Off, Len: e.Len})
+		de := diffEntry{Path: e.Path, PathRaw: rawIfInvalid(e.Path), Change: changeWord(e.Change), OldSize: e.OldSize, NewSize: e.NewSize}
+		if info.Type == layers.TypeBlock {
+			de.Off, de.Len = &e.Off, &e.Len
+		}
+		res.Entries = append(res.Entries, de)
 		return nil
 	})
 	return res, err

@@ -292,9 +292,9 @@ func (s *server) addMount(e *mountEntry) mountInfo {
 	return e.mountInfo
 }
 
-// volumeUse says where a volume is mounted or exported ("" if nowhere),
-// in words for an error message.
-func (s *server) volumeUse(vol string) string {
+// volumeUse says where volume vol of type typ is mounted or exported (""
+// if nowhere), in words for an error message.
+func (s *server) volumeUse(vol string, typ layers.VolumeType) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range s.mounts {
@@ -306,7 +306,7 @@ func (s *server) volumeUse(vol string) string {
 		}
 	}
 	for _, n := range s.nbds {
-		if n.serves(vol) {
+		if n.serves(vol, typ) {
 			return "exported by the NBD server on " + n.Listen
 		}
 	}

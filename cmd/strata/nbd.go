@@ -261,9 +261,14 @@ func opNBDStop(ctx context.Context, env *opEnv, a nbdServeArgs) (any, error) {
 	return nil, e.close()
 }
 
-// serves reports whether the NBD server may export vol: all volumes, or
-// vol among its exports.
-func (n *nbdEntry) serves(vol string) bool {
+// serves reports whether the NBD server may export volume vol of type
+// typ: a block volume, when it serves all of them or vol is among its
+// exports. It never serves a file tree, so one is free to remove while
+// a server without --export runs.
+func (n *nbdEntry) serves(vol string, typ layers.VolumeType) bool {
+	if typ != layers.TypeBlock {
+		return false
+	}
 	return len(n.Exports) == 0 || slices.ContainsFunc(n.Exports, func(x string) bool {
 		name, _, _ := splitTarget(x)
 		return name == vol

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/strata-backup/strata/fs"
+	"github.com/strata-backup/strata/layers"
 	"github.com/strata-backup/strata/retention"
 	"github.com/strata-backup/strata/store"
 )
@@ -677,6 +678,11 @@ func scheduleTags(ctx context.Context, r *repository, vol, spec string, t time.T
 		return nil, &userError{msg: "bad --schedule", hint: "name a schedule from REPO/schedules.json or give a spec like daily=1d:7,weekly=1w:4", code: exitUsage, err: err}
 	}
 	sc := *p.Schedule
+	for _, tag := range sc.Tags() {
+		if err := layers.CheckTag(tag); err != nil {
+			return nil, &userError{msg: "bad --schedule " + spec, hint: "rename that interval in --schedule or REPO/schedules.json; " + tagHint, code: exitUsage, err: err}
+		}
+	}
 	revs, err := r.layers.Revisions(ctx, vol)
 	if err != nil {
 		return nil, volumeErr(err, vol)

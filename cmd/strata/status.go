@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -158,9 +159,20 @@ type checkCmd struct {
 func (c *checkCmd) Run(ctx context.Context, g *Globals) error {
 	warn, err1 := layers.ParseAge(c.Warn)
 	crit, err2 := layers.ParseAge(c.Crit)
-	if err1 != nil || err2 != nil {
-		fmt.Println("STRATA UNKNOWN - bad --warn/--crit (use ages like 26h, 3d or 1w)")
-		return &exitStatus{code: 3}
+	for _, f := range []struct {
+		flag string
+		err  error
+	}{{"--warn", err1}, {"--crit", err2}} {
+		var ar *layers.AgeRangeError
+		switch {
+		case errors.As(f.err, &ar):
+			// It wrapped around before: 300y read as an age below 200y.
+			fmt.Printf("STRATA UNKNOWN - bad %s: %v\n", f.flag, f.err)
+			return &exitStatus{code: 3}
+		case f.err != nil:
+			fmt.Println("STRATA UNKNOWN - bad --warn/--crit (use ages like 26h, 3d or 1w)")
+			return &exitStatus{code: 3}
+		}
 	}
 	if crit < warn {
 		fmt.Printf("STRATA UNKNOWN - --crit %s is below --warn %s (swapped?)\n", c.Crit, c.Warn)

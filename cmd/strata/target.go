@@ -58,6 +58,10 @@ func resolve(ctx context.Context, r *layers.Repo, volume, spec string) (layers.R
 	}
 	rev, err := r.Resolve(ctx, volume, spec, now())
 	var se *layers.SpecError
+	var ar *layers.AgeRangeError
+	if errors.As(err, &ar) {
+		return rev, &userError{msg: fmt.Sprintf("revision spec %q of %s: %v", spec, volume, ar), hint: "name an older revision by its date (2026-11-20) or id ('strata list " + volume + "' shows them)", code: exitUsage, err: err, quiet: true}
+	}
 	if errors.As(err, &se) {
 		var b strings.Builder
 		for i, c := range se.Candidates {

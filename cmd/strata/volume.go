@@ -153,20 +153,51 @@ func (c *volumeRmCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 func opVolumeRemove(ctx context.Context, env *opEnv, a volumeRmArgs) (any, error) {
-	if _, err := env.repo.layers.Volume(ctx, a.Name); err != nil {
+	info, err := env.repo.layers.Volume(ctx, a.Name)
+	if err != nil {
 		return nil, volumeErr(err, a.Name)
 	}
 	if env.srv != nil {
-		if where := env.srv.volumeUse(a.Name); where != "" {
+		if where := env.srv.volumeUse(a.Name, info.Type); where != "" {
 			return nil, fail(exitError, "unmount or stop that first ('strata status' lists mounts and exports)", "volume %s is %s", a.Name, where)
 		}
 	}
-	err := env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
+	err = env.repo.layers.RemoveVolume(ctx, a.Name, a.Force)
 	var hr *layers.HasRevisionsError
 	if errors.As(err, &hr) {
-		return nil, fail(exitError, "pass --force to remove them too (this cannot be undone)", "volume %s has %s", a.Name, count(int64(hr.Revisions), "revision"))
+		return nil, hasRevisionsErr(hr, a.Force)
 	}
 	return nil, volumeErr(err, a.Name)
+}
+
+// protectedShown is how many protected revisions a refused volume rm
+// names: enough to unprotect a few by hand, few enough for one line.
+const protectedShown = 3
+
+// hasRevisionsErr says why volume rm (with force or not) refused to
+// remove a volume with revisions, naming protected ones.
+func hasRevisionsErr(hr *layers.HasRevisionsError, force bool) error {
+	revs := count(int64(hr.Revisions), "revision")
+	if len(hr.Protected) == 0 {
+		return fail(exitError, "pass --force to remove them too (this cannot be undone)", "volume %s has %s", hr.Volume, revs)
+	}
+	var ids []string
+	for _, id := range hr.Protected[:min(len(hr.Protected), protectedShown)] {
+		ids = append(ids, id[:min(len(id), 8)])
+	}
+	named := strings.Join(ids, ", ")
+	if more := len(hr.Protected) - len(ids); more > 0 {
+		named += fmt.Sprintf(" and %d more", more)
+	}
+	unprotect := fmt.Sprintf("'strata unprotect %s@ID' each of them ('strata list %s' marks them protected)", hr.Volume, hr.Volume)
+	if len(hr.Protected) == 1 {
+		unprotect = fmt.Sprintf("'strata unprotect %s@%s'", hr.Volume, ids[0])
+	}
+	hint := fmt.Sprintf("protection keeps a revision from removal: %s first, then 'strata volume rm %s --force' (this cannot be undone)", unprotect, hr.Volume)
+	if force {
+		return fail(exitError, hint, "volume %s has %s (%s), which --force does not remove", hr.Volume, count(int64(len(hr.Protected)), "protected revision"), named)
+	}
+	return fail(exitError, hint, "volume %s has %s, %d of them protected (%s)", hr.Volume, revs, len(hr.Protected), named)
 }
 
 // volumeErr turns layers' volume errors into messages that say what to do.
