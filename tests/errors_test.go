@@ -150,15 +150,10 @@ func TestMountConflicts(t *testing.T) {
 // size (mount -o size=).
 func tmpfsRepo(t *testing.T, size string) *repo {
 	t.Helper()
-	tmpfs := filepath.Join(t.TempDir(), "tmpfs")
-	os.MkdirAll(tmpfs, 0o755)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", tmpfs).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
+	fsDir := tmpfs(t, t.TempDir(), size)
 	var args []string
 	for i := 0; i < 6; i++ {
-		args = append(args, "--shard-dir", filepath.Join(tmpfs, "s", string(rune('0'+i))))
+		args = append(args, "--shard-dir", filepath.Join(fsDir, "s", string(rune('0'+i))))
 	}
 	return newRepo(t, args...)
 }
@@ -338,17 +333,12 @@ func TestBlockFullDisk(t *testing.T) {
 func TestSmallRepoFilesystem(t *testing.T) {
 	need(t, "rsync")
 	work := t.TempDir()
-	tmpfs := filepath.Join(work, "repofs")
-	os.MkdirAll(tmpfs, 0o755)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", tmpfs).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
+	fsDir := tmpfs(t, work, "200m")
 	args := []string{"--shards", "2+1"}
 	for i := 0; i < 3; i++ {
 		args = append(args, "--shard-dir", filepath.Join(work, "shards", strconv.Itoa(i)))
 	}
-	r := newRepoAt(t, work, filepath.Join(tmpfs, "repo"), args...)
+	r := newRepoAt(t, work, filepath.Join(fsDir, "repo"), args...)
 
 	src := r.mkdir("src")
 	big := filepath.Join(src, "big.img")
@@ -374,7 +364,7 @@ func TestSmallRepoFilesystem(t *testing.T) {
 		seen := false
 		for {
 			var st syscall.Statfs_t
-			if syscall.Statfs(tmpfs, &st) == nil && st.Bavail*uint64(st.Bsize) < 8<<20 {
+			if syscall.Statfs(fsDir, &st) == nil && st.Bavail*uint64(st.Bsize) < 8<<20 {
 				seen = true
 			}
 			select {

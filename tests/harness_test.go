@@ -209,6 +209,19 @@ func nbdURI(sock string) func(export string) string {
 	return func(export string) string { return "nbd+unix:///" + export + "?socket=" + sock }
 }
 
+// tmpfs mounts a tmpfs of size (as mount's size=, e.g. "200m") on a new
+// directory under work; it is unmounted at cleanup.
+func tmpfs(t testing.TB, work, size string) string {
+	t.Helper()
+	dir := filepath.Join(work, "repofs")
+	os.MkdirAll(dir, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
 // ext4 mounts a new ext4 filesystem of size bytes (4 KiB blocks) from an
 // image in the work dir on WORK/name, for cases that must not depend on
 // the filesystem TMPDIR is on; it is unmounted at cleanup.

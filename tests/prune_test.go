@@ -733,13 +733,8 @@ func TestPruneDefersBrowsedRevision(t *testing.T) {
 // estimates, and a run removed 11 of 16 revisions where 3 would do).
 func TestPruneMinFree(t *testing.T) {
 	work := t.TempDir()
-	tmpfs := filepath.Join(work, "repofs")
-	os.MkdirAll(tmpfs, 0o755)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", tmpfs).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { syscall.Unmount(tmpfs, syscall.MNT_DETACH) })
-	r := newRepoAt(t, work, filepath.Join(tmpfs, "repo"))
+	fsDir := tmpfs(t, work, "400m")
+	r := newRepoAt(t, work, filepath.Join(fsDir, "repo"))
 	stage := r.mountNewVolume("home")
 	for i := 0; i < 8; i++ {
 		writeRandom(t, filepath.Join(stage, "f"), 8<<20, uint64(600+i))
