@@ -29,7 +29,7 @@ type Flags struct {
 	Hanoi             int      `name:"hanoi" placeholder:"DISCS" help:"Keep a Tower-of-Hanoi rotation over DISCS discs."`
 	HanoiEvery        string   `name:"hanoi-every" placeholder:"DURATION" help:"Hanoi period (default 1d)."`
 	HanoiArchive      bool     `name:"hanoi-archive" help:"Keep every revision of the last Hanoi disc."`
-	MaxSize           string   `name:"max-size" placeholder:"SIZE" help:"Remove the least important revisions until the repository fits SIZE on disk (shard files, parity included, as du counts them; e.g. 500G)."`
+	MaxSize           string   `name:"max-size" placeholder:"SIZE" help:"Remove the least important revisions until the repository fits SIZE on disk (shard files, parity included, as du counts them; e.g. 500G). With a space goal the --keep-* rules keep what they name, and the rest goes only as far as the goal needs."`
 	MinFree           string   `name:"min-free" placeholder:"SIZE|auto" help:"Remove the least important revisions until new backups have SIZE of disk to take, parity included, the repository's reserves not ('auto': 1.5 × average added)."`
 	SpaceOrder        string   `name:"space-order" placeholder:"importance|age" help:"Order of space-driven removal (default importance)."`
 	SpaceGuard        float64  `name:"space-guard" placeholder:"FACTOR" help:"Stop space-driven removal when the newest revision added more than FACTOR × the median (default 3, negative = off)."`

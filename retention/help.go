@@ -22,8 +22,11 @@ func FlagHelp() string {
   --hanoi N                 Tower-of-Hanoi rotation over N discs (ages ~1,2,4,…,2^(N-1) periods)
   --hanoi-every D           Hanoi period (default 1d); --hanoi-archive keeps every last-disc revision
   --max-size SIZE           remove least important revisions until the repository fits SIZE
-  --min-free SIZE|auto      … until the shard filesystems have SIZE free
-                            (auto: 1.5 × average added by the last 10 revisions)
+  --min-free SIZE|auto      … until new backups have SIZE of disk to take (parity
+                            included, reserves not; auto: 1.5 × average added by the
+                            last 10 revisions)
+                            With a space goal, --keep-* rules keep what they name and
+                            the rest goes only as far as the goal needs.
   --space-order importance|age   importance: closeness to ages 0,1,2,3,7,14,21,28,56,112 days
   --space-guard F           stop when the newest revision added > F × the median (default 3)
   --force                   allow a policy that matches no revision
