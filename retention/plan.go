@@ -112,7 +112,10 @@ func Apply(revs []Revision, p Policy, opts Options) (*Plan, error) {
 		d.Reasons = append(d.Reasons, it.why...)
 		if !d.Keep && it.rev.Mounted {
 			d.Keep, d.Deferred = true, true
+			// Why it would go stays in the reasons: a space goal's rank
+			// orders it among other volumes' removals (cmd's spaceShares).
 			d.Reasons = append(d.Reasons, Reason{Rule: "mounted", Text: "mounted or served: removal deferred"})
+			d.Reasons = append(d.Reasons, it.gone...)
 		}
 		if !d.Keep {
 			d.Reasons = append(d.Reasons, it.gone...)

@@ -163,7 +163,10 @@ func applySpace(items []*item, s Space, u Usage, now time.Time, loc *time.Locati
 				break
 			}
 			it := items[i]
-			if i == 0 || it.keep || it.rev.Protected || it.rev.Mounted {
+			// A mounted revision is taken as any other and its removal
+			// deferred (Apply): skipping it would remove a more important
+			// one in its place, for good (QA).
+			if i == 0 || it.keep || it.rev.Protected {
 				continue
 			}
 			remove[i] = true

@@ -76,7 +76,8 @@ func TestSpaceMaxSize(t *testing.T) {
 		{"tag keeps a5", func(r []retention.Revision) { r[2].Tags = []string{"keep"} },
 			retention.Policy{KeepTags: [][]string{{"keep"}}}, []string{"a4", "a6", "a7"}},
 		{"protected a4", func(r []retention.Revision) { r[3].Protected = true }, retention.Policy{}, []string{"a5", "a6", "a7"}},
-		{"mounted a4", func(r []retention.Revision) { r[3].Mounted = true }, retention.Policy{}, []string{"a5", "a6", "a7"}},
+		// a4's removal is deferred (checked below), not replaced by a7's.
+		{"mounted a4", func(r []retention.Revision) { r[3].Mounted = true }, retention.Policy{}, []string{"a5", "a6"}},
 		{"freeable", func(r []retention.Revision) { r[3].Freeable = 30 }, retention.Policy{}, []string{"a4"}},
 		{"daily 3 guarantees the newest three", nil, retention.Policy{Daily: 3}, []string{"a4", "a5", "a6"}},
 		{"daily 6 guarantees six", nil, retention.Policy{Daily: 6}, []string{"a6", "a7"}},
@@ -95,6 +96,11 @@ func TestSpaceMaxSize(t *testing.T) {
 				got = append(got, r.ID)
 			}
 			sameSet(t, "removed", got, tc.remove)
+			for _, d := range p.Decisions {
+				if want := d.Revision.Mounted && d.Revision.ID == "a4"; d.Deferred != want {
+					t.Errorf("%s: deferred %v, want %v", d.Revision.ID, d.Deferred, want)
+				}
+			}
 			wantMet := tc.name != "daily 6 guarantees six"
 			if p.Space.Met != wantMet || p.Space.Need != 30 {
 				t.Errorf("report %+v, want need 30, met %v", p.Space, wantMet)

@@ -772,3 +772,34 @@ func TestPruneMinFree(t *testing.T) {
 		t.Errorf("room after the prune: %d; want at least the goal %d", got, goal)
 	}
 }
+
+// TestPruneSpaceGoalDefersMounted: a revision the space goal would remove
+// that is mounted is deferred, not replaced by a more important one (QA:
+// the next one in order went instead, for good). Steps: four daily
+// revisions of new data; mount the oldest; prune --max-size needing one
+// revision, oldest first; unmount; prune again.
+// Pass: the first prune removes nothing, says the goal is not met and
+// exits 1; the second removes the oldest only.
+func TestPruneSpaceGoalDefersMounted(t *testing.T) {
+	r := newRepo(t)
+	stage := r.mountNewVolume("home")
+	var ids []string
+	for i := 0; i < 4; i++ {
+		writeRandom(t, filepath.Join(stage, "f"), 3<<20, uint64(700+i))
+		ids = append(ids, strings.TrimSpace(r.must("commit", "home", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))))
+	}
+	r.must("umount", stage)
+	rev := r.mkdir("mnt/rev")
+	r.must("mount", "home@"+ids[0], rev)
+	goal := strconv.FormatInt(r.statusShardBytes()-(1<<20), 10)
+	args := []string{"--json", "prune", "--max-size", goal, "--space-order", "age", "--space-guard=-1"}
+	res := r.run(args...)
+	if left := r.listIDs("home"); res.code != 1 || len(left) != 4 || !strings.Contains(res.stdout, "removal deferred") {
+		t.Errorf("prune with the oldest mounted: exit %d, %d revisions left; want exit 1, all 4 left and the oldest's removal deferred\n%s%s", res.code, len(left), res.stdout, res.stderr)
+	}
+	r.must("umount", rev)
+	res = r.run(args...)
+	if left := r.listIDs("home"); res.code != 0 || len(left) != 3 || slices.Contains(left, ids[0]) {
+		t.Errorf("prune after the unmount: exit %d, revisions left %v; want the oldest %s gone, the rest kept\n%s", res.code, left, ids[0][:8], res.stderr)
+	}
+}

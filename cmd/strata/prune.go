@@ -542,8 +542,8 @@ func spaceShares(plans []volumePlan, order string) map[string]retention.Usage {
 		}
 		need = max(need, vp.plan.Space.Need)
 		for _, d := range vp.plan.Decisions {
-			if d.Keep || d.Deferred {
-				continue
+			if d.Keep && !d.Deferred {
+				continue // a deferred removal counts, as in its volume's plan
 			}
 			for _, r := range d.Reasons {
 				if r.Rank > 0 {
