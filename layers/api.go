@@ -253,11 +253,13 @@ type Extent struct {
 // DiffEntry is one changed path between two revisions.
 type DiffEntry struct {
 	Path    string
-	Change  byte // '+' added, '-' removed, 'M' content changed, 'T' type changed, 'A' attributes only
-	OldSize int64
+	Change  byte  // '+' added, '-' removed, 'M' content changed, 'T' type changed, 'A' attributes only
+	OldSize int64 // regular files: the size; symlinks: the target's length, as stat gives
 	NewSize int64
-	Off     int64 // block volumes: the changed byte range (Path "disk.img", Change 'M')
-	Len     int64
+	// OldTarget and NewTarget are a symlink's targets ("" for other types).
+	OldTarget, NewTarget string
+	Off                  int64 // block volumes: the changed byte range (Path "disk.img", Change 'M')
+	Len                  int64
 }
 
 // Repo is the versioned metadata of every volume in a repository.

@@ -128,11 +128,21 @@ func (d *differ) all(t *Tree, e Dirent, path string, change byte) error {
 		return err
 	}
 	de := DiffEntry{Path: path, Change: change}
-	if isReg(a.Mode) {
+	var target string
+	if isLnk(a.Mode) {
+		if target, err = t.Readlink(d.ctx, e.Ino); err != nil {
+			return err
+		}
+	}
+	if isReg(a.Mode) || isLnk(a.Mode) {
+		size := a.Size
+		if isLnk(a.Mode) {
+			size = int64(len(target))
+		}
 		if change == '+' {
-			de.NewSize = a.Size
+			de.NewSize, de.NewTarget = size, target
 		} else {
-			de.OldSize = a.Size
+			de.OldSize, de.OldTarget = size, target
 		}
 	}
 	if err := d.fn(de); err != nil {
@@ -188,6 +198,12 @@ func (d *differ) entry(ea, eb Dirent, path string) error {
 	}
 	if isReg(nb.Mode) {
 		de.NewSize = nb.Size
+	}
+	if isLnk(na.Mode) {
+		de.OldSize, de.OldTarget = int64(len(na.Target)), na.Target
+	}
+	if isLnk(nb.Mode) {
+		de.NewSize, de.NewTarget = int64(len(nb.Target)), nb.Target
 	}
 	switch {
 	case na.Mode&syscall.S_IFMT != nb.Mode&syscall.S_IFMT:

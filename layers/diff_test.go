@@ -32,6 +32,14 @@ func TestDiffFS(t *testing.T) {
 	attr := mk(layers.RootIno, "attr", "a")
 	mk(layers.RootIno, "type", "file")
 	mk(layers.RootIno, "old", "renamed")
+	link := func(name, target string) {
+		t.Helper()
+		if _, err := st.Symlink(ctx, layers.RootIno, name, target, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("ln", "a")
+	link("lngone", "gone/there")
 	r1, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +68,13 @@ func TestDiffFS(t *testing.T) {
 		t.Fatal(err)
 	}
 	mk(layers.RootIno, "added", "12345")
+	for _, n := range []string{"ln", "lngone"} {
+		if err := st.Unlink(ctx, layers.RootIno, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("ln", "bcd") // retargeted
+	link("lnnew", "x")
 	r2, err := e.repo.Commit(ctx, "v", layers.CommitOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +89,9 @@ func TestDiffFS(t *testing.T) {
 		{Path: "/dir", Change: '-'},
 		{Path: "/dir/x", Change: '-', OldSize: 2},
 		{Path: "/dir/y", Change: '-', OldSize: 3},
+		{Path: "/ln", Change: 'M', OldSize: 1, NewSize: 3, OldTarget: "a", NewTarget: "bcd"},
+		{Path: "/lngone", Change: '-', OldSize: 10, OldTarget: "gone/there"},
+		{Path: "/lnnew", Change: '+', NewSize: 1, NewTarget: "x"},
 		{Path: "/mod", Change: 'M', OldSize: 6, NewSize: 6},
 		{Path: "/new", Change: '+', NewSize: 7},
 		{Path: "/old", Change: '-', OldSize: 7},
@@ -93,7 +111,7 @@ func TestDiffFS(t *testing.T) {
 func fmtDiff(es []layers.DiffEntry) string {
 	s := ""
 	for _, e := range es {
-		s += fmt.Sprintf("\n  %c %s %d->%d", e.Change, e.Path, e.OldSize, e.NewSize)
+		s += fmt.Sprintf("\n  %c %s %d->%d %q->%q", e.Change, e.Path, e.OldSize, e.NewSize, e.OldTarget, e.NewTarget)
 	}
 	return s
 }

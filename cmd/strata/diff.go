@@ -35,6 +35,9 @@ type diffEntry struct {
 	Change  string `json:"change"` // added, removed, modified, type, attributes
 	OldSize int64  `json:"old_size"`
 	NewSize int64  `json:"new_size"`
+	// OldTarget and NewTarget are a symlink's targets, on symlinks only.
+	OldTarget *string `json:"old_target,omitempty"`
+	NewTarget *string `json:"new_target,omitempty"`
 	// Off and Len are the changed byte range of a block volume, on
 	// every one of its entries and on no file tree's. Pointers, not
 	// omitempty ints: a range at offset 0 lost its "off".
@@ -100,17 +103,17 @@ func (c *diffCmd) Run(ctx context.Context, g *Globals) error {
 		switch code {
 		case '+':
 			added++
-			fmt.Printf("+ %s (%s)\n", e.Path, humanBytes(e.NewSize))
+			fmt.Printf("+ %s (%s)\n", e.Path, sizeOrTarget(e.NewSize, e.NewTarget))
 		case '-':
 			removed++
-			fmt.Printf("- %s (%s)\n", e.Path, humanBytes(e.OldSize))
+			fmt.Printf("- %s (%s)\n", e.Path, sizeOrTarget(e.OldSize, e.OldTarget))
 		default:
 			changed++
 			if e.Off != nil && e.Len != nil { // a block volume's changed range
 				fmt.Printf("%c %s bytes %d-%d (%s)\n", code, e.Path, *e.Off, *e.Off+*e.Len-1, humanBytes(*e.Len))
 				continue
 			}
-			fmt.Printf("%c %s (%s -> %s)\n", code, e.Path, humanBytes(e.OldSize), humanBytes(e.NewSize))
+			fmt.Printf("%c %s (%s -> %s)\n", code, e.Path, sizeOrTarget(e.OldSize, e.OldTarget), sizeOrTarget(e.NewSize, e.NewTarget))
 		}
 	}
 	fmt.Fprintf(os.Stderr, "%s..%s: %d added, %d removed, %d changed\n", res.A[:8], res.B[:8], added, removed, changed)
@@ -136,8 +139,23 @@ func opDiff(ctx context.Context, env *opEnv, a diffArgs) (any, error) {
 		if info.Type == layers.TypeBlock {
 			de.Off, de.Len = &e.Off, &e.Len
 		}
+		if e.OldTarget != "" {
+			de.OldTarget = &e.OldTarget
+		}
+		if e.NewTarget != "" {
+			de.NewTarget = &e.NewTarget
+		}
 		res.Entries = append(res.Entries, de)
 		return nil
 	})
 	return res, err
+}
+
+// sizeOrTarget is how diff shows one side of an entry: a symlink by its
+// target (escaped as paths are), anything else by its size.
+func sizeOrTarget(size int64, target *string) string {
+	if target != nil {
+		return "symlink to " + showPath(*target)
+	}
+	return humanBytes(size)
 }
