@@ -186,8 +186,12 @@ func opCommit(ctx context.Context, env *opEnv, a commitArgs) (any, error) {
 	}
 	res := commitResult{Revision: rev, OpenForWriting: len(writing)}
 	if newest.ID != "" && rev.Time.Before(newest.Time) {
+		layout := "2006-01-02 15:04:05"
+		if rev.Time.Truncate(time.Second).Equal(newest.Time.Truncate(time.Second)) {
+			layout += ".999999999" // the same second: show where they differ
+		}
 		res.Warnings = append(res.Warnings, fmt.Sprintf("--time %s is before the newest revision's (%s, %s): this revision sorts before it, and %s@latest still names that one",
-			rev.Time.UTC().Format("2006-01-02 15:04:05"), newest.ID[:8], newest.Time.UTC().Format("2006-01-02 15:04:05"), a.Volume))
+			rev.Time.UTC().Format(layout), newest.ID[:8], newest.Time.UTC().Format(layout), a.Volume))
 	}
 	if len(writing) > 0 {
 		res.Warnings = append(res.Warnings, openFilesWarning(ctx, env.repo.layers, a.Volume, stagingDir, writing))
