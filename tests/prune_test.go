@@ -575,6 +575,7 @@ func TestPruneSpaceGoalAcrossVolumesSafe(t *testing.T) {
 	cases := []struct {
 		name    string
 		prepare func(r *repo) int64 // returns the --max-size goal
+		vols    []string            // volumes named (none: all)
 		code    int
 		warning string
 	}{
@@ -582,17 +583,11 @@ func TestPruneSpaceGoalAcrossVolumesSafe(t *testing.T) {
 			before := r.shardBytes()
 			r.must("volume", "rm", "beta", "--force")
 			return before * 6 / 10
-		}, 0, ""},
-		{"guard in another volume", func(r *repo) int64 {
-			stage := r.mkdir("mnt/b2")
-			r.must("mount", "beta", stage)
-			for i := 0; i < 6; i++ {
-				writeRandom(r.t, filepath.Join(stage, "big"+strconv.Itoa(i)), 3<<20, uint64(400+i))
-			}
-			r.must("commit", "beta", "--time", time.Date(2026, 10, 4, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
-			r.must("umount", stage)
-			return r.shardBytes() * 8 / 10
-		}, 1, "space guard held removals back"},
+		}, nil, 0, ""},
+		{"guard in another volume", growBeta, nil, 1, "space guard held removals back"},
+		// Named twice, too: it was planned twice and the second removal of
+		// each revision failed.
+		{"guard in a volume not named", growBeta, []string{"alpha", "alpha"}, 1, "space guard held removals back"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -609,7 +604,7 @@ func TestPruneSpaceGoalAcrossVolumesSafe(t *testing.T) {
 				r.must("umount", stage)
 			}
 			goal := tc.prepare(r)
-			res := r.run("--json", "prune", "--max-size", strconv.FormatInt(goal, 10))
+			res := r.run(append([]string{"--json", "prune", "--max-size", strconv.FormatInt(goal, 10)}, tc.vols...)...)
 			var out struct {
 				Removed  int      `json:"removed"`
 				Warnings []string `json:"warnings"`
@@ -618,14 +613,27 @@ func TestPruneSpaceGoalAcrossVolumesSafe(t *testing.T) {
 				t.Fatalf("prune --json: %v\n%s%s", err, res.stdout, res.stderr)
 			}
 			if res.code != tc.code || out.Removed != 0 || !strings.Contains(strings.Join(out.Warnings, "\n"), tc.warning) {
-				t.Errorf("prune --max-size %d: exit %d, removed %d, warnings %q; want exit %d, nothing removed, a warning with %q",
-					goal, res.code, out.Removed, out.Warnings, tc.code, tc.warning)
+				t.Errorf("prune --max-size %d %v: exit %d, removed %d, warnings %q; want exit %d, nothing removed, a warning with %q",
+					goal, tc.vols, res.code, out.Removed, out.Warnings, tc.code, tc.warning)
 			}
 			if n := len(r.listIDs("alpha")); n != 3 {
 				t.Errorf("alpha has %d revisions after the prune; want all 3", n)
 			}
 		})
 	}
+}
+
+// growBeta commits a sudden 18 MiB into volume beta, past the space
+// guard, and returns a --max-size goal that only removing history meets.
+func growBeta(r *repo) int64 {
+	stage := r.mkdir("mnt/b2")
+	r.must("mount", "beta", stage)
+	for i := 0; i < 6; i++ {
+		writeRandom(r.t, filepath.Join(stage, "big"+strconv.Itoa(i)), 3<<20, uint64(400+i))
+	}
+	r.must("commit", "beta", "--time", time.Date(2026, 10, 4, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
+	r.must("umount", stage)
+	return r.shardBytes() * 8 / 10
 }
 
 // TestPruneSpaceGoalRepacksFirst: garbage a round's collection leaves

@@ -190,7 +190,9 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		}
 	}
 	lr := env.repo.layers
-	vols := a.Volumes
+	// A volume named twice would be planned twice, and its second removal
+	// of each revision fail (QA).
+	vols := slices.Compact(slices.Sorted(slices.Values(a.Volumes)))
 	if len(vols) == 0 {
 		infos, err := lr.Volumes(ctx)
 		if err != nil {
@@ -200,7 +202,7 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			vols = append(vols, v.Name)
 		}
 	}
-	res := pruneResult{DryRun: a.DryRun, SpaceGoalMet: true, GCOnly: a.GCOnly}
+	res := pruneResult{Plans: []prunePlan{}, DryRun: a.DryRun, SpaceGoalMet: true, GCOnly: a.GCOnly}
 	if a.GCOnly {
 		if a.DryRun {
 			return res, nil
@@ -255,8 +257,8 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			}
 			if freed := lastSize - size; freed*10 < lastEstimate {
 				res.SpaceGoalMet = false
-				res.Warnings = append(res.Warnings, fmt.Sprintf("space goal: round %d's removals were estimated to free %s but freed %s: their data is still held by the revisions left (of this or another volume), so removing more in the same order would lose history for little; stopped. %s",
-					round-1, humanBytes(lastEstimate), humanBytes(max(freed, 0)), spaceShortfall(plans)))
+				res.Warnings = append(res.Warnings, fmt.Sprintf("space goal not met: round %d's removals were estimated to free %s but freed %s: their data is still held by the revisions left (of this or another volume), so removing more in the same order would lose history for little; stopped with %s still to free",
+					round-1, humanBytes(lastEstimate), humanBytes(max(freed, 0)), humanBytes(measuredNeed(plans))))
 				break
 			}
 			if round > maxSpaceRounds {
@@ -295,10 +297,18 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 		}
 		lastSize, lastEstimate = size, spaceEstimate(plans)
 	}
-	if res.Plans == nil {
-		res.Plans = []prunePlan{}
-	}
 	return res, nil
+}
+
+// measuredNeed is what the measured repository still needs freed.
+func measuredNeed(plans []prunePlan) int64 {
+	var n int64
+	for _, pl := range plans {
+		if pl.Space != nil {
+			n = max(n, pl.Space.Need)
+		}
+	}
+	return n
 }
 
 // spaceEstimate is what a round's space removals were estimated to free.
@@ -380,7 +390,7 @@ func goalReached(plans []prunePlan) bool {
 func spaceShortfall(plans []prunePlan) string {
 	for _, pl := range plans {
 		if sp := pl.Space; sp != nil && sp.Need > 0 && sp.Guarded {
-			return fmt.Sprintf("space goal %s not met: %s more would have to go, and the space guard held removals back (the newest revision of %s grew suddenly; see its warning)", sp.Goal, humanBytes(sp.Need), pl.Volume)
+			return fmt.Sprintf("space goal %s not met: %s more would have to go, and the space guard held removals back (a volume's newest revision grew suddenly; see the warnings above)", sp.Goal, humanBytes(sp.Need))
 		}
 	}
 	for _, pl := range plans {
@@ -399,11 +409,10 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 		name string
 		in   []retention.Revision
 	}
-	all := make([]volRevs, 0, len(vols))
-	for _, vol := range vols {
+	load := func(vol string) (volRevs, error) {
 		revs, err := env.repo.layers.Revisions(ctx, vol)
 		if err != nil {
-			return nil, nil, volumeErr(err, vol)
+			return volRevs{}, volumeErr(err, vol)
 		}
 		var inUse map[string]bool
 		if env.srv != nil {
@@ -414,7 +423,15 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 			in[i] = retention.Revision{ID: r.ID, Time: r.Time, Tags: r.Tags, Protected: r.Protected, Size: r.Size,
 				Added: int64(float64(r.Added) * overhead), Mounted: inUse[r.ID]}
 		}
-		all = append(all, volRevs{vol, in})
+		return volRevs{vol, in}, nil
+	}
+	all := make([]volRevs, 0, len(vols))
+	for _, vol := range vols {
+		v, err := load(vol)
+		if err != nil {
+			return nil, nil, err
+		}
+		all = append(all, v)
 	}
 	apply := func(v volRevs, u retention.Usage) (*retention.Plan, error) {
 		plan, err := retention.Apply(v.in, a.Policy, retention.Options{Now: now(), Location: loc, Force: a.Force, Usage: u})
@@ -435,6 +452,7 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 	// first, not all of the first volume's.
 	guarded := ""
 	var share map[string]retention.Usage
+	full := map[string]*retention.SpaceReport{} // each volume's report for the whole need
 	if a.Policy.Space != nil {
 		var first []volumePlan
 		for _, v := range all {
@@ -445,11 +463,33 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 			if err != nil {
 				return nil, nil, err
 			}
-			if plan.Space != nil && plan.Space.Guarded {
+			full[v.name] = plan.Space
+			if plan.Space != nil && plan.Space.Guarded && guarded == "" {
 				guarded = v.name
-				break
 			}
 			first = append(first, volumePlan{v.name, plan})
+		}
+		// The volumes not named grow the repository too: one whose newest
+		// revision grew suddenly holds the goal back as well (QA: prune a
+		// removed a's history to make room for b's growth).
+		if guarded == "" {
+			others, err := env.repo.layers.Volumes(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, o := range others {
+				if slices.Contains(vols, o.Name) {
+					continue
+				}
+				v, err := load(o.Name)
+				if err != nil || len(v.in) == 0 {
+					continue // the guard is a safety rail; an unreadable volume is prune's to report when named
+				}
+				if plan, err := apply(v, usage); err == nil && plan.Space != nil && plan.Space.Guarded {
+					guarded = v.name
+					break
+				}
+			}
 		}
 		if guarded == "" && len(first) > 1 {
 			share = spaceShares(first, a.Policy.Space.Order)
@@ -461,7 +501,7 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 	for _, v := range all {
 		pl := prunePlan{Volume: v.name}
 		if len(v.in) == 0 {
-			pl.Error = "no revisions"
+			pl.Error, pl.Decisions = "no revisions", []retention.Decision{}
 			plans = append(plans, pl)
 			continue
 		}
@@ -478,8 +518,15 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 		}
 		pl.Decisions, pl.Warnings, pl.Space = plan.Decisions, plan.Warnings, plan.Space
 		if guarded != "" && guarded != v.name {
-			pl.Warnings = append(pl.Warnings, fmt.Sprintf("space goal held back: the newest revision of %s grew suddenly (see its warning), so no volume loses history for the goal", guarded))
-			pl.Space = nil
+			pl.Warnings = append(pl.Warnings, fmt.Sprintf("space goal held back: the newest revision of %s grew suddenly, so no volume loses history for the goal (check what changed there, then prune with a goal that fits or --space-guard=-1)", guarded))
+			// The goal stays unmet, as the guarded volume's own plan says.
+			if rep := full[v.name]; rep != nil {
+				held := *rep
+				held.Freed, held.Met, held.Guarded = 0, held.Need == 0, true
+				pl.Space = &held
+			} else {
+				pl.Space = nil
+			}
 		}
 		if plan.Space != nil && guarded == "" && share == nil {
 			// What this volume's removals free is off the next volume's

@@ -49,11 +49,12 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals) error {
 		server = "server running"
 	}
 	fmt.Printf("repository %s (%s)\n", st.Repo, server)
-	// Free counts data the shard filesystems can still take, parity
-	// aside: df shows about (K+M)/K times as much free (QA read it as
-	// df's free and found a third missing).
-	fmt.Printf("stored %s in %d chunks, %d segments; room for %s more data (parity aside)\n",
-		humanBytes(st.Store.ShardBytes), st.Store.Chunks, st.Store.Segments, humanBytes(int64(st.Store.Free)))
+	// Avail counts data new backups can still store, parity aside (df
+	// shows about (K+M)/K times as much free; QA read it as df's free and
+	// found a third missing), and the store's reserves aside (QA saw 40
+	// MiB of room, then ENOSPC for 20).
+	fmt.Printf("stored %s in %d chunks, %d segments; room for %s more data (parity and reserves aside)\n",
+		humanBytes(st.Store.ShardBytes), st.Store.Chunks, st.Store.Segments, humanBytes(int64(st.Store.Avail)))
 	if len(st.Store.MissingShardDirs) > 0 {
 		fmt.Printf("DEGRADED: shard dirs %v are missing or unusable; reads reconstruct from parity — bring the disk back or run 'strata scrub --repair'\n", st.Store.MissingShardDirs)
 	}
