@@ -44,6 +44,21 @@ func (r *repo) listIDs(vol string) []string {
 	return ids
 }
 
+// dailyRevisions creates volume vol and commits n revisions dated a day
+// apart from 2026-10-01, each with one file f of size random bytes
+// (seed+i), new data in place of the last; it returns their ids.
+func dailyRevisions(r *repo, vol string, n, size int, seed uint64) []string {
+	r.t.Helper()
+	stage := r.mountNewVolume(vol)
+	var ids []string
+	for i := 0; i < n; i++ {
+		writeRandom(r.t, filepath.Join(stage, "f"), size, seed+uint64(i))
+		ids = append(ids, strings.TrimSpace(r.must("commit", vol, "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))))
+	}
+	r.must("umount", stage)
+	return ids
+}
+
 // statusShardBytes is the shard bytes 'status --json' reports.
 func (r *repo) statusShardBytes() int64 {
 	r.t.Helper()
@@ -691,13 +706,7 @@ func TestPruneSpaceGoalRepacksFirst(t *testing.T) {
 // only listed, is removed.
 func TestPruneDefersBrowsedRevision(t *testing.T) {
 	r := newRepo(t)
-	stage := r.mountNewVolume("home")
-	var ids []string
-	for i := 0; i < 3; i++ {
-		writeRandom(t, filepath.Join(stage, "f"), 2<<20, uint64(500+i))
-		ids = append(ids, strings.TrimSpace(r.must("commit", "home", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))))
-	}
-	r.must("umount", stage)
+	ids := dailyRevisions(r, "home", 3, 2<<20, 500)
 	want := make([]byte, 2<<20)
 	fillRandom(want, 500)
 	all := r.mkdir("mnt/all")
@@ -743,12 +752,7 @@ func TestPruneMinFree(t *testing.T) {
 	work := t.TempDir()
 	fsDir := tmpfs(t, work, "400m")
 	r := newRepoAt(t, work, filepath.Join(fsDir, "repo"))
-	stage := r.mountNewVolume("home")
-	for i := 0; i < 8; i++ {
-		writeRandom(t, filepath.Join(stage, "f"), 8<<20, uint64(600+i))
-		r.must("commit", "home", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
-	}
-	r.must("umount", stage)
+	dailyRevisions(r, "home", 8, 8<<20, 600)
 	room := func() int64 {
 		var st struct {
 			Store struct {
@@ -790,13 +794,7 @@ func TestPruneMinFree(t *testing.T) {
 // exits 1; the second removes the oldest only.
 func TestPruneSpaceGoalDefersMounted(t *testing.T) {
 	r := newRepo(t)
-	stage := r.mountNewVolume("home")
-	var ids []string
-	for i := 0; i < 4; i++ {
-		writeRandom(t, filepath.Join(stage, "f"), 3<<20, uint64(700+i))
-		ids = append(ids, strings.TrimSpace(r.must("commit", "home", "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))))
-	}
-	r.must("umount", stage)
+	ids := dailyRevisions(r, "home", 4, 3<<20, 700)
 	rev := r.mkdir("mnt/rev")
 	r.must("mount", "home@"+ids[0], rev)
 	goal := strconv.FormatInt(r.statusShardBytes()-(1<<20), 10)
