@@ -5,7 +5,6 @@ import (
 	"context"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -69,6 +68,7 @@ type viewKey struct{ vol, id string }
 
 type viewInfo struct {
 	viewKey
+	used time.Time // when a request beneath its root last came (inUse)
 	typ  layers.VolumeType
 	time time.Time
 }
@@ -98,8 +98,7 @@ type browseFS struct {
 	viewNum  map[viewKey]uint64
 	views    []viewInfo // views[v-1]
 	open     map[uint64]*openView
-	lru      *list.List           // of view numbers, most recent first
-	used     map[uint64]time.Time // view → when a request last used it
+	lru      *list.List // of view numbers, most recent first
 }
 
 func newBrowseFS(repo *layers.Repo, opts Options, errs *errLog) *browseFS {
@@ -113,7 +112,6 @@ func newBrowseFS(repo *layers.Repo, opts Options, errs *errLog) *browseFS {
 		viewNum:       make(map[viewKey]uint64),
 		open:          make(map[uint64]*openView),
 		lru:           list.New(),
-		used:          make(map[uint64]time.Time),
 	}
 	b.synthNode(synthNode{kind: synthRoot})
 	return b
@@ -162,7 +160,7 @@ func (b *browseFS) viewFor(vi layers.VolumeInfo, r layers.Revision) uint64 {
 // revision's root makes the revision in use (inUse); one on the root
 // itself does not: ls -l of the volume directory looks at every root.
 func (b *browseFS) acquire(ctx context.Context, node uint64) (fuse.RawFileSystem, func(), fuse.Status) {
-	return b.acquireView(ctx, node>>viewBits, node&(1<<viewBits-1) != uint64(layers.RootIno))
+	return b.acquireView(ctx, node>>viewBits, node&inoMask != uint64(layers.RootIno))
 }
 
 // acquireView returns the filesystem of view v; use says whether the
@@ -170,7 +168,7 @@ func (b *browseFS) acquire(ctx context.Context, node uint64) (fuse.RawFileSystem
 func (b *browseFS) acquireView(ctx context.Context, v uint64, use bool) (fuse.RawFileSystem, func(), fuse.Status) {
 	b.mu.Lock()
 	if use && v != 0 && v <= uint64(len(b.views)) {
-		b.used[v] = b.opts.Now()
+		b.views[v-1].used = b.opts.Now()
 	}
 	if ov, ok := b.open[v]; ok {
 		ov.refs++
@@ -239,11 +237,13 @@ func (b *browseFS) inUse(window time.Duration) []RevisionRef {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []RevisionRef
-	for v, at := range b.used {
-		ov := b.open[v]
-		if b.opts.Now().Sub(at) < window || (ov != nil && ov.refs > 0) {
-			k := b.views[v-1].viewKey
-			out = append(out, RevisionRef{Volume: k.vol, ID: k.id})
+	now := b.opts.Now()
+	for i, vi := range b.views {
+		if vi.used.IsZero() {
+			continue // never read beneath its root
+		}
+		if ov := b.open[uint64(i+1)]; now.Sub(vi.used) < window || (ov != nil && ov.refs > 0) {
+			out = append(out, RevisionRef{Volume: vi.vol, ID: vi.id})
 		}
 	}
 	return out
@@ -507,7 +507,7 @@ func (b *browseFS) listing(ctx context.Context, n synthNode) ([]fuse.DirEntry, e
 // with EIO on such a name, hiding every tag after it, so those are left
 // out (specs still name them).
 func showableTag(tag string) bool {
-	return tag != "" && tag != "." && tag != ".." && len(tag) <= 255 && !strings.ContainsAny(tag, "/\x00")
+	return layers.CheckName(tag) == nil
 }
 
 func (b *browseFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

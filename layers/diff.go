@@ -123,27 +123,20 @@ func (d *differ) dir(inoA, inoB Ino, path string) error {
 
 // all reports an entry and everything under it as added or removed.
 func (d *differ) all(t *Tree, e Dirent, path string, change byte) error {
-	a, err := t.GetAttr(d.ctx, e.Ino)
-	if err != nil {
+	var n inode
+	if err := t.view(func(rd *rtx) error {
+		var err error
+		n, err = t.attr(rd, e.Ino)
+		return err
+	}); err != nil {
 		return err
 	}
+	a := n.Attr
 	de := DiffEntry{Path: path, Change: change}
-	var target string
-	if isLnk(a.Mode) {
-		if target, err = t.Readlink(d.ctx, e.Ino); err != nil {
-			return err
-		}
-	}
-	if isReg(a.Mode) || isLnk(a.Mode) {
-		size := a.Size
-		if isLnk(a.Mode) {
-			size = int64(len(target))
-		}
-		if change == '+' {
-			de.NewSize, de.NewTarget = size, target
-		} else {
-			de.OldSize, de.OldTarget = size, target
-		}
+	if change == '+' {
+		de.NewSize, de.NewTarget = diffSide(n)
+	} else {
+		de.OldSize, de.OldTarget = diffSide(n)
 	}
 	if err := d.fn(de); err != nil {
 		return err
@@ -193,18 +186,8 @@ func (d *differ) entry(ea, eb Dirent, path string) error {
 		return err
 	}
 	de := DiffEntry{Path: path}
-	if isReg(na.Mode) {
-		de.OldSize = na.Size
-	}
-	if isReg(nb.Mode) {
-		de.NewSize = nb.Size
-	}
-	if isLnk(na.Mode) {
-		de.OldSize, de.OldTarget = int64(len(na.Target)), na.Target
-	}
-	if isLnk(nb.Mode) {
-		de.NewSize, de.NewTarget = int64(len(nb.Target)), nb.Target
-	}
+	de.OldSize, de.OldTarget = diffSide(na)
+	de.NewSize, de.NewTarget = diffSide(nb)
 	switch {
 	case na.Mode&syscall.S_IFMT != nb.Mode&syscall.S_IFMT:
 		de.Change = 'T'
@@ -334,4 +317,17 @@ func liveOrNil(val []byte, have bool) []byte {
 		return nil
 	}
 	return val
+}
+
+// diffSide is what a diff entry shows of one side: a regular file's size,
+// a symlink's target and its length (as stat gives it), nothing of other
+// types.
+func diffSide(n inode) (size int64, target string) {
+	switch {
+	case isReg(n.Mode):
+		return n.Size, ""
+	case isLnk(n.Mode):
+		return int64(len(n.Target)), n.Target
+	}
+	return 0, ""
 }

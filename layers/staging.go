@@ -133,8 +133,12 @@ func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 	})
 	if err == nil {
 		v.noteChange(m.now)
+		full := v.pend.apply(b, m.flushed)
+		// Counted once in pending: a durable point that read the count
+		// before the apply would otherwise flush without this change and
+		// still see the count it expects, and drop the unsaved marker.
 		v.unsaved.landed.Add(1)
-		if v.pend.apply(b, m.flushed) {
+		if full {
 			// Badger takes a batch in one transaction: past the hard
 			// limit, this change waits for it (and so do the next ones,
 			// behind v.mu).
@@ -160,12 +164,18 @@ func (v *volume) mutateLocked(fn func(m *mutation) error) error {
 	return nil
 }
 
+// MaxNameLen is the longest directory entry name, as Linux's NAME_MAX.
+const MaxNameLen = 255
+
 // inoReserve is how many inode numbers one write of the counter reserves.
 const inoReserve = 1024
 
-func checkName(name string) error {
+// CheckName tells whether name can be a directory entry: ErrInvalid for
+// "", ".", ".." or a name with '/' or NUL, ErrNameTooLong past
+// MaxNameLen bytes.
+func CheckName(name string) error {
 	switch {
-	case len(name) > 255:
+	case len(name) > MaxNameLen:
 		return ErrNameTooLong
 	case name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00"):
 		return ErrInvalid
@@ -175,7 +185,7 @@ func checkName(name string) error {
 
 // create makes a new inode named name in parent.
 func (s *Staging) create(ctx context.Context, op string, parent Ino, name string, n inode) (Attr, error) {
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return Attr{}, fmt.Errorf("%s %q: %w", op, name, err)
 	}
 	err := s.mutate(ctx, func(m *mutation) error {
@@ -244,7 +254,7 @@ func (s *Staging) Symlink(ctx context.Context, parent Ino, name, target string, 
 
 // Link makes a hard link to ino (not a directory).
 func (s *Staging) Link(ctx context.Context, ino Ino, parent Ino, name string) (Attr, error) {
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return Attr{}, fmt.Errorf("link %q: %w", name, err)
 	}
 	var out inode
@@ -520,10 +530,10 @@ func (m *mutation) isAncestor(a, b Ino) (bool, error) {
 // Rename moves an entry, replacing a target as rename(2) does unless flags
 // has RenameNoReplace; RenameExchange swaps the two.
 func (s *Staging) Rename(ctx context.Context, parent Ino, name string, newParent Ino, newName string, flags uint32) error {
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return fmt.Errorf("rename %q: %w", name, err)
 	}
-	if err := checkName(newName); err != nil {
+	if err := CheckName(newName); err != nil {
 		return fmt.Errorf("rename to %q: %w", newName, err)
 	}
 	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {

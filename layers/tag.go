@@ -18,10 +18,6 @@ func (e *TagError) Error() string { return fmt.Sprintf("tag %q %s", e.Tag, e.Rea
 
 func (e *TagError) Unwrap() error { return ErrInvalid }
 
-// maxTagLen is the longest tag: the --all mount shows each tag as a file
-// name in VOLUME/tags/, and names are at most 255 bytes (NAME_MAX).
-const maxTagLen = 255
-
 // tagCharReasons are the characters a tag must not contain, each with
 // what it would break.
 var tagCharReasons = []struct {
@@ -49,8 +45,8 @@ func CheckTag(tag string) error {
 	switch {
 	case tag == "":
 		return bad("is empty")
-	case len(tag) > maxTagLen:
-		return bad(fmt.Sprintf("is %d bytes long, more than the %d a file name in the --all mount's VOLUME/tags/ can have", len(tag), maxTagLen))
+	case len(tag) > MaxNameLen:
+		return bad(fmt.Sprintf("is %d bytes long, more than the %d a file name in the --all mount's VOLUME/tags/ can have", len(tag), MaxNameLen))
 	case !utf8.ValidString(tag):
 		return bad("is not valid UTF-8")
 	case tag == "." || tag == "..":

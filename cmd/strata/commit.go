@@ -41,6 +41,8 @@ func (c *commitCmd) Run(ctx context.Context, g *Globals) error {
 			if t == "" {
 				return fail(exitUsage, tagHint, "--tag %q holds an empty tag", list)
 			}
+			// layers.Commit checks again (schedule tags too); here a
+			// typo fails before the repository is unlocked.
 			if err := layers.CheckTag(t); err != nil {
 				return tagErr(err)
 			}

@@ -129,14 +129,10 @@ func opDiff(ctx context.Context, env *opEnv, a diffArgs) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := env.repo.layers.Volume(ctx, a.Volume)
-	if err != nil {
-		return nil, volumeErr(err, a.Volume)
-	}
 	res := diffResult{A: ra.ID, B: rb.ID, Entries: []diffEntry{}}
 	err = env.repo.layers.Diff(ctx, a.Volume, ra.ID, rb.ID, func(e layers.DiffEntry) error {
 		de := diffEntry{Path: e.Path, PathRaw: rawIfInvalid(e.Path), Change: changeWord(e.Change), OldSize: e.OldSize, NewSize: e.NewSize}
-		if info.Type == layers.TypeBlock {
+		if e.Len > 0 { // a block volume's range; a file tree's entries have none
 			de.Off, de.Len = &e.Off, &e.Len
 		}
 		if e.OldTarget != "" {

@@ -377,14 +377,7 @@ func spaceMet(plans []prunePlan) bool {
 // goal already. spaceMet is the plan's estimate, which a later round
 // cannot trust: the revisions it counts may share their data with the
 // newest.
-func goalReached(plans []prunePlan) bool {
-	for _, pl := range plans {
-		if pl.Space != nil && pl.Space.Need > 0 {
-			return false
-		}
-	}
-	return true
-}
+func goalReached(plans []prunePlan) bool { return measuredNeed(plans) == 0 }
 
 // spaceShortfall says how far a measured repository is from its goal.
 func spaceShortfall(plans []prunePlan) string {
@@ -452,6 +445,7 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 	// first, not all of the first volume's.
 	guarded := ""
 	var share map[string]retention.Usage
+	var shareNeed int64                         // the repository's need, when shared out
 	full := map[string]*retention.SpaceReport{} // each volume's report for the whole need
 	if a.Policy.Space != nil {
 		var first []volumePlan
@@ -492,12 +486,12 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 			}
 		}
 		if guarded == "" && len(first) > 1 {
-			share = spaceShares(first, a.Policy.Space.Order)
+			share, shareNeed = spaceShares(first, a.Policy.Space.Order)
 		}
 	}
 	var plans []prunePlan
 	remove := map[string][]string{}
-	var need, freed int64
+	var freed int64
 	for _, v := range all {
 		pl := prunePlan{Volume: v.name}
 		if len(v.in) == 0 {
@@ -536,7 +530,7 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 			usage.Free += plan.Space.Freed
 		}
 		if plan.Space != nil {
-			need, freed = max(need, share[spaceNeedKey].RepoSize), freed+plan.Space.Freed
+			freed += plan.Space.Freed
 		}
 		plans = append(plans, pl)
 		for _, d := range plan.Decisions {
@@ -550,11 +544,11 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 		// the repository's.
 		for _, pl := range plans {
 			if pl.Space != nil {
-				pl.Space.Need, pl.Space.Met = need, freed >= need
+				pl.Space.Need, pl.Space.Met = shareNeed, freed >= shareNeed
 			}
 		}
-		if freed < need && len(plans) > 0 {
-			plans[0].Warnings = append(plans[0].Warnings, fmt.Sprintf("space goal not met: removing every revision the other rules and safety rails allow, in all volumes, frees ~%s of %s needed", humanBytes(freed), humanBytes(need)))
+		if freed < shareNeed && len(plans) > 0 {
+			plans[0].Warnings = append(plans[0].Warnings, fmt.Sprintf("space goal not met: removing every revision the other rules and safety rails allow, in all volumes, frees ~%s of %s needed", humanBytes(freed), humanBytes(shareNeed)))
 		}
 	}
 	return plans, remove, nil
@@ -565,16 +559,13 @@ type volumePlan struct {
 	plan *retention.Plan
 }
 
-// spaceNeedKey is the entry of spaceShares' map whose RepoSize carries
-// the repository's need (no volume has an empty name).
-const spaceNeedKey = ""
-
 // spaceShares merges what each volume's plan, asked for the whole need,
 // removes for the space goal into one order across volumes (order
 // "age": oldest first; else least important first, by each volume's
 // rank), takes from it until the need is met, and returns for each
-// volume the usage that makes its plan remove exactly its part.
-func spaceShares(plans []volumePlan, order string) map[string]retention.Usage {
+// volume the usage that makes its plan remove exactly its part, and the
+// repository's need.
+func spaceShares(plans []volumePlan, order string) (map[string]retention.Usage, int64) {
 	type cand struct {
 		vol  string
 		rank int
@@ -619,7 +610,7 @@ func spaceShares(plans []volumePlan, order string) map[string]retention.Usage {
 		perVol[c.vol] += c.est
 		got += c.est
 	}
-	out := map[string]retention.Usage{spaceNeedKey: {RepoSize: need}}
+	out := map[string]retention.Usage{}
 	for _, vp := range plans {
 		rep := vp.plan.Space
 		if rep == nil {
@@ -635,7 +626,7 @@ func spaceShares(plans []volumePlan, order string) map[string]retention.Usage {
 		}
 		out[vp.name] = u
 	}
-	return out
+	return out, need
 }
 
 // pruneCollect finishes removals and collects garbage after a round,

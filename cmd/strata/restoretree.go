@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -236,7 +237,7 @@ func (r *treeRestorer) dir(ctx context.Context, d destDir, ino layers.Ino, attr 
 			}
 			// Staging refuses such names; a damaged or crafted index
 			// must not turn one into a path out of its directory.
-			if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
+			if errors.Is(layers.CheckName(e.Name), layers.ErrInvalid) {
 				r.problem(d.path, problemError, fmt.Sprintf("%s: the revision lists an entry named %q, which no file can have: left out", d.path, e.Name))
 				continue
 			}
@@ -627,14 +628,14 @@ func (r *treeRestorer) meta(ctx context.Context, n node, a layers.Attr) error {
 	}
 	// ACLs the revision does not have (inherited from a default ACL in
 	// DEST, or left on a file kept) would grant what it did not.
-	if !link {
-		for _, x := range []string{"system.posix_acl_access", "system.posix_acl_default"} {
-			if _, err := r.t.GetXattr(ctx, a.Ino, x); errors.Is(err, layers.ErrNoXattr) {
-				removexattrNode(n, x)
+	if names, err := r.t.ListXattr(ctx, a.Ino); err == nil {
+		if !link {
+			for _, x := range []string{"system.posix_acl_access", "system.posix_acl_default"} {
+				if !slices.Contains(names, x) {
+					removexattrNode(n, x)
+				}
 			}
 		}
-	}
-	if names, err := r.t.ListXattr(ctx, a.Ino); err == nil {
 		for _, x := range names {
 			v, err := r.t.GetXattr(ctx, a.Ino, x)
 			if err != nil {
