@@ -608,19 +608,14 @@ func TestPruneSpaceGoalAcrossVolumesSafe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRepo(t)
 			for v, vol := range []string{"alpha", "beta"} {
-				r.must("volume", "create", vol)
-				stage := r.mkdir("mnt/" + vol)
-				r.must("mount", vol, stage)
-				for i := 0; i < 3; i++ {
-					os.Remove(filepath.Join(stage, "f"))
-					writeRandom(t, filepath.Join(stage, "f"), 3<<20, uint64(300+10*v+i))
-					r.must("commit", vol, "--time", time.Date(2026, 10, 1+i, 3, 0, 0, 0, time.UTC).Format(time.RFC3339))
-				}
-				r.must("umount", stage)
+				dailyRevisions(r, vol, 3, 3<<20, uint64(300+10*v))
 			}
 			goal := tc.prepare(r)
 			res := r.run(append([]string{"--json", "prune", "--max-size", strconv.FormatInt(goal, 10)}, tc.vols...)...)
 			var out struct {
+				Plans []struct {
+					Volume string `json:"volume"`
+				} `json:"plans"`
 				Removed  int      `json:"removed"`
 				Warnings []string `json:"warnings"`
 			}
@@ -630,6 +625,12 @@ func TestPruneSpaceGoalAcrossVolumesSafe(t *testing.T) {
 			if res.code != tc.code || out.Removed != 0 || !strings.Contains(strings.Join(out.Warnings, "\n"), tc.warning) {
 				t.Errorf("prune --max-size %d %v: exit %d, removed %d, warnings %q; want exit %d, nothing removed, a warning with %q",
 					goal, tc.vols, res.code, out.Removed, out.Warnings, tc.code, tc.warning)
+			}
+			planned := map[string]int{}
+			for _, pl := range out.Plans {
+				if planned[pl.Volume]++; planned[pl.Volume] > 1 {
+					t.Errorf("prune %v planned %s twice", tc.vols, pl.Volume)
+				}
 			}
 			if n := len(r.listIDs("alpha")); n != 3 {
 				t.Errorf("alpha has %d revisions after the prune; want all 3", n)

@@ -277,6 +277,15 @@ func opPrune(ctx context.Context, env *opEnv, a pruneArgs) (any, error) {
 			}
 			return res, nil
 		}
+		if a.Policy.Space != nil && len(remove) == 0 {
+			// Nothing to remove: the collection before the first round
+			// stands, and another round would measure the same.
+			res.SpaceGoalMet = goalReached(plans)
+			if !res.SpaceGoalMet {
+				res.Warnings = append(res.Warnings, spaceShortfall(plans))
+			}
+			break
+		}
 		for _, vol := range vols {
 			ids := remove[vol]
 			if len(ids) == 0 {
@@ -513,21 +522,11 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 		pl.Decisions, pl.Warnings, pl.Space = plan.Decisions, plan.Warnings, plan.Space
 		if guarded != "" && guarded != v.name {
 			pl.Warnings = append(pl.Warnings, fmt.Sprintf("space goal held back: the newest revision of %s grew suddenly, so no volume loses history for the goal (check what changed there, then prune with a goal that fits or --space-guard=-1)", guarded))
-			// The goal stays unmet, as the guarded volume's own plan says.
-			if rep := full[v.name]; rep != nil {
-				held := *rep
-				held.Freed, held.Met, held.Guarded = 0, held.Need == 0, true
-				pl.Space = &held
-			} else {
-				pl.Space = nil
-			}
-		}
-		if plan.Space != nil && guarded == "" && share == nil {
-			// What this volume's removals free is off the next volume's
-			// share, or a prune of N volumes would free about N times
-			// what the goal needs.
-			usage.RepoSize -= plan.Space.Freed
-			usage.Free += plan.Space.Freed
+			// The goal stays unmet, as the guarded volume's own plan says
+			// (Apply reports on every volume with revisions).
+			held := *full[v.name]
+			held.Freed, held.Met, held.Guarded = 0, held.Need == 0, true
+			pl.Space = &held
 		}
 		if plan.Space != nil {
 			freed += plan.Space.Freed
@@ -547,8 +546,10 @@ func planPrune(ctx context.Context, env *opEnv, a pruneArgs, vols []string, usag
 				pl.Space.Need, pl.Space.Met = shareNeed, freed >= shareNeed
 			}
 		}
-		if freed < shareNeed && len(plans) > 0 {
-			plans[0].Warnings = append(plans[0].Warnings, fmt.Sprintf("space goal not met: removing every revision the other rules and safety rails allow, in all volumes, frees ~%s of %s needed", humanBytes(freed), humanBytes(shareNeed)))
+		// On the first plan that is printed: one of a volume without
+		// revisions is not.
+		if i := slices.IndexFunc(plans, func(pl prunePlan) bool { return pl.Space != nil }); freed < shareNeed && i >= 0 {
+			plans[i].Warnings = append(plans[i].Warnings, fmt.Sprintf("space goal not met: removing every revision the other rules and safety rails allow, in all volumes, frees ~%s of %s needed", humanBytes(freed), humanBytes(shareNeed)))
 		}
 	}
 	return plans, remove, nil
