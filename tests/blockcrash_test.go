@@ -56,7 +56,9 @@ func TestBlockKillAndRestore(t *testing.T) {
 	if err := cp.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go pipe.Write(bytes.Repeat([]byte{0xcc}, 32<<20))
+	// The input ends only after the kill: written whole before it,
+	// nbdcopy could send everything and exit 0 at EOF, never noticing.
+	go pipe.Write(bytes.Repeat([]byte{0xcc}, 4<<20))
 	for i := 0; ; i++ {
 		out, _ := exec.Command("qemu-io", "-r", "-f", "raw", "-c", "read -P 0xcc 0 1M", uri("vm")).CombinedOutput()
 		if !strings.Contains(string(out), "Pattern verification failed") && strings.Contains(string(out), "read 1048576/1048576") {
@@ -68,6 +70,7 @@ func TestBlockKillAndRestore(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r.killServer()
+	pipe.Write(bytes.Repeat([]byte{0xcc}, 8<<20)) // fails once nbdcopy has gone
 	pipe.Close()
 	if err := cp.Wait(); err == nil {
 		t.Error("nbdcopy finished although the server was killed before its input ended")
