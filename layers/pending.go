@@ -52,6 +52,9 @@ type pending struct {
 
 	flushMu sync.Mutex    // one flush at a time, in order
 	kick    chan struct{} // the repository's flusher: a batch is full
+	// saveRefs writes the chunk store's reference changes to the index
+	// before a batch (refSaver); nil when the store has no such step.
+	saveRefs func() error
 }
 
 type pendingVal struct {
@@ -73,9 +76,9 @@ const pendingAge = 50 * time.Millisecond
 
 type limits struct{ keys, bytes int64 }
 
-func newPending(db *badger.DB, kick chan struct{}) *pending {
+func newPending(db *badger.DB, kick chan struct{}, saveRefs func() error) *pending {
 	hard := limits{keys: db.MaxBatchCount() / 2, bytes: db.MaxBatchSize() / 2}
-	return &pending{db: db, writes: map[string]pendingVal{}, kick: kick,
+	return &pending{db: db, writes: map[string]pendingVal{}, kick: kick, saveRefs: saveRefs,
 		hard: hard, soft: limits{keys: hard.keys / 4, bytes: hard.bytes / 4},
 		valThreshold: db.Opts().ValueThreshold}
 }
@@ -241,14 +244,23 @@ func (p *pending) flush(force bool) error {
 	p.writes, p.bytes, p.after = map[string]pendingVal{}, 0, nil
 	p.mu.Unlock()
 
-	err := update(p.db, func(txn *badger.Txn) error {
-		for k, pv := range w {
-			if err := pv.writeTo(txn, k); err != nil {
-				return err
+	// The batch's records name chunks whose references must reach the
+	// index first (refSaver). After the swap above: every record in w
+	// was made after its chunks were put.
+	var err error
+	if p.saveRefs != nil && len(w) > 0 {
+		err = p.saveRefs()
+	}
+	if err == nil {
+		err = update(p.db, func(txn *badger.Txn) error {
+			for k, pv := range w {
+				if err := pv.writeTo(txn, k); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
-	})
+			return nil
+		})
+	}
 
 	var snap *badger.Txn
 	if err == nil {

@@ -43,6 +43,7 @@ type repo struct {
 	storeFull atomic.Int64
 	spoolRoom spoolRoom // free space of the spool's filesystem (early.go)
 
+	saveRefs func() error   // before a metadata batch (refSaverOf); may be nil
 	jobs     chan *openFile // files waiting to be chunked
 	metaKick chan struct{}  // a volume's pending metadata is a full batch
 	tidyKick chan struct{}  // a commit finished: compact the index
@@ -130,7 +131,7 @@ func open(ctx context.Context, db *badger.DB, cs ChunkStore, opts Options) (*Rep
 			_ = os.Remove(filepath.Join(opts.SpoolDir, e.Name()))
 		}
 	}
-	r := &Repo{repo{db: db, cs: cs, opts: opts, log: opts.Logger, now: opts.Now,
+	r := &Repo{repo{db: db, cs: cs, saveRefs: refSaverOf(cs), opts: opts, log: opts.Logger, now: opts.Now,
 		vols: map[string]*volume{}, jobs: make(chan *openFile, 64), metaKick: make(chan struct{}, 1),
 		tidyKick: make(chan struct{}, 1), done: make(chan struct{})}}
 	if r.log == nil {
@@ -225,7 +226,7 @@ func (r *Repo) volumesByID() map[volID]*volume {
 
 func (r *Repo) newVolume(rec volRecord) (*volume, error) {
 	v := &volume{r: r, rec: rec, files: map[Ino]*openFile{}, holds: map[Ino]int{}, orphans: map[Ino]bool{}, lost: map[Ino]bool{},
-		pend: newPending(r.db, r.metaKick)}
+		pend: newPending(r.db, r.metaKick, r.saveRefs)}
 	b, err := hex.DecodeString(rec.ID)
 	if err != nil || len(b) != len(v.id) {
 		return nil, fmt.Errorf("volume %s: bad id %q", rec.Name, rec.ID)

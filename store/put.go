@@ -413,8 +413,52 @@ func (s *Store) journalSeg(ctx context.Context, seg *segBuf) error {
 	return nil
 }
 
-// applyDeltas commits reference changes of indexed chunks.
+// SaveReferences writes the reference changes of the Puts and Releases so
+// far to the index, without waiting for the index to reach the disk.
+//
+// Why: a Put that deduplicates only adds to a count in memory until the
+// next Flush, while the metadata naming the chunk (layers' staging
+// records) goes to the index within milliseconds. A server killed between
+// the two kept the record and lost the reference: the count was one
+// short, and once the revisions holding the other references were pruned,
+// GC deleted a chunk that the record still named. Metadata writers call
+// this before each batch they write to the same index; badger recovers a
+// prefix of its writes, so a crash that keeps a batch keeps the counts
+// written before it. A count can still end up too high (space, until a
+// repair recounts), never too low.
+func (s *Store) SaveReferences(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	none, closed := len(s.deltas) == 0, s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if none {
+		return nil
+	}
+	if err := s.writeDeltas(); err != nil {
+		return fmt.Errorf("save references: %w", classify(err))
+	}
+	return nil
+}
+
+// applyDeltas commits reference changes of indexed chunks and syncs the
+// index.
 func (s *Store) applyDeltas() error {
+	if err := s.writeDeltas(); err != nil {
+		return err
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync index: %w", err)
+	}
+	return nil
+}
+
+// writeDeltas writes reference changes of indexed chunks to the index.
+func (s *Store) writeDeltas() error {
 	s.idxMu.Lock()
 	defer s.idxMu.Unlock()
 	s.mu.Lock()
@@ -466,9 +510,6 @@ func (s *Store) applyDeltas() error {
 			return fmt.Errorf("commit reference counts: %w", err)
 		}
 		ids = ids[len(part):]
-	}
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("sync index: %w", err)
 	}
 	return nil
 }

@@ -11,8 +11,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/strata-backup/strata/store/chunk"
 	"github.com/strata-backup/strata/store/crypt"
+	"github.com/strata-backup/strata/store/index"
 )
 
 func checkAll(t *testing.T, s *Store, want map[[32]byte][]byte) {
@@ -222,5 +225,66 @@ func TestManyTinyChunks(t *testing.T) {
 	n := 0
 	if err := s.Walk(ctx, chunk.KindMeta, func(chunk.ID, []byte) error { n++; return nil }); err != nil || n != len(want) {
 		t.Fatalf("Walk saw %d meta chunks, %v; want %d", n, err, len(want))
+	}
+}
+
+// TestSaveReferences: reference changes of indexed chunks reach the index
+// at SaveReferences, before any Flush (layers writes its records right
+// after), in both directions.
+func TestSaveReferences(t *testing.T) {
+	ctx := context.Background()
+	dir, cfg := testRepo(t, 2, 1)
+	s := openStore(t, dir, cfg, Options{})
+	data := bytes.Repeat([]byte("saved reference "), 4096)
+	id, _, err := s.Put(ctx, chunk.KindData, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	indexed := func() int64 {
+		t.Helper()
+		var c index.Chunk
+		err := s.db.View(func(txn *badger.Txn) error {
+			var found bool
+			var err error
+			if c, found, err = index.GetChunk(txn, id); err == nil && !found {
+				err = fmt.Errorf("chunk %s not indexed", id.Short())
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Refs
+	}
+	prev := int64(1)
+	for _, step := range []struct {
+		name string
+		op   func() error
+		want int64
+	}{
+		{"put again (dedup)", func() error { _, _, err := s.Put(ctx, chunk.KindData, data); return err }, 2},
+		{"put a third time", func() error { _, _, err := s.Put(ctx, chunk.KindData, data); return err }, 3},
+		{"release one", func() error { return s.Release(ctx, []chunk.ID{id}) }, 2},
+	} {
+		if err := step.op(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if got := indexed(); got != prev {
+			t.Fatalf("%s: index has %d references before SaveReferences, want %d (still in memory)", step.name, got, prev)
+		}
+		if err := s.SaveReferences(ctx); err != nil {
+			t.Fatalf("%s: save: %v", step.name, err)
+		}
+		if got := indexed(); got != step.want {
+			t.Fatalf("%s: index has %d references after SaveReferences, want %d", step.name, got, step.want)
+		}
+		prev = step.want
+	}
+	s.Close()
+	if err := s.SaveReferences(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SaveReferences after Close: %v, want ErrClosed", err)
 	}
 }
