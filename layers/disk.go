@@ -433,6 +433,12 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 						return err
 					}
 				}
+				// The references first, as before every staging batch
+				// (refSaver): a block record in the index must not
+				// outlive a crash that loses its chunk's reference.
+				if err := v.r.saveRefsFirst(); err != nil {
+					return err
+				}
 				return update(v.r.db, w.b.writeTo)
 			}()
 		}

@@ -165,6 +165,15 @@ func refSaverOf(cs ChunkStore) func() error {
 	}
 }
 
+// saveRefsFirst runs saveRefs, for writers of records that name chunks
+// outside pending (block records).
+func (r *repo) saveRefsFirst() error {
+	if r.saveRefs == nil {
+		return nil
+	}
+	return r.saveRefs()
+}
+
 // haser is the optional ChunkStore method recovery uses; *store.Store has
 // it.
 type haser interface {
