@@ -92,6 +92,12 @@ type ChunkStore interface {
 	Get(ctx context.Context, id chunk.ID) ([]byte, error)
 	// Release drops one reference from each id (once per occurrence).
 	Release(ctx context.Context, ids []chunk.ID) error
+	// Retain adds one reference to each id (once per occurrence), as a
+	// Put of its data would; durable at the next Flush, like Release. A
+	// staging file rewritten in place keeps the chunks it does not
+	// touch this way (spool.go). Every id must be stored: an unknown one
+	// fails, and then no reference is added.
+	Retain(ctx context.Context, ids []chunk.ID) error
 	// Flush makes every Put that returned before it durable.
 	Flush(ctx context.Context) error
 }

@@ -77,16 +77,28 @@
 // RemoveRevision deletes them. RemoveVolume releases everything the volume
 // held. References enumerates them all, for a rebuilt store index.
 //
+// An open staging file holds one reference per chunk it keeps (those of
+// its base, taken at its first write, and those it stored early): its
+// flush hands them to the new extent map, dropping it unflushed releases
+// them. A crash in between leaves them counted with nothing naming them,
+// which costs space, never data, until references are recounted (a
+// prune that finds removals to finish, or an index rebuild).
+//
 // # Staging writes
 //
 // fs staging writes land in a per-inode buffer: in memory for small files
 // (within a repository-wide budget), else a sparse spool file under
-// Options.SpoolDir. The first write to a file with content copies it in.
-// FlushFile (FUSE calls it on close) queues the file for a bounded pool of
-// background workers that cut it with the content-defined chunker (holes in
-// the spool stay holes; all-zero chunks are never stored), Put the chunks,
-// write the extent map and attributes and release the replaced extent map
-// if staging wrote it. Reads, Extents and GetAttr of a dirty file see its
+// Options.SpoolDir. The first write to a file with content does not copy
+// it in: the open file takes a store reference to each chunk of its
+// extent map (ChunkStore.Retain) and reads them where the spool has
+// nothing; a write takes back into the spool only the chunks it overlaps
+// (early.go). A file that grows large stores its spooled data early
+// (same file). FlushFile (FUSE calls it on close) queues the file for a
+// bounded pool of background workers that cut the spool's data with the
+// content-defined chunker (holes in the spool stay holes; all-zero chunks
+// are never stored), Put the chunks, write the extent map (the chunks
+// kept plus the new ones) and attributes and release the replaced extent
+// map if staging wrote it. Reads, Extents and GetAttr of a dirty file see its
 // buffer. Block staging keeps whole dirty blocks in a bounded cache (one
 // read-modify-write per block, not per request); flushing stores them,
 // all-zero blocks as holes.
@@ -97,9 +109,10 @@
 // a crash drop them too.
 //
 // Limits: a file's extent map is one record (about 44 bytes per chunk, so
-// 4 MB for a 100 GB file rewritten on every flush); the first write to a
-// file with content copies the whole file into the spool (rsync writes
-// new files, so it does not pay this); Revision.Added counts bytes before
+// 4 MB for a 100 GB file rewritten on every flush), and the first write
+// to a file with content reads that record and takes a reference per
+// chunk (about 100k lookups in the store's index for a 100 GB file, far
+// less than reading it); Revision.Added counts bytes before
 // compression and, for the staging period under way, is kept in memory.
 //
 // # Concurrency

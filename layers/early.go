@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -14,22 +15,46 @@ import (
 	"github.com/strata-backup/strata/store/chunk"
 )
 
-// A staging file's spool holds its whole image until the flush, so a file
-// larger than the free space of the spool's filesystem (REPO/spool) could
-// not be written at all: rsync of a 30 GiB file needed 30 GiB there, even
-// with the shards on another disk. So once a file has gained
-// Options.EarlyStore bytes of spool since its last store, or the spool's
-// filesystem is full, the data it holds from cut on goes to the store
-// now, up to the last chunk boundary, and is punched out of the spool.
-// The chunk after that boundary stays: more data appended to it moves the
-// boundary, and leaving it keeps the chunks the same as those of a flush
-// of the whole file (dedup does not change).
+// A staging file's data lives in two places until its flush: chunks in
+// the store, listed in openFile.stored, and the spool (a memory buffer or
+// a sparse file under REPO/spool). stored is sorted, its extents do not
+// overlap, and each holds one store reference that the open file owns
+// (or is a zeroID extent: written zeros, not stored). A byte offset below
+// the size inside a stored extent reads from its chunk, whatever the
+// spool holds there; any other reads from the spool, where a hole is
+// zeros. Punching may fail and the memory buffer cannot punch, so stale
+// bytes can sit in the spool under a stored extent: everything that reads
+// spool data runs clips them to the gaps (spoolRuns).
 //
-// The early chunks cover [0, cut); nothing in the index refers to them
-// until the flush writes the file's extent map. Reads below cut go to
-// them; a write or truncate below cut first moves the chunks from that
-// point on back into the spool (retreat), which is the old whole-image
-// behaviour for the part it touches.
+// Two things fill stored:
+//
+//   - The base. Opening a file with content for writing (rsync --inplace,
+//     dd conv=notrunc, a VM image or a database rewritten in place) does
+//     not copy it into the spool: load takes one store reference per
+//     chunk of the stored extent map (ChunkStore.Retain) and lists them.
+//     Copying read, spooled and chunked the whole file for any change:
+//     a 4 KiB dd conv=notrunc into a 2 GiB file and its fsync took 4.3 s
+//     and 2 GiB of spool; now 0.04 s and 1.5 MiB (the chunk it touched).
+//     The references are taken at load, not at the flush, so that from
+//     then on the file owns its stored extents whatever happens to the
+//     version it loaded (prune keeps what staging sees, but a flush
+//     replacing a map staging wrote, or an unlink, releases that map's
+//     chunks), and a base chunk and an early one are handled alike by
+//     a write, a truncate, forget and the flush.
+//   - Early stores. A file that gained Options.EarlyStore bytes of spool
+//     since its last store, or whose spool filesystem is full, chunks
+//     its spool data now and punches it out of the spool, so a file
+//     larger than the free space there (rsync of a 30 GiB file) can still
+//     be written. The last chunk of data ending at the size stays in the
+//     spool: appends change it, and leaving it keeps the chunks the same
+//     as those of one flush of the whole file (dedup does not change).
+//
+// A write takes back into the spool only the stored extents it overlaps
+// (retreat: read the chunk, write it to the spool, drop the reference);
+// a truncate drops those past the new size and takes back one that
+// straddles it. The flush chunks only the spool's runs, which lie between
+// stored extents and so start and end at old chunk boundaries: the chunks
+// of untouched parts carry over into the new extent map as they are.
 
 // defaultEarlyStore is Options.EarlyStore's default: a file writing past it
 // stores its data so far. Below it nothing changes (the benchmark corpus
@@ -37,14 +62,14 @@ import (
 // much data, once per this much written.
 const defaultEarlyStore = 256 << 20
 
-// zeroID marks an early extent of written zeros: counted as written (see
-// flush) but not stored. It never leaves this file: earlyData filters it.
+// zeroID marks a stored extent of written zeros: counted as written (see
+// flush) but not stored. It never leaves this file: storedData filters it.
 var zeroID chunk.ID
 
-// earlyData returns the early extents that hold stored chunks.
-func (f *openFile) earlyData() []extent {
-	out := make([]extent, 0, len(f.early))
-	for _, e := range f.early {
+// storedData returns the stored extents that hold chunks.
+func (f *openFile) storedData() []extent {
+	out := make([]extent, 0, len(f.stored))
+	for _, e := range f.stored {
 		if e.ID != zeroID {
 			out = append(out, e)
 		}
@@ -52,18 +77,18 @@ func (f *openFile) earlyData() []extent {
 	return out
 }
 
-// earlyWritten is how many bytes below cut were written (data or zeros).
-func (f *openFile) earlyWritten() int64 {
+// storedLen is how many bytes the stored extents cover (data or zeros).
+func (f *openFile) storedLen() int64 {
 	var n int64
-	for _, e := range f.early {
+	for _, e := range f.stored {
 		n += e.Len
 	}
 	return n
 }
 
-// releaseEarly drops the store references of early extents; used when
+// releaseStored drops the store references of stored extents; used when
 // they will never be part of an extent map.
-func (f *openFile) releaseEarly(ctx context.Context, es []extent) {
+func (f *openFile) releaseStored(ctx context.Context, es []extent) {
 	var ids []chunk.ID
 	for _, e := range es {
 		if e.ID != zeroID {
@@ -74,13 +99,69 @@ func (f *openFile) releaseEarly(ctx context.Context, es []extent) {
 		return
 	}
 	if err := f.v.r.cs.Release(ctx, ids); err != nil {
-		f.v.r.log.Warn("release early-stored chunks", "ino", f.ino, "err", err)
+		f.v.r.log.Warn("release chunks of a staging file", "ino", f.ino, "err", err)
 	}
 }
 
-// storeEarly puts the spool's data from cut up to the last chunk boundary
-// into the store and punches it out of the spool; dataMu held. It reports
-// whether cut moved.
+// storedFrom returns the index of the first stored extent that ends after
+// off: a read or a listing costs a search, not a pass over every chunk of
+// the file (about 100k for a 100 GiB image).
+func (f *openFile) storedFrom(off int64) int {
+	return sort.Search(len(f.stored), func(i int) bool { return f.stored[i].Off+f.stored[i].Len > off })
+}
+
+// storedIn returns the stored extents that overlap [off, end).
+func (f *openFile) storedIn(off, end int64) []extent {
+	i := f.storedFrom(off)
+	j := i
+	for j < len(f.stored) && f.stored[j].Off < end {
+		j++
+	}
+	return f.stored[i:j]
+}
+
+// spoolRuns calls fn for each run of possibly non-zero spool data in
+// [off, end) that no stored extent covers, in offset order. fn must not
+// change stored.
+func (f *openFile) spoolRuns(off, end int64, fn func(o, l int64) error) error {
+	if off >= end {
+		return nil
+	}
+	return f.buf.dataRuns(off, end, func(o, l int64) error {
+		e := o + l
+		for _, s := range f.storedIn(o, e) {
+			if s.Off > o {
+				if err := fn(o, s.Off-o); err != nil {
+					return err
+				}
+			}
+			o = s.Off + s.Len
+		}
+		if o < e {
+			return fn(o, e-o)
+		}
+		return nil
+	})
+}
+
+// mergeExtents merges two sorted lists of extents that do not overlap
+// into a new sorted list.
+func mergeExtents(a, b []extent) []extent {
+	out := make([]extent, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0].Off < b[0].Off {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	out = append(out, a...)
+	return append(out, b...)
+}
+
+// storeEarly puts the spool's data runs into the store, up to the last
+// chunk boundary for the run that ends at the size, and punches them out
+// of the spool; dataMu held. It reports whether anything was stored.
 func (f *openFile) storeEarly(ctx context.Context) (bool, error) {
 	f.sinceStore = 0 // tried: the next try waits for as much again
 	if f.buf == nil || f.buf.file == nil {
@@ -91,14 +172,14 @@ func (f *openFile) storeEarly(ctx context.Context) (bool, error) {
 	f.mu.Unlock()
 	type run struct{ off, len int64 }
 	var runs []run
-	if err := f.buf.dataRuns(f.cut, size, func(o, l int64) error {
+	if err := f.spoolRuns(0, size, func(o, l int64) error {
 		runs = append(runs, run{o, l})
 		return nil
 	}); err != nil {
 		return false, err
 	}
 	var es []extent
-	newCut := f.cut
+	var punch []run // what went to the store, to free in the spool
 	for i, rn := range runs {
 		end := rn.off + rn.len
 		growing := i == len(runs)-1 && end == size
@@ -123,48 +204,57 @@ func (f *openFile) storeEarly(ctx context.Context) (bool, error) {
 			return nil
 		}
 		if err := f.v.r.split.split(f.buf.section(rn.off, rn.len), rn.off, rn.len, put); err != nil {
-			f.releaseEarly(ctx, es)
+			f.releaseStored(ctx, es)
 			return false, err
 		}
-		newCut = next
+		if next > rn.off {
+			punch = append(punch, run{rn.off, next - rn.off})
+		}
 	}
-	if newCut <= f.cut {
+	if len(es) == 0 {
 		return false, nil
 	}
-	// Punching only frees space: reads and flushes below cut never look
-	// at the spool, so a filesystem without hole punching still works.
-	if err := f.buf.punch(f.cut, newCut-f.cut); err != nil {
-		f.v.r.log.Debug("punch spool", "ino", f.ino, "err", err)
+	// Punching only frees space: reads and flushes never look at the
+	// spool under a stored extent, so a filesystem without hole
+	// punching still works.
+	for _, p := range punch {
+		if err := f.buf.punch(p.off, p.len); err != nil {
+			f.v.r.log.Debug("punch spool", "ino", f.ino, "err", err)
+			break
+		}
 	}
-	f.early = append(f.early, es...)
-	f.cut = newCut
+	f.stored = mergeExtents(f.stored, es)
 	return true, nil
 }
 
-// retreat makes the bytes from x on writable again by moving the early
-// extents that end after x back into the spool; dataMu held. Bytes at and
-// past limit are about to be cut off (a truncate), so they are not copied.
-// On error nothing changed: reads below cut still use the early extents.
-func (f *openFile) retreat(ctx context.Context, x, limit int64) error {
-	if x >= f.cut {
+// retreat makes [lo, hi) writable again by moving the stored extents that
+// overlap it back into the spool and dropping their references; dataMu
+// held. Bytes at and past limit are about to be cut off (a truncate), so
+// they are not copied. On error nothing changed: reads still use the
+// stored extents, which hide whatever part was copied.
+func (f *openFile) retreat(ctx context.Context, lo, hi, limit int64) error {
+	if hi <= lo {
 		return nil
 	}
-	back := f.earlyFrom(x)
-	i := len(f.early) - len(back)
-	newCut := x
-	if len(back) > 0 {
-		newCut = min(newCut, back[0].Off)
+	i := f.storedFrom(lo)
+	back := f.storedIn(lo, hi)
+	if len(back) == 0 {
+		return nil
 	}
+	var copied int64
 	for _, e := range back {
 		if e.Off >= limit {
 			break
 		}
 		n := min(e.Len, limit-e.Off)
+		// A zeroID extent was zeros when it was stored, and the spool
+		// is not written under a stored extent: writing zeros again
+		// keeps that true without relying on the punch having worked.
 		data := make([]byte, n)
 		if e.ID != zeroID {
 			c, err := f.v.r.getChunk(ctx, e.ID)
 			if err != nil {
-				return fmt.Errorf("read back early chunk: %w", err)
+				return fmt.Errorf("read back chunk at %d: %w", e.Off, err)
 			}
 			if int64(len(c)) != e.Len {
 				return fmt.Errorf("chunk %s: length %d, extent says %d", e.ID.Short(), len(c), e.Len)
@@ -174,35 +264,50 @@ func (f *openFile) retreat(ctx context.Context, x, limit int64) error {
 		if _, err := f.buf.writeAt(data, e.Off); err != nil {
 			return err
 		}
+		copied += n
 	}
-	f.early = f.early[:i:i] // a later append must not overwrite back
-	f.cut = newCut
-	f.releaseEarly(ctx, back)
+	// The spool grew by what came back: count it, or random writes into
+	// a large file (each taking back a whole chunk) would spool far
+	// more than EarlyStore between stores.
+	f.sinceStore += copied
+	back = slices.Clone(back) // Delete clears the tail it leaves
+	f.stored = slices.Delete(f.stored, i, i+len(back))
+	f.releaseStored(ctx, back)
 	return nil
 }
 
-// earlyFrom returns the early extents that end after off: a read or a
-// listing of a file being written costs a search, not a pass over every
-// chunk stored so far.
-func (f *openFile) earlyFrom(off int64) []extent {
-	i := sort.Search(len(f.early), func(i int) bool { return f.early[i].Off+f.early[i].Len > off })
-	return f.early[i:]
-}
-
-// readEarly fills p (at file offset off, all below cut) from the early
-// extents.
-func (f *openFile) readEarly(ctx context.Context, p []byte, off int64) error {
+// readStored fills p, at file offset off, from the stored extents and the
+// spool between them.
+func (f *openFile) readStored(ctx context.Context, p []byte, off int64) error {
 	end := off + int64(len(p))
-	var es []extent
-	for _, e := range f.earlyFrom(off) {
-		if e.Off >= end {
-			break
-		}
+	in := f.storedIn(off, end)
+	if len(in) == 0 {
+		return f.buf.readAt(p, off)
+	}
+	data := make([]extent, 0, len(in))
+	for _, e := range in {
 		if e.ID != zeroID {
-			es = append(es, e)
+			data = append(data, e)
 		}
 	}
-	return f.v.r.readExtents(ctx, es, p, off, false)
+	// readExtents zero-fills what its extents leave, the gaps included,
+	// which the spool then fills.
+	if err := f.v.r.readExtents(ctx, data, p, off, false); err != nil {
+		return err
+	}
+	pos := off
+	for _, e := range in {
+		if e.Off > pos {
+			if err := f.buf.readAt(p[pos-off:e.Off-off], pos); err != nil {
+				return err
+			}
+		}
+		pos = max(pos, e.Off+e.Len)
+	}
+	if pos < end {
+		return f.buf.readAt(p[pos-off:], pos)
+	}
+	return nil
 }
 
 // spoolReserve is the free space spool files leave on their filesystem:

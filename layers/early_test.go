@@ -19,6 +19,13 @@ import (
 func earlyRepo(t *testing.T, earlyStore int64) (*layers.Repo, *memstore.Store, *layers.Staging) {
 	t.Helper()
 	cs := memstore.New()
+	r, st := earlyRepoOver(t, cs, earlyStore)
+	return r, cs, st
+}
+
+// earlyRepoOver is earlyRepo over the chunk store cs.
+func earlyRepoOver(t *testing.T, cs layers.ChunkStore, earlyStore int64) (*layers.Repo, *layers.Staging) {
+	t.Helper()
 	db := openDB(t, "")
 	r, err := layers.Open(context.Background(), db, cs, layers.Options{
 		SpoolDir:   t.TempDir(),
@@ -32,7 +39,7 @@ func earlyRepo(t *testing.T, earlyStore int64) (*layers.Repo, *memstore.Store, *
 		_ = r.Close()
 		_ = db.Close()
 	})
-	return r, cs, fsVolume(t, r)
+	return r, fsVolume(t, r)
 }
 
 // TestEarlyStoreRandomOps writes one large file mostly by appending, as

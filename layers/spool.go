@@ -14,27 +14,29 @@ import (
 	"github.com/strata-backup/strata/store/chunk"
 )
 
-// openFile is a staging file with buffered writes: a sparse spool file
-// holding the whole file image. It exists from the first write (or size
+// openFile is a staging file with buffered writes: the chunks of its
+// stored content it keeps (early.go) and a spool, a memory buffer or a
+// sparse file, for the rest. It exists from the first write (or size
 // change) until a flush has chunked the spool into the store; then it is
 // closed and forgotten, and reads go to the extent map again.
 type openFile struct {
 	v   *volume
 	ino Ino
 
-	// dataMu guards the spool's contents, loaded and closed. Writes,
-	// truncates, dirty reads and flushes hold it.
+	// dataMu guards the spool's contents, stored, loaded and closed.
+	// Writes, truncates, dirty reads and flushes hold it.
 	dataMu sync.Mutex
 	buf    *spoolBuf
-	loaded bool // the base content is in the spool
+	loaded bool // the base content is in stored (and the spool)
 	// fresh: loaded without its base (truncated to zero), so none of
 	// what a crash lost (Repo.loadLost) is in it any more.
 	fresh  bool
 	closed bool // flushed and forgotten; users must look the file up again
-	// early holds the chunks already stored for [0, cut) (early.go); the
-	// spool holds the rest. sinceStore counts spool bytes written since.
-	early      []extent
-	cut        int64
+	// stored lists the extents whose data is in chunks the file holds a
+	// reference to, sorted, anywhere in the file (early.go); the spool
+	// holds the rest. sinceStore counts spool bytes written since the
+	// last early store.
+	stored     []extent
 	sinceStore int64
 
 	mu     sync.Mutex // guards size, mtime, ctime, dirty: short sections only
@@ -54,7 +56,7 @@ func (v *volume) lookupFile(ino Ino) *openFile {
 
 // openFileFor returns ino's open file with dataMu held and its base loaded,
 // creating it if needed. With noBase the caller is about to truncate it to
-// zero, so the base is not copied in.
+// zero, so the base is not taken over.
 func (v *volume) openFileFor(ctx context.Context, ino Ino, noBase bool) (*openFile, error) {
 	if v.removed.Load() {
 		return nil, fmt.Errorf("volume %s: %w", v.rec.Name, ErrUnknownVolume)
@@ -83,7 +85,9 @@ func (v *volume) openFileFor(ctx context.Context, ino Ino, noBase bool) (*openFi
 	}
 }
 
-// load creates the spool and copies the file's stored content into it.
+// load creates the spool and takes over the file's stored content: one
+// reference per chunk of its extent map, which become stored extents
+// (early.go); nothing is read.
 func (f *openFile) load(ctx context.Context, noBase bool) error {
 	v := f.v
 	var n inode
@@ -115,10 +119,17 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 	if noBase {
 		size = 0
 	}
+	keep := make([]extent, 0, len(es))
 	for _, e := range es {
 		if e.Off >= size {
 			break
 		}
+		if e.Off+e.Len <= size {
+			keep = append(keep, e)
+			continue
+		}
+		// An extent past the size, which no flush writes: the part
+		// below it is copied, as a truncate would.
 		data, err := v.r.getChunk(ctx, e.ID)
 		if err != nil {
 			return err
@@ -129,6 +140,12 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 	}
 	if err := f.buf.truncate(size); err != nil {
 		return err
+	}
+	if len(keep) > 0 {
+		if err := v.r.cs.Retain(ctx, extentIDs(keep)); err != nil {
+			return storeErr(fmt.Sprintf("keep the %d chunks of file %d", len(keep), f.ino), err)
+		}
+		f.stored = keep
 	}
 	f.mu.Lock()
 	f.size, f.mtime, f.ctime = size, n.Mtime, n.Ctime
@@ -159,12 +176,12 @@ func storeErr(op string, err error) error {
 }
 
 // forget closes the spool and drops the file from its volume, releasing
-// early-stored chunks no extent map took over; dataMu held.
+// the stored extents no extent map took over; dataMu held.
 func (f *openFile) forget() {
 	f.closed = true
-	if len(f.early) > 0 {
-		f.releaseEarly(context.Background(), f.early)
-		f.early = nil
+	if len(f.stored) > 0 {
+		f.releaseStored(context.Background(), f.stored)
+		f.stored = nil
 	}
 	if f.buf != nil {
 		f.buf.close()
@@ -191,15 +208,27 @@ func (f *openFile) overlay(a *Attr) {
 // Options.EarlyStore, or whose spool's filesystem is full, stores its data
 // so far first (early.go).
 func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Time) (int, error) {
-	// Store first, then retreat: a store can move cut past off (a write
-	// into the middle of what the spool holds), and bytes written below
-	// cut would be lost to every read and to the flush.
+	// Store first, then retreat: a store can cover [off, end) with
+	// stored extents (a write into the middle of what the spool holds),
+	// and bytes written under one would be lost to every read and to the
+	// flush.
+	end := off + int64(len(p))
 	if f.sinceStore >= f.v.r.opts.EarlyStore {
 		if _, err := f.storeEarly(ctx); err != nil {
 			return 0, err
 		}
 	}
-	if err := f.retreat(ctx, off, math.MaxInt64); err != nil {
+	err := f.retreat(ctx, off, end, math.MaxInt64)
+	if errors.Is(err, ErrNoSpace) {
+		// Taking back a chunk needs spool room too (up to the
+		// chunker's maximum): make some, as for the write below.
+		if moved, serr := f.storeEarly(ctx); serr != nil {
+			return 0, serr
+		} else if moved {
+			err = f.retreat(ctx, off, end, math.MaxInt64)
+		}
+	}
+	if err != nil {
 		return 0, err
 	}
 	n, err := f.buf.writeAt(p, off)
@@ -209,7 +238,7 @@ func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Ti
 		} else if moved {
 			// Appends lie past the held-back chunk, so this is a no-op
 			// for them; a write into the middle takes its part back.
-			if err := f.retreat(ctx, off, math.MaxInt64); err != nil {
+			if err := f.retreat(ctx, off, end, math.MaxInt64); err != nil {
 				return 0, err
 			}
 			n, err = f.buf.writeAt(p, off)
@@ -227,9 +256,10 @@ func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Ti
 	return n, err
 }
 
-// truncate sets the size; dataMu held.
+// truncate sets the size; dataMu held. Stored extents past it go; one
+// that straddles it comes back into the spool up to it.
 func (f *openFile) truncate(ctx context.Context, size int64, now time.Time) error {
-	if err := f.retreat(ctx, size, size); err != nil {
+	if err := f.retreat(ctx, size, math.MaxInt64, size); err != nil {
 		return err
 	}
 	if err := f.buf.truncate(size); err != nil {
@@ -241,8 +271,9 @@ func (f *openFile) truncate(ctx context.Context, size int64, now time.Time) erro
 	return nil
 }
 
-// readAt reads a dirty file from its spool. ok is false when the file
-// was flushed meanwhile and the caller must read the stored version.
+// readAt reads an open file from its stored extents and spool. ok is
+// false when the file was flushed meanwhile and the caller must read the
+// stored version.
 func (f *openFile) readAt(ctx context.Context, p []byte, off int64) (int, bool, error) {
 	f.dataMu.Lock()
 	defer f.dataMu.Unlock()
@@ -258,19 +289,14 @@ func (f *openFile) readAt(ctx context.Context, p []byte, off int64) (int, bool, 
 	if rest := size - off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
-	if off < f.cut {
-		n := min(int64(len(p)), f.cut-off)
-		if err := f.readEarly(ctx, p[:n], off); err != nil {
-			return 0, true, err
-		}
-		if n == int64(len(p)) {
-			return len(p), true, nil
-		}
-		return len(p), true, f.buf.readAt(p[n:], f.cut)
+	if err := f.readStored(ctx, p, off); err != nil {
+		return 0, true, err
 	}
-	return len(p), true, f.buf.readAt(p, off)
+	return len(p), true, nil
 }
 
+// extents lists an open file's data and holes: stored extents and the
+// spool's data runs between them are data, the rest holes.
 func (f *openFile) extents(off, length int64) ([]Extent, bool, error) {
 	f.dataMu.Lock()
 	defer f.dataMu.Unlock()
@@ -280,36 +306,37 @@ func (f *openFile) extents(off, length int64) ([]Extent, bool, error) {
 	f.mu.Lock()
 	end := min(off+length, f.size)
 	f.mu.Unlock()
+	if off >= end {
+		return nil, true, nil
+	}
+	var runs []extent
+	if err := f.spoolRuns(off, end, func(o, l int64) error {
+		runs = append(runs, extent{Off: o, Len: l})
+		return nil
+	}); err != nil {
+		return nil, true, err
+	}
 	var out []Extent
+	add := func(o, l int64, hole bool) {
+		if k := len(out) - 1; k >= 0 && out[k].Hole == hole && out[k].Off+out[k].Len == o {
+			out[k].Len += l
+			return
+		}
+		out = append(out, Extent{Off: o, Len: l, Hole: hole})
+	}
 	pos := off
-	for _, e := range f.earlyFrom(pos) {
-		if e.Off >= end {
-			break
+	for _, e := range mergeExtents(f.storedIn(off, end), runs) {
+		o, stop := max(e.Off, pos), min(e.Off+e.Len, end)
+		if o > pos {
+			add(pos, o-pos, true)
 		}
-		if e.Off > pos {
-			out = append(out, Extent{Off: pos, Len: e.Off - pos, Hole: true})
-			pos = e.Off
-		}
-		stop := min(e.Off+e.Len, end)
-		out = append(out, Extent{Off: pos, Len: stop - pos})
+		add(o, stop-o, false)
 		pos = stop
 	}
-	if pos < min(f.cut, end) {
-		out = append(out, Extent{Off: pos, Len: min(f.cut, end) - pos, Hole: true})
-		pos = min(f.cut, end)
-	}
-	err := f.buf.dataRuns(pos, end, func(o, l int64) error {
-		if o > pos {
-			out = append(out, Extent{Off: pos, Len: o - pos, Hole: true})
-		}
-		out = append(out, Extent{Off: o, Len: l})
-		pos = o + l
-		return nil
-	})
 	if pos < end {
-		out = append(out, Extent{Off: pos, Len: end - pos, Hole: true})
+		add(pos, end-pos, true)
 	}
-	return out, true, err
+	return out, true, nil
 }
 
 // flush chunks the spool into the store, writes the extent map and the
@@ -344,17 +371,19 @@ func (f *openFile) flush(ctx context.Context) error {
 	// Written bytes count as data even when they are zeros and so not
 	// stored: a filesystem allocates them, and st_blocks must not change
 	// when a flush finds them zero. Holes are what was never written.
-	written := f.earlyWritten()
-	err := f.buf.dataRuns(f.cut, size, func(o, l int64) error {
+	// The spool's runs lie between stored extents, so chunking starts
+	// and ends at the boundaries of the chunks kept: untouched parts of
+	// a file rewritten in place keep their chunks.
+	written := f.storedLen()
+	err := f.spoolRuns(0, size, func(o, l int64) error {
 		written += l
 		return v.r.split.split(f.buf.section(o, l), o, l, put)
 	})
 	if err == nil {
-		// The early chunks come first: they all lie below cut.
-		all := append(f.earlyData(), es...)
+		all := mergeExtents(f.storedData(), es)
 		err = v.commitFile(ctx, f, all, size, max(size-written, 0))
 		if err == nil {
-			f.early = nil // the extent map holds their references now
+			f.stored = nil // the extent map holds their references now
 		}
 	}
 	if err != nil {
@@ -457,9 +486,10 @@ func (v *volume) flushAll(ctx context.Context) error { return v.flushFiles(ctx, 
 
 // flushFiles is flushAll, or with closedOnly only for the files no handle
 // holds (the idle sync, unsaved.go). A file still open is left alone
-// there: its spool is dropped once flushed, and the writer's next write
-// would read the whole file back into it (for a large file written for
-// minutes, again at every sync). Staging then stays marked unsaved.
+// there: once flushed it is forgotten, and the writer's next write would
+// load it again, reading its extent map and taking a reference per chunk
+// (for a large file written for minutes, again at every sync), after the
+// flush rewrote that map whole. Staging then stays marked unsaved.
 func (v *volume) flushFiles(ctx context.Context, closedOnly bool) error {
 	v.filesMu.Lock()
 	fs := make([]*openFile, 0, len(v.files))

@@ -85,6 +85,27 @@ func (s *crashStore) Release(ctx context.Context, ids []chunk.ID) error {
 	return s.Store.Release(ctx, rest)
 }
 
+func (s *crashStore) Retain(ctx context.Context, ids []chunk.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rest []chunk.ID
+	for _, id := range ids {
+		if _, ok := s.pending[id]; !ok {
+			rest = append(rest, id)
+		}
+	}
+	// The durable store first: it checks every id before adding any.
+	if err := s.Store.Retain(ctx, rest); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if _, ok := s.pending[id]; ok {
+			s.refs[id]++
+		}
+	}
+	return nil
+}
+
 func (s *crashStore) Flush(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -304,6 +304,91 @@ func (s *Store) Release(ctx context.Context, ids []chunk.ID) error {
 	return nil
 }
 
+// retainBatch is how many ids Retain looks up per hold of mu, which every
+// Put and Get also take: the whole extent map of a 100 GiB file (about
+// 100k chunks) in one hold would stall them for a noticeable time.
+const retainBatch = 1024
+
+// Retain adds one reference per occurrence of each id, as a Put of the
+// same data would, without the data: layers uses it for the chunks of a
+// file it keeps while that file is rewritten in place. Every id must be
+// stored; an unknown one, or one in a lost segment (its data is gone, and
+// Put stores such chunks anew), fails with an error matching ErrNotFound
+// that names it, and then no reference is added. Like Release, the change
+// is durable at the next Flush. Safe for concurrent use.
+func (s *Store) Retain(ctx context.Context, ids []chunk.ID) error {
+	for done := 0; done < len(ids); {
+		if err := ctx.Err(); err != nil {
+			s.unretain(ids[:done])
+			return err
+		}
+		part := ids[done:min(done+retainBatch, len(ids))]
+		if err := s.retainLocked(part); err != nil {
+			s.unretain(ids[:done])
+			return err
+		}
+		done += len(part)
+	}
+	return nil
+}
+
+// retainLocked is Retain for at most retainBatch ids, all or none; it
+// takes mu. Chunks move from mem to the index only under mu, so each is
+// found in one of the two.
+func (s *Store) retainLocked(ids []chunk.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	var look []chunk.ID
+	for _, id := range ids {
+		if _, ok := s.mem[id]; !ok {
+			look = append(look, id)
+		}
+	}
+	if len(look) > 0 {
+		err := s.db.View(func(txn *badger.Txn) error {
+			for _, id := range look {
+				c, found, err := index.GetChunk(txn, id)
+				if err != nil {
+					return fmt.Errorf("retain chunk %s: %w", id.Short(), err)
+				}
+				if !found {
+					return fmt.Errorf("retain chunk %s: %w", id.Short(), ErrNotFound)
+				}
+				if s.lost[c.Segment] {
+					return fmt.Errorf("retain chunk %s: segment %016x is lost: %w", id.Short(), c.Segment, ErrNotFound)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, id := range ids {
+		if m, ok := s.mem[id]; ok {
+			m.refs++
+			continue
+		}
+		s.deltas[id]++
+	}
+	return nil
+}
+
+// unretain takes back what an unfinished Retain added. A chunk sealed
+// meanwhile carries its mem references into the index, so Release's
+// delta is right for it too.
+func (s *Store) unretain(ids []chunk.ID) {
+	if len(ids) == 0 {
+		return
+	}
+	if err := s.Release(context.Background(), ids); err != nil {
+		s.log.Warn("take back references of a failed retain", "chunks", len(ids), "err", err)
+	}
+}
+
 // Flush makes every Put and Release that returned before it durable: it
 // waits for chunks being sealed, for segments being written, retries
 // segments that failed, journals the open segment with fsync and commits

@@ -88,6 +88,22 @@ func (s *Store) Release(ctx context.Context, ids []chunk.ID) error {
 	return nil
 }
 
+// Retain adds a reference per occurrence; every id must be stored, or
+// nothing changes.
+func (s *Store) Retain(ctx context.Context, ids []chunk.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if s.refs[id] <= 0 {
+			return fmt.Errorf("retain %s: %w", id.Short(), ErrNotFound)
+		}
+	}
+	for _, id := range ids {
+		s.refs[id]++
+	}
+	return nil
+}
+
 // Flush does nothing: memory is as durable as it gets.
 func (s *Store) Flush(ctx context.Context) error { return nil }
 
@@ -124,6 +140,17 @@ func (s *Store) Refs(kind chunk.Kind) (chunks, refs int) {
 		}
 	}
 	return chunks, refs
+}
+
+// Counts returns every chunk's reference count.
+func (s *Store) Counts() map[chunk.ID]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[chunk.ID]int, len(s.refs))
+	for id, n := range s.refs {
+		out[id] = n
+	}
+	return out
 }
 
 // Added returns the bytes of new chunks stored so far.
