@@ -436,7 +436,7 @@ func (d *Disk) flushLocked(ctx context.Context) error {
 				// The references first, as before every staging batch
 				// (refSaver): a block record in the index must not
 				// outlive a crash that loses its chunk's reference.
-				if err := v.r.saveRefsFirst(); err != nil {
+				if err := v.r.saveRefs(); err != nil {
 					return err
 				}
 				return update(v.r.db, w.b.writeTo)

@@ -23,8 +23,9 @@ import (
 // the size inside a stored extent reads from its chunk, whatever the
 // spool holds there; any other reads from the spool, where a hole is
 // zeros. Punching may fail and the memory buffer cannot punch, so stale
-// bytes can sit in the spool under a stored extent: everything that reads
-// spool data runs clips them to the gaps (spoolRuns).
+// bytes can sit in the spool under a stored extent: whatever looks for
+// the spool's data (reads, listings, early stores, the flush) takes only
+// the parts between stored extents (spoolRuns).
 //
 // Two things fill stored:
 //
@@ -229,10 +230,9 @@ func (f *openFile) storeEarly(ctx context.Context) (bool, error) {
 
 // retreat makes [lo, hi) writable again by moving the stored extents that
 // overlap it back into the spool and dropping their references; dataMu
-// held. Bytes at and past limit are about to be cut off (a truncate), so
-// they are not copied. On error nothing changed: reads still use the
-// stored extents, which hide whatever part was copied.
-func (f *openFile) retreat(ctx context.Context, lo, hi, limit int64) error {
+// held. On error nothing changed: reads still use the stored extents,
+// which hide whatever part was copied.
+func (f *openFile) retreat(ctx context.Context, lo, hi int64) error {
 	if hi <= lo {
 		return nil
 	}
@@ -243,14 +243,10 @@ func (f *openFile) retreat(ctx context.Context, lo, hi, limit int64) error {
 	}
 	var copied int64
 	for _, e := range back {
-		if e.Off >= limit {
-			break
-		}
-		n := min(e.Len, limit-e.Off)
-		// A zeroID extent was zeros when it was stored, and the spool
-		// is not written under a stored extent: writing zeros again
-		// keeps that true without relying on the punch having worked.
-		data := make([]byte, n)
+		// A zeroID extent was zeros when it was stored, and stale
+		// bytes may sit in the spool beneath it (a punch that failed):
+		// writing zeros there makes the spool say what the extent did.
+		data := make([]byte, e.Len)
 		if e.ID != zeroID {
 			c, err := f.v.r.getChunk(ctx, e.ID)
 			if err != nil {
@@ -259,12 +255,12 @@ func (f *openFile) retreat(ctx context.Context, lo, hi, limit int64) error {
 			if int64(len(c)) != e.Len {
 				return fmt.Errorf("chunk %s: length %d, extent says %d", e.ID.Short(), len(c), e.Len)
 			}
-			copy(data, c)
+			data = c
 		}
 		if _, err := f.buf.writeAt(data, e.Off); err != nil {
 			return err
 		}
-		copied += n
+		copied += e.Len
 	}
 	// The spool grew by what came back: count it, or random writes into
 	// a large file (each taking back a whole chunk) would spool far
@@ -274,6 +270,29 @@ func (f *openFile) retreat(ctx context.Context, lo, hi, limit int64) error {
 	f.stored = slices.Delete(f.stored, i, i+len(back))
 	f.releaseStored(ctx, back)
 	return nil
+}
+
+// cutStored prepares a truncate to size; dataMu held. The extent
+// straddling size comes back into the spool whole, before the spool is
+// cut, so that a failed ftruncate leaves every byte readable; the caller
+// then cuts the spool and calls dropStored.
+func (f *openFile) cutStored(ctx context.Context, size int64) error {
+	if i := f.storedFrom(size); i < len(f.stored) && f.stored[i].Off < size {
+		return f.retreat(ctx, f.stored[i].Off, size)
+	}
+	return nil
+}
+
+// dropStored releases the stored extents at and past size (all of them
+// start there after cutStored); dataMu held.
+func (f *openFile) dropStored(ctx context.Context, size int64) {
+	i := f.storedFrom(size)
+	if i == len(f.stored) {
+		return
+	}
+	gone := slices.Clone(f.stored[i:])
+	f.stored = f.stored[:i:i] // a later append must not overwrite gone
+	f.releaseStored(ctx, gone)
 }
 
 // readStored fills p, at file offset off, from the stored extents and the

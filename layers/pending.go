@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"sort"
@@ -53,7 +54,7 @@ type pending struct {
 	flushMu sync.Mutex    // one flush at a time, in order
 	kick    chan struct{} // the repository's flusher: a batch is full
 	// saveRefs writes the chunk store's reference changes to the index
-	// before a batch (refSaver); nil when the store has no such step.
+	// before a batch (refSaverOf).
 	saveRefs func() error
 }
 
@@ -68,6 +69,29 @@ func (pv pendingVal) writeTo(txn *badger.Txn, key string) error {
 		return txn.Delete([]byte(key))
 	}
 	return txn.Set([]byte(key), pv.val)
+}
+
+// refSaver is the optional ChunkStore method that writes reference
+// changes to the index ahead of the records holding them
+// (store.Store.SaveReferences); *store.Store has it.
+type refSaver interface {
+	SaveReferences(ctx context.Context) error
+}
+
+// refSaverOf returns the step before every write of records that name
+// chunks (pending batches, block records): a no-op when the chunk store
+// keeps its counts elsewhere (the in-memory test store).
+func refSaverOf(cs ChunkStore) func() error {
+	rs, ok := cs.(refSaver)
+	if !ok {
+		return func() error { return nil }
+	}
+	return func() error {
+		if err := rs.SaveReferences(context.Background()); err != nil {
+			return storeErr("save chunk references", err)
+		}
+		return nil
+	}
 }
 
 // pendingAge is how long metadata waits in memory at most (when something
@@ -248,7 +272,7 @@ func (p *pending) flush(force bool) error {
 	// index first (refSaver). After the swap above: every record in w
 	// was made after its chunks were put.
 	var err error
-	if p.saveRefs != nil && len(w) > 0 {
+	if len(w) > 0 {
 		err = p.saveRefs()
 	}
 	if err == nil {

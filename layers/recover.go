@@ -143,37 +143,6 @@ func (r *Repo) dropCrashOrphans() error {
 	return nil
 }
 
-// refSaver is the optional ChunkStore method that writes reference
-// changes to the index ahead of the records holding them
-// (store.Store.SaveReferences); *store.Store has it.
-type refSaver interface {
-	SaveReferences(ctx context.Context) error
-}
-
-// refSaverOf returns pending's step before each batch: nil when the chunk
-// store keeps its counts elsewhere (the in-memory test store).
-func refSaverOf(cs ChunkStore) func() error {
-	rs, ok := cs.(refSaver)
-	if !ok {
-		return nil
-	}
-	return func() error {
-		if err := rs.SaveReferences(context.Background()); err != nil {
-			return storeErr("save chunk references", err)
-		}
-		return nil
-	}
-}
-
-// saveRefsFirst runs saveRefs, for writers of records that name chunks
-// outside pending (block records).
-func (r *repo) saveRefsFirst() error {
-	if r.saveRefs == nil {
-		return nil
-	}
-	return r.saveRefs()
-}
-
 // haser is the optional ChunkStore method recovery uses; *store.Store has
 // it.
 type haser interface {

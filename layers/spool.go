@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -128,7 +127,7 @@ func (f *openFile) load(ctx context.Context, noBase bool) error {
 			keep = append(keep, e)
 			continue
 		}
-		// An extent past the size, which no flush writes: the part
+		// An extent straddling the size, which no flush writes: the part
 		// below it is copied, as a truncate would.
 		data, err := v.r.getChunk(ctx, e.ID)
 		if err != nil {
@@ -218,14 +217,14 @@ func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Ti
 			return 0, err
 		}
 	}
-	err := f.retreat(ctx, off, end, math.MaxInt64)
+	err := f.retreat(ctx, off, end)
 	if errors.Is(err, ErrNoSpace) {
 		// Taking back a chunk needs spool room too (up to the
 		// chunker's maximum): make some, as for the write below.
 		if moved, serr := f.storeEarly(ctx); serr != nil {
 			return 0, serr
 		} else if moved {
-			err = f.retreat(ctx, off, end, math.MaxInt64)
+			err = f.retreat(ctx, off, end)
 		}
 	}
 	if err != nil {
@@ -238,7 +237,7 @@ func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Ti
 		} else if moved {
 			// Appends lie past the held-back chunk, so this is a no-op
 			// for them; a write into the middle takes its part back.
-			if err := f.retreat(ctx, off, end, math.MaxInt64); err != nil {
+			if err := f.retreat(ctx, off, end); err != nil {
 				return 0, err
 			}
 			n, err = f.buf.writeAt(p, off)
@@ -259,12 +258,13 @@ func (f *openFile) writeAt(ctx context.Context, p []byte, off int64, now time.Ti
 // truncate sets the size; dataMu held. Stored extents past it go; one
 // that straddles it comes back into the spool up to it.
 func (f *openFile) truncate(ctx context.Context, size int64, now time.Time) error {
-	if err := f.retreat(ctx, size, math.MaxInt64, size); err != nil {
+	if err := f.cutStored(ctx, size); err != nil {
 		return err
 	}
 	if err := f.buf.truncate(size); err != nil {
 		return err
 	}
+	f.dropStored(ctx, size)
 	f.mu.Lock()
 	f.size, f.mtime, f.ctime, f.dirty = size, now, now, true
 	f.mu.Unlock()

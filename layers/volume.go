@@ -43,7 +43,7 @@ type repo struct {
 	storeFull atomic.Int64
 	spoolRoom spoolRoom // free space of the spool's filesystem (early.go)
 
-	saveRefs func() error   // before a metadata batch (refSaverOf); may be nil
+	saveRefs func() error   // before records naming chunks are written (refSaverOf)
 	jobs     chan *openFile // files waiting to be chunked
 	metaKick chan struct{}  // a volume's pending metadata is a full batch
 	tidyKick chan struct{}  // a commit finished: compact the index

@@ -151,7 +151,7 @@ func (s *Store) dedupLocked(id chunk.ID) (bool, error) {
 		return false, ErrClosed
 	}
 	if m, ok := s.mem[id]; ok {
-		m.refs++
+		s.addRefLocked(m)
 		return true, nil
 	}
 	var found bool
@@ -171,6 +171,14 @@ func (s *Store) dedupLocked(id chunk.ID) (bool, error) {
 		s.deltas[id]++
 	}
 	return found, nil
+}
+
+// addRefLocked adds a reference to a chunk not yet indexed. Called with mu.
+func (s *Store) addRefLocked(m *memChunk) {
+	m.refs++
+	if m.jRefs >= 0 && m.refs > m.jRefs {
+		s.raisedJournaled = true
+	}
 }
 
 // newSegLocked starts an empty segment, holding at most SegmentSize bytes
@@ -323,7 +331,7 @@ func (s *Store) Retain(ctx context.Context, ids []chunk.ID) error {
 			return err
 		}
 		part := ids[done:min(done+retainBatch, len(ids))]
-		if err := s.retainLocked(part); err != nil {
+		if err := s.retainPart(part); err != nil {
 			s.unretain(ids[:done])
 			return err
 		}
@@ -332,10 +340,10 @@ func (s *Store) Retain(ctx context.Context, ids []chunk.ID) error {
 	return nil
 }
 
-// retainLocked is Retain for at most retainBatch ids, all or none; it
-// takes mu. Chunks move from mem to the index only under mu, so each is
+// retainPart is Retain for at most retainBatch ids, all or none, under
+// one hold of mu. Chunks move from mem to the index only under mu, so each is
 // found in one of the two.
-func (s *Store) retainLocked(ids []chunk.ID) error {
+func (s *Store) retainPart(ids []chunk.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -369,7 +377,7 @@ func (s *Store) retainLocked(ids []chunk.ID) error {
 	}
 	for _, id := range ids {
 		if m, ok := s.mem[id]; ok {
-			m.refs++
+			s.addRefLocked(m)
 			continue
 		}
 		s.deltas[id]++
@@ -510,16 +518,33 @@ func (s *Store) journalSeg(ctx context.Context, seg *segBuf) error {
 // this before each batch they write to the same index; badger recovers a
 // prefix of its writes, so a crash that keeps a batch keeps the counts
 // written before it. A count can still end up too high (space, until a
-// repair recounts), never too low.
+// repair recounts), never too low. One exception makes it a Flush: a
+// chunk already journaled but not yet indexed gained a reference (its
+// count lives in the journal).
 func (s *Store) SaveReferences(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	none, closed := len(s.deltas) == 0, s.closed
+	none, raised, closed := len(s.deltas) == 0, s.raisedJournaled, s.closed
+	s.raisedJournaled = false
 	s.mu.Unlock()
 	if closed {
 		return ErrClosed
+	}
+	if raised {
+		// The count of a chunk in the open segment, or in one being
+		// sealed, lives in its journal until the seal indexes it: only
+		// Flush writes it there (with fsync), or waits for the seal.
+		// Rare: the chunk was journaled by an earlier durable point and
+		// deduplicated since.
+		if err := s.flush(ctx, false); err != nil {
+			s.mu.Lock()
+			s.raisedJournaled = true
+			s.mu.Unlock()
+			return fmt.Errorf("save references: %w", classify(err))
+		}
+		return nil
 	}
 	if none {
 		return nil

@@ -82,21 +82,24 @@ type Store struct {
 	mu   sync.Mutex
 	cond *sync.Cond // on mu: inflight, sealing or failed changed
 	// Fields below are guarded by mu.
-	mem      map[chunk.ID]*memChunk // chunks not (yet) in the index
-	deltas   map[chunk.ID]int64     // reference changes of indexed chunks, applied at Flush
-	open     *segBuf                // segment being filled
-	failed   []*segBuf              // segments whose sealing failed, retried by Put and Flush
-	sealErr  error                  // the last sealing error while failed is non-empty
-	putSeq   uint64                 // numbers new chunks, so Flush waits only for older ones
-	inflight map[uint64]struct{}    // seqs of chunks being sealed, not yet in a segment
-	segSeq   uint64                 // numbers hand-offs to the sealers
-	sealing  map[*segBuf]struct{}   // segments handed to the sealers, not yet done
-	memSeals int                    // of those, how many still hold their data
-	nextSeg  uint64
-	closed   bool
-	damaged  map[uint64]bool // segments already reported damaged by reads
-	lost     map[uint64]bool // segments damaged beyond parity (lost.go)
-	stats    Stats
+	mem    map[chunk.ID]*memChunk // chunks not (yet) in the index
+	deltas map[chunk.ID]int64     // reference changes of indexed chunks, applied at Flush
+	// raisedJournaled: a chunk the journal holds gained a reference since
+	// its journal record, which only a Flush writes (SaveReferences).
+	raisedJournaled bool
+	open            *segBuf              // segment being filled
+	failed          []*segBuf            // segments whose sealing failed, retried by Put and Flush
+	sealErr         error                // the last sealing error while failed is non-empty
+	putSeq          uint64               // numbers new chunks, so Flush waits only for older ones
+	inflight        map[uint64]struct{}  // seqs of chunks being sealed, not yet in a segment
+	segSeq          uint64               // numbers hand-offs to the sealers
+	sealing         map[*segBuf]struct{} // segments handed to the sealers, not yet done
+	memSeals        int                  // of those, how many still hold their data
+	nextSeg         uint64
+	closed          bool
+	damaged         map[uint64]bool // segments already reported damaged by reads
+	lost            map[uint64]bool // segments damaged beyond parity (lost.go)
+	stats           Stats
 }
 
 // Create makes a new repository in dir: shard directories (which must be
