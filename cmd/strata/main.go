@@ -36,7 +36,7 @@ type cli struct {
 	Protect   protectCmd   `cmd:"" help:"Protect a revision from prune."`
 	Unprotect unprotectCmd `cmd:"" help:"Remove a revision's protection from prune."`
 	Scrub     scrubCmd     `cmd:"" help:"Verify shards and chunks; --repair restores lost redundancy."`
-	Repair    repairCmd    `cmd:"" help:"Rebuild the index from the shards alone."`
+	Repair    repairCmd    `cmd:"" help:"Rebuild the index from the shards alone (--rebuild-index), or recount chunk references (--recount-references); one of the two."`
 	Check     checkCmd     `cmd:"" help:"Monitoring check: Nagios-style line and exit code 0/1/2/3."`
 	Status    statusCmd    `cmd:"" help:"Volumes, mounts, exports and repository health."`
 	Serve     serveCmd     `cmd:"" help:"Run the repository server in the foreground (for systemd). SIGTERM or SIGINT stops it as 'strata stop' does, except that a busy mount (a loop device or process holds it) does not make it refuse: it flushes, logs what holds the mount, serves on and exits once the mount is released; a second SIGTERM or SIGINT tears busy mounts down and exits."`

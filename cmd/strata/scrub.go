@@ -330,10 +330,14 @@ func describeDamage(ctx context.Context, env *opEnv, rep store.ScrubReport, out 
 }
 
 type repairCmd struct {
-	RebuildIndex bool `required:"" help:"Rebuild the chunk index (and volumes and revisions) from the shards alone."`
+	RebuildIndex      bool `xor:"what" required:"" help:"Rebuild the chunk index (and volumes and revisions) from the shards alone."`
+	RecountReferences bool `xor:"what" required:"" help:"Set every chunk's reference count from what the volumes and revisions name. Gives back the space a crash leaked (chunks an unfinished write had taken), and heals counts that a server killed under an earlier strata may have left short, which a later prune could turn into deleted data. Needs the repository to itself: run 'strata stop' first."`
 }
 
 func (c *repairCmd) Run(ctx context.Context, g *Globals) error {
+	if c.RecountReferences {
+		return recountReferences(ctx, g)
+	}
 	var res map[string]any
 	if err := call(ctx, g, "repair", struct{}{}, &res); err != nil {
 		return err
@@ -408,4 +412,54 @@ func opRepair(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error)
 	return map[string]any{"rebuilt": true, "volumes": len(vols), "revisions": revs,
 		"chunks": refs.Chunks, "unreferenced": refs.Unreferenced, "missing": refs.Missing,
 		"renamed": renamed}, nil
+}
+
+// recountReferences is 'repair --recount-references'.
+func recountReferences(ctx context.Context, g *Globals) error {
+	var res recountResult
+	if err := call(ctx, g, "repair.recount", struct{}{}, &res); err != nil {
+		return err
+	}
+	if g.JSON {
+		return printJSON(res)
+	}
+	fmt.Printf("chunk references recounted: %s, %s changed (%s now unreferenced, freed by the next prune)\n",
+		count(res.Chunks, "chunk"), count(res.Changed, "count"), count(res.Unreferenced, "chunk"))
+	if res.Missing > 0 {
+		fmt.Printf("DAMAGE: revisions reference %s that no shard holds; 'strata scrub' shows which segments are lost\n", count(res.Missing, "chunk"))
+		return &exitStatus{code: exitError}
+	}
+	return nil
+}
+
+type recountResult struct {
+	Chunks       int64 `json:"chunks"`
+	References   int64 `json:"references"`
+	Changed      int64 `json:"changed"`
+	Unreferenced int64 `json:"unreferenced"`
+	Missing      int64 `json:"missing"`
+}
+
+// opRecount sets the store's reference counts from layers' References.
+// SetReferences must not run beside a Put or Release, and a server may
+// start one at any time (a commit, a flush of staging): so only without
+// a server, as finishRemovals.
+func opRecount(ctx context.Context, env *opEnv, _ struct{}) (any, error) {
+	if env.srv != nil {
+		return nil, fail(exitError, "run 'strata stop' first (it unmounts everything), then repair again", "recounting references needs the repository to itself, and a server is running")
+	}
+	if env.progress != nil {
+		env.progress(progress{Phase: "recount chunk references"})
+	}
+	rep, err := env.repo.store.SetReferences(ctx, func(yield func(chunk.ID) error) error {
+		return env.repo.layers.References(ctx, yield)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recount chunk references: %w", err)
+	}
+	if rep.Missing > 0 {
+		env.repo.log.Error("revisions reference chunks the shards no longer hold", "missing", rep.Missing)
+	}
+	return recountResult{Chunks: rep.Chunks, References: rep.References, Changed: rep.Changed,
+		Unreferenced: rep.Unreferenced, Missing: rep.Missing}, nil
 }
