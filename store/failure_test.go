@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -292,14 +291,9 @@ func TestKillDuringWrites(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir, cfg := testRepo(t, 4, 2)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := rand.New(rand.NewPCG(9, 9))
 	for round := range 4 {
-		cmd := exec.Command(exe, "-test.run=^TestCrashChild$")
-		cmd.Env = append(os.Environ(), crashEnv+"="+dir, fmt.Sprintf("%s_SEED=%d", crashEnv, round+1))
+		cmd := childTest(t, "TestCrashChild", crashEnv+"="+dir, fmt.Sprintf("%s_SEED=%d", crashEnv, round+1))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {

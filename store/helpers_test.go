@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"testing"
 
 	"github.com/strata-backup/strata/store/crypt"
@@ -93,4 +95,18 @@ func reopenChecked(t *testing.T, s *Store, dir string, cfg format.Config, want m
 		t.Fatalf("scrub after reopening: %+v, %v", rep, err)
 	}
 	return s
+}
+
+// childTest returns a command that runs this test binary again with only
+// the test named test, with env added: for what needs a second process
+// (a lock holder, a crash by SIGKILL or by exiting without Close).
+func childTest(t testing.TB, test string, env ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^"+test+"$")
+	cmd.Env = append(os.Environ(), env...)
+	return cmd
 }

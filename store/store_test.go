@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -174,13 +173,7 @@ func TestLockedOtherProcess(t *testing.T) {
 	}
 	dir, cfg := testRepo(t, 2, 1)
 	s := openStore(t, dir, cfg, Options{})
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestLockChild$")
-	cmd.Env = append(os.Environ(), lockEnv+"="+dir)
-	out, err := cmd.CombinedOutput()
+	out, err := childTest(t, "TestLockChild", lockEnv+"="+dir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
@@ -190,9 +183,7 @@ func TestLockedOtherProcess(t *testing.T) {
 	}
 	// Once released, another process may open it.
 	s.Close()
-	cmd = exec.Command(exe, "-test.run=^TestLockChild$")
-	cmd.Env = append(os.Environ(), lockEnv+"="+dir)
-	if out, _ = cmd.CombinedOutput(); !strings.Contains(string(out), "OPEN: <nil>") {
+	if out, _ = childTest(t, "TestLockChild", lockEnv+"="+dir).CombinedOutput(); !strings.Contains(string(out), "OPEN: <nil>") {
 		t.Fatalf("child after Close: %s", out)
 	}
 }
@@ -333,13 +324,7 @@ func TestSaveReferencesJournaled(t *testing.T) {
 		return
 	}
 	dir, cfg := testRepo(t, 2, 1)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestSaveReferencesJournaledChild$")
-	cmd.Env = append(os.Environ(), saveRefsChildEnv+"="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := childTest(t, "TestSaveReferencesJournaledChild", saveRefsChildEnv+"="+dir).CombinedOutput(); err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
 	s := openStore(t, dir, cfg, Options{})

@@ -86,13 +86,10 @@ func TestServerKilledMidRsync(t *testing.T) {
 	r.must("commit", "home", "--tag", "b")
 	r.must("umount", stage)
 
-	ra, rb := r.mkdir("mnt/ra"), r.mkdir("mnt/rb")
-	r.must("mount", "home@a", ra)
-	r.must("mount", "home@b", rb)
-	if out := itemize(t, a, ra); out != "" {
+	if out := itemize(t, a, r.mountRevision("home@a")); out != "" {
 		t.Errorf("revision a changed after the server was killed:\n%s", out)
 	}
-	if out := itemize(t, b, rb); out != "" {
+	if out := itemize(t, b, r.mountRevision("home@b")); out != "" {
 		t.Errorf("revision b differs from its source:\n%s", out)
 	}
 }
@@ -440,9 +437,7 @@ func TestKilledAfterDedupKeepsReferences(t *testing.T) {
 	r.must("commit", "home")
 	r.must("umount", stage)
 	r.must("prune", "home", "--keep-last", "1")
-	mnt := r.mkdir("mnt/latest")
-	r.must("mount", "home@latest", mnt)
-	got, err := os.ReadFile(filepath.Join(mnt, "b"))
+	got, err := os.ReadFile(filepath.Join(r.mountRevision("home@latest"), "b"))
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("b in the latest revision after pruning the first: %d bytes, %v; want its %d bytes", len(got), err, len(want))
 	}
@@ -476,8 +471,7 @@ func TestKilledAfterDedupKeepsBlockReferences(t *testing.T) {
 	}
 	r.must("umount", stage)
 	r.must("prune", "vm", "--keep-last", "1")
-	mnt := r.mkdir("mnt/latest")
-	r.must("mount", "vm@latest", mnt)
+	mnt := r.mountRevision("vm@latest")
 	want, err := os.ReadFile(a)
 	if err != nil {
 		t.Fatal(err)

@@ -246,13 +246,10 @@ func TestInPlaceRewrite(t *testing.T) {
 	r.must("commit", "home", "--tag", "second")
 	r.must("umount", stage)
 
-	rev1, rev2 := r.mkdir("mnt/r1"), r.mkdir("mnt/r2")
-	r.must("mount", "home@first", rev1)
-	r.must("mount", "home@second", rev2)
-	if out := itemize(t, first, rev1); out != "" {
+	if out := itemize(t, first, r.mountRevision("home@first")); out != "" {
 		t.Errorf("revision first differs from the first source:\n%s", out)
 	}
-	if out := itemize(t, src, rev2); out != "" {
+	if out := itemize(t, src, r.mountRevision("home@second")); out != "" {
 		t.Errorf("revision second differs from the changed source:\n%s", out)
 	}
 }

@@ -153,7 +153,6 @@ func (r *repo) must(args ...string) string {
 	return res.stdout
 }
 
-// mkdir makes a directory under the test's work dir.
 // mountNewVolume creates fs volume name and mounts its staging head at
 // WORK/mnt/stage, which it returns.
 func (r *repo) mountNewVolume(name string) string {
@@ -164,6 +163,16 @@ func (r *repo) mountNewVolume(name string) string {
 	return stage
 }
 
+// mountRevision mounts revision spec (NAME@REV) read-only at a new
+// directory WORK/mnt/rev-<spec>, which it returns.
+func (r *repo) mountRevision(spec string) string {
+	r.t.Helper()
+	mnt := r.mkdir("mnt/rev-" + strings.NewReplacer("@", "-", "/", "-", ":", "-").Replace(spec))
+	r.must("mount", spec, mnt)
+	return mnt
+}
+
+// mkdir makes a directory under the test's work dir.
 func (r *repo) mkdir(name string) string {
 	r.t.Helper()
 	p := filepath.Join(r.work, name)

@@ -179,8 +179,7 @@ func TestRecountReferences(t *testing.T) {
 	if out := r.must("repair", "--recount-references"); !strings.Contains(out, "0 counts changed") {
 		t.Errorf("recount text: %q", out)
 	}
-	mnt := r.mkdir("mnt/latest")
-	r.must("mount", "home@latest", mnt)
+	mnt := r.mountRevision("home@latest")
 	want := make([]byte, 3<<20)
 	fillRandom(want, 90)
 	if got, err := os.ReadFile(filepath.Join(mnt, "copy")); err != nil || !bytes.Equal(got, want) {

@@ -385,17 +385,9 @@ func opRepair(ctx context.Context, env *opEnv, raw json.RawMessage) (any, error)
 	// The rebuilt chunk index gives every chunk one reference; put the
 	// true counts back from what the volumes reference, so GC frees
 	// exactly the garbage (it refuses to run until this is done).
-	if env.progress != nil {
-		env.progress(progress{Phase: "recount chunk references"})
-	}
-	refs, err := env.repo.store.SetReferences(ctx, func(yield func(chunk.ID) error) error {
-		return env.repo.layers.References(ctx, yield)
-	})
+	refs, err := setReferencesFromVolumes(ctx, env)
 	if err != nil {
-		return nil, fmt.Errorf("recount chunk references: %w", err)
-	}
-	if refs.Missing > 0 {
-		env.repo.log.Error("revisions reference chunks the shards no longer hold", "missing", refs.Missing)
+		return nil, err
 	}
 	vols, err := env.repo.layers.Volumes(ctx)
 	if err != nil {
@@ -448,6 +440,18 @@ func opRecount(ctx context.Context, env *opEnv, _ struct{}) (any, error) {
 	if env.srv != nil {
 		return nil, fail(exitError, "run 'strata stop' first (it unmounts everything), then repair again", "recounting references needs the repository to itself, and a server is running")
 	}
+	rep, err := setReferencesFromVolumes(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	return recountResult{Chunks: rep.Chunks, References: rep.References, Changed: rep.Changed,
+		Unreferenced: rep.Unreferenced, Missing: rep.Missing}, nil
+}
+
+// setReferencesFromVolumes sets every chunk's reference count from what the
+// volumes and revisions name (after an index rebuild, or on request); the
+// caller makes sure nothing puts or releases chunks meanwhile.
+func setReferencesFromVolumes(ctx context.Context, env *opEnv) (store.RefsReport, error) {
 	if env.progress != nil {
 		env.progress(progress{Phase: "recount chunk references"})
 	}
@@ -455,11 +459,10 @@ func opRecount(ctx context.Context, env *opEnv, _ struct{}) (any, error) {
 		return env.repo.layers.References(ctx, yield)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("recount chunk references: %w", err)
+		return rep, fmt.Errorf("recount chunk references: %w", err)
 	}
 	if rep.Missing > 0 {
 		env.repo.log.Error("revisions reference chunks the shards no longer hold", "missing", rep.Missing)
 	}
-	return recountResult{Chunks: rep.Chunks, References: rep.References, Changed: rep.Changed,
-		Unreferenced: rep.Unreferenced, Missing: rep.Missing}, nil
+	return rep, nil
 }
